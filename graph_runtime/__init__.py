@@ -1,0 +1,1 @@
+"""Flow model, subgraph selection, scheduler and executor. No HTTP, no SQL."""

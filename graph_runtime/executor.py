@@ -1,0 +1,241 @@
+"""The executor: runs one task's selected subgraph on asyncio.
+
+Per node: prepare inputs → run (with timeout and retries) → record outcome → schedule
+successors. A node's status and output are committed through the ``TaskStore`` before any
+successor starts; the task's outcome is decided in ``finally`` and persisted shielded from
+cancellation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from graph_runtime import errors, selection
+from graph_runtime.attempts import run_attempts
+from graph_runtime.models import NodeRun, NodeStatus, Task, TaskOutcome, TaskStatus
+from graph_runtime.ports import TaskStore
+from nodes import errors as node_errors
+from nodes.registry import Registry
+
+log = logging.getLogger(__name__)
+
+Listener = Callable[[Task, NodeRun], None]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Control:
+    """Why a running task is being cancelled: a user's cancel ends it, a shutdown leaves it resumable."""
+
+    user_cancelled: bool = False
+    asyncio_task: asyncio.Task[Any] | None = None
+
+
+@dataclass
+class Executor:
+    """Runs tasks against a :class:`TaskStore` with node types from a :class:`Registry`."""
+
+    store: TaskStore
+    registry: Registry
+    http: Any = None
+    allow_private: bool = False
+    listener: Listener | None = None
+    _plans: dict[tuple[str, int, int], selection.Plan] = field(default_factory=dict)
+
+    async def execute(self, task: Task, control: Control | None = None) -> Task:
+        """Run ``task`` (already claimed: status running) to its end and persist the outcome.
+
+        Returns the task with its final status. A shutdown cancel re-raises ``CancelledError``
+        and leaves the task ``running`` for :meth:`TaskStore.requeue_interrupted`.
+        """
+        control = control or Control()
+        run = _TaskRun(self, task)
+        try:
+            await run.prepare()
+            async with asyncio.timeout(task.request.timeout_s):
+                await run.drive()
+        except TimeoutError:
+            run.fail(errors.TaskTimeout(f"the task ran longer than its timeout_s ({task.request.timeout_s}s)"))
+        except asyncio.CancelledError:
+            if not control.user_cancelled:
+                await asyncio.shield(run.abandon())
+                raise
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            run.stop_with(TaskStatus.CANCELLED, errors.TaskCancelled("cancelled by request").as_dict())
+        except errors.GraphRuntimeError as exc:
+            run.fail(exc)
+        except Exception as exc:  # a bug in the runtime must still end the task truthfully
+            log.exception("task crashed", extra={"action": "task_internal_error", "task_id": task.id})
+            run.fail(errors.GraphRuntimeError(f"internal error: {type(exc).__name__}"))
+        await asyncio.shield(run.finish())
+        return task
+
+
+class _TaskRun:
+    """The state of one task while it runs; not shared between tasks."""
+
+    def __init__(self, executor: Executor, task: Task) -> None:
+        self.ex = executor
+        self.task = task
+        self.plan: selection.Plan | None = None
+        self.running: dict[str, asyncio.Task[None]] = {}
+        self.dirty: set[str] = set()
+        self.failure: dict[str, Any] | None = None
+        self.final_status: TaskStatus | None = None
+
+    async def prepare(self) -> None:
+        flow = await self.ex.store.load_flow(self.task.flow_id, self.task.revision)
+        self.plan = selection.plan(flow, self.ex.registry, self.task.request)
+        fresh = []
+        for node_id in self.plan.order:
+            run = self.task.nodes.get(node_id)
+            if run is None:
+                run = self.task.nodes[node_id] = NodeRun(node_id)
+                fresh.append(run)
+            elif run.status is not NodeStatus.SUCCEEDED:
+                # Interrupted by a crash: it runs again, and its attempts keep counting.
+                run.status, run.error, run.output = NodeStatus.PENDING, None, None
+                fresh.append(run)
+        if fresh:
+            await self.ex.store.save_node_runs(self.task.id, fresh)
+
+    def ready(self) -> list[str]:
+        assert self.plan is not None
+        done = self.task.nodes
+        return [
+            n for n in self.plan.order
+            if done[n].status is NodeStatus.PENDING and n not in self.running
+            and all(done[p].status is NodeStatus.SUCCEEDED for p in self.plan.predecessors[n])
+        ]
+
+    async def drive(self) -> None:
+        """Start ready nodes, wait for any to end, repeat until nothing can start."""
+        try:
+            self._start_ready()
+            while self.running and self.failure is None:
+                done, _ = await asyncio.wait(self.running.values(), return_when=asyncio.FIRST_COMPLETED)
+                for finished in done:
+                    self.running.pop(finished.get_name())
+                    finished.result()
+                if self.failure is None:
+                    self._start_ready()
+        finally:
+            await self._cancel_running()
+
+    def _start_ready(self) -> None:
+        for node_id in self.ready():
+            self.running[node_id] = asyncio.create_task(self._run_node(node_id), name=node_id)
+
+    async def _cancel_running(self) -> None:
+        for pending in self.running.values():
+            pending.cancel()
+        if self.running:
+            await asyncio.gather(*self.running.values(), return_exceptions=True)
+        self.running.clear()
+
+    async def _run_node(self, node_id: str) -> None:
+        assert self.plan is not None
+        run = self.task.nodes[node_id]
+        node_type = self.ex.registry.get(self.plan.flow.node(node_id).type)
+        started = time.perf_counter()
+        try:
+            params = self._params(node_id)
+            output, cost = await run_attempts(self, node_type, node_id, params, run)
+        except asyncio.CancelledError:
+            self._end_node(run, NodeStatus.CANCELLED, started, error={"node_id": node_id, "code": "cancelled", "message": "cancelled"})
+            raise
+        except node_errors.GraphRuntimeError as exc:
+            exc.node_id = node_id
+            self._end_node(run, NodeStatus.FAILED, started, error=exc.as_dict())
+            await self.ex.store.save_node_runs(self.task.id, [run])
+            self.failure = exc.as_dict()
+            return
+        self._end_node(run, NodeStatus.SUCCEEDED, started, output=output, cost=cost)
+        await self.ex.store.save_node_runs(self.task.id, [run])
+        self.dirty.discard(node_id)
+
+    def _params(self, node_id: str) -> dict[str, Any]:
+        """Settings merged with node_settings, then every inbound edge's value on top."""
+        assert self.plan is not None
+        params = dict(self.plan.settings[node_id])
+        for edge in self.plan.inbound[node_id]:
+            upstream = self.task.nodes[edge.source].output or {}
+            if edge.output is None:
+                params[edge.input_name] = upstream
+            elif edge.output in upstream:
+                params[edge.input_name] = upstream[edge.output]
+            else:
+                raise node_errors.InvalidParams(
+                    f"input {edge.input_name!r}: upstream node {edge.source!r} has no output {edge.output!r}",
+                    field=edge.input_name,
+                )
+        return params
+
+    def node_started(self, run: NodeRun) -> None:
+        run.status = NodeStatus.RUNNING
+        run.started = run.started or utcnow()
+        run.attempts += 1
+        self.dirty.add(run.node_id)
+        self._notify(run)
+
+    def _end_node(self, run: NodeRun, status: NodeStatus, started: float, *, output: Any = None,
+                  cost: float | None = None, error: dict[str, Any] | None = None) -> None:
+        run.status, run.finished = status, utcnow()
+        run.execution_time = round(time.perf_counter() - started, 6)
+        run.output, run.cost, run.error = output, cost if cost is not None else 0.0, error
+        self.dirty.add(run.node_id)
+        self._notify(run)
+
+    def _notify(self, run: NodeRun) -> None:
+        if self.ex.listener is not None:
+            self.ex.listener(self.task, run)
+
+    def fail(self, exc: node_errors.GraphRuntimeError) -> None:
+        self.failure = self.failure or exc.as_dict()
+
+    def stop_with(self, status: TaskStatus, error: dict[str, Any]) -> None:
+        self.final_status, self.failure = status, error
+
+    async def abandon(self) -> None:
+        """Shutdown: persist what ran so far; running nodes stay ``running`` to be resumed."""
+        await self._cancel_running()
+        interrupted = [r for r in self.task.nodes.values() if r.status is NodeStatus.CANCELLED]
+        for run in interrupted:
+            run.status, run.finished, run.error = NodeStatus.RUNNING, None, None
+        if interrupted:
+            await self.ex.store.save_node_runs(self.task.id, interrupted)
+
+    async def finish(self) -> None:
+        """Decide the task's outcome from its node runs and persist it in one transaction."""
+        task = self.task
+        for run in task.nodes.values():
+            if run.status in (NodeStatus.PENDING, NodeStatus.RUNNING):
+                run.status = NodeStatus.SKIPPED
+                self.dirty.add(run.node_id)
+        finished = utcnow()
+        started = task.started or finished
+        status = self.final_status or (TaskStatus.FAILED if self.failure else TaskStatus.SUCCEEDED)
+        result_run = task.nodes.get(task.request.result_node_id)
+        succeeded = status is TaskStatus.SUCCEEDED and result_run is not None
+        outcome = TaskOutcome(
+            status=status,
+            finished=finished,
+            execution_time=round((finished - started).total_seconds(), 6),
+            execution_cost=round(sum(r.cost or 0.0 for r in task.nodes.values()), 9),
+            result=result_run.output if succeeded and result_run else None,
+            error=None if status is TaskStatus.SUCCEEDED else self.failure,
+        )
+        runs = [task.nodes[n] for n in sorted(self.dirty) if n in task.nodes]
+        await self.ex.store.finish_task(task.id, outcome, runs)
+        task.status, task.finished, task.result, task.error = status, finished, outcome.result, outcome.error
+        task.execution_time, task.execution_cost = outcome.execution_time, outcome.execution_cost
+        log.info("task ended", extra={"action": "task_finished", "task_id": task.id, "status": status.value})

@@ -1,0 +1,144 @@
+"""The flow model: a named DAG of nodes and edges, loaded from JSON or YAML and validated whole."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import pydantic
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from graph_runtime import errors
+from nodes import codec
+
+ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+
+
+def _id_to_str(value: Any) -> Any:
+    # YAML reads `id: 1607` as an int; ids are strings everywhere.
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+Id = Annotated[str, BeforeValidator(_id_to_str), Field(pattern=ID_PATTERN)]
+
+
+class Node(BaseModel):
+    """One node of a flow: its id, its type name and its settings (its parameters)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: Id
+    type: str = Field(min_length=1)
+    settings: dict[str, Any] = {}
+    overridable: list[str] = []
+    description: str | None = None
+
+
+class Edge(BaseModel):
+    """A link: ``from``'s output ``output`` (all of it if absent) feeds ``to``'s input ``input``.
+
+    Without ``input`` the value arrives under the upstream node's id.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    source: Id = Field(alias="from")
+    output: str | None = None
+    target: Id = Field(alias="to")
+    input: str | None = None
+
+    @property
+    def input_name(self) -> str:
+        return self.input if self.input is not None else self.source
+
+
+class Defaults(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    start_node_id: Id | None = None
+    end_node_id: Id | None = None
+    result_node_id: Id | None = None
+
+
+class Flow(BaseModel):
+    """A stored DAG. Validated against the registry by :func:`graph_runtime.validation.validate`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: Id
+    name: str | None = None
+    description: str | None = None
+    override_policy: Literal["permissive", "declared", "off"] = "permissive"
+    defaults: Defaults = Defaults()
+    nodes: list[Node] = Field(min_length=1)
+    edges: list[Edge] = []
+
+    def node(self, node_id: str) -> Node:
+        for node in self.nodes:
+            if node.id == node_id:
+                return node
+        raise KeyError(node_id)
+
+    def definition(self) -> dict[str, Any]:
+        """The definition as JSON-ready data (edges with ``from``/``to``)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+    def digest(self) -> str:
+        """A hash of the canonical definition: equal digests mean the same revision."""
+        canonical = codec.dumps(_sorted(self.definition()))
+        return hashlib.sha256(canonical).hexdigest()
+
+
+def _sorted(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _sorted(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted(v) for v in value]
+    return value
+
+
+def parse(data: Any, *, flow_id: str | None = None) -> Flow:
+    """Build a :class:`Flow` from parsed JSON/YAML, listing every shape problem at once.
+
+    Args:
+        data: the parsed document.
+        flow_id: when given (a PUT to ``/flows/{id}``), the id the document must have or gets.
+
+    Raises:
+        errors.FlowInvalid: with one entry per problem.
+    """
+    if not isinstance(data, Mapping):
+        raise errors.FlowInvalid(["a flow must be an object with id, nodes and edges"])
+    data = dict(data)
+    if flow_id is not None:
+        given = _id_to_str(data.get("id", flow_id))
+        if given != flow_id:
+            raise errors.FlowInvalid([f"id: {given!r} does not match the flow id {flow_id!r} in the path"], field="id")
+        data["id"] = flow_id
+    try:
+        return Flow.model_validate(data)
+    except pydantic.ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            path = ".".join(str(p) for p in err["loc"])
+            problems.append(f"{path}: {err['msg']}" if path else err["msg"])
+        first = ".".join(str(p) for p in exc.errors()[0]["loc"]) or None
+        raise errors.FlowInvalid(problems, field=first) from None
+
+
+def read_file(path: Path) -> Flow:
+    """Parse a ``.json``, ``.yaml`` or ``.yml`` flow file (shape only; see ``validation``)."""
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = codec.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (codec.DecodeError, yaml.YAMLError) as exc:
+        raise errors.FlowInvalid([f"{path.name}: not valid {path.suffix.lstrip('.').upper()}: {exc}"]) from None
+    return parse(data)
+
+
+FLOW_SUFFIXES = (".json", ".yaml", ".yml")

@@ -1,0 +1,136 @@
+"""Task and node-run records and their statuses: the values the executor and storage exchange.
+
+Task states (``TaskStatus``; the number is Scade's ``status``)::
+
+    queued(1) ──claim──▶ running(2) ──▶ succeeded(3) | failed(4) | cancelled(5)
+        └──────────────────cancel───────────────────────────────▶ cancelled(5)
+
+Node-run states (``NodeStatus``)::
+
+    pending ──▶ running ──▶ succeeded | failed | cancelled
+       └──────────────────▶ skipped  (an upstream failure or a cancel stopped the task first)
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+class TaskStatus(str, enum.Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def number(self) -> int:
+        """Scade's numeric status: 3 is the only success."""
+        return _TASK_NUMBERS[self]
+
+    @classmethod
+    def from_number(cls, number: int) -> TaskStatus:
+        return _TASK_BY_NUMBER[number]
+
+    @property
+    def ended(self) -> bool:
+        return self in (TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED)
+
+
+_TASK_NUMBERS = {status: i for i, status in enumerate(TaskStatus, start=1)}
+_TASK_BY_NUMBER = {i: status for status, i in _TASK_NUMBERS.items()}
+
+
+class NodeStatus(str, enum.Enum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class TaskRequest:
+    """What an execute request asked for, with defaults filled in (Scade's ``data``)."""
+
+    start_node_id: str
+    end_node_id: str
+    result_node_id: str
+    node_settings: dict[str, Any] = field(default_factory=dict)
+    init_context: dict[str, Any] = field(default_factory=dict)
+    timeout_s: float | None = None
+
+    def as_data(self) -> dict[str, Any]:
+        """Scade's ``data`` echo: ``node_id`` first and always null."""
+        data: dict[str, Any] = {
+            "node_id": None,
+            "start_node_id": self.start_node_id,
+            "end_node_id": self.end_node_id,
+            "result_node_id": self.result_node_id,
+            "init_context": self.init_context,
+            "node_settings": self.node_settings,
+        }
+        if self.timeout_s is not None:
+            data["timeout_s"] = self.timeout_s
+        return data
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> TaskRequest:
+        return cls(
+            start_node_id=data["start_node_id"],
+            end_node_id=data["end_node_id"],
+            result_node_id=data["result_node_id"],
+            node_settings=data.get("node_settings") or {},
+            init_context=data.get("init_context") or {},
+            timeout_s=data.get("timeout_s"),
+        )
+
+
+@dataclass
+class NodeRun:
+    """One node inside a task."""
+
+    node_id: str
+    status: NodeStatus = NodeStatus.PENDING
+    started: datetime | None = None
+    finished: datetime | None = None
+    execution_time: float | None = None
+    cost: float | None = None
+    attempts: int = 0
+    error: dict[str, Any] | None = None
+    output: dict[str, Any] | None = None
+
+
+@dataclass
+class Task:
+    """One execution of a selected subgraph of a flow revision."""
+
+    id: int
+    flow_id: str
+    revision: int
+    request: TaskRequest
+    status: TaskStatus = TaskStatus.QUEUED
+    created: datetime | None = None
+    started: datetime | None = None
+    finished: datetime | None = None
+    result: dict[str, Any] | None = None
+    execution_time: float | None = None
+    execution_cost: float | None = None
+    error: dict[str, Any] | None = None
+    nodes: dict[str, NodeRun] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TaskOutcome:
+    """How a task ended, written in one transaction by :meth:`TaskStore.finish_task`."""
+
+    status: TaskStatus
+    finished: datetime
+    execution_time: float
+    execution_cost: float
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None

@@ -1,0 +1,186 @@
+"""Subgraph selection (SPEC §2): which nodes a request runs, with what settings.
+
+Run set = E and its ancestors, minus the strict ancestors of S.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import networkx as nx
+
+from graph_runtime import errors
+from graph_runtime.flow import Edge, Flow
+from graph_runtime.models import TaskRequest
+from nodes import contract
+from nodes import errors as node_errors
+from nodes.registry import Registry
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A selected subgraph, ready for the executor.
+
+    Attributes:
+        order: the run set in a topological order.
+        predecessors: for each run-set node, the run-set nodes it waits for.
+        successors: for each run-set node, the run-set nodes that wait for it.
+        inbound: for each run-set node, the edges that feed it from run-set nodes.
+        settings: for each run-set node, its settings merged with the request's node_settings.
+    """
+
+    flow: Flow
+    request: TaskRequest
+    order: tuple[str, ...]
+    predecessors: Mapping[str, tuple[str, ...]]
+    successors: Mapping[str, tuple[str, ...]]
+    inbound: Mapping[str, tuple[Edge, ...]]
+    settings: Mapping[str, Mapping[str, Any]]
+
+
+def graph_of(flow: Flow) -> nx.DiGraph:
+    graph = nx.DiGraph()
+    graph.add_nodes_from(node.id for node in flow.nodes)
+    graph.add_edges_from((edge.source, edge.target) for edge in flow.edges)
+    return graph
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Objects merge key by key, recursively; anything else in ``override`` replaces."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def resolve_ids(
+    flow: Flow, start: str | None, end: str | None, result: str | None
+) -> tuple[str, str, str]:
+    """Fill in S, E and R from the flow's defaults or its only start/end node (SPEC §2)."""
+    ids = {node.id for node in flow.nodes}
+    s = start or flow.defaults.start_node_id or _only_of_type(flow, "start", "start_node_id")
+    e = end or flow.defaults.end_node_id or _only_of_type(flow, "end", "end_node_id")
+    r = result or (end if end else None) or flow.defaults.result_node_id or e
+    for field, value in (("start_node_id", s), ("end_node_id", e), ("result_node_id", r)):
+        if value not in ids:
+            raise errors.SelectionError(f"flow {flow.id!r} has no node {value!r}", field=field)
+    return s, e, r
+
+
+def default_ids(flow: Flow) -> dict[str, str | None]:
+    """What a request naming no nodes gets; None where the request must name one."""
+    ids: dict[str, str | None] = {}
+    for field, kind, given in (("start_node_id", "start", flow.defaults.start_node_id),
+                               ("end_node_id", "end", flow.defaults.end_node_id)):
+        found = [node.id for node in flow.nodes if node.type == kind]
+        ids[field] = given or (found[0] if len(found) == 1 else None)
+    ids["result_node_id"] = flow.defaults.result_node_id or ids["end_node_id"]
+    return ids
+
+
+def _only_of_type(flow: Flow, node_type: str, field: str) -> str:
+    found = [node.id for node in flow.nodes if node.type == node_type]
+    if len(found) == 1:
+        return found[0]
+    which = f"{len(found)} nodes of type {node_type!r} ({', '.join(found)})" if found else f"no node of type {node_type!r}"
+    raise errors.SelectionError(f"flow {flow.id!r} has {which} and no default; give {field}", field=field)
+
+
+def run_set(graph: nx.DiGraph, start: str, end: str) -> set[str]:
+    """E and its ancestors, minus the strict ancestors of S."""
+    return ({end} | nx.ancestors(graph, end)) - nx.ancestors(graph, start)
+
+
+def plan(flow: Flow, registry: Registry, request: TaskRequest) -> Plan:
+    """Select the subgraph ``request`` names and check its settings.
+
+    Raises:
+        errors.SelectionError: S not upstream of E, R outside the run set, bad node_settings.
+        errors.MissingInputs: inputs fed from outside the run set and not given.
+        errors.InvalidSettings: merged settings not valid for a node's type.
+    """
+    graph = graph_of(flow)
+    s, e, r = request.start_node_id, request.end_node_id, request.result_node_id
+    if s != e and s not in nx.ancestors(graph, e):
+        raise errors.SelectionError(f"start node {s!r} is not upstream of end node {e!r}", field="start_node_id")
+    selected = run_set(graph, s, e)
+    if r not in selected:
+        raise errors.SelectionError(
+            f"result node {r!r} does not run between {s!r} and {e!r}", field="result_node_id"
+        )
+    _check_node_settings(flow, request.node_settings, selected)
+    inbound, missing = _inbound_edges(flow, selected, request.node_settings)
+    if missing:
+        raise errors.MissingInputs(missing)
+    order = tuple(n for n in nx.topological_sort(graph) if n in selected)
+    settings = {n: _checked_settings(flow, registry, n, request.node_settings.get(n, {}), inbound[n]) for n in order}
+    preds = {n: tuple(sorted({edge.source for edge in inbound[n]})) for n in order}
+    succs: dict[str, list[str]] = {n: [] for n in order}
+    for n in order:
+        for p in preds[n]:
+            succs[p].append(n)
+    return Plan(flow, request, order, preds, {n: tuple(v) for n, v in succs.items()}, inbound, settings)
+
+
+def _check_node_settings(flow: Flow, node_settings: Mapping[str, Any], selected: set[str]) -> None:
+    ids = {node.id for node in flow.nodes}
+    for node_id, value in node_settings.items():
+        field = f"node_settings.{node_id}"
+        if node_id not in ids:
+            raise errors.SelectionError(f"flow {flow.id!r} has no node {node_id!r}", field=field)
+        if node_id not in selected:
+            raise errors.SelectionError(f"node {node_id!r} does not run in this selection; remove its settings", field=field)
+        if not isinstance(value, Mapping):
+            raise errors.SelectionError(f"settings of node {node_id!r} must be an object", field=field)
+        _check_override_policy(flow, node_id, value)
+
+
+def _check_override_policy(flow: Flow, node_id: str, value: Mapping[str, Any]) -> None:
+    if flow.override_policy == "off" and value:
+        raise errors.SelectionError(
+            f"flow {flow.id!r} does not accept node_settings (override_policy: off)", field=f"node_settings.{node_id}"
+        )
+    if flow.override_policy == "declared":
+        allowed = set(flow.node(node_id).overridable)
+        for key in value:
+            if key not in allowed:
+                raise errors.SelectionError(
+                    f"setting {key!r} of node {node_id!r} is not overridable (allowed: {sorted(allowed)})",
+                    field=f"node_settings.{node_id}.{key}",
+                )
+
+
+def _inbound_edges(
+    flow: Flow, selected: set[str], node_settings: Mapping[str, Any]
+) -> tuple[dict[str, tuple[Edge, ...]], list[tuple[str, str, str]]]:
+    inbound: dict[str, list[Edge]] = {n: [] for n in selected}
+    missing: list[tuple[str, str, str]] = []
+    for edge in flow.edges:
+        if edge.target not in selected:
+            continue
+        if edge.source in selected:
+            inbound[edge.target].append(edge)
+        elif edge.input_name not in node_settings.get(edge.target, {}):
+            missing.append((edge.target, edge.input_name, edge.source))
+    return {n: tuple(v) for n, v in inbound.items()}, missing
+
+
+def _checked_settings(
+    flow: Flow, registry: Registry, node_id: str, override: Mapping[str, Any], inbound: tuple[Edge, ...]
+) -> dict[str, Any]:
+    node = flow.node(node_id)
+    node_type = registry.get(node.type)
+    merged = deep_merge(node.settings, override)
+    try:
+        _, params = contract.split_policy(merged, node_type.policy)
+        contract.validate_params(node_type, params, frozenset(edge.input_name for edge in inbound))
+    except node_errors.InvalidParams as exc:
+        raise errors.InvalidSettings(
+            f"node {node_id!r}: {exc.message}", node_id=node_id, field=f"node_settings.{node_id}.{exc.field or ''}".rstrip(".")
+        ) from None
+    return merged

@@ -1,0 +1,1 @@
+"""The aiohttp application, authentication, error mapping, settings and the CLI: where the parts meet."""

@@ -1,0 +1,76 @@
+"""The application factory: every long-lived part is a cleanup_ctx generator, nothing global."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import aiohttp_cors
+from aiohttp import web
+
+from graph_runtime.executor import Executor
+from graph_runtime.scheduler import Scheduler
+from http_api import errors, routes_flows, routes_keys, routes_tasks
+from http_api.auth import KeyChecker, make_auth_middleware
+from http_api.body import SERVICES
+from http_api.flows_dir import load_flows_dir
+from http_api.services import Services
+from http_api.settings import Settings
+from nodes.builtin import make_http_session
+from nodes.registry import Registry, default_registry
+from storage import engine as storage_engine
+from storage.repository import Repository
+
+log = logging.getLogger(__name__)
+
+
+async def open_services(settings: Settings, registry: Registry | None = None) -> Services:
+    """Open the database, load the flows directory and build the executor and scheduler."""
+    engine = storage_engine.create_engine(settings.database_url)
+    await storage_engine.create_schema(engine)
+    repo = Repository(engine)
+    registry = registry or default_registry()
+    if settings.flows_dir is not None:
+        await load_flows_dir(settings.flows_dir, repo, registry)
+    executor = Executor(store=repo, registry=registry, allow_private=settings.http_allow_private)
+    scheduler = Scheduler(repo, executor, max_concurrent=settings.max_concurrent_jobs,
+                          poll_interval_s=settings.poll_interval_s)
+    return Services(settings=settings, repo=repo, registry=registry, executor=executor, scheduler=scheduler)
+
+
+async def close_services(services: Services) -> None:
+    services.accepting = False
+    await services.scheduler.stop()
+    if services.executor.http is not None:
+        await services.executor.http.close()
+    await storage_engine.dispose(services.repo.engine)
+
+
+def create_app(settings: Settings, registry: Registry | None = None) -> web.Application:
+    """Build the aiohttp application for ``settings``; the database opens on startup."""
+    holder: dict[str, Services] = {}
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        services = await open_services(settings, registry)
+        services.executor.http = make_http_session(allow_private=settings.http_allow_private)
+        app[SERVICES] = services
+        checker.repo = services.repo
+        holder["services"] = services
+        await services.scheduler.start()
+        yield
+        await close_services(services)
+
+    checker = KeyChecker(repo=None)  # type: ignore[arg-type]  # set when the database opens
+    app = web.Application(
+        client_max_size=settings.max_body_bytes,
+        middlewares=[errors.error_middleware, make_auth_middleware(checker)],
+    )
+    app[routes_keys.KEY_CHECKER] = checker
+    app.cleanup_ctx.append(lifecycle)
+    for table in (routes_tasks.routes, routes_flows.routes, routes_keys.routes):
+        app.router.add_routes(table)
+    cors = aiohttp_cors.setup(app, defaults={"*": aiohttp_cors.ResourceOptions(
+        allow_headers="*", allow_methods="*", expose_headers="*", max_age=3600)})
+    for route in list(app.router.routes()):
+        cors.add(route)
+    return app

@@ -1,0 +1,146 @@
+"""Server keys: issuing tokens, reading them from any accepted place, checking scope.
+
+A token is base64(``<key id>:<secret>``), so ``Authorization: Basic <token>`` (Scade's snippets)
+and ``curl -u <key id>:<secret>`` are the same thing. Only a SHA-256 of the secret is stored: the
+secret is 32 random bytes, so a slow password hash adds nothing but latency to every request.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from http_api import errors
+from storage.convert import ApiKeyRecord
+from storage.repository import Repository
+
+SCOPES = ("admin", "execute")
+TOUCH_EVERY_S = 60.0
+CACHE_TTL_S = 5.0
+
+REQUEST_KEY = web.RequestKey("key", ApiKeyRecord)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def new_key_material() -> tuple[str, str]:
+    """A fresh (key id, secret) pair."""
+    return "k" + secrets.token_hex(8), secrets.token_urlsafe(32)
+
+
+def token_for(key_id: str, secret: str) -> str:
+    return base64.b64encode(f"{key_id}:{secret}".encode()).decode()
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+async def issue_key(repo: Repository, name: str, scope: str) -> tuple[ApiKeyRecord, str]:
+    """Create a key; return its record and the token, which is never retrievable again."""
+    key_id, secret = new_key_material()
+    record = await repo.insert_key(key_id, name, scope, hash_secret(secret))
+    return record, token_for(key_id, secret)
+
+
+def parse_token(token: str) -> tuple[str, str] | None:
+    try:
+        decoded = base64.b64decode(token.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    key_id, sep, secret = decoded.partition(":")
+    return (key_id, secret) if sep and key_id and secret else None
+
+
+def token_from(request: web.Request) -> str | None:
+    """Basic or Bearer header, ``execution-key`` header (Ziggy), or ``?execution-key=``."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() in ("basic", "bearer") and value.strip():
+        return value.strip()
+    return request.headers.get("execution-key") or request.query.get("execution-key")
+
+
+@dataclass
+class KeyChecker:
+    """Verifies tokens against the repository, with a short cache so polls stay cheap."""
+
+    repo: Repository
+    _cache: dict[str, tuple[ApiKeyRecord | None, float]] = field(default_factory=dict)
+    _touched: dict[str, float] = field(default_factory=dict)
+
+    def forget(self, key_id: str) -> None:
+        """Drop a cached key (after a revoke) so it stops working at once."""
+        self._cache.pop(key_id, None)
+
+    async def _record(self, key_id: str) -> ApiKeyRecord | None:
+        now = time.monotonic()
+        cached = self._cache.get(key_id)
+        if cached is not None and now - cached[1] < CACHE_TTL_S:
+            return cached[0]
+        record = await self.repo.get_key(key_id)
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[key_id] = (record, now)
+        return record
+
+    async def check(self, token: str | None) -> ApiKeyRecord:
+        """The key behind ``token``, or :class:`errors.Unauthenticated`."""
+        parsed = parse_token(token) if token else None
+        if parsed is None:
+            raise errors.Unauthenticated()
+        key_id, secret = parsed
+        record = await self._record(key_id)
+        expected = record.secret_hash if record else hash_secret("")
+        if not hmac.compare_digest(expected, hash_secret(secret)) or record is None or record.revoked:
+            raise errors.Unauthenticated("this server key is unknown or revoked")
+        await self._touch(record)
+        return record
+
+    async def _touch(self, record: ApiKeyRecord) -> None:
+        # last_used is worth a write a minute per key, not one per poll.
+        now = time.monotonic()
+        if now - self._touched.get(record.id, -TOUCH_EVERY_S) >= TOUCH_EVERY_S:
+            self._touched[record.id] = now
+            await self.repo.touch_key(record.id, datetime.now(UTC))
+
+
+def requires(scope: str) -> Callable[[Handler], Handler]:
+    """Mark a handler as needing ``scope`` (handlers are ``execute`` unless marked)."""
+
+    def mark(handler: Handler) -> Handler:
+        handler.scope = scope  # type: ignore[attr-defined]
+        return handler
+
+    return mark
+
+
+def public(handler: Handler) -> Handler:
+    handler.public = True  # type: ignore[attr-defined]
+    return handler
+
+
+def make_auth_middleware(checker: KeyChecker) -> Any:
+    @web.middleware
+    async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        route_handler = request.match_info.handler
+        is_preflight = request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers
+        if is_preflight or getattr(route_handler, "public", False) or request.match_info.http_exception:
+            return await handler(request)
+        key = await checker.check(token_from(request))
+        if getattr(route_handler, "scope", "execute") == "admin" and key.scope != "admin":
+            raise errors.Forbidden(f"key {key.id!r} has scope {key.scope!r}; this needs an admin key")
+        request[REQUEST_KEY] = key
+        return await handler(request)
+
+    return auth_middleware

@@ -1,0 +1,78 @@
+"""The ``graph-runtime`` command: serve, keys, flows, run."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from http_api.settings import Settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    """Flags win over GRAPH_RUNTIME_* variables, which win over defaults."""
+    overrides: dict[str, Any] = {}
+    for flag, name in (("db", "database_url"), ("flows", "flows_dir"), ("host", "host"), ("port", "port"),
+                       ("max_concurrent_jobs", "max_concurrent_jobs")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides[name] = value
+    return Settings(**overrides)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="graph-runtime", description="Self-hosted node-graph workflow runtime.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--db", help="database URL (GRAPH_RUNTIME_DATABASE_URL)")
+    common.add_argument("--flows", help="flows directory (GRAPH_RUNTIME_FLOWS_DIR)")
+
+    serve = sub.add_parser("serve", parents=[common], help="run the API and the workers")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--max-concurrent-jobs", type=int)
+
+    keys = sub.add_parser("keys", help="manage server keys").add_subparsers(dest="keys_command", required=True)
+    create = keys.add_parser("create", parents=[common], help="create a key and print its token")
+    create.add_argument("name")
+    create.add_argument("--scope", choices=("admin", "execute"), default="execute")
+    keys.add_parser("list", parents=[common], help="list keys (no secrets)")
+    revoke = keys.add_parser("revoke", parents=[common], help="revoke a key")
+    revoke.add_argument("key_id")
+
+    flows = sub.add_parser("flows", help="list or validate flows").add_subparsers(dest="flows_command", required=True)
+    flows.add_parser("list", parents=[common], help="load the flows directory and list stored flows")
+    validate = flows.add_parser("validate", help="validate flow files; exit 1 on any problem")
+    validate.add_argument("paths", nargs="+", type=Path)
+
+    run = sub.add_parser("run", parents=[common], help="run a flow in-process and print the task")
+    run.add_argument("flow_id")
+    run.add_argument("--start")
+    run.add_argument("--end")
+    run.add_argument("--result")
+    run.add_argument("--set", action="append", default=[], metavar="NODE.PATH=VALUE",
+                     help="a node setting; VALUE is JSON if it parses, else a string")
+    run.add_argument("--revision", type=int)
+    run.add_argument("--timeout", type=float, help="task timeout in seconds")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    settings = _settings(args)
+    logging.basicConfig(level=settings.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from http_api import commands  # the heavy imports wait until a command runs
+
+    try:
+        return commands.dispatch(args, settings)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

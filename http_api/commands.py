@@ -1,0 +1,143 @@
+"""What each CLI command does. One sync entry (``dispatch``) at the edge; the rest is async."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from typing import Any
+
+from aiohttp import web
+
+from graph_runtime import errors as flow_errors
+from http_api import auth
+from http_api.access_log import MaskingAccessLogger
+from http_api.app import close_services, create_app, open_services
+from http_api.body import SERVICES
+from http_api.flows_dir import check_file
+from http_api.progress import run_with_progress
+from http_api.services import Services
+from http_api.settings import Settings
+from http_api.views import key_view
+from nodes import codec
+from nodes.errors import GraphRuntimeError
+from nodes.registry import default_registry
+
+log = logging.getLogger("graph_runtime.cli")
+
+
+def dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "serve":
+        return serve(settings)
+    if args.command == "flows" and args.flows_command == "validate":
+        return validate_files(args.paths)
+    try:
+        return asyncio.run(_dispatch_async(args, settings))
+    except GraphRuntimeError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        for problem in getattr(exc, "problems", []):
+            print(f"  - {problem}", file=sys.stderr)
+        return 1
+
+
+async def _dispatch_async(args: argparse.Namespace, settings: Settings) -> int:
+    no_flows = settings.model_copy(update={"flows_dir": None})
+    services = await open_services(settings if args.command in ("run", "flows") else no_flows)
+    try:
+        if args.command == "keys":
+            return await keys_command(services, args)
+        if args.command == "flows":
+            return await list_flows(services)
+        return await run_flow(services, args)
+    finally:
+        await close_services(services)
+
+
+def serve(settings: Settings) -> int:
+    """Run the API and the workers until SIGINT/SIGTERM."""
+    app = create_app(settings)
+
+    async def first_key(app: web.Application) -> None:
+        services: Services = app[SERVICES]  # type: ignore[assignment]
+        if await services.repo.count_keys() == 0:
+            _, token = await auth.issue_key(services.repo, "first-admin", "admin")
+            print("No server keys yet: created an admin key. It is shown once; keep it safe:", flush=True)
+            print(f"  GRAPH_RUNTIME_KEY={token}", flush=True)
+        flows = await services.repo.list_flows()
+        print(f"{len(flows)} flow(s) loaded: {', '.join(f.id for f, _, _ in flows)}", flush=True)
+
+    app.on_startup.append(first_key)
+    print(f"graph-runtime: database {settings.database_url}, up to {settings.max_concurrent_jobs} "
+          f"concurrent tasks", flush=True)
+    web.run_app(app, host=settings.host, port=settings.port, access_log_class=MaskingAccessLogger,
+                print=lambda msg: print(msg, flush=True))
+    return 0
+
+
+async def keys_command(services: Services, args: argparse.Namespace) -> int:
+    if args.keys_command == "create":
+        record, token = await auth.issue_key(services.repo, args.name, args.scope)
+        print(f"created {record.scope} key {record.id} ({record.name}); the token is shown once:")
+        print(token)
+    elif args.keys_command == "list":
+        for key in await services.repo.list_keys():
+            view = key_view(key)
+            print(f"{view['id']}  {view['scope']:<8} {'revoked' if key.revoked else 'active ':<8} "
+                  f"last used {view['last_used'] or 'never'}  {view['name']}")
+    else:
+        record = await services.repo.revoke_key(args.key_id)
+        print(f"revoked key {record.id} ({record.name})")
+    return 0
+
+
+async def list_flows(services: Services) -> int:
+    for flow, revision, _ in await services.repo.list_flows():
+        print(f"{flow.id:<28} rev {revision:<4} {len(flow.nodes):>3} nodes  {flow.name or ''}")
+    return 0
+
+
+def validate_files(paths: list[Any]) -> int:
+    registry = default_registry()
+    failed = 0
+    for path in paths:
+        try:
+            flow = check_file(path, registry)
+        except (flow_errors.FlowInvalid, OSError) as exc:
+            failed += 1
+            print(f"{path}: INVALID")
+            for problem in getattr(exc, "problems", [str(exc)]):
+                print(f"  - {problem}")
+            continue
+        print(f"{path}: ok ({flow.id}, {len(flow.nodes)} nodes, {len(flow.edges)} edges)")
+    return 1 if failed else 0
+
+
+def parse_sets(items: list[str]) -> dict[str, Any]:
+    """``NODE.PATH=VALUE`` pairs into nested node_settings; VALUE is JSON when it parses."""
+    settings: dict[str, Any] = {}
+    for item in items:
+        target, sep, raw = item.partition("=")
+        parts = target.split(".")
+        if not sep or len(parts) < 2 or not all(parts):
+            raise flow_errors.SelectionError(f"--set {item!r}: expected NODE.PATH=VALUE")
+        try:
+            value = codec.loads(raw)
+        except codec.DecodeError:
+            value = raw
+        cursor = settings
+        for part in parts[:-1]:
+            cursor = cursor.setdefault(part, {})
+        cursor[parts[-1]] = value
+    return settings
+
+
+async def run_flow(services: Services, args: argparse.Namespace) -> int:
+    body = {"start_node_id": args.start, "end_node_id": args.end, "result_node_id": args.result,
+            "node_settings": parse_sets(args.set), "timeout_s": args.timeout}
+    task = await run_with_progress(services, args.flow_id, {k: v for k, v in body.items() if v is not None},
+                                   revision=args.revision)
+    from http_api.views import task_view
+
+    print(codec.dumps(task_view(task)).decode())
+    return 0 if task.status.number == 3 else 1

@@ -1,0 +1,157 @@
+"""Errors of the HTTP layer, and the one place where every error becomes an HTTP status."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from graph_runtime import errors as flow_errors
+from nodes import codec
+from nodes.errors import GraphRuntimeError
+
+log = logging.getLogger(__name__)
+
+
+class BodyNotJson(GraphRuntimeError):
+    """The request body is not valid JSON."""
+
+    code = "invalid_json"
+
+
+class BodyNotObject(GraphRuntimeError):
+    """The request body must be a JSON object."""
+
+    code = "body_not_object"
+
+
+class UnsupportedMediaType(GraphRuntimeError):
+    """Send the body as JSON with Content-Type: application/json."""
+
+    code = "unsupported_media_type"
+
+
+class BodyTooLarge(GraphRuntimeError):
+    """The request body is larger than the server accepts."""
+
+    code = "body_too_large"
+
+
+class Unauthenticated(GraphRuntimeError):
+    """A valid server key is required: send Authorization: Basic <key>."""
+
+    code = "unauthorized"
+
+
+class Forbidden(GraphRuntimeError):
+    """This key's scope does not allow this request; use an admin key."""
+
+    code = "forbidden"
+
+
+class RequestInvalid(GraphRuntimeError):
+    """The request does not make sense."""
+
+    code = "invalid_request"
+
+
+class RouteNotFound(GraphRuntimeError):
+    """No such endpoint; everything lives under /api/v1."""
+
+    code = "not_found"
+
+
+class MethodNotAllowed(GraphRuntimeError):
+    """This endpoint does not accept this method."""
+
+    code = "method_not_allowed"
+
+
+class ShuttingDown(GraphRuntimeError):
+    """The server is shutting down; retry on another instance or shortly."""
+
+    code = "shutting_down"
+
+
+# Walked along each exception's MRO: the most specific class listed wins.
+STATUS_BY_ERROR: dict[type[BaseException], int] = {
+    BodyNotJson: 400,
+    BodyNotObject: 400,
+    Unauthenticated: 401,
+    Forbidden: 403,
+    flow_errors.NotFound: 404,
+    RouteNotFound: 404,
+    MethodNotAllowed: 405,
+    flow_errors.IdempotencyConflict: 409,
+    flow_errors.TaskEnded: 409,
+    BodyTooLarge: 413,
+    UnsupportedMediaType: 415,
+    RequestInvalid: 422,
+    flow_errors.FlowInvalid: 422,
+    flow_errors.SelectionError: 422,
+    flow_errors.InvalidSettings: 422,
+    flow_errors.StoreUnavailable: 503,
+    ShuttingDown: 503,
+}
+
+
+def status_for(exc: BaseException) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS_BY_ERROR:
+            return STATUS_BY_ERROR[cls]
+    return 500
+
+
+def error_response(status: int, code: str, message: str, field: str | None = None,
+                   extra: dict[str, object] | None = None) -> web.Response:
+    body: dict[str, object] = {"code": code, "message": message, "field": field}
+    if extra:
+        body.update(extra)
+    headers = {"WWW-Authenticate": 'Basic realm="graph-runtime"'} if status == 401 else {}
+    if status == 503:
+        headers["Retry-After"] = "1"
+    return web.Response(status=status, body=codec.dumps({"error": body}),
+                        content_type="application/json", headers=headers)
+
+
+def _from_aiohttp(exc: web.HTTPException) -> web.Response:
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        return error_response(413, BodyTooLarge.code, "the request body is larger than the server accepts "
+                              f"({exc.text or 'see GRAPH_RUNTIME_MAX_BODY_BYTES'})")
+    if isinstance(exc, web.HTTPNotFound):
+        return error_response(404, RouteNotFound.code, RouteNotFound().message)
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        return error_response(405, MethodNotAllowed.code, f"{exc.method} is not allowed here; allowed: "
+                              f"{', '.join(sorted(exc.allowed_methods))}")
+    return error_response(exc.status, "http_error", exc.reason)
+
+
+def _details(exc: GraphRuntimeError) -> dict[str, object] | None:
+    """Structured detail beside the message: every flow problem, every missing input."""
+    if isinstance(exc, flow_errors.FlowInvalid):
+        return {"problems": exc.problems}
+    if isinstance(exc, flow_errors.MissingInputs):
+        return {"missing": [{"node_id": n, "input": i, "from": u} for n, i, u in exc.missing]}
+    return None
+
+
+@web.middleware
+async def error_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Turn every exception into ``{"error": {code, message, field}}``; a 500 never shows a trace."""
+    try:
+        return await handler(request)
+    except GraphRuntimeError as exc:
+        status = status_for(exc)
+        if status >= 500 and status != 503:
+            log.exception("request failed", extra={"action": "request_failed", "path": request.path})
+        return error_response(status, exc.code, exc.message, exc.field, _details(exc))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _from_aiohttp(exc)
+    except Exception:
+        log.exception("unexpected error", extra={"action": "request_failed", "path": request.path})
+        return error_response(500, "internal", "internal server error; the server log has the details")

@@ -1,0 +1,59 @@
+"""``graph-runtime run``: a flow executed in-process with a live table of its nodes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from graph_runtime.executor import Control
+from graph_runtime.models import NodeRun, NodeStatus, Task
+from http_api.schemas import ExecuteBody, parse_body
+from http_api.services import Services, submit
+
+STYLE = {
+    NodeStatus.PENDING: "dim", NodeStatus.RUNNING: "yellow", NodeStatus.SUCCEEDED: "green",
+    NodeStatus.FAILED: "bold red", NodeStatus.SKIPPED: "dim", NodeStatus.CANCELLED: "magenta",
+}
+
+
+def render(task: Task, started: float) -> Table:
+    table = Table(title=f"task {task.id} · flow {task.flow_id} rev {task.revision} · {time.monotonic() - started:.1f}s")
+    for column in ("node", "status", "attempts", "time (s)", "cost"):
+        table.add_column(column)
+    for node_id, run in task.nodes.items():
+        elapsed = f"{run.execution_time:.3f}" if run.execution_time is not None else ""
+        table.add_row(node_id, f"[{STYLE[run.status]}]{run.status.value}[/]", str(run.attempts), elapsed,
+                      f"{run.cost:g}" if run.cost is not None else "")
+    return table
+
+
+async def run_with_progress(services: Services, flow_id: str, raw: dict[str, Any], *, revision: int | None) -> Task:
+    """Queue the task, claim exactly it, and execute it here while a live table shows its nodes."""
+    task, _ = await submit(services, flow_id, parse_body(ExecuteBody, raw), revision=revision, raw_body=raw)
+    claimed = await services.repo.claim_task(task.id)
+    console = Console(stderr=True)
+    started = time.monotonic()
+    with Live(render(claimed, started), console=console, refresh_per_second=8, transient=False) as live:
+
+        def on_change(changed: Task, _: NodeRun) -> None:
+            live.update(render(changed, started))
+
+        services.executor.listener = on_change
+        ticker = asyncio.create_task(_tick(live, claimed, started))
+        try:
+            await services.executor.execute(claimed, Control())
+        finally:
+            ticker.cancel()
+        live.update(render(claimed, started))
+    return await services.repo.get_task(task.id)
+
+
+async def _tick(live: Live, task: Task, started: float) -> None:
+    while True:
+        await asyncio.sleep(0.25)
+        live.update(render(task, started))

@@ -1,0 +1,116 @@
+"""Execute a flow, read, list and cancel tasks."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from graph_runtime import errors as flow_errors
+from graph_runtime.models import TaskStatus
+from http_api import auth, errors
+from http_api.body import SERVICES, int_query, json_object, json_response, path_int
+from http_api.schemas import ExecuteBody, parse_body
+from http_api.services import Services, submit
+from http_api.views import task_view
+
+routes = web.RouteTableDef()
+
+
+def _services(request: web.Request) -> Services:
+    return request.app[SERVICES]  # type: ignore[return-value]
+
+
+async def _execute(request: web.Request, created_status: int) -> web.Response:
+    services = _services(request)
+    if not services.accepting:
+        raise errors.ShuttingDown()
+    flow_id = request.match_info["flow_id"]
+    revision = int_query(request, "revision", low=1, high=2**31)
+    wait = int_query(request, "wait", low=0, high=60, default=0)
+    idempotency_key = request.headers.get("Idempotency-Key") or request.query.get("executionId")
+    if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
+        raise errors.RequestInvalid("Idempotency-Key must be 1 to 255 characters", field="Idempotency-Key")
+    raw = await json_object(request)
+    body = parse_body(ExecuteBody, raw)
+    key = request.get(auth.REQUEST_KEY)
+    task, created = await submit(
+        services, flow_id, body, revision=revision, idempotency_key=idempotency_key,
+        raw_body=raw, key_id=key.id if key else None,
+    )
+    if wait and not task.status.ended:
+        task = await _wait_for_end(services, task.id, wait)
+    status = created_status if created else 200
+    return json_response(task_view(task), status=status, headers={"Location": f"/api/v1/task/{task.id}"})
+
+
+async def _wait_for_end(services: Services, task_id: int, seconds: float):  # type: ignore[no-untyped-def]
+    event = services.scheduler.ended_event(task_id)
+    try:
+        task = await services.repo.get_task(task_id)
+        if not task.status.ended:
+            try:
+                await asyncio.wait_for(event.wait(), seconds)
+            except TimeoutError:
+                pass
+            task = await services.repo.get_task(task_id)
+        return task
+    finally:
+        services.scheduler.forget_waiter(task_id, event)
+
+
+@routes.post("/api/v1/flow/{flow_id}/execute")
+async def execute(request: web.Request) -> web.Response:
+    """Queue a task for the selected subgraph; 201 with the task and ``Location``."""
+    return await _execute(request, 201)
+
+
+@routes.post("/api/v1/scade/flow/{flow_id}/execute")
+async def execute_scade(request: web.Request) -> web.Response:
+    """Scade's path: the same, answering 200 because Scade's clients check for exactly 200."""
+    return await _execute(request, 200)
+
+
+@routes.get("/api/v1/task/{task_id}")
+async def get_task(request: web.Request) -> web.Response:
+    task_id = path_int(request, "task_id", flow_errors.TaskNotFound)
+    task = await _services(request).repo.get_task(task_id)
+    return json_response(task_view(task))
+
+
+@routes.post("/api/v1/task/{task_id}/cancel")
+async def cancel_task(request: web.Request) -> web.Response:
+    """Cancel a queued or running task (202); an ended task is 409 ``task_ended``."""
+    services = _services(request)
+    task_id = path_int(request, "task_id", flow_errors.TaskNotFound)
+    task = await services.repo.request_cancel(task_id)
+    if task.status is TaskStatus.RUNNING:
+        if services.scheduler.cancel(task_id):
+            task = await _wait_for_end(services, task_id, 5)
+    else:
+        services.scheduler.mark_ended(task_id)
+    return json_response(task_view(task), status=202)
+
+
+@routes.get("/api/v1/tasks")
+async def list_tasks(request: web.Request) -> web.Response:
+    """History, newest first: ``{"tasks": [...], "next_before": id | null}``."""
+    limit = int_query(request, "limit", low=1, high=1000, default=50)
+    before = int_query(request, "before", low=1, high=2**62)
+    status_value = request.query.get("status")
+    status = None
+    if status_value:
+        status = _parse_status(status_value)
+    tasks = await _services(request).repo.list_tasks(
+        flow_id=request.query.get("flow_id") or None, status=status, limit=limit or 50, before=before
+    )
+    next_before = tasks[-1].id if len(tasks) == limit else None
+    return json_response({"tasks": [task_view(t) for t in tasks], "next_before": next_before})
+
+
+def _parse_status(value: str) -> TaskStatus:
+    try:
+        return TaskStatus.from_number(int(value)) if value.isdigit() else TaskStatus(value)
+    except (KeyError, ValueError):
+        names = ", ".join(f"{s.number}/{s.value}" for s in TaskStatus)
+        raise errors.RequestInvalid(f"status must be one of {names}", field="status") from None

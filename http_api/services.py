@@ -1,0 +1,70 @@
+"""The long-lived parts of a process, built once and passed to handlers and the CLI."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from graph_runtime import selection
+from graph_runtime.executor import Executor
+from graph_runtime.flow import Flow
+from graph_runtime.models import Task, TaskRequest
+from graph_runtime.scheduler import Scheduler
+from http_api.schemas import ExecuteBody
+from http_api.settings import Settings
+from nodes import codec
+from nodes.registry import Registry
+from storage.repository import Repository
+
+
+@dataclass
+class Services:
+    settings: Settings
+    repo: Repository
+    registry: Registry
+    executor: Executor
+    scheduler: Scheduler
+    accepting: bool = True
+
+
+def fingerprint(body: dict[str, Any], revision: int | None) -> str:
+    """Idempotency compares the parsed request (key order aside) plus the pinned revision."""
+    canonical = codec.dumps({"body": body, "revision": revision})
+    return hashlib.sha256(canonical).hexdigest()
+
+
+def build_request(flow: Flow, body: ExecuteBody) -> TaskRequest:
+    s, e, r = selection.resolve_ids(flow, body.start_node_id, body.end_node_id, body.result_node_id)
+    return TaskRequest(
+        start_node_id=s, end_node_id=e, result_node_id=r,
+        node_settings=body.node_settings, init_context=body.init_context, timeout_s=body.timeout_s,
+    )
+
+
+async def submit(
+    services: Services,
+    flow_id: str,
+    body: ExecuteBody,
+    *,
+    revision: int | None = None,
+    idempotency_key: str | None = None,
+    raw_body: dict[str, Any] | None = None,
+    key_id: str | None = None,
+) -> tuple[Task, bool]:
+    """Validate the whole request, persist the task as queued and wake the scheduler.
+
+    Returns the task and whether it was created (False: an idempotent replay).
+    """
+    flow, rev, _ = await services.repo.get_flow(flow_id, revision)
+    request = build_request(flow, body)
+    selection.plan(flow, services.registry, request)
+    task, created = await services.repo.create_task(
+        flow_id, rev, request,
+        idempotency_key=idempotency_key,
+        fingerprint=fingerprint(raw_body or {}, revision) if idempotency_key else None,
+        key_id=key_id,
+    )
+    if created:
+        services.scheduler.notify()
+    return task, created

@@ -1,0 +1,78 @@
+"""JSON views of tasks, flows and keys: the exact wire shapes of SPEC §3."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from graph_runtime.flow import Flow
+from graph_runtime.models import NodeRun, Task
+from storage.convert import ApiKeyRecord
+
+TASK_TYPE_FLOW = 4  # Scade's task_type for a flow execution
+
+
+def timestamp(value: datetime | None) -> str | None:
+    """ISO 8601 in UTC with microseconds and a ``Z``."""
+    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if value is not None else None
+
+
+def node_view(run: NodeRun) -> dict[str, Any]:
+    return {
+        "status": run.status.value,
+        "started": timestamp(run.started),
+        "finished": timestamp(run.finished),
+        "execution_time": run.execution_time,
+        "cost": run.cost,
+        "attempts": run.attempts,
+        "error": run.error,
+    }
+
+
+def task_view(task: Task) -> dict[str, Any]:
+    """Scade's task fields with their names and meanings, then ours."""
+    return {
+        "id": task.id,
+        "data": task.request.as_data(),
+        "status": task.status.number,
+        "status_name": task.status.value,
+        "created": timestamp(task.created),
+        "finished": timestamp(task.finished),
+        "result": task.result,
+        "execution_time": task.execution_time,
+        "execution_cost": task.execution_cost,
+        "parent_id": None,
+        "ref_id": f"flow:{task.flow_id};",
+        "task_type": TASK_TYPE_FLOW,
+        "is_hide": False,
+        "public_access_token": None,
+        "file_result_link": None,
+        "flow_id": task.flow_id,
+        "revision": task.revision,
+        "started": timestamp(task.started),
+        "error": task.error,
+        "nodes": {node_id: node_view(run) for node_id, run in task.nodes.items()},
+    }
+
+
+def flow_view(flow: Flow, revision: int, updated: datetime, defaults: dict[str, str | None]) -> dict[str, Any]:
+    return {
+        "id": flow.id,
+        "name": flow.name,
+        "description": flow.description,
+        "revision": revision,
+        "updated": timestamp(updated),
+        "defaults": defaults,
+        "definition": flow.definition(),
+    }
+
+
+def key_view(key: ApiKeyRecord) -> dict[str, Any]:
+    return {
+        "id": key.id,
+        "name": key.name,
+        "scope": key.scope,
+        "created": timestamp(key.created),
+        "last_used": timestamp(key.last_used),
+        "revoked": key.revoked,
+    }

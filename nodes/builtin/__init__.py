@@ -1,0 +1,35 @@
+"""The core node types every installation has (SPEC §5)."""
+
+from __future__ import annotations
+
+from nodes.builtin.basic import Constant, End, Guard, Merge, Pick, Start
+from nodes.builtin.delay import Delay
+from nodes.builtin.http_request import HttpRequest, make_http_session
+from nodes.builtin.template import Template
+from nodes.contract import NodeType
+
+CORE_TYPES: tuple[type[NodeType], ...] = (
+    Start,
+    End,
+    Constant,
+    Template,
+    Delay,
+    Guard,
+    Pick,
+    Merge,
+    HttpRequest,
+)
+
+__all__ = [
+    "CORE_TYPES",
+    "Constant",
+    "Delay",
+    "End",
+    "Guard",
+    "HttpRequest",
+    "Merge",
+    "Pick",
+    "Start",
+    "Template",
+    "make_http_session",
+]

@@ -1,0 +1,194 @@
+"""The node-type contract that built-in and third-party node types implement.
+
+A node type is a subclass of :class:`NodeType` with a unique dotted ``type`` name, a pydantic
+``Params`` model, a pydantic ``Output`` model, a :class:`CostModel`, a description and one
+``async def run(params, ctx)``. Register it with :class:`nodes.registry.Registry`, or ship it in a
+package that declares it under the ``graph_runtime.nodes`` entry-point group.
+
+Example::
+
+    class Shout(NodeType):
+        type = "acme.shout"
+        description = "Upper-cases a text."
+
+        class Params(BaseModel):
+            model_config = ConfigDict(extra="forbid")
+            text: str
+
+        class Output(BaseModel):
+            text: str
+
+        async def run(self, params: Params, ctx: RunContext) -> Output:
+            return self.Output(text=params.text.upper())
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
+
+import aiohttp
+import pydantic
+from pydantic import BaseModel, ConfigDict
+
+from nodes import errors
+
+T = TypeVar("T")
+
+POLICY_KEYS = ("timeout_s", "retries", "retry_backoff_s")
+
+
+class CostModel(BaseModel):
+    """How a node type is priced, in credits.
+
+    Attributes:
+        per_run: credits charged for each successful run.
+        per_second: credits per second of running.
+        per_unit: credits per unit of reported usage, e.g. ``{"tokens": 0.001}``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    per_run: float = 0.0
+    per_second: float = 0.0
+    per_unit: dict[str, float] = {}
+
+    def price(self, seconds: float, usage: Mapping[str, float]) -> float:
+        """The cost of one run that took ``seconds`` and reported ``usage``."""
+        units = sum(self.per_unit.get(name, 0.0) * amount for name, amount in usage.items())
+        return round(self.per_run + self.per_second * seconds + units, 9)
+
+
+class RunPolicy(BaseModel):
+    """Timeout and retry settings every node accepts (SPEC §4).
+
+    Attributes:
+        timeout_s: seconds one attempt may take; None means no limit.
+        retries: how many times a transient failure is tried again.
+        retry_backoff_s: base delay before a retry, doubled each time, with jitter.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    timeout_s: float | None = pydantic.Field(default=None, gt=0)
+    retries: int = pydantic.Field(default=0, ge=0, le=100, strict=True)
+    retry_backoff_s: float = pydantic.Field(default=1.0, ge=0, le=3600)
+
+
+@dataclass
+class RunContext:
+    """What a running node may use besides its parameters.
+
+    Attributes:
+        task_id: the task this run belongs to.
+        node_id: the node's id in its flow.
+        flow_id: the flow's id.
+        attempt: 1 for the first try, 2 for the first retry, and so on.
+        timeout_s: this attempt's timeout, if any (``http_request`` uses it for its client).
+        http: a shared aiohttp client session whose connector enforces the SSRF policy.
+        allow_private: whether private and loopback addresses may be contacted.
+    """
+
+    task_id: int
+    node_id: str
+    flow_id: str
+    attempt: int = 1
+    timeout_s: float | None = None
+    http: aiohttp.ClientSession | None = None
+    allow_private: bool = False
+    usage: dict[str, float] = field(default_factory=dict)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def report_usage(self, name: str, amount: float) -> None:
+        """Add ``amount`` units of ``name`` (tokens, megapixels…) for the cost model to price."""
+        self.usage[name] = self.usage.get(name, 0.0) + float(amount)
+
+    async def to_thread(self, func: Callable[..., T], *args: Any) -> T:
+        """Run CPU-heavy or blocking ``func(*args)`` off the event loop.
+
+        When the node is cancelled, ``ctx.stop`` is set so cooperative code can return early;
+        the node does not wait for the thread to finish.
+        """
+        try:
+            return await asyncio.to_thread(func, *args)
+        except asyncio.CancelledError:
+            self.stop.set()
+            raise
+
+
+class NodeType:
+    """Base class of every node type. Subclasses set the class attributes and ``run``."""
+
+    type: ClassVar[str]
+    description: ClassVar[str] = ""
+    Params: ClassVar[type[BaseModel]]
+    Output: ClassVar[type[BaseModel]]
+    cost: ClassVar[CostModel] = CostModel()
+    policy: ClassVar[RunPolicy] = RunPolicy()
+
+    async def run(self, params: Any, ctx: RunContext) -> BaseModel:
+        """Do the node's work and return an ``Output`` instance."""
+        raise NotImplementedError
+
+    def min_timeout(self, params: Any) -> float | None:
+        """The least timeout a run with ``params`` needs (a delay never times out early)."""
+        return None
+
+    @classmethod
+    def accepts_extra(cls) -> bool:
+        """Whether parameters beyond the model's fields are allowed (template variables)."""
+        return cls.Params.model_config.get("extra") == "allow"
+
+    @classmethod
+    def accepts_input(cls, name: str) -> bool:
+        """Whether an edge may deliver a value under input ``name``."""
+        return cls.accepts_extra() or name in cls.Params.model_fields
+
+
+def split_policy(settings: Mapping[str, Any], default: RunPolicy) -> tuple[RunPolicy, dict[str, Any]]:
+    """Take ``timeout_s``/``retries``/``retry_backoff_s`` out of ``settings``.
+
+    Raises:
+        errors.InvalidParams: with ``field`` naming the bad key.
+    """
+    rest = {k: v for k, v in settings.items() if k not in POLICY_KEYS}
+    given = {k: settings[k] for k in POLICY_KEYS if k in settings}
+    if not given:
+        return default, rest
+    try:
+        policy = RunPolicy.model_validate({**default.model_dump(), **given})
+    except pydantic.ValidationError as exc:
+        first = exc.errors()[0]
+        raise errors.InvalidParams(
+            f"{first['loc'][0]}: {first['msg']}", field=str(first["loc"][0])
+        ) from None
+    return policy, rest
+
+
+def validate_params(
+    node_type: type[NodeType], params: Mapping[str, Any], linked: frozenset[str] = frozenset()
+) -> BaseModel | None:
+    """Validate ``params`` against the type's ``Params`` model.
+
+    Parameters named in ``linked`` are fed by edges and may be missing; when any of them is
+    missing, nothing is returned (the model cannot be built yet) but everything else is checked.
+
+    Raises:
+        errors.InvalidParams: the first problem, with ``field`` as a dotted path inside the node.
+    """
+    try:
+        return node_type.Params.model_validate(dict(params))
+    except pydantic.ValidationError as exc:
+        problems = [
+            e for e in exc.errors()
+            if not (e["type"] == "missing" and len(e["loc"]) == 1 and e["loc"][0] in linked)
+        ]
+        if not problems:
+            return None
+        first = problems[0]
+        path = ".".join(str(part) for part in first["loc"])
+        message = f"{path}: {first['msg']}" if path else first["msg"]
+        raise errors.InvalidParams(message, field=path or None) from None

@@ -1,0 +1,140 @@
+"""Engine creation: the only module that knows the database drivers.
+
+Two backends: ``sqlite+aiosqlite:///path`` (embedded, the default) and
+``postgresql+asyncpg://user@host/db`` (for several processes; ``pip install 'graph-runtime[postgres]'``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from nodes import codec
+from storage import tables
+from storage.errors import DatabaseUrlError, translated
+
+WRITE_OPTION = "graph_runtime_write"
+"""Execution option marking an engine whose transactions write (SQLite: ``BEGIN IMMEDIATE``)."""
+
+_SQLITE_PRAGMAS = (
+    # Readers never wait for the writer, and a commit does not fsync the main file.
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=NORMAL",
+    # Another process holding the write lock makes us wait up to 5 s, not fail at once.
+    "PRAGMA busy_timeout=5000",
+    "PRAGMA foreign_keys=ON",
+)
+
+
+@dataclass(frozen=True)
+class _Backend:
+    driver: str  # the SQLAlchemy drivername we use
+    module: str  # the DBAPI module it needs
+    install: str  # how to get it
+
+
+_BACKENDS = {
+    "sqlite": _Backend("sqlite+aiosqlite", "aiosqlite", "pip install aiosqlite"),
+    "postgresql": _Backend("postgresql+asyncpg", "asyncpg", "pip install 'graph-runtime[postgres]'"),
+}
+_ALIASES = {"postgres": "postgresql"}
+
+
+def create_engine(url: str) -> AsyncEngine:
+    """Create the async engine for a database URL.
+
+    ``sqlite://`` and ``postgresql://`` (or ``postgres://``) without a driver get ours
+    (aiosqlite, asyncpg). JSON columns use the project's orjson codec.
+
+    Args:
+        url: ``sqlite+aiosqlite:///path/to/file.db`` or ``postgresql+asyncpg://user@host:5432/db``.
+
+    Raises:
+        DatabaseUrlError: the URL is malformed, names another database or driver, or the
+            driver is not installed (the message says what to install).
+    """
+    parsed, backend = _resolve(url)
+    if importlib.util.find_spec(backend.module) is None:
+        raise DatabaseUrlError(
+            f"the {parsed.get_backend_name()} driver {backend.module!r} is not installed: {backend.install}"
+        )
+    options: dict[str, Any] = {"json_serializer": codec.dumps_str, "json_deserializer": codec.loads}
+    if backend.module == "asyncpg":
+        # Fail fast when the server is unreachable instead of asyncpg's 60 s default.
+        options["connect_args"] = {"timeout": 10, "server_settings": {"application_name": "graph-runtime"}}
+    engine = create_async_engine(parsed, **options)
+    if backend.module == "aiosqlite":
+        _configure_sqlite(engine)
+    return engine
+
+
+def writer(engine: AsyncEngine) -> AsyncEngine:
+    """A view of ``engine`` (same pool) whose transactions take the write lock up front."""
+    return engine.execution_options(**{WRITE_OPTION: True})
+
+
+async def create_schema(engine: AsyncEngine) -> None:
+    """Create every table and index that does not exist yet (idempotent)."""
+    async with translated(), engine.begin() as conn:
+        await conn.run_sync(tables.metadata.create_all)
+
+
+async def dispose(engine: AsyncEngine) -> None:
+    """Close every pooled connection."""
+    await engine.dispose()
+
+
+def is_memory_sqlite(engine: AsyncEngine) -> bool:
+    """Whether the engine is an in-memory SQLite database (one shared connection)."""
+    return engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:")
+
+
+def _resolve(url: str) -> tuple[URL, _Backend]:
+    try:
+        parsed = make_url(url)
+    except sa_exc.ArgumentError as exc:
+        raise DatabaseUrlError(f"not a database URL: {url!r} ({exc})") from None
+    name = _ALIASES.get(parsed.get_backend_name(), parsed.get_backend_name())
+    backend = _BACKENDS.get(name)
+    if backend is None:
+        raise DatabaseUrlError(
+            f"unsupported database {parsed.get_backend_name()!r} in {parsed.render_as_string()!r}: "
+            "use sqlite+aiosqlite:///path/to/file.db or postgresql+asyncpg://user@host/db"
+        )
+    driver = parsed.get_driver_name()
+    if "+" in parsed.drivername and driver != backend.module:
+        raise DatabaseUrlError(
+            f"unsupported driver {parsed.drivername!r}: use {backend.driver}:// (async, {backend.module})"
+        )
+    return parsed.set(drivername=backend.driver), backend
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    # SQLAlchemy's documented recipe (SQLite dialect, "Enabling Non-Legacy SQLite Transactional
+    # Modes", aiosqlite variant): the driver stops emitting BEGIN itself and we emit our own, so
+    # a writing transaction can start with BEGIN IMMEDIATE. A deferred BEGIN that later writes
+    # fails with "database is locked" at once when another connection writes; IMMEDIATE waits
+    # for the lock (busy_timeout) before it has read anything, so it never deadlocks.
+    event.listen(engine.sync_engine, "connect", _on_sqlite_connect)
+    event.listen(engine.sync_engine, "begin", _on_sqlite_begin)
+
+
+def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        for pragma in _SQLITE_PRAGMAS:
+            cursor.execute(pragma)
+    finally:
+        cursor.close()
+
+
+def _on_sqlite_begin(conn: Connection) -> None:
+    immediate = conn.get_execution_options().get(WRITE_OPTION, False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")

@@ -1,0 +1,64 @@
+"""Storage errors, and the one place SQLAlchemy's exceptions become ours.
+
+Nothing above ``storage`` sees a SQLAlchemy or driver type: a busy, locked or unreachable
+database is :class:`graph_runtime.errors.StoreUnavailable` (worth retrying), anything else
+unexpected is :class:`StorageError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from sqlalchemy import exc as sa_exc
+
+from graph_runtime import errors
+from nodes.errors import GraphRuntimeError
+
+
+class DatabaseUrlError(GraphRuntimeError, ValueError):
+    """The database URL is not supported, or its driver is not installed."""
+
+    code = "invalid_database_url"
+
+
+class StorageError(GraphRuntimeError):
+    """The database refused an operation."""
+
+    code = "internal"
+
+
+# Errors that say "the database is there but cannot serve us now": locked, refused, dropped.
+_UNAVAILABLE = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.DisconnectionError,
+    sa_exc.TimeoutError,  # no pooled connection came free in time
+    OSError,  # refused, reset or timed out (TimeoutError) before the driver wrapped it
+)
+
+
+def translate(exc: BaseException) -> GraphRuntimeError:
+    """The graph-runtime error for a SQLAlchemy or driver exception."""
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return errors.StoreUnavailable(f"the database connection was lost: {_first_line(exc)}")
+    if isinstance(exc, _UNAVAILABLE):
+        return errors.StoreUnavailable(f"the database is unavailable: {_first_line(exc)}")
+    return StorageError(f"database error: {_first_line(exc)}")
+
+
+@asynccontextmanager
+async def translated() -> AsyncIterator[None]:
+    """Re-raise SQLAlchemy and connection errors raised inside the block as ours."""
+    try:
+        yield
+    except (sa_exc.SQLAlchemyError, *_UNAVAILABLE) as exc:
+        raise translate(exc) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    # SQLAlchemy appends the SQL and a docs link; the first line of the driver's message is enough.
+    if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None:
+        exc = exc.orig
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

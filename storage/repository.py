@@ -1,0 +1,359 @@
+"""The repository: flows, tasks, node runs and keys on SQLite or PostgreSQL.
+
+It implements :class:`graph_runtime.ports.TaskStore` for the executor, and the reads and writes
+the HTTP API and CLI need. Every call is one short transaction made of SQLAlchemy Core
+statements; nothing returned holds a connection or a SQLAlchemy object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from graph_runtime import errors
+from graph_runtime.models import NodeRun, Task, TaskOutcome, TaskRequest, TaskStatus
+from storage import convert
+from storage.convert import ApiKeyRecord
+from storage.repository_flows import FlowMethods
+from storage.repository_keys import KeyMethods
+from storage.tables import node_run as run_t
+from storage.tables import task as task_t
+
+__all__ = ["CANCELLED_BEFORE_START", "ApiKeyRecord", "Repository"]
+
+_QUEUED, _RUNNING, _CANCELLED = TaskStatus.QUEUED.value, TaskStatus.RUNNING.value, TaskStatus.CANCELLED.value
+
+CANCELLED_BEFORE_START = {"node_id": None, "code": "cancelled", "message": "cancelled before it started"}
+"""The ``error`` of a task cancelled while it was still queued."""
+
+
+class Repository(FlowMethods, KeyMethods):
+    """Persistence for graph-runtime; implements :class:`graph_runtime.ports.TaskStore`.
+
+    Args:
+        engine: from :func:`storage.engine.create_engine`, with the schema created. The
+            repository does not own it: dispose of it with :func:`storage.engine.dispose`.
+
+    Every method raises :class:`graph_runtime.errors.StoreUnavailable` when the database is
+    unreachable or stays locked, and :class:`storage.errors.StorageError` for anything else
+    the database refuses.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        super().__init__(engine)
+        node_runs = self._insert(run_t)
+        # Prepared once: executed with a list of parameter sets, it upserts many runs in one go.
+        self._upsert_runs = node_runs.on_conflict_do_update(
+            index_elements=[run_t.c.task_id, run_t.c.node_id],
+            set_={c.name: node_runs.excluded[c.name] for c in run_t.c if not c.primary_key},
+        )
+
+    async def ping(self) -> None:
+        """Check that the database answers.
+
+        Raises:
+            errors.StoreUnavailable: it does not.
+        """
+        async with self._read() as conn:
+            await conn.execute(sa.select(1))
+
+    # -- tasks: the API's side ---------------------------------------------------------------
+
+    async def create_task(
+        self,
+        flow_id: str,
+        revision: int,
+        request: TaskRequest,
+        *,
+        idempotency_key: str | None = None,
+        fingerprint: str | None = None,
+        key_id: str | None = None,
+    ) -> tuple[Task, bool]:
+        """Queue a task, or find the one created before with the same idempotency key.
+
+        Args:
+            flow_id: the flow to run.
+            revision: its revision (must exist).
+            request: the selected subgraph and settings.
+            idempotency_key: the client's key; unique per flow.
+            fingerprint: identifies the request, so a reused key with another request is caught.
+            key_id: the server key that submitted it.
+
+        Returns:
+            ``(task, True)`` for a new queued task, ``(earlier task, False)`` when the key was
+            already used with the same fingerprint.
+
+        Raises:
+            errors.IdempotencyConflict: the key was used on this flow with another fingerprint.
+            errors.RevisionNotFound: the flow has no such revision.
+        """
+        values: dict[str, Any] = {
+            "flow_id": flow_id,
+            "revision": revision,
+            "status": _QUEUED,
+            "data": request.as_data(),
+            "created": convert.utcnow(),
+            "cancel_requested": False,
+            "idempotency_key": idempotency_key,
+            "request_fingerprint": fingerprint,
+            "key_id": key_id,
+        }
+        async with self._write() as conn:
+            task_id = await self._insert_task(conn, values)
+            if task_id is None:
+                return await _earlier_task(conn, flow_id, idempotency_key, fingerprint), False
+        return _new_task(task_id, values, request), True
+
+    async def _insert_task(self, conn: AsyncConnection, values: dict[str, Any]) -> int | None:
+        # ON CONFLICT DO NOTHING on the (flow_id, idempotency_key) constraint: a concurrent
+        # create with the same key waits for the other to commit, then inserts nothing.
+        insert = self._insert(task_t).values(values)
+        if values["idempotency_key"] is not None:
+            insert = insert.on_conflict_do_nothing(index_elements=[task_t.c.flow_id, task_t.c.idempotency_key])
+        try:
+            return (await conn.execute(insert.returning(task_t.c.id))).scalar_one_or_none()
+        except sa_exc.IntegrityError:
+            # The only other constraint is the foreign key to the flow revision.
+            raise errors.RevisionNotFound(
+                f"flow {values['flow_id']!r} has no revision {values['revision']}"
+            ) from None
+
+    async def get_task(self, task_id: int) -> Task:
+        """The task with its node runs.
+
+        Raises:
+            errors.TaskNotFound: no task has this id.
+        """
+        async with self._read() as conn:
+            return await _load_task(conn, task_id)
+
+    async def list_tasks(
+        self,
+        *,
+        flow_id: str | None = None,
+        status: TaskStatus | None = None,
+        limit: int = 50,
+        before: int | None = None,
+    ) -> list[Task]:
+        """Tasks newest first (by id), with their node runs.
+
+        Args:
+            flow_id: only this flow's tasks.
+            status: only tasks in this status.
+            limit: at most this many.
+            before: only tasks whose id is lower (the previous page's last id).
+        """
+        query = sa.select(task_t).order_by(task_t.c.id.desc()).limit(limit)
+        if flow_id is not None:
+            query = query.where(task_t.c.flow_id == flow_id)
+        if status is not None:
+            query = query.where(task_t.c.status == TaskStatus(status).value)
+        if before is not None:
+            query = query.where(task_t.c.id < before)
+        async with self._read() as conn:
+            rows = (await conn.execute(query)).all()
+            nodes = await _node_runs(conn, [row.id for row in rows])
+        return [convert.task(row, nodes.get(row.id, {})) for row in rows]
+
+    async def count_tasks(self, status: TaskStatus | None = None) -> int:
+        """How many tasks there are (in ``status``, if given)."""
+        query = sa.select(sa.func.count()).select_from(task_t)
+        if status is not None:
+            query = query.where(task_t.c.status == TaskStatus(status).value)
+        async with self._read() as conn:
+            return (await conn.execute(query)).scalar_one()
+
+    async def request_cancel(self, task_id: int) -> Task:
+        """Cancel a task: a queued one ends ``cancelled`` now, a running one is flagged.
+
+        The runtime notices the flag (:meth:`is_cancel_requested`) and stops the task. Atomic
+        against a concurrent claim: the task is either cancelled before it starts or flagged.
+
+        Raises:
+            errors.TaskNotFound: no task has this id.
+            errors.TaskEnded: the task has already ended.
+        """
+        async with self._write() as conn:
+            row = await _update_returning(
+                conn,
+                sa.update(task_t)
+                .where(task_t.c.id == task_id, task_t.c.status == _QUEUED)
+                .values(status=_CANCELLED, finished=convert.utcnow(), execution_cost=0.0, error=CANCELLED_BEFORE_START),
+            )
+            if row is None:
+                row = await _update_returning(
+                    conn,
+                    sa.update(task_t)
+                    .where(task_t.c.id == task_id, task_t.c.status == _RUNNING)
+                    .values(cancel_requested=True),
+                )
+            if row is None:
+                status = (await conn.execute(sa.select(task_t.c.status).where(task_t.c.id == task_id))).scalar()
+                if status is None:
+                    raise errors.TaskNotFound(f"no task has the id {task_id}")
+                raise errors.TaskEnded(f"task {task_id} has already ended ({status})")
+            nodes = await _node_runs(conn, [task_id])
+        return convert.task(row, nodes.get(task_id, {}))
+
+    # -- tasks: the executor's side (graph_runtime.ports.TaskStore) -------------------------
+
+    async def claim_next_task(self) -> Task | None:
+        """Move the oldest queued task to running, stamp ``started``, return it with its node runs.
+
+        Safe with several workers and several processes: each queued task is claimed once
+        (PostgreSQL: ``FOR UPDATE SKIP LOCKED``; SQLite: one conditional UPDATE under the
+        write lock). A resumed task comes back with the node runs it had.
+        """
+        oldest = (
+            sa.select(task_t.c.id)
+            .where(task_t.c.status == _QUEUED)
+            .order_by(task_t.c.id)
+            .limit(1)
+            .with_for_update(skip_locked=True)  # rendered as nothing on SQLite
+        )
+        return await self._claim(oldest.scalar_subquery())
+
+    async def claim_task(self, task_id: int) -> Task | None:
+        """Claim this task if it is queued (``graph-runtime run`` executes exactly its own task).
+
+        Returns:
+            The task, now running, with its node runs; None if it was not queued (another
+            worker claimed it, or it was cancelled).
+
+        Raises:
+            errors.TaskNotFound: no task has this id.
+        """
+        claimed = await self._claim(sa.literal(task_id, task_t.c.id.type))
+        if claimed is None:
+            await self.get_task(task_id)  # raises TaskNotFound for an unknown id
+        return claimed
+
+    async def _claim(self, task_id: sa.ColumnElement[int]) -> Task | None:
+        claim = (
+            sa.update(task_t)
+            .where(task_t.c.id == task_id, task_t.c.status == _QUEUED)
+            .values(status=_RUNNING, started=convert.utcnow())
+        )
+        async with self._write() as conn:
+            row = await _update_returning(conn, claim)
+            if row is None:
+                return None
+            nodes = await _node_runs(conn, [row.id])
+        return convert.task(row, nodes.get(row.id, {}))
+
+    async def save_node_runs(self, task_id: int, runs: Sequence[NodeRun]) -> None:
+        """Insert or update these node runs of ``task_id`` in one transaction.
+
+        Raises:
+            errors.TaskNotFound: no task has this id.
+        """
+        if not runs:
+            return
+        async with self._write() as conn:
+            await self._upsert(conn, task_id, runs)
+
+    async def finish_task(self, task_id: int, outcome: TaskOutcome, runs: Sequence[NodeRun]) -> None:
+        """Record the task's end and its last node-run changes in one transaction.
+
+        Raises:
+            errors.TaskNotFound: no task has this id.
+        """
+        values = {
+            "status": TaskStatus(outcome.status).value,
+            "finished": outcome.finished,
+            "execution_time": outcome.execution_time,
+            "execution_cost": outcome.execution_cost,
+            "result": outcome.result,
+            "error": outcome.error,
+        }
+        async with self._write() as conn:
+            result = await conn.execute(sa.update(task_t).where(task_t.c.id == task_id).values(values))
+            if result.rowcount == 0:
+                raise errors.TaskNotFound(f"no task has the id {task_id}")
+            if runs:
+                await self._upsert(conn, task_id, runs)
+
+    async def is_cancel_requested(self, task_id: int) -> bool:
+        """Whether someone asked to cancel ``task_id``.
+
+        Raises:
+            errors.TaskNotFound: no task has this id.
+        """
+        async with self._read() as conn:
+            flag = (
+                await conn.execute(sa.select(task_t.c.cancel_requested).where(task_t.c.id == task_id))
+            ).scalar_one_or_none()
+        if flag is None:
+            raise errors.TaskNotFound(f"no task has the id {task_id}")
+        return flag
+
+    async def requeue_interrupted(self) -> int:
+        """Put every ``running`` task back in the queue and return how many there were.
+
+        Call it at start-up, before any worker claims: a task left running belongs to a
+        process that died. ``started`` is cleared (a queued task has not started; the claim
+        that resumes it stamps it again, so ``execution_time`` covers the run that finished
+        it). ``cancel_requested`` is kept, so the resuming worker cancels it at once.
+        """
+        async with self._write() as conn:
+            result = await conn.execute(
+                sa.update(task_t).where(task_t.c.status == _RUNNING).values(status=_QUEUED, started=None)
+            )
+        return result.rowcount
+
+    async def _upsert(self, conn: AsyncConnection, task_id: int, runs: Iterable[NodeRun]) -> None:
+        try:
+            await conn.execute(self._upsert_runs, [convert.node_run_values(task_id, run) for run in runs])
+        except sa_exc.IntegrityError:
+            # The only constraint a valid run can break is the foreign key to its task.
+            raise errors.TaskNotFound(f"no task has the id {task_id}") from None
+
+
+def _new_task(task_id: int, values: dict[str, Any], request: TaskRequest) -> Task:
+    return Task(
+        id=task_id,
+        flow_id=values["flow_id"],
+        revision=values["revision"],
+        request=request,
+        status=TaskStatus.QUEUED,
+        created=values["created"],
+    )
+
+
+async def _earlier_task(conn: AsyncConnection, flow_id: str, key: str | None, fingerprint: str | None) -> Task:
+    row = (
+        await conn.execute(sa.select(task_t).where(task_t.c.flow_id == flow_id, task_t.c.idempotency_key == key))
+    ).one()
+    if row.request_fingerprint != fingerprint:
+        raise errors.IdempotencyConflict(
+            f"the idempotency key {key!r} was already used on flow {flow_id!r} with another request (task {row.id})"
+        )
+    nodes = await _node_runs(conn, [row.id])
+    return convert.task(row, nodes.get(row.id, {}))
+
+
+async def _load_task(conn: AsyncConnection, task_id: int) -> Task:
+    row = (await conn.execute(sa.select(task_t).where(task_t.c.id == task_id))).first()
+    if row is None:
+        raise errors.TaskNotFound(f"no task has the id {task_id}")
+    nodes = await _node_runs(conn, [task_id])
+    return convert.task(row, nodes.get(task_id, {}))
+
+
+async def _update_returning(conn: AsyncConnection, update: sa.Update) -> sa.Row[Any] | None:
+    return (await conn.execute(update.returning(*task_t.c))).first()
+
+
+async def _node_runs(conn: AsyncConnection, task_ids: list[int]) -> dict[int, dict[str, NodeRun]]:
+    """The node runs of these tasks in one query, each task's in the order they started."""
+    if not task_ids:
+        return {}
+    where = run_t.c.task_id == task_ids[0] if len(task_ids) == 1 else run_t.c.task_id.in_(task_ids)
+    rows = await conn.execute(
+        sa.select(run_t).where(where).order_by(run_t.c.task_id, run_t.c.started.asc().nulls_last(), run_t.c.node_id)
+    )
+    return convert.node_runs_by_task(rows)

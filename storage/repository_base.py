@@ -1,0 +1,51 @@
+"""What every part of the repository shares: the engine, transactions, dialect-specific SQL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from typing import Any
+
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from storage import engine as engines
+from storage.errors import translated
+
+
+class RepositoryBase:
+    """Transactions on one engine; every public repository call runs in exactly one.
+
+    On SQLite, writers are serialised by an ``asyncio.Lock`` as well as ``BEGIN IMMEDIATE``:
+    the lock queues this process's writers fairly without holding a pooled connection, and
+    ``BEGIN IMMEDIATE`` + ``busy_timeout`` covers other processes (a CLI next to the server).
+    PostgreSQL needs neither: its row locks and ``SKIP LOCKED`` do the work.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._writer = engines.writer(engine)
+        self._dialect = engine.dialect.name
+        self._insert: Callable[..., Any] = sqlite.insert if self._dialect == "sqlite" else postgresql.insert
+        lock: AbstractAsyncContextManager[Any] = asyncio.Lock() if self._dialect == "sqlite" else nullcontext()
+        self._write_lock = lock
+        # An in-memory database is one shared connection: readers must queue behind writers too.
+        self._read_lock = lock if engines.is_memory_sqlite(engine) else nullcontext()
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The engine this repository uses (not owned: dispose of it with ``storage.engine.dispose``)."""
+        return self._engine
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncConnection]:
+        """A read-only transaction (SQLite: deferred ``BEGIN``, never waits for writers)."""
+        async with translated(), self._read_lock, self._engine.begin() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncConnection]:
+        """A writing transaction, committed when the block exits without an exception."""
+        async with translated(), self._write_lock, self._writer.begin() as conn:
+            yield conn

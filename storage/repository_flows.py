@@ -1,0 +1,185 @@
+"""Flows and their revisions."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from graph_runtime import errors
+from graph_runtime import flow as flows
+from graph_runtime.flow import Flow
+from storage import convert
+from storage.repository_base import RepositoryBase
+from storage.tables import flow as flow_t
+from storage.tables import flow_revision as revision_t
+
+_CACHE_SIZE = 512
+
+
+class FlowCache:
+    """Parsed flow revisions, least recently used dropped first. A revision never changes."""
+
+    def __init__(self, size: int = _CACHE_SIZE) -> None:
+        self._size = size
+        self._flows: OrderedDict[tuple[str, int], Flow] = OrderedDict()
+
+    def get(self, flow_id: str, revision: int) -> Flow | None:
+        found = self._flows.get((flow_id, revision))
+        if found is not None:
+            self._flows.move_to_end((flow_id, revision))
+        return found
+
+    def parse(self, flow_id: str, revision: int, definition: dict[str, Any]) -> Flow:
+        """The cached flow, or ``definition`` parsed and cached."""
+        found = self.get(flow_id, revision)
+        if found is None:
+            found = self._flows[(flow_id, revision)] = flows.parse(definition)
+            if len(self._flows) > self._size:
+                self._flows.popitem(last=False)
+        return found
+
+
+class FlowMethods(RepositoryBase):
+    """Saving, reading, listing and deleting flows. Revisions are kept forever."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        super().__init__(engine)
+        self._flow_cache = FlowCache()
+
+    async def save_flow(self, flow: Flow) -> tuple[int, bool]:
+        """Store ``flow`` as a new revision unless its latest revision is the same definition.
+
+        A deleted flow always gets a new revision (numbering continues) and is undeleted.
+
+        Returns:
+            ``(revision, True)`` when a revision was stored, ``(latest revision, False)`` when
+            the definition is unchanged.
+        """
+        digest, now = flow.digest(), convert.utcnow()
+        async with self._write() as conn:
+            latest, deleted, latest_digest = await self._lock_flow_row(conn, flow.id, now)
+            if latest and not deleted and latest_digest == digest:
+                return latest, False
+            revision = latest + 1
+            await conn.execute(
+                sa.insert(revision_t).values(
+                    flow_id=flow.id, revision=revision, definition=flow.definition(), digest=digest, created=now
+                )
+            )
+            await conn.execute(
+                sa.update(flow_t)
+                .where(flow_t.c.id == flow.id)
+                .values(latest_revision=revision, deleted=False, updated=now)
+            )
+        return revision, True
+
+    async def _lock_flow_row(self, conn: AsyncConnection, flow_id: str, now: datetime) -> tuple[int, bool, str | None]:
+        # Insert-if-missing then lock: two concurrent saves of a new flow serialise on the row
+        # instead of one failing on the primary key (PostgreSQL; SQLite writers are serial).
+        await conn.execute(
+            self._insert(flow_t)
+            .values(id=flow_id, latest_revision=0, deleted=False, created=now, updated=now)
+            .on_conflict_do_nothing(index_elements=[flow_t.c.id])
+        )
+        row = (
+            await conn.execute(
+                sa.select(flow_t.c.latest_revision, flow_t.c.deleted, revision_t.c.digest)
+                .select_from(flow_t.outerjoin(revision_t, _latest_revision_join()))
+                .where(flow_t.c.id == flow_id)
+                .with_for_update(of=flow_t)
+            )
+        ).one()
+        return row.latest_revision, row.deleted, row.digest
+
+    async def get_flow(self, flow_id: str, revision: int | None = None) -> tuple[Flow, int, datetime]:
+        """The latest (or the given) revision of a flow that is not deleted.
+
+        Returns:
+            ``(flow, revision, created)``, ``created`` being when that revision was stored.
+
+        Raises:
+            errors.FlowNotFound: no such flow, or it was deleted.
+            errors.RevisionNotFound: the flow has no such revision.
+        """
+        wanted = revision_t.c.revision == (flow_t.c.latest_revision if revision is None else revision)
+        async with self._read() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(flow_t.c.deleted, revision_t.c.revision, revision_t.c.created)
+                    .select_from(flow_t.outerjoin(revision_t, sa.and_(revision_t.c.flow_id == flow_t.c.id, wanted)))
+                    .where(flow_t.c.id == flow_id)
+                )
+            ).first()
+            if row is None or row.deleted:
+                raise errors.FlowNotFound(f"no flow has the id {flow_id!r}")
+            if row.revision is None:
+                raise errors.RevisionNotFound(f"flow {flow_id!r} has no revision {revision}")
+            flow = self._flow_cache.get(flow_id, row.revision)
+            if flow is None:
+                flow = self._flow_cache.parse(flow_id, row.revision, await _definition(conn, flow_id, row.revision))
+        return flow, row.revision, row.created
+
+    async def list_flows(self) -> list[tuple[Flow, int, datetime]]:
+        """The latest revision of every flow that is not deleted, by id: ``(flow, revision, created)``."""
+        async with self._read() as conn:
+            rows = await conn.execute(
+                sa.select(flow_t.c.id, revision_t.c.revision, revision_t.c.definition, revision_t.c.created)
+                .select_from(flow_t.join(revision_t, _latest_revision_join()))
+                .where(flow_t.c.deleted.is_(False))
+                .order_by(flow_t.c.id)
+            )
+            return [
+                (self._flow_cache.parse(row.id, row.revision, row.definition), row.revision, row.created)
+                for row in rows
+            ]
+
+    async def delete_flow(self, flow_id: str) -> None:
+        """Delete a flow. Its revisions stay, so its tasks can still be shown and resumed.
+
+        Raises:
+            errors.FlowNotFound: no such flow, or it was already deleted.
+        """
+        async with self._write() as conn:
+            result = await conn.execute(
+                sa.update(flow_t)
+                .where(flow_t.c.id == flow_id, flow_t.c.deleted.is_(False))
+                .values(deleted=True, updated=convert.utcnow())
+            )
+            if result.rowcount == 0:
+                raise errors.FlowNotFound(f"no flow has the id {flow_id!r}")
+
+    async def load_flow(self, flow_id: str, revision: int) -> Flow:
+        """The definition of ``flow_id`` at ``revision``, deleted or not (cached in memory).
+
+        Raises:
+            errors.FlowNotFound: the flow never existed.
+            errors.RevisionNotFound: the flow has no such revision.
+        """
+        cached = self._flow_cache.get(flow_id, revision)
+        if cached is not None:
+            return cached
+        async with self._read() as conn:
+            definition = await _definition(conn, flow_id, revision)
+        return self._flow_cache.parse(flow_id, revision, definition)
+
+
+def _latest_revision_join() -> sa.ColumnElement[bool]:
+    return sa.and_(revision_t.c.flow_id == flow_t.c.id, revision_t.c.revision == flow_t.c.latest_revision)
+
+
+async def _definition(conn: AsyncConnection, flow_id: str, revision: int) -> dict[str, Any]:
+    definition = (
+        await conn.execute(
+            sa.select(revision_t.c.definition).where(revision_t.c.flow_id == flow_id, revision_t.c.revision == revision)
+        )
+    ).scalar_one_or_none()
+    if definition is not None:
+        return definition
+    exists = (await conn.execute(sa.select(flow_t.c.id).where(flow_t.c.id == flow_id))).first()
+    if exists is None:
+        raise errors.FlowNotFound(f"no flow has the id {flow_id!r}")
+    raise errors.RevisionNotFound(f"flow {flow_id!r} has no revision {revision}")

@@ -1,0 +1,146 @@
+"""The database tables (sqlmodel), shared by SQLite and PostgreSQL.
+
+The repository reads and writes them with SQLAlchemy Core statements on ``<Row>.__table__``;
+the sqlmodel classes exist to declare the schema in one place, not to be loaded as objects.
+"""
+
+# No ``from __future__ import annotations``: sqlmodel reads these annotations at class creation.
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+metadata = SQLModel.metadata
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime with microseconds, on every backend.
+
+    PostgreSQL stores ``timestamptz``; SQLite stores the UTC wall time as text, so the zone is
+    re-attached on read. A naive datetime is refused: it is a bug upstream, not "probably UTC".
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: pass an aware UTC datetime")
+        value = value.astimezone(UTC)
+        # SQLite's DATETIME format has no zone; store the UTC wall time.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# Plain JSON, not JSONB: JSONB reorders object keys, and a task's result keeps its output order.
+JSONValue = sa.JSON(none_as_null=True)
+
+# BIGINT ids on PostgreSQL; SQLite only auto-increments a column declared exactly INTEGER.
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+def _now_column(nullable: bool = False) -> Any:
+    return Field(default=None, sa_type=UTCDateTime, nullable=nullable)
+
+
+class FlowRow(SQLModel, table=True):
+    """One flow id. ``latest_revision`` is 0 only inside the transaction that creates it."""
+
+    __tablename__ = "flow"
+
+    id: str = Field(primary_key=True, max_length=64)
+    latest_revision: int = Field(default=0)
+    deleted: bool = Field(default=False)
+    created: datetime = _now_column()
+    updated: datetime = _now_column()
+
+
+class FlowRevisionRow(SQLModel, table=True):
+    """An immutable definition of a flow; revisions are never deleted (old tasks refer to them)."""
+
+    __tablename__ = "flow_revision"
+
+    flow_id: str = Field(primary_key=True, foreign_key="flow.id", max_length=64)
+    revision: int = Field(primary_key=True)
+    definition: dict[str, Any] = Field(sa_type=JSONValue, nullable=False)
+    digest: str = Field(max_length=64)
+    created: datetime = _now_column()
+
+
+class TaskRow(SQLModel, table=True):
+    """One task. ``data`` is Scade's request echo (``TaskRequest.as_data()``)."""
+
+    __tablename__ = "task"
+    __table_args__ = (
+        sa.ForeignKeyConstraint(["flow_id", "revision"], ["flow_revision.flow_id", "flow_revision.revision"]),
+        sa.UniqueConstraint("flow_id", "idempotency_key", name="uq_task_flow_idempotency_key"),
+        # The queue (oldest queued first) and the history filters (newest first).
+        sa.Index("ix_task_status_id", "status", "id"),
+        sa.Index("ix_task_flow_id_id", "flow_id", "id"),
+        # Ids are never reused, even if the newest task were ever deleted.
+        {"sqlite_autoincrement": True},
+    )
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
+    flow_id: str = Field(max_length=64)
+    revision: int
+    status: str = Field(max_length=16)
+    data: dict[str, Any] = Field(sa_type=JSONValue, nullable=False)
+    created: datetime = _now_column()
+    started: datetime | None = _now_column(nullable=True)
+    finished: datetime | None = _now_column(nullable=True)
+    result: dict[str, Any] | None = Field(default=None, sa_type=JSONValue)
+    execution_time: float | None = None
+    execution_cost: float | None = None
+    error: dict[str, Any] | None = Field(default=None, sa_type=JSONValue)
+    cancel_requested: bool = Field(default=False)
+    idempotency_key: str | None = None
+    request_fingerprint: str | None = None
+    key_id: str | None = None
+
+
+class NodeRunRow(SQLModel, table=True):
+    """One node inside a task."""
+
+    __tablename__ = "node_run"
+
+    task_id: int = Field(primary_key=True, sa_type=BigId, foreign_key="task.id", ondelete="CASCADE")
+    node_id: str = Field(primary_key=True, max_length=64)
+    status: str = Field(max_length=16)
+    started: datetime | None = _now_column(nullable=True)
+    finished: datetime | None = _now_column(nullable=True)
+    execution_time: float | None = None
+    cost: float | None = None
+    attempts: int = Field(default=0)
+    error: dict[str, Any] | None = Field(default=None, sa_type=JSONValue)
+    output: dict[str, Any] | None = Field(default=None, sa_type=JSONValue)
+
+
+class ApiKeyRow(SQLModel, table=True):
+    """A server key: only a hash of its secret is stored. ``revoked`` is when it was revoked."""
+
+    __tablename__ = "api_key"
+
+    id: str = Field(primary_key=True, max_length=64)
+    name: str
+    scope: str = Field(max_length=16)
+    secret_hash: str
+    created: datetime = _now_column()
+    last_used: datetime | None = _now_column(nullable=True)
+    revoked: datetime | None = _now_column(nullable=True)
+
+
+flow = FlowRow.__table__
+flow_revision = FlowRevisionRow.__table__
+task = TaskRow.__table__
+node_run = NodeRunRow.__table__
+api_key = ApiKeyRow.__table__

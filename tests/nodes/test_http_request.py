@@ -1,0 +1,380 @@
+"""http_request against a real local aiohttp server (the only network these tests touch)."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from nodes import contract, errors
+from nodes.builtin import HttpRequest, make_http_session, ssrf
+from tests.nodes.helpers import make_ctx
+from tests.nodes.test_ssrf import StubResolver
+
+HITS = web.AppKey("hits", list)
+RELEASE = web.AppKey("release", asyncio.Event)
+
+
+@web.middleware
+async def _count(request: web.Request, handler):
+    request.app[HITS].append(request.path)
+    return await handler(request)
+
+
+async def _json(request: web.Request) -> web.Response:
+    return web.json_response({"hello": "world"}, headers={"X-Trace": "abc"})
+
+
+async def _echo(request: web.Request) -> web.Response:
+    return web.json_response(
+        {
+            "method": request.method,
+            "content_type": request.headers.get("Content-Type"),
+            "authorization": request.headers.get("Authorization"),
+            "cookie": request.headers.get("Cookie"),
+            "body": await request.text(),
+        }
+    )
+
+
+async def _text(request: web.Request) -> web.Response:
+    return web.Response(text="plain words, not JSON")
+
+
+async def _status(request: web.Request) -> web.Response:
+    return web.Response(status=int(request.match_info["code"]), text="nope")
+
+
+async def _hops(request: web.Request) -> web.Response:
+    left = int(request.match_info["n"])
+    if left == 0:
+        return web.json_response({"arrived": True})
+    # A relative Location, as many servers send.
+    raise web.HTTPFound(f"../hops/{left - 1}")
+
+
+async def _to(request: web.Request) -> web.Response:
+    status = int(request.query.get("status", "302"))
+    return web.Response(status=status, headers={"Location": request.query["url"]})
+
+
+async def _slow(request: web.Request) -> web.Response:
+    await request.app[RELEASE].wait()
+    return web.Response(text="late")
+
+
+async def _big(request: web.Request) -> web.Response:
+    return web.Response(body=b"x" * 2000)
+
+
+async def _big_streamed(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse()
+    await response.prepare(request)  # no Content-Length: chunked
+    for _ in range(20):
+        await response.write(b"y" * 100)
+    await response.write_eof()
+    return response
+
+
+async def _set_cookie(request: web.Request) -> web.Response:
+    response = web.json_response({})
+    response.set_cookie("session", "secret")
+    return response
+
+
+def _app() -> web.Application:
+    app = web.Application(middlewares=[_count])
+    app[HITS] = []
+    app[RELEASE] = asyncio.Event()
+    app.router.add_get("/json", _json)
+    app.router.add_route("*", "/echo", _echo)
+    app.router.add_get("/text", _text)
+    app.router.add_get("/status/{code}", _status)
+    app.router.add_get("/hops/{n}", _hops)
+    app.router.add_route("*", "/to", _to)
+    app.router.add_get("/slow", _slow)
+    app.router.add_get("/big", _big)
+    app.router.add_get("/big-streamed", _big_streamed)
+    app.router.add_get("/set-cookie", _set_cookie)
+    return app
+
+
+@pytest.fixture
+async def server(aiohttp_server) -> AsyncIterator:
+    server = await aiohttp_server(_app())
+    yield server
+    # Let a handler still waiting (a test that timed out) finish, so shutdown is quick.
+    server.app[RELEASE].set()
+
+
+def _url(server, path: str) -> str:
+    return str(server.make_url(path))
+
+
+async def _request(allow_private: bool = True, http=None, timeout_s=None, **params):
+    node_params = contract.validate_params(HttpRequest, params)
+    ctx = make_ctx(allow_private=allow_private, http=http, timeout_s=timeout_s)
+    return await HttpRequest().run(node_params, ctx)
+
+
+@pytest.fixture
+def loopback_is_public(monkeypatch) -> None:
+    """Treat 127.0.0.1 as public, so the local server can stand for a public one."""
+    real = ssrf.is_blocked_address
+    loopback = ipaddress.ip_address("127.0.0.1")
+    monkeypatch.setattr(ssrf, "is_blocked_address", lambda a: a != loopback and real(a))
+
+
+async def test_get_json(server) -> None:
+    output = await _request(url=_url(server, "/json"))
+
+    assert output.status == 200
+    assert output.json == {"hello": "world"}
+    assert output.text == '{"hello": "world"}'
+    assert output.headers["x-trace"] == "abc"
+    assert output.headers["content-type"].startswith("application/json")
+
+
+async def test_post_json_is_sent_as_json(server) -> None:
+    output = await _request(method="post", url=_url(server, "/echo"), json={"a": [1, 2]})
+
+    assert output.json["method"] == "POST"
+    assert output.json["content_type"] == "application/json"
+    assert output.json["body"] == '{"a":[1,2]}'
+
+
+async def test_text_body_and_headers_are_sent(server) -> None:
+    output = await _request(
+        method="PUT",
+        url=_url(server, "/echo"),
+        body="héllo",
+        headers={"Content-Type": "text/x-custom"},
+    )
+
+    assert output.json["body"] == "héllo"
+    assert output.json["content_type"] == "text/x-custom"
+
+
+def test_json_and_body_together_are_refused() -> None:
+    with pytest.raises(errors.InvalidParams, match="either json or body"):
+        contract.validate_params(HttpRequest, {"url": "http://x.test/", "json": {}, "body": "b"})
+
+
+@pytest.mark.parametrize(
+    "url", ["ftp://example.com/f", "file:///etc/passwd", "/relative", "http://", "not a url"]
+)
+def test_only_absolute_http_urls_are_accepted(url) -> None:
+    with pytest.raises(errors.InvalidParams) as caught:
+        contract.validate_params(HttpRequest, {"url": url})
+
+    assert caught.value.field == "url"
+
+
+def test_header_injection_is_refused() -> None:
+    with pytest.raises(errors.InvalidParams) as caught:
+        contract.validate_params(
+            HttpRequest, {"url": "http://x.test/", "headers": {"X": "a\r\nHost: evil"}}
+        )
+
+    assert caught.value.field == "headers"
+
+
+async def test_non_json_body_gives_null_json(server) -> None:
+    output = await _request(url=_url(server, "/text"))
+
+    assert output.json is None
+    assert output.text == "plain words, not JSON"
+
+
+async def test_head_has_empty_text(server) -> None:
+    output = await _request(method="HEAD", url=_url(server, "/json"))
+
+    assert (output.status, output.text, output.json) == (200, "", None)
+
+
+@pytest.mark.parametrize(("code", "retryable"), [(503, True), (429, True), (404, False)])
+async def test_unexpected_status_fails(server, code, retryable) -> None:
+    with pytest.raises(errors.HttpStatusError, match=f"answered {code}") as caught:
+        await _request(url=_url(server, f"/status/{code}"))
+
+    assert caught.value.status == code
+    assert caught.value.retryable is retryable
+
+
+async def test_expect_status_accepts_listed_statuses_only(server) -> None:
+    output = await _request(url=_url(server, "/status/404"), expect_status=[404])
+    assert output.status == 404
+
+    with pytest.raises(errors.HttpStatusError):
+        await _request(url=_url(server, "/json"), expect_status=[201])
+
+
+async def test_redirect_chain_is_followed(server) -> None:
+    output = await _request(url=_url(server, "/hops/3"))
+
+    assert output.json == {"arrived": True}
+    assert server.app[HITS] == ["/hops/3", "/hops/2", "/hops/1", "/hops/0"]
+
+
+async def test_too_many_redirects_fail(server) -> None:
+    with pytest.raises(errors.NodeFailed, match="more than 10 redirects"):
+        await _request(url=_url(server, "/hops/11"))
+
+
+@pytest.mark.parametrize(
+    ("status", "method"), [(303, "GET"), (302, "GET"), (307, "POST"), (308, "POST")]
+)
+async def test_redirect_method_follows_the_status(server, status, method) -> None:
+    target = _url(server, "/echo")
+    output = await _request(
+        method="POST", url=_url(server, f"/to?status={status}&url={target}"), json={"k": 1}
+    )
+
+    assert output.json["method"] == method
+    assert output.json["body"] == ("" if method == "GET" else '{"k":1}')
+
+
+async def test_credentials_do_not_follow_a_redirect_to_another_origin(
+    server, aiohttp_server
+) -> None:
+    other = await aiohttp_server(_app())
+    headers = {"Authorization": "Bearer t", "Cookie": "c=1"}
+
+    same = await _request(url=_url(server, f"/to?url={_url(server, '/echo')}"), headers=headers)
+    cross = await _request(url=_url(server, f"/to?url={_url(other, '/echo')}"), headers=headers)
+
+    assert (same.json["authorization"], same.json["cookie"]) == ("Bearer t", "c=1")
+    assert (cross.json["authorization"], cross.json["cookie"]) == (None, None)
+
+
+async def test_redirect_to_another_scheme_fails(server) -> None:
+    with pytest.raises(errors.NodeFailed, match="not http"):
+        await _request(url=_url(server, "/to?url=file:///etc/passwd"))
+
+
+async def test_loopback_is_refused_by_default_without_connecting(server) -> None:
+    with pytest.raises(errors.SsrfBlocked):
+        await _request(allow_private=False, url=_url(server, "/json"))
+
+    assert server.app[HITS] == []
+
+
+async def test_localhost_name_is_refused_by_the_resolver(server) -> None:
+    with pytest.raises(errors.SsrfBlocked, match="resolves to"):
+        await _request(allow_private=False, url=f"http://localhost:{server.port}/json")
+
+    assert server.app[HITS] == []
+
+
+async def test_shared_session_refuses_localhost_too(server) -> None:
+    async with make_http_session(allow_private=False) as session:
+        with pytest.raises(errors.SsrfBlocked):
+            await _request(
+                allow_private=False, http=session, url=f"http://localhost:{server.port}/json"
+            )
+
+    assert server.app[HITS] == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.0.0.1/",
+        "http://[::1]:8080/",
+        "http://127.1/",
+    ],
+)
+async def test_private_literals_are_refused_without_network_io(url) -> None:
+    started: list[str] = []
+
+    async def on_start(session, context, params) -> None:
+        started.append(str(params.url))
+
+    tracing = aiohttp.TraceConfig()
+    tracing.on_request_start.append(on_start)
+    # A plain session with no SSRF resolver: the node's own check must stop the request.
+    async with aiohttp.ClientSession(trace_configs=[tracing]) as session:
+        with pytest.raises(errors.SsrfBlocked):
+            await _request(allow_private=False, http=session, url=url)
+
+    assert started == []
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["http://169.254.169.254/latest/meta-data/", "http://10.0.0.1/", "http://[::ffff:10.0.0.1]/"],
+)
+async def test_redirect_to_a_private_address_is_refused(server, loopback_is_public, target) -> None:
+    with pytest.raises(errors.SsrfBlocked):
+        await _request(allow_private=False, url=_url(server, f"/to?url={target}"))
+
+    assert server.app[HITS] == ["/to"]
+
+
+async def test_redirect_to_a_name_resolving_privately_is_refused(
+    server, loopback_is_public
+) -> None:
+    stub = StubResolver({"public.test": ["127.0.0.1"], "internal.test": ["10.1.2.3"]})
+    connector = aiohttp.TCPConnector(resolver=ssrf.SsrfSafeResolver(stub))
+    async with aiohttp.ClientSession(connector=connector) as session:
+        first = f"http://public.test:{server.port}/to?url=http://internal.test/admin"
+        with pytest.raises(errors.SsrfBlocked, match=r"internal\.test"):
+            await _request(allow_private=False, http=session, url=first)
+
+    assert server.app[HITS] == ["/to"]
+
+
+async def test_dns_failure_is_a_connection_failure() -> None:
+    connector = aiohttp.TCPConnector(resolver=ssrf.SsrfSafeResolver(StubResolver({})))
+    async with aiohttp.ClientSession(connector=connector) as session:
+        with pytest.raises(errors.ConnectionFailed) as caught:
+            await _request(allow_private=False, http=session, url="http://nowhere.test/")
+
+    assert caught.value.retryable
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def test_connection_refused_is_a_connection_failure() -> None:
+    with pytest.raises(errors.ConnectionFailed) as caught:
+        await _request(url=f"http://127.0.0.1:{_closed_port()}/")
+
+    assert caught.value.code == "connection_error"
+    assert caught.value.retryable
+
+
+async def test_slow_server_times_out(server) -> None:
+    with pytest.raises(errors.NodeTimeout) as caught:
+        await _request(url=_url(server, "/slow"), timeout_s=0.2)
+
+    assert caught.value.retryable
+
+
+@pytest.mark.parametrize("path", ["/big", "/big-streamed"])
+async def test_oversized_response_fails(server, path) -> None:
+    with pytest.raises(errors.NodeFailed, match="larger than 1000 bytes") as caught:
+        await _request(url=_url(server, path), max_response_bytes=1000)
+
+    assert not caught.value.retryable
+
+
+async def test_response_at_the_limit_is_accepted(server) -> None:
+    assert len((await _request(url=_url(server, "/big"), max_response_bytes=2000)).text) == 2000
+
+
+async def test_shared_session_keeps_no_cookies(server) -> None:
+    async with make_http_session(allow_private=True) as session:
+        await _request(http=session, url=_url(server, "/set-cookie"))
+        output = await _request(http=session, url=_url(server, "/echo"))
+
+    assert output.json["cookie"] is None

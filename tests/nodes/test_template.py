@@ -1,0 +1,74 @@
+"""template: sandboxed Jinja2, strict about undefined variables."""
+
+from __future__ import annotations
+
+import pytest
+
+from nodes import contract, errors
+from nodes.builtin import Template
+from nodes.builtin import template as template_module
+from tests.nodes.helpers import make_ctx
+
+
+async def _render(source: str, **variables) -> str:
+    params = contract.validate_params(Template, {"template": source, **variables})
+    return (await Template().run(params, make_ctx())).text
+
+
+async def test_renders_its_variables() -> None:
+    text = await _render(
+        "Describe this in a {{ style }} sentence: {{ items|join(', ') }}",
+        style="short",
+        items=["a", "b"],
+    )
+
+    assert text == "Describe this in a short sentence: a, b"
+
+
+async def test_does_not_autoescape() -> None:
+    assert await _render("{{ html }}", html="<b>&</b>") == "<b>&</b>"
+
+
+async def test_undefined_variable_is_invalid_params() -> None:
+    with pytest.raises(errors.InvalidParams, match="'stlye' is undefined") as caught:
+        await _render("{{ stlye }}", style="short")
+
+    assert caught.value.field == "template"
+    assert not caught.value.retryable
+
+
+async def test_undefined_attribute_is_invalid_params() -> None:
+    with pytest.raises(errors.InvalidParams, match="no attribute 'missing'"):
+        await _render("{{ obj.missing }}", obj={"present": 1})
+
+
+async def test_syntax_error_names_the_line() -> None:
+    with pytest.raises(errors.InvalidParams, match="syntax error on line 2"):
+        await _render("fine\n{% for %}")
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ ''.__class__ }}",
+        "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+        "{{ cycler.__init__.__globals__ }}",
+    ],
+)
+async def test_sandbox_blocks_attribute_escapes(source) -> None:
+    with pytest.raises(errors.InvalidParams, match="unsafe"):
+        await _render(source)
+
+
+async def test_runtime_error_is_a_node_failure_not_retried() -> None:
+    with pytest.raises(errors.NodeFailed, match="ZeroDivisionError") as caught:
+        await _render("{{ 1 / 0 }}")
+
+    assert not caught.value.retryable
+    assert not isinstance(caught.value, errors.InvalidParams)
+
+
+def test_compiled_templates_are_cached() -> None:
+    source = "cached {{ x }}"
+
+    assert template_module._compile(source) is template_module._compile(source)

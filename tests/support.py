@@ -1,0 +1,129 @@
+"""Test-only node types and builders shared by the suites."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from nodes import errors
+from nodes.contract import CostModel, NodeType, RunContext, RunPolicy
+from nodes.registry import Registry, default_registry
+
+
+class Echo(NodeType):
+    type = "test.echo"
+    description = "Returns its inputs; records when it ran."
+    cost = CostModel(per_run=0.5)
+
+    class Params(BaseModel):
+        model_config = ConfigDict(extra="allow")
+
+    class Output(BaseModel):
+        model_config = ConfigDict(extra="allow")
+
+    runs: list[tuple[str, float]] = []
+
+    async def run(self, params: Any, ctx: RunContext) -> Any:
+        Echo.runs.append((ctx.node_id, time.monotonic()))
+        return self.Output(**params.model_dump())
+
+
+class Fail(NodeType):
+    type = "test.fail"
+    description = "Fails; transient failures are retried."
+    policy = RunPolicy(retries=0, retry_backoff_s=0.01)
+
+    class Params(BaseModel):
+        model_config = ConfigDict(extra="allow")
+        message: str = "boom"
+        transient: bool = False
+        after_s: float = 0.0
+        succeed_on_attempt: int = 0
+
+    class Output(BaseModel):
+        attempt: int
+
+    async def run(self, params: Any, ctx: RunContext) -> Any:
+        await asyncio.sleep(params.after_s)
+        if params.succeed_on_attempt and ctx.attempt >= params.succeed_on_attempt:
+            return self.Output(attempt=ctx.attempt)
+        if params.transient:
+            raise RuntimeError(params.message)
+        raise errors.NodeFailed(params.message)
+
+
+class Sleep(NodeType):
+    type = "test.sleep"
+    description = "Sleeps, counting how many sleepers run at once."
+    cost = CostModel(per_second=1.0)
+
+    class Params(BaseModel):
+        model_config = ConfigDict(extra="allow")
+        seconds: float = 0.0
+
+    class Output(BaseModel):
+        model_config = ConfigDict(extra="allow")
+        slept: float
+
+    concurrent = 0
+    peak = 0
+
+    async def run(self, params: Any, ctx: RunContext) -> Any:
+        Sleep.concurrent += 1
+        Sleep.peak = max(Sleep.peak, Sleep.concurrent)
+        try:
+            await asyncio.sleep(params.seconds)
+        finally:
+            Sleep.concurrent -= 1
+        return self.Output(slept=params.seconds)
+
+
+TEST_TYPES = (Echo, Fail, Sleep)
+
+
+def registry_with_test_types() -> Registry:
+    registry = default_registry(plugins=False)
+    for node_type in TEST_TYPES:
+        registry.register(node_type)
+    return registry
+
+
+class FlowBuilder:
+    """Builds flow definitions tersely: ``FlowBuilder("f").node("a", "start").edge("a", "b")``."""
+
+    def __init__(self, flow_id: str = "f", **fields: Any) -> None:
+        self.data: dict[str, Any] = {"id": flow_id, "nodes": [], "edges": [], **fields}
+
+    def node(self, node_id: str, node_type: str, **settings: Any) -> FlowBuilder:
+        self.data["nodes"].append({"id": node_id, "type": node_type, "settings": settings})
+        return self
+
+    def edge(self, source: str, target: str, *, output: str | None = None, input: str | None = None) -> FlowBuilder:
+        edge: dict[str, Any] = {"from": source, "to": target}
+        if output is not None:
+            edge["output"] = output
+        if input is not None:
+            edge["input"] = input
+        self.data["edges"].append(edge)
+        return self
+
+    def build(self) -> dict[str, Any]:
+        return self.data
+
+
+async def eventually(check: Callable[[], Any], *, timeout: float = 10.0, interval: float = 0.01) -> Any:
+    """Poll ``check`` (sync or async) until it returns something truthy, with a deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s (last value: {value!r})")
+        await asyncio.sleep(interval)
