@@ -36,6 +36,8 @@ async def run_with_progress(services: Services, flow_id: str, raw: dict[str, Any
     """Queue the task, claim exactly it, and execute it here while a live table shows its nodes."""
     task, _ = await submit(services, flow_id, parse_body(ExecuteBody, raw), revision=revision, raw_body=raw)
     claimed = await services.repo.claim_task(task.id)
+    if claimed is None:  # a server on the same database took it first; show where it ended
+        return await services.repo.get_task(task.id)
     console = Console(stderr=True)
     started = time.monotonic()
     with Live(render(claimed, started), console=console, refresh_per_second=8, transient=False) as live:

@@ -107,8 +107,8 @@ def _resolve(url: str) -> tuple[URL, _Backend]:
             f"unsupported database {parsed.get_backend_name()!r} in {parsed.render_as_string()!r}: "
             "use sqlite+aiosqlite:///path/to/file.db or postgresql+asyncpg://user@host/db"
         )
-    driver = parsed.get_driver_name()
-    if "+" in parsed.drivername and driver != backend.module:
+    _, plus, driver = parsed.drivername.partition("+")
+    if plus and driver != backend.module:
         raise DatabaseUrlError(
             f"unsupported driver {parsed.drivername!r}: use {backend.driver}:// (async, {backend.module})"
         )

@@ -91,17 +91,7 @@ class Repository(FlowMethods, KeyMethods):
             errors.IdempotencyConflict: the key was used on this flow with another fingerprint.
             errors.RevisionNotFound: the flow has no such revision.
         """
-        values: dict[str, Any] = {
-            "flow_id": flow_id,
-            "revision": revision,
-            "status": _QUEUED,
-            "data": request.as_data(),
-            "created": convert.utcnow(),
-            "cancel_requested": False,
-            "idempotency_key": idempotency_key,
-            "request_fingerprint": fingerprint,
-            "key_id": key_id,
-        }
+        values = _queued_task_values(flow_id, revision, request, idempotency_key, fingerprint, key_id)
         async with self._write() as conn:
             task_id = await self._insert_task(conn, values)
             if task_id is None:
@@ -118,9 +108,7 @@ class Repository(FlowMethods, KeyMethods):
             return (await conn.execute(insert.returning(task_t.c.id))).scalar_one_or_none()
         except sa_exc.IntegrityError:
             # The only other constraint is the foreign key to the flow revision.
-            raise errors.RevisionNotFound(
-                f"flow {values['flow_id']!r} has no revision {values['revision']}"
-            ) from None
+            raise errors.RevisionNotFound(f"flow {values['flow_id']!r} has no revision {values['revision']}") from None
 
     async def get_task(self, task_id: int) -> Task:
         """The task with its node runs.
@@ -311,6 +299,27 @@ class Repository(FlowMethods, KeyMethods):
         except sa_exc.IntegrityError:
             # The only constraint a valid run can break is the foreign key to its task.
             raise errors.TaskNotFound(f"no task has the id {task_id}") from None
+
+
+def _queued_task_values(
+    flow_id: str,
+    revision: int,
+    request: TaskRequest,
+    idempotency_key: str | None,
+    fingerprint: str | None,
+    key_id: str | None,
+) -> dict[str, Any]:
+    return {
+        "flow_id": flow_id,
+        "revision": revision,
+        "status": _QUEUED,
+        "data": request.as_data(),
+        "created": convert.utcnow(),
+        "cancel_requested": False,
+        "idempotency_key": idempotency_key,
+        "request_fingerprint": fingerprint,
+        "key_id": key_id,
+    }
 
 
 def _new_task(task_id: int, values: dict[str, Any], request: TaskRequest) -> Task:

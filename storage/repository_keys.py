@@ -53,12 +53,13 @@ class KeyMethods(RepositoryBase):
         Raises:
             errors.KeyNotFound: no key has this id.
         """
+        now = sa.literal(convert.utcnow(), key_t.c.revoked.type)
         async with self._write() as conn:
             row = (
                 await conn.execute(
                     sa.update(key_t)
                     .where(key_t.c.id == key_id)
-                    .values(revoked=sa.func.coalesce(key_t.c.revoked, sa.literal(convert.utcnow(), key_t.c.revoked.type)))
+                    .values(revoked=sa.func.coalesce(key_t.c.revoked, now))  # the first revocation stays
                     .returning(*key_t.c)
                 )
             ).first()

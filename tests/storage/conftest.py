@@ -42,7 +42,7 @@ async def _find_pg_user() -> tuple[str | None, str]:
     for user in PG_USERS:
         try:
             conn = await asyncpg.connect(f"postgresql://{user}@{PG_HOST}/postgres", timeout=2)
-        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+        except (OSError, asyncpg.PostgresError) as exc:  # TimeoutError is an OSError
             reason = f"{type(exc).__name__}: {exc}"
             continue
         await conn.close()

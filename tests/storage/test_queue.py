@@ -22,8 +22,14 @@ async def queue(repo: Repository, count: int) -> list[int]:
 
 def test_the_repository_is_a_task_store() -> None:
     store: type[TaskStore] = Repository  # checked by type checkers; and at runtime:
-    for name in ("claim_next_task", "load_flow", "save_node_runs", "finish_task", "is_cancel_requested",
-                 "requeue_interrupted"):
+    for name in (
+        "claim_next_task",
+        "load_flow",
+        "save_node_runs",
+        "finish_task",
+        "is_cancel_requested",
+        "requeue_interrupted",
+    ):
         assert callable(getattr(store, name))
 
 
@@ -73,7 +79,7 @@ async def test_interrupted_tasks_go_back_to_the_queue_and_resume(repo: Repositor
     first, second, third = await queue(repo, 3)
     await repo.claim_next_task()
     await repo.claim_next_task()
-    done = NodeRun("start", NodeStatus.SUCCEEDED, T0, T0, 0.0, 0.0, 1, None, {"n": 0})
+    done = NodeRun("start", NodeStatus.SUCCEEDED, T0, T0, execution_time=0.0, cost=0.0, attempts=1, output={"n": 0})
     await repo.save_node_runs(first, [done, NodeRun("end", NodeStatus.RUNNING, T0, attempts=1)])
     await repo.request_cancel(second)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 
@@ -16,6 +17,12 @@ from tests.storage.conftest import make_request
 
 SavedFlow = Callable[..., Awaitable[Flow]]
 T0 = datetime(2026, 11, 23, 21, 14, 34, 800001, tzinfo=UTC)
+
+
+def succeeded(node_id: str, started: datetime | None = T0, **fields: Any) -> NodeRun:
+    finished = (started or T0) + timedelta(microseconds=400)
+    defaults: dict[str, Any] = {"execution_time": 0.0004, "cost": 0.0, "attempts": 1}
+    return NodeRun(node_id, NodeStatus.SUCCEEDED, started, finished, **{**defaults, **fields})
 
 
 def is_utc(value: datetime | None) -> bool:
@@ -34,14 +41,12 @@ async def test_a_task_goes_through_its_whole_life(repo: Repository, saved_flow: 
     assert claimed is not None and claimed.id == task.id and claimed.status is TaskStatus.RUNNING
     assert is_utc(claimed.started) and claimed.started >= task.created
 
-    start = NodeRun("start", NodeStatus.SUCCEEDED, T0, T0 + timedelta(microseconds=400), 0.0004, 0.0, 1, None,
-                    {"image_url": "https://example.com/cat.jpg", "style": "short"})
+    start = succeeded("start", output={"image_url": "https://example.com/cat.jpg", "style": "short"})
     end = NodeRun("end", NodeStatus.RUNNING, T0 + timedelta(seconds=1), attempts=1)
     await repo.save_node_runs(task.id, [start, end])
     assert (await repo.get_task(task.id)).nodes == {"start": start, "end": end}
 
-    done_end = NodeRun("end", NodeStatus.SUCCEEDED, end.started, T0 + timedelta(seconds=2), 1.0, 0.5, 1, None,
-                       {"z": 1, "a": {"b": [1, 2.5, None]}})
+    done_end = succeeded("end", started=end.started, cost=0.5, output={"z": 1, "a": {"b": [1, 2.5, None]}})
     outcome = TaskOutcome(TaskStatus.SUCCEEDED, T0 + timedelta(seconds=3), 3.000001, 0.5, result={"z": 1, "a": 2})
     await repo.finish_task(task.id, outcome, [done_end])
 
@@ -73,7 +78,7 @@ async def test_a_failed_task_keeps_its_error(repo: Repository, saved_flow: Saved
     task, _ = await repo.create_task("demo", 1, make_request())
     await repo.claim_next_task()
     error = {"node_id": "end", "code": "node_failed", "message": "boom"}
-    failed = NodeRun("end", NodeStatus.FAILED, T0, T0, 0.0, 0.0, 3, error)
+    failed = NodeRun("end", NodeStatus.FAILED, T0, T0, execution_time=0.0, cost=0.0, attempts=3, error=error)
     await repo.finish_task(task.id, TaskOutcome(TaskStatus.FAILED, T0, 0.0, 0.0, error=error), [failed])
     final = await repo.get_task(task.id)
     assert (final.status, final.result, final.error) == (TaskStatus.FAILED, None, error)
@@ -84,7 +89,7 @@ async def test_node_runs_are_upserted(repo: Repository, saved_flow: SavedFlow) -
     await saved_flow()
     task, _ = await repo.create_task("demo", 1, make_request())
     await repo.save_node_runs(task.id, [NodeRun("start", NodeStatus.RUNNING, T0, attempts=1)])
-    retried = NodeRun("start", NodeStatus.SUCCEEDED, T0, T0, 0.1, 0.2, 2, None, {"ok": True})
+    retried = succeeded("start", attempts=2, output={"ok": True})
     await repo.save_node_runs(task.id, [retried])
     await repo.save_node_runs(task.id, [])
     assert (await repo.get_task(task.id)).nodes == {"start": retried}

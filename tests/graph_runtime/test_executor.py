@@ -1,0 +1,94 @@
+"""The executor and scheduler on a real repository: resume, concurrency limit, FIFO."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+
+from graph_runtime.executor import Executor
+from graph_runtime.flow import parse
+from graph_runtime.models import NodeRun, NodeStatus, TaskRequest, TaskStatus
+from graph_runtime.scheduler import Scheduler
+from storage import engine as storage_engine
+from storage.repository import Repository
+from tests.support import Echo, FlowBuilder, Sleep, eventually, registry_with_test_types
+
+CHAIN = parse(FlowBuilder("chain").node("s", "start", data={"x": 1}).node("a", "test.echo").node("b", "test.echo")
+              .node("e", "end").edge("s", "a").edge("a", "b").edge("b", "e").build())
+
+
+@pytest.fixture
+async def repo(db_url: str) -> AsyncIterator[Repository]:
+    engine = storage_engine.create_engine(db_url)
+    repository = Repository(engine)
+    await repository.save_flow(CHAIN)
+    yield repository
+    await storage_engine.dispose(engine)
+
+
+def request() -> TaskRequest:
+    return TaskRequest("s", "e", "e")
+
+
+async def test_resume_never_reruns_a_succeeded_node_and_counts_the_interrupted_try(repo: Repository) -> None:
+    task, _ = await repo.create_task("chain", 1, request())
+    claimed = await repo.claim_task(task.id)
+    assert claimed is not None
+    now = datetime.now(UTC)
+    # What a process killed while `a` ran leaves behind: `s` done, `a` running on its first try.
+    await repo.save_node_runs(task.id, [
+        NodeRun("s", NodeStatus.SUCCEEDED, now, now, 0.001, 0.0, 1, None, {"x": 1}),
+        NodeRun("a", NodeStatus.RUNNING, now, None, None, None, 1, None, None),
+    ])
+    scheduler = Scheduler(repo, Executor(repo, registry_with_test_types()), poll_interval_s=0.05)
+    assert await scheduler.start() == 1
+    try:
+        done = await eventually(lambda: _ended(repo, task.id))
+    finally:
+        await scheduler.stop()
+    assert done.status is TaskStatus.SUCCEEDED
+    assert [node for node, _ in Echo.runs] == ["a", "b"], "s succeeded before the crash and must not run again"
+    assert done.nodes["s"].attempts == 1 and done.nodes["a"].attempts == 2 and done.nodes["b"].attempts == 1
+    assert done.result == {"b": {"a": {"s": {"x": 1}}}}
+
+
+async def _ended(repo: Repository, task_id: int):  # type: ignore[no-untyped-def]
+    task = await repo.get_task(task_id)
+    return task if task.status.ended else None
+
+
+async def test_scheduler_runs_at_most_max_concurrent_tasks_fifo(repo: Repository) -> None:
+    sleepy = parse(FlowBuilder("sleepy").node("z", "test.sleep", seconds=0.05).build())
+    await repo.save_flow(sleepy)
+    ids = [(await repo.create_task("sleepy", 1, TaskRequest("z", "z", "z")))[0].id for _ in range(12)]
+    scheduler = Scheduler(repo, Executor(repo, registry_with_test_types()), max_concurrent=3, poll_interval_s=0.05)
+    await scheduler.start()
+    try:
+        tasks = await eventually(lambda: _all_ended(repo, ids), timeout=20)
+    finally:
+        await scheduler.stop()
+    assert all(t.status is TaskStatus.SUCCEEDED for t in tasks)
+    assert Sleep.peak == 3
+    starts = [t.started for t in tasks]
+    assert starts == sorted(starts), "tasks start in the order they were queued"
+
+
+async def _all_ended(repo: Repository, ids: list[int]):  # type: ignore[no-untyped-def]
+    tasks = [await repo.get_task(i) for i in ids]
+    return tasks if all(t.status.ended for t in tasks) else None
+
+
+async def test_scheduler_stop_leaves_running_tasks_resumable(repo: Repository) -> None:
+    slow = parse(FlowBuilder("slow").node("z", "test.sleep", seconds=30).build())
+    await repo.save_flow(slow)
+    task, _ = await repo.create_task("slow", 1, TaskRequest("z", "z", "z"))
+    scheduler = Scheduler(repo, Executor(repo, registry_with_test_types()), poll_interval_s=0.05)
+    await scheduler.start()
+    await eventually(lambda: Sleep.concurrent == 1)
+    await scheduler.stop()
+    left = await repo.get_task(task.id)
+    assert left.status is TaskStatus.RUNNING and left.nodes["z"].status is NodeStatus.RUNNING
+    assert await repo.requeue_interrupted() == 1
+    assert (await repo.get_task(task.id)).status is TaskStatus.QUEUED
