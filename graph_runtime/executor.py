@@ -151,7 +151,8 @@ class _TaskRun:
             params = self._params(node_id)
             output, cost = await run_attempts(self, node_type, node_id, params, run)
         except asyncio.CancelledError:
-            self._end_node(run, NodeStatus.CANCELLED, started, error={"node_id": node_id, "code": "cancelled", "message": "cancelled"})
+            cancelled = {"node_id": node_id, "code": "cancelled", "message": "cancelled"}
+            self._end_node(run, NodeStatus.CANCELLED, started, error=cancelled)
             raise
         except node_errors.GraphRuntimeError as exc:
             exc.node_id = node_id

@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 
-class TaskStatus(str, enum.Enum):
+class TaskStatus(enum.StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
@@ -44,7 +44,7 @@ _TASK_NUMBERS = {status: i for i, status in enumerate(TaskStatus, start=1)}
 _TASK_BY_NUMBER = {i: status for status, i in _TASK_NUMBERS.items()}
 
 
-class NodeStatus(str, enum.Enum):
+class NodeStatus(enum.StrEnum):
     PENDING = "pending"
     RUNNING = "running"
     SUCCEEDED = "succeeded"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, field
 
@@ -92,10 +93,8 @@ class Scheduler:
             except errors.GraphRuntimeError as exc:
                 # The database is busy or gone for a moment: queued tasks wait, nothing is lost.
                 log.warning("cannot claim tasks: %s", exc.message, extra={"action": "claim_failed"})
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval_s)
-            except TimeoutError:
-                pass
 
     def _spawn(self, task: Task) -> None:
         control = Control()

@@ -47,6 +47,17 @@ def graph_of(flow: Flow) -> nx.DiGraph:
     return graph
 
 
+def draw(flow: Flow, chosen: set[str] | None = None) -> list[str]:
+    """The DAG as lines of a text tree, each node as ``id (type)``, marked ●/○ by ``chosen``."""
+    types = {node.id: node.type for node in flow.nodes}
+
+    def label(node_id: str) -> str:
+        mark = "" if chosen is None else ("● " if node_id in chosen else "○ ")
+        return f"{mark}{node_id} ({types[node_id]})"
+
+    return list(nx.generate_network_text(nx.relabel_nodes(graph_of(flow), label), ascii_only=False))
+
+
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     """Objects merge key by key, recursively; anything else in ``override`` replaces."""
     merged = dict(base)

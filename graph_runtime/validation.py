@@ -81,5 +81,6 @@ def _settings_problems(flow: Flow, registry: Registry) -> list[str]:
             _, params = contract.split_policy(node.settings, node_type.policy)
             contract.validate_params(node_type, params, frozenset(linked.get(node.id, ())))
         except node_errors.InvalidParams as exc:
-            problems.append(f"nodes.{i}.settings.{exc.field or ''}: {exc.message} (node {node.id!r})".replace("settings.:", "settings:"))
+            where = f"nodes.{i}.settings" + (f".{exc.field}" if exc.field else "")
+            problems.append(f"{where}: {exc.message} (node {node.id!r})")
     return problems

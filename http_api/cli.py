@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import pydantic
 
 from http_api.settings import Settings
 
@@ -22,6 +23,17 @@ def _settings(args: argparse.Namespace) -> Settings:
         if value is not None:
             overrides[name] = value
     return Settings(**overrides)
+
+
+class StructuredFormatter(logging.Formatter):
+    """Appends the stable ``action`` and the ids passed in ``extra`` as ``key=value`` pairs."""
+
+    FIELDS = ("action", "task_id", "flow_id", "node_id", "revision", "status", "count")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        pairs = [f"{name}={getattr(record, name)}" for name in self.FIELDS if hasattr(record, name)]
+        return f"{line} [{' '.join(pairs)}]" if pairs else line
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,6 +58,10 @@ def _parser() -> argparse.ArgumentParser:
 
     flows = sub.add_parser("flows", help="list or validate flows").add_subparsers(dest="flows_command", required=True)
     flows.add_parser("list", parents=[common], help="load the flows directory and list stored flows")
+    show = flows.add_parser("show", parents=[common], help="draw a flow's DAG; with --start/--end, mark the run set")
+    show.add_argument("flow_id")
+    show.add_argument("--start")
+    show.add_argument("--end")
     validate = flows.add_parser("validate", help="validate flow files; exit 1 on any problem")
     validate.add_argument("paths", nargs="+", type=Path)
 
@@ -63,9 +79,17 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    settings = _settings(args)
-    logging.basicConfig(level=settings.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = _settings(args)
+    except pydantic.ValidationError as exc:
+        for problem in exc.errors():
+            name = ".".join(str(p) for p in problem["loc"])
+            print(f"error: GRAPH_RUNTIME_{name.upper()} / --{name.replace('_', '-')}: {problem['msg']}",
+                  file=sys.stderr)
+        return 2
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(StructuredFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=settings.log_level, handlers=[handler])
     from http_api import commands  # the heavy imports wait until a command runs
 
     try:

@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from graph_runtime import errors as flow_errors
+from graph_runtime import selection
 from http_api import auth
 from http_api.access_log import MaskingAccessLogger
 from http_api.app import close_services, create_app, open_services
@@ -28,11 +29,11 @@ log = logging.getLogger("graph_runtime.cli")
 
 
 def dispatch(args: argparse.Namespace, settings: Settings) -> int:
-    if args.command == "serve":
-        return serve(settings)
     if args.command == "flows" and args.flows_command == "validate":
         return validate_files(args.paths)
     try:
+        if args.command == "serve":
+            return serve(settings)
         return asyncio.run(_dispatch_async(args, settings))
     except GraphRuntimeError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
@@ -47,6 +48,8 @@ async def _dispatch_async(args: argparse.Namespace, settings: Settings) -> int:
     try:
         if args.command == "keys":
             return await keys_command(services, args)
+        if args.command == "flows" and args.flows_command == "show":
+            return await show_flow(services, args)
         if args.command == "flows":
             return await list_flows(services)
         return await run_flow(services, args)
@@ -94,6 +97,21 @@ async def keys_command(services: Services, args: argparse.Namespace) -> int:
 async def list_flows(services: Services) -> int:
     for flow, revision, _ in await services.repo.list_flows():
         print(f"{flow.id:<28} rev {revision:<4} {len(flow.nodes):>3} nodes  {flow.name or ''}")
+    return 0
+
+
+async def show_flow(services: Services, args: argparse.Namespace) -> int:
+    """Print the DAG as a text tree; with --start/--end, ● marks the nodes that would run."""
+    flow, revision, _ = await services.repo.get_flow(args.flow_id)
+    chosen = None
+    if args.start or args.end:
+        start, end, _ = selection.resolve_ids(flow, args.start, args.end, None)
+        chosen = selection.run_set(selection.graph_of(flow), start, end)
+    print(f"{flow.id} rev {revision}: {flow.name or ''}")
+    for line in selection.draw(flow, chosen):
+        print(line)
+    if chosen is not None:
+        print(f"● runs ({len(chosen)} nodes)   ○ does not run")
     return 0
 
 

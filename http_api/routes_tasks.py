@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from aiohttp import web
 
@@ -49,10 +50,8 @@ async def _wait_for_end(services: Services, task_id: int, seconds: float):  # ty
     try:
         task = await services.repo.get_task(task_id)
         if not task.status.ended:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), seconds)
-            except TimeoutError:
-                pass
             task = await services.repo.get_task(task_id)
         return task
     finally:

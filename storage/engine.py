@@ -20,7 +20,11 @@ from storage import tables
 from storage.errors import DatabaseUrlError, translated
 
 WRITE_OPTION = "graph_runtime_write"
-"""Execution option marking an engine whose transactions write (SQLite: ``BEGIN IMMEDIATE``)."""
+"""Execution option marking an engine whose transactions write.
+
+On SQLite only those begin a transaction (``BEGIN IMMEDIATE``); other connections read in
+autocommit mode. Use :func:`writer` for anything that writes.
+"""
 
 _SQLITE_PRAGMAS = (
     # Readers never wait for the writer, and a commit does not fsync the main file.
@@ -79,9 +83,20 @@ def writer(engine: AsyncEngine) -> AsyncEngine:
     return engine.execution_options(**{WRITE_OPTION: True})
 
 
+def reader(engine: AsyncEngine) -> AsyncEngine:
+    """A view of ``engine`` (same pool) for reads, with no BEGIN/COMMIT round trips.
+
+    PostgreSQL: autocommit. SQLite: the engine itself, whose reads already skip BEGIN (the
+    dialect's AUTOCOMMIT level would fight the BEGIN IMMEDIATE hook).
+    """
+    if engine.dialect.name == "postgresql":
+        return engine.execution_options(isolation_level="AUTOCOMMIT")
+    return engine
+
+
 async def create_schema(engine: AsyncEngine) -> None:
     """Create every table and index that does not exist yet (idempotent)."""
-    async with translated(), engine.begin() as conn:
+    async with translated(), writer(engine).begin() as conn:
         await conn.run_sync(tables.metadata.create_all)
 
 
@@ -118,7 +133,7 @@ def _resolve(url: str) -> tuple[URL, _Backend]:
 def _configure_sqlite(engine: AsyncEngine) -> None:
     # SQLAlchemy's documented recipe (SQLite dialect, "Enabling Non-Legacy SQLite Transactional
     # Modes", aiosqlite variant): the driver stops emitting BEGIN itself and we emit our own, so
-    # a writing transaction can start with BEGIN IMMEDIATE. A deferred BEGIN that later writes
+    # a writing transaction starts with BEGIN IMMEDIATE. A deferred BEGIN that later writes
     # fails with "database is locked" at once when another connection writes; IMMEDIATE waits
     # for the lock (busy_timeout) before it has read anything, so it never deadlocks.
     event.listen(engine.sync_engine, "connect", _on_sqlite_connect)
@@ -136,5 +151,7 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _on_sqlite_begin(conn: Connection) -> None:
-    immediate = conn.get_execution_options().get(WRITE_OPTION, False)
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    # Reads run without BEGIN (autocommit, each statement its own WAL snapshot): a SELECT never
+    # takes a lock worth holding, and skipping BEGIN saves a round trip to aiosqlite's thread.
+    if conn.get_execution_options().get(WRITE_OPTION, False):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")

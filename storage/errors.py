@@ -1,8 +1,9 @@
 """Storage errors, and the one place SQLAlchemy's exceptions become ours.
 
 Nothing above ``storage`` sees a SQLAlchemy or driver type: a busy, locked or unreachable
-database is :class:`graph_runtime.errors.StoreUnavailable` (worth retrying), anything else
-unexpected is :class:`StorageError`.
+database is :class:`graph_runtime.errors.StoreUnavailable` (worth retrying), a value the
+tables cannot store (a naive datetime, an output that is not JSON) is the ``ValueError`` or
+``TypeError`` that refused it, anything else unexpected is :class:`StorageError`.
 """
 
 from __future__ import annotations
@@ -38,10 +39,16 @@ _UNAVAILABLE = (
 )
 
 
+# SQLite reports schema mistakes as OperationalError too; retrying will not fix those.
+_SCHEMA_MISTAKES = ("no such table", "no such column", "syntax error", "has no column")
+
+
 def translate(exc: BaseException) -> GraphRuntimeError:
     """The graph-runtime error for a SQLAlchemy or driver exception."""
     if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
         return errors.StoreUnavailable(f"the database connection was lost: {_first_line(exc)}")
+    if any(mistake in _first_line(exc) for mistake in _SCHEMA_MISTAKES):
+        return StorageError(f"database error (is the schema created?): {_first_line(exc)}")
     if isinstance(exc, _UNAVAILABLE):
         return errors.StoreUnavailable(f"the database is unavailable: {_first_line(exc)}")
     return StorageError(f"database error: {_first_line(exc)}")
@@ -52,6 +59,12 @@ async def translated() -> AsyncIterator[None]:
     """Re-raise SQLAlchemy and connection errors raised inside the block as ours."""
     try:
         yield
+    except sa_exc.StatementError as exc:
+        if not isinstance(exc, sa_exc.DBAPIError) and isinstance(exc.orig, (TypeError, ValueError)):
+            # Our own bind processing refused a value (a naive datetime, an output that is not
+            # JSON): the caller's bug, raised as itself rather than as a database error.
+            raise exc.orig from None
+        raise translate(exc) from exc
     except (sa_exc.SQLAlchemyError, *_UNAVAILABLE) as exc:
         raise translate(exc) from exc
 

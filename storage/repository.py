@@ -27,6 +27,31 @@ __all__ = ["CANCELLED_BEFORE_START", "ApiKeyRecord", "Repository"]
 
 _QUEUED, _RUNNING, _CANCELLED = TaskStatus.QUEUED.value, TaskStatus.RUNNING.value, TaskStatus.CANCELLED.value
 
+# Hot statements, built once (SQLAlchemy still caches their compiled form per dialect).
+_NOW = sa.bindparam("now", type_=task_t.c.started.type)
+_TASK_ID = sa.bindparam("task_id", type_=task_t.c.id.type)
+_OLDEST_QUEUED = (
+    sa.select(task_t.c.id)
+    .where(task_t.c.status == _QUEUED)
+    .order_by(task_t.c.id)
+    .limit(1)
+    .with_for_update(skip_locked=True)  # PostgreSQL: concurrent claimers skip each other's row; SQLite: nothing
+    .scalar_subquery()
+)
+_CLAIM_NEXT, _CLAIM_ONE = (
+    sa.update(task_t)
+    .where(task_t.c.id == which, task_t.c.status == _QUEUED)
+    .values(status=_RUNNING, started=_NOW, claims=task_t.c.claims + 1)
+    .returning(*task_t.c)
+    for which in (_OLDEST_QUEUED, _TASK_ID)
+)
+_TASK_BY_ID = sa.select(task_t).where(task_t.c.id == _TASK_ID)
+_RUNS_OF_TASKS = (
+    sa.select(run_t)
+    .where(run_t.c.task_id.in_(sa.bindparam("task_ids", expanding=True)))
+    .order_by(run_t.c.task_id, run_t.c.started.asc().nulls_last(), run_t.c.node_id)
+)
+
 CANCELLED_BEFORE_START = {"node_id": None, "code": "cancelled", "message": "cancelled before it started"}
 """The ``error`` of a task cancelled while it was still queued."""
 
@@ -196,14 +221,7 @@ class Repository(FlowMethods, KeyMethods):
         (PostgreSQL: ``FOR UPDATE SKIP LOCKED``; SQLite: one conditional UPDATE under the
         write lock). A resumed task comes back with the node runs it had.
         """
-        oldest = (
-            sa.select(task_t.c.id)
-            .where(task_t.c.status == _QUEUED)
-            .order_by(task_t.c.id)
-            .limit(1)
-            .with_for_update(skip_locked=True)  # rendered as nothing on SQLite
-        )
-        return await self._claim(oldest.scalar_subquery())
+        return await self._claim(_CLAIM_NEXT, {})
 
     async def claim_task(self, task_id: int) -> Task | None:
         """Claim this task if it is queued (``graph-runtime run`` executes exactly its own task).
@@ -215,22 +233,18 @@ class Repository(FlowMethods, KeyMethods):
         Raises:
             errors.TaskNotFound: no task has this id.
         """
-        claimed = await self._claim(sa.literal(task_id, task_t.c.id.type))
+        claimed = await self._claim(_CLAIM_ONE, {"task_id": task_id})
         if claimed is None:
             await self.get_task(task_id)  # raises TaskNotFound for an unknown id
         return claimed
 
-    async def _claim(self, task_id: sa.ColumnElement[int]) -> Task | None:
-        claim = (
-            sa.update(task_t)
-            .where(task_t.c.id == task_id, task_t.c.status == _QUEUED)
-            .values(status=_RUNNING, started=convert.utcnow())
-        )
+    async def _claim(self, claim: sa.Update, params: dict[str, Any]) -> Task | None:
         async with self._write() as conn:
-            row = await _update_returning(conn, claim)
+            row = (await conn.execute(claim, {**params, "now": convert.utcnow()})).first()
             if row is None:
                 return None
-            nodes = await _node_runs(conn, [row.id])
+            # Node runs are written only after a claim: a first claim has none to read.
+            nodes = await _node_runs(conn, [row.id]) if row.claims > 1 else {}
         return convert.task(row, nodes.get(row.id, {}))
 
     async def save_node_runs(self, task_id: int, runs: Sequence[NodeRun]) -> None:
@@ -316,6 +330,7 @@ def _queued_task_values(
         "data": request.as_data(),
         "created": convert.utcnow(),
         "cancel_requested": False,
+        "claims": 0,
         "idempotency_key": idempotency_key,
         "request_fingerprint": fingerprint,
         "key_id": key_id,
@@ -346,7 +361,7 @@ async def _earlier_task(conn: AsyncConnection, flow_id: str, key: str | None, fi
 
 
 async def _load_task(conn: AsyncConnection, task_id: int) -> Task:
-    row = (await conn.execute(sa.select(task_t).where(task_t.c.id == task_id))).first()
+    row = (await conn.execute(_TASK_BY_ID, {"task_id": task_id})).first()
     if row is None:
         raise errors.TaskNotFound(f"no task has the id {task_id}")
     nodes = await _node_runs(conn, [task_id])
@@ -361,8 +376,4 @@ async def _node_runs(conn: AsyncConnection, task_ids: list[int]) -> dict[int, di
     """The node runs of these tasks in one query, each task's in the order they started."""
     if not task_ids:
         return {}
-    where = run_t.c.task_id == task_ids[0] if len(task_ids) == 1 else run_t.c.task_id.in_(task_ids)
-    rows = await conn.execute(
-        sa.select(run_t).where(where).order_by(run_t.c.task_id, run_t.c.started.asc().nulls_last(), run_t.c.node_id)
-    )
-    return convert.node_runs_by_task(rows)
+    return convert.node_runs_by_task(await conn.execute(_RUNS_OF_TASKS, {"task_ids": task_ids}))

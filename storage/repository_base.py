@@ -15,7 +15,8 @@ from storage.errors import translated
 
 
 class RepositoryBase:
-    """Transactions on one engine; every public repository call runs in exactly one.
+    """Connections on one engine: each public call reads on one connection, or writes in
+    exactly one transaction.
 
     On SQLite, writers are serialised by an ``asyncio.Lock`` as well as ``BEGIN IMMEDIATE``:
     the lock queues this process's writers fairly without holding a pooled connection, and
@@ -25,6 +26,7 @@ class RepositoryBase:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        self._reader = engines.reader(engine)
         self._writer = engines.writer(engine)
         self._dialect = engine.dialect.name
         self._insert: Callable[..., Any] = sqlite.insert if self._dialect == "sqlite" else postgresql.insert
@@ -40,8 +42,8 @@ class RepositoryBase:
 
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[AsyncConnection]:
-        """A read-only transaction (SQLite: deferred ``BEGIN``, never waits for writers)."""
-        async with translated(), self._read_lock, self._engine.begin() as conn:
+        """A connection for reads: each statement sees the latest commit; nothing is committed."""
+        async with translated(), self._read_lock, self._reader.connect() as conn:
             yield conn
 
     @asynccontextmanager

@@ -103,6 +103,8 @@ class TaskRow(SQLModel, table=True):
     execution_cost: float | None = None
     error: dict[str, Any] | None = Field(default=None, sa_type=JSONValue)
     cancel_requested: bool = Field(default=False)
+    # How many times a worker took it: 1 on a first run, more once resumed after a crash.
+    claims: int = Field(default=0)
     idempotency_key: str | None = None
     request_fingerprint: str | None = None
     key_id: str | None = None

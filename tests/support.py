@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -25,7 +25,7 @@ class Echo(NodeType):
     class Output(BaseModel):
         model_config = ConfigDict(extra="allow")
 
-    runs: list[tuple[str, float]] = []
+    runs: ClassVar[list[tuple[str, float]]] = []
 
     async def run(self, params: Any, ctx: RunContext) -> Any:
         Echo.runs.append((ctx.node_id, time.monotonic()))

@@ -62,3 +62,10 @@ def test_requests_that_cannot_run_name_the_field(request_: TaskRequest, field: s
     with pytest.raises(errors.GraphRuntimeError) as info:
         selection.plan(FLOW, REGISTRY, request_)
     assert info.value.field == field
+
+
+def test_draw_marks_the_run_set() -> None:
+    chosen = selection.run_set(selection.graph_of(FLOW), "greet", "card-end")
+    text = "\n".join(selection.draw(FLOW, chosen))
+    assert "● greet (template)" in text and "○ text-start (start)" in text and "○ lang-end (end)" in text
+    assert "● lang-start (start)" in text

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 from datetime import datetime
-from typing import Any
 
 from tests.conftest import Api
 from tests.support import FlowBuilder, eventually

@@ -8,13 +8,11 @@ emptied before each test; skipped with the reason when no server answers on 127.
 from __future__ import annotations
 
 import asyncio
-import secrets
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 
 import storage
@@ -22,62 +20,28 @@ from graph_runtime import flow as flows
 from graph_runtime.flow import Flow
 from graph_runtime.models import TaskRequest
 from storage.repository import Repository
+from tests import pg
 
-PG_HOST = "127.0.0.1:5432"
-PG_USERS = ("postgres", "root")
 TABLES = "node_run, task, flow_revision, flow, api_key"
-
-
-async def _create_schema(url: str) -> None:
-    engine = storage.create_engine(url)
-    try:
-        await storage.create_schema(engine)
-    finally:
-        await storage.dispose(engine)
-
-
-async def _find_pg_user() -> tuple[str | None, str]:
-    """The first user that can log in with trust auth, or None and why not."""
-    reason = "no user tried"
-    for user in PG_USERS:
-        try:
-            conn = await asyncpg.connect(f"postgresql://{user}@{PG_HOST}/postgres", timeout=2)
-        except (OSError, asyncpg.PostgresError) as exc:  # TimeoutError is an OSError
-            reason = f"{type(exc).__name__}: {exc}"
-            continue
-        await conn.close()
-        return user, ""
-    return None, reason
-
-
-async def _admin(user: str, sql: str) -> None:
-    conn = await asyncpg.connect(f"postgresql://{user}@{PG_HOST}/postgres", timeout=5)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
 
 
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("storage-template") / "template.db"
-    asyncio.run(_create_schema(f"sqlite+aiosqlite:///{path}"))
+    asyncio.run(pg.create_schema(f"sqlite+aiosqlite:///{path}"))
     return path
 
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
-    user, reason = asyncio.run(_find_pg_user())
+    user, reason = asyncio.run(pg.find_user())
     if user is None:
-        pytest.skip(f"PostgreSQL is not reachable at {PG_HOST} as {' or '.join(PG_USERS)} ({reason})")
-    name = f"gr_test_{secrets.token_hex(6)}"
-    asyncio.run(_admin(user, f'CREATE DATABASE "{name}"'))
+        pytest.skip(f"PostgreSQL is not reachable at {pg.PG_HOST} as {' or '.join(pg.PG_USERS)} ({reason})")
+    url = asyncio.run(pg.create_database(user))
     try:
-        url = f"postgresql+asyncpg://{user}@{PG_HOST}/{name}"
-        asyncio.run(_create_schema(url))
         yield url
     finally:
-        asyncio.run(_admin(user, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(pg.drop_database(url))
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import re
+import sqlite3
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +16,7 @@ import sqlalchemy as sa
 
 import storage
 from graph_runtime import errors
+from storage.errors import translate
 from storage.repository import Repository
 
 
@@ -94,6 +98,12 @@ async def test_an_unopenable_sqlite_file_is_store_unavailable(tmp_path: Path) ->
             await Repository(engine).count_tasks()
     finally:
         await storage.dispose(engine)
+    # aiosqlite stops a worker that failed to connect without awaiting it; let it finish
+    # while this test's event loop still runs.
+    deadline = time.monotonic() + 5
+    while any("_connection_worker_thread" in t.name for t in threading.enumerate()):
+        assert time.monotonic() < deadline, "aiosqlite worker thread did not stop"
+        await asyncio.sleep(0.005)
 
 
 async def test_concurrent_writers_in_two_processes_do_not_hit_database_is_locked(tmp_path: Path) -> None:
@@ -107,3 +117,19 @@ async def test_concurrent_writers_in_two_processes_do_not_hit_database_is_locked
     finally:
         for engine in engines:
             await storage.dispose(engine)
+
+
+async def test_a_database_without_the_schema_is_a_storage_error_not_a_retry(tmp_path: Path) -> None:
+    engine = storage.create_engine(f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}")
+    try:
+        with pytest.raises(storage.StorageError, match="is the schema created"):
+            await Repository(engine).count_tasks()
+    finally:
+        await storage.dispose(engine)
+
+
+def test_a_locked_database_is_store_unavailable() -> None:
+    # A real lock would cost busy_timeout (5 s) per test; the translation is what matters.
+    locked = sa.exc.OperationalError("BEGIN IMMEDIATE", {}, sqlite3.OperationalError("database is locked"))
+    translated = translate(locked)
+    assert isinstance(translated, errors.StoreUnavailable) and "database is locked" in translated.message

@@ -251,3 +251,13 @@ async def test_count_tasks_by_status(repo: Repository, saved_flow: SavedFlow) ->
     assert await repo.count_tasks(TaskStatus.QUEUED) == 2
     assert await repo.count_tasks(TaskStatus.RUNNING) == 1
     assert await repo.count_tasks(TaskStatus.SUCCEEDED) == 0
+
+
+async def test_values_the_tables_cannot_hold_are_refused_as_such(repo: Repository, saved_flow: SavedFlow) -> None:
+    await saved_flow()
+    task, _ = await repo.create_task("demo", 1, make_request())
+    with pytest.raises(ValueError, match="naive datetime"):
+        await repo.save_node_runs(task.id, [NodeRun("start", NodeStatus.RUNNING, started=datetime(2026, 1, 1))])
+    with pytest.raises(TypeError, match="JSON serial"):
+        await repo.save_node_runs(task.id, [NodeRun("start", NodeStatus.SUCCEEDED, output={"x": object()})])
+    assert (await repo.get_task(task.id)).nodes == {}
