@@ -158,7 +158,7 @@ class _TaskRun:
             exc.node_id = node_id
             self._end_node(run, NodeStatus.FAILED, started, error=exc.as_dict())
             await self.ex.store.save_node_runs(self.task.id, [run])
-            self.failure = exc.as_dict()
+            self.failure = self.failure or exc.as_dict()  # the first failure names the task's error
             return
         self._end_node(run, NodeStatus.SUCCEEDED, started, output=output, cost=cost)
         await self.ex.store.save_node_runs(self.task.id, [run])

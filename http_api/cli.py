@@ -13,16 +13,27 @@ import pydantic
 
 from http_api.settings import Settings
 
+SHORT_FLAGS = {"database_url": "--db", "flows_dir": "--flows"}
+
 
 def _settings(args: argparse.Namespace) -> Settings:
     """Flags win over GRAPH_RUNTIME_* variables, which win over defaults."""
     overrides: dict[str, Any] = {}
-    for flag, name in (("db", "database_url"), ("flows", "flows_dir"), ("host", "host"), ("port", "port"),
-                       ("max_concurrent_jobs", "max_concurrent_jobs")):
-        value = getattr(args, flag, None)
+    for name in Settings.model_fields:
+        value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
     return Settings(**overrides)
+
+
+def _setting_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per setting (``--max-body-bytes`` for GRAPH_RUNTIME_MAX_BODY_BYTES…); pydantic converts."""
+    for name, field in Settings.model_fields.items():
+        flags = [f"--{name.replace('_', '-')}"]
+        if name in SHORT_FLAGS:
+            flags.insert(0, SHORT_FLAGS[name])
+        parser.add_argument(*flags, dest=name, metavar="VALUE",
+                            help=f"GRAPH_RUNTIME_{name.upper()} (default: {field.default})")
 
 
 class StructuredFormatter(logging.Formatter):
@@ -40,13 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="graph-runtime", description="Self-hosted node-graph workflow runtime.")
     sub = parser.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--db", help="database URL (GRAPH_RUNTIME_DATABASE_URL)")
-    common.add_argument("--flows", help="flows directory (GRAPH_RUNTIME_FLOWS_DIR)")
+    _setting_flags(common)
 
-    serve = sub.add_parser("serve", parents=[common], help="run the API and the workers")
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
-    serve.add_argument("--max-concurrent-jobs", type=int)
+    sub.add_parser("serve", parents=[common], help="run the API and the workers")
 
     keys = sub.add_parser("keys", help="manage server keys").add_subparsers(dest="keys_command", required=True)
     create = keys.add_parser("create", parents=[common], help="create a key and print its token")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import re
 import sys
 from typing import Any
 
@@ -57,6 +58,10 @@ async def _dispatch_async(args: argparse.Namespace, settings: Settings) -> int:
         await close_services(services)
 
 
+def _without_password(url: str) -> str:
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
 def serve(settings: Settings) -> int:
     """Run the API and the workers until SIGINT/SIGTERM."""
     app = create_app(settings)
@@ -71,8 +76,8 @@ def serve(settings: Settings) -> int:
         print(f"{len(flows)} flow(s) loaded: {', '.join(f.id for f, _, _ in flows)}", flush=True)
 
     app.on_startup.append(first_key)
-    print(f"graph-runtime: database {settings.database_url}, up to {settings.max_concurrent_jobs} "
-          f"concurrent tasks", flush=True)
+    print(f"graph-runtime: database {_without_password(settings.database_url)}, up to "
+          f"{settings.max_concurrent_jobs} concurrent tasks", flush=True)
     web.run_app(app, host=settings.host, port=settings.port, access_log_class=MaskingAccessLogger,
                 print=lambda msg: print(msg, flush=True))
     return 0
