@@ -10,6 +10,10 @@ from http_api import errors
 from nodes import codec
 
 SERVICES = web.AppKey("services", object)
+JSON_TYPES = ("application/json", "application/octet-stream", "text/plain")
+# `curl -d '{...}'` without -H sends this type; a pasted snippet that forgot the header still works
+# when the body is JSON, and real form data is still refused with 415.
+CURL_DEFAULT = "application/x-www-form-urlencoded"
 
 
 async def json_object(request: web.Request) -> dict[str, Any]:
@@ -18,11 +22,14 @@ async def json_object(request: web.Request) -> dict[str, Any]:
     if not raw.strip():
         return {}
     ctype = request.content_type
-    if ctype not in ("application/json", "application/octet-stream", "text/plain") and not ctype.endswith("+json"):
+    json_like = ctype in JSON_TYPES or ctype.endswith("+json")
+    if not json_like and ctype != CURL_DEFAULT:
         raise errors.UnsupportedMediaType(f"Content-Type {ctype!r} is not JSON; send application/json")
     try:
         data = codec.loads(raw)
     except codec.DecodeError as exc:
+        if not json_like:
+            raise errors.UnsupportedMediaType(f"Content-Type {ctype!r} is not JSON; send application/json") from None
         raise errors.BodyNotJson(f"the body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise errors.BodyNotObject(f"the body must be a JSON object, not {type(data).__name__}")

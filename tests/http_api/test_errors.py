@@ -150,6 +150,12 @@ async def test_bodies_that_are_not_json_objects(api: Api, data: bytes, ctype: st
     await no_task_written(api)
 
 
+async def test_json_sent_with_curls_default_content_type_is_accepted(api: Api) -> None:
+    response = await api.request("POST", EXECUTE, data=b'{"node_settings": {}}',
+                                 headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert response.status == 201
+
+
 async def test_body_over_the_limit_is_413(api: Api) -> None:
     big = b'{"init_context": {"blob": "' + b"x" * (1024 * 1024 + 10) + b'"}}'
     response = await api.request("POST", EXECUTE, data=io.BytesIO(big), headers={"Content-Type": "application/json"})
