@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console
@@ -21,14 +22,36 @@ STYLE = {
 }
 
 
+BAR_WIDTH = 24
+
+
+def timeline(task: Task) -> dict[str, str]:
+    """A Gantt bar per node: where in the task's span it ran (█) — overlap shows concurrency."""
+    spans = {n: (r.started, r.finished or datetime.now(UTC)) for n, r in task.nodes.items() if r.started}
+    if not spans:
+        return {}
+    first = min(start for start, _ in spans.values())
+    total = max((end - first).total_seconds() for _, end in spans.values()) or 1e-9
+    bars = {}
+    for node_id, (start, end) in spans.items():
+        left = int((start - first).total_seconds() / total * BAR_WIDTH)
+        width = max(1, round((end - start).total_seconds() / total * BAR_WIDTH))
+        bars[node_id] = " " * left + "█" * min(width, BAR_WIDTH - left)
+    return bars
+
+
 def render(task: Task, started: float) -> Table:
     table = Table(title=f"task {task.id} · flow {task.flow_id} rev {task.revision} · {time.monotonic() - started:.1f}s")
-    for column in ("node", "status", "attempts", "time (s)", "cost"):
+    table.add_column("node", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    for column in ("tries", "time (s)", "cost"):
         table.add_column(column)
+    table.add_column("timeline", no_wrap=True, min_width=BAR_WIDTH, overflow="crop")
+    bars = timeline(task)
     for node_id, run in task.nodes.items():
         elapsed = f"{run.execution_time:.3f}" if run.execution_time is not None else ""
         table.add_row(node_id, f"[{STYLE[run.status]}]{run.status.value}[/]", str(run.attempts), elapsed,
-                      f"{run.cost:g}" if run.cost is not None else "")
+                      f"{run.cost:g}" if run.cost is not None else "", f"[{STYLE[run.status]}]{bars.get(node_id, '')}[/]")
     return table
 
 
