@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass, field
 
 from graph_runtime import errors
@@ -82,6 +83,7 @@ class Scheduler:
             del self._ended[task_id]
 
     async def _loop(self) -> None:
+        last_cancel_check = time.monotonic()
         while True:
             self._wake.clear()
             try:
@@ -90,11 +92,21 @@ class Scheduler:
                     if task is None:
                         break
                     self._spawn(task)
+                if time.monotonic() - last_cancel_check >= self.poll_interval_s:
+                    last_cancel_check = time.monotonic()
+                    await self._honour_cancel_requests()
             except errors.GraphRuntimeError as exc:
                 # The database is busy or gone for a moment: queued tasks wait, nothing is lost.
                 log.warning("cannot claim tasks: %s", exc.message, extra={"action": "claim_failed"})
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval_s)
+
+    async def _honour_cancel_requests(self) -> None:
+        """Cancels asked for through another process (or the CLI) reach tasks running here."""
+        for task_id, control in list(self._running.items()):
+            if not control.user_cancelled and await self.store.is_cancel_requested(task_id):
+                log.info("cancel requested elsewhere", extra={"action": "task_cancel_seen", "task_id": task_id})
+                self.cancel(task_id)
 
     def _spawn(self, task: Task) -> None:
         control = Control()

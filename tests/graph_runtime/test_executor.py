@@ -92,3 +92,19 @@ async def test_scheduler_stop_leaves_running_tasks_resumable(repo: Repository) -
     assert left.status is TaskStatus.RUNNING and left.nodes["z"].status is NodeStatus.RUNNING
     assert await repo.requeue_interrupted() == 1
     assert (await repo.get_task(task.id)).status is TaskStatus.QUEUED
+
+
+async def test_a_cancel_recorded_by_another_process_stops_the_task(repo: Repository) -> None:
+    slow = parse(FlowBuilder("slow").node("z", "test.sleep", seconds=30).build())
+    await repo.save_flow(slow)
+    task, _ = await repo.create_task("slow", 1, TaskRequest("z", "z", "z"))
+    scheduler = Scheduler(repo, Executor(repo, registry_with_test_types()), poll_interval_s=0.05)
+    await scheduler.start()
+    try:
+        await eventually(lambda: Sleep.concurrent == 1)
+        assert (await repo.request_cancel(task.id)).status is TaskStatus.RUNNING  # only the flag, as the API elsewhere
+        done = await eventually(lambda: _ended(repo, task.id))
+    finally:
+        await scheduler.stop()
+    assert done.status is TaskStatus.CANCELLED and done.nodes["z"].status is NodeStatus.CANCELLED
+    assert done.error["code"] == "cancelled"
