@@ -5,17 +5,16 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pydantic
 
-from graph_runtime.models import NodeRun
-from nodes import contract
+from nodes import codec, contract
 from nodes import errors as node_errors
 from nodes.contract import NodeType, RunContext
 
-if TYPE_CHECKING:
-    from graph_runtime.executor import _TaskRun
+MakeContext = Callable[[int, float | None], RunContext]
 
 
 def backoff_delay(base: float, attempt: int) -> float:
@@ -24,32 +23,36 @@ def backoff_delay(base: float, attempt: int) -> float:
 
 
 async def run_attempts(
-    state: _TaskRun, node_type: type[NodeType], node_id: str, params: dict[str, Any], run: NodeRun
+    instance: NodeType,
+    params: dict[str, Any],
+    make_context: MakeContext,
+    before_attempt: Callable[[], Awaitable[None]],
 ) -> tuple[dict[str, Any], float]:
     """Run the node until it succeeds, fails for good, or runs out of retries.
+
+    Args:
+        instance: the node type's shared instance.
+        params: merged settings and inputs, run settings (timeout/retries) included.
+        make_context: builds the ``RunContext`` of attempt n with its timeout.
+        before_attempt: records that an attempt starts (so a crash mid-try still counts it).
 
     Returns:
         The output as JSON-ready data, and the cost of the successful try.
     Raises:
         nodes.errors.GraphRuntimeError: the last failure, with a stable code.
     """
+    node_type = type(instance)
     policy, rest = contract.split_policy(params, node_type.policy)
     model = contract.validate_params(node_type, rest)
-    instance = state.ex.registry.instance(node_type.type)
     timeout = policy.timeout_s
     floor = instance.min_timeout(model)
     if timeout is not None and floor is not None:
         timeout = max(timeout, floor)
     tries = policy.retries + 1
     for attempt in range(1, tries + 1):
-        state.node_started(run)
-        await state.ex.store.save_node_runs(state.task.id, [run])
-        ctx = RunContext(
-            task_id=state.task.id, node_id=node_id, flow_id=state.task.flow_id, attempt=attempt,
-            timeout_s=timeout, http=state.ex.http, allow_private=state.ex.allow_private,
-        )
+        await before_attempt()
         try:
-            return await _one_try(instance, node_type, model, ctx, timeout)
+            return await _one_try(instance, model, make_context(attempt, timeout), timeout)
         except node_errors.GraphRuntimeError as exc:
             if not exc.retryable or attempt == tries:
                 raise
@@ -57,16 +60,14 @@ async def run_attempts(
     raise AssertionError("unreachable: the loop returns or raises")
 
 
-async def _one_try(
-    instance: NodeType, node_type: type[NodeType], params: Any, ctx: RunContext, timeout: float | None
-) -> tuple[dict[str, Any], float]:
+async def _one_try(instance: NodeType, params: Any, ctx: RunContext, timeout: float | None) -> tuple[dict[str, Any], float]:
+    node_type = type(instance)
     started = time.perf_counter()
     try:
         async with asyncio.timeout(timeout):
             output = await instance.run(params, ctx)
     except TimeoutError:
-        if ctx.stop is not None:
-            ctx.stop.set()
+        ctx.stop.set()
         raise node_errors.NodeTimeout(f"the node ran longer than its timeout_s ({timeout}s)") from None
     except node_errors.GraphRuntimeError:
         raise
@@ -76,6 +77,10 @@ async def _one_try(
     try:
         if not isinstance(output, node_type.Output):
             output = node_type.Output.model_validate(output)
+        data = output.model_dump(mode="json")
+        codec.dumps(data)  # what cannot be stored must fail this node, not the task's bookkeeping
     except pydantic.ValidationError as exc:
         raise node_errors.NodeFailed(f"the node returned an invalid output: {exc.errors()[0]['msg']}") from None
-    return output.model_dump(mode="json"), node_type.cost.price(elapsed, ctx.usage)
+    except (TypeError, ValueError) as exc:
+        raise node_errors.NodeFailed(f"the node's output cannot be stored as JSON: {exc}") from None
+    return data, node_type.cost.price(elapsed, ctx.usage)

@@ -9,6 +9,7 @@ cancellation.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from graph_runtime.attempts import run_attempts
 from graph_runtime.models import NodeRun, NodeStatus, Task, TaskOutcome, TaskStatus
 from graph_runtime.ports import TaskStore
 from nodes import errors as node_errors
+from nodes.contract import RunContext
 from nodes.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -145,11 +147,19 @@ class _TaskRun:
     async def _run_node(self, node_id: str) -> None:
         assert self.plan is not None
         run = self.task.nodes[node_id]
-        node_type = self.ex.registry.get(self.plan.flow.node(node_id).type)
+        instance = self.ex.registry.instance(self.plan.flow.node(node_id).type)
         started = time.perf_counter()
+
+        def make_context(attempt: int, timeout: float | None) -> RunContext:
+            return RunContext(task_id=self.task.id, node_id=node_id, flow_id=self.task.flow_id, attempt=attempt,
+                              timeout_s=timeout, http=self.ex.http, allow_private=self.ex.allow_private)
+
+        async def before_attempt() -> None:
+            self.node_started(run)
+            await self.ex.store.save_node_runs(self.task.id, [run])
+
         try:
-            params = self._params(node_id)
-            output, cost = await run_attempts(self, node_type, node_id, params, run)
+            output, cost = await run_attempts(instance, self._params(node_id), make_context, before_attempt)
         except asyncio.CancelledError:
             cancelled = {"node_id": node_id, "code": "cancelled", "message": "cancelled"}
             self._end_node(run, NodeStatus.CANCELLED, started, error=cancelled)
@@ -159,6 +169,8 @@ class _TaskRun:
             self._end_node(run, NodeStatus.FAILED, started, error=exc.as_dict())
             await self.ex.store.save_node_runs(self.task.id, [run])
             self.failure = self.failure or exc.as_dict()  # the first failure names the task's error
+            log.warning("node failed: %s", exc.message, extra={"action": "node_failed", "task_id": self.task.id,
+                                                               "node_id": node_id, "status": exc.code})
             return
         self._end_node(run, NodeStatus.SUCCEEDED, started, output=output, cost=cost)
         await self.ex.store.save_node_runs(self.task.id, [run])
@@ -236,7 +248,17 @@ class _TaskRun:
             error=None if status is TaskStatus.SUCCEEDED else self.failure,
         )
         runs = [task.nodes[n] for n in sorted(self.dirty) if n in task.nodes]
-        await self.ex.store.finish_task(task.id, outcome, runs)
+        try:
+            await self.ex.store.finish_task(task.id, outcome, runs)
+        except (TypeError, ValueError) as exc:
+            # Something in the result could not be stored: end the task truthfully without it.
+            log.error("task result cannot be stored: %s", exc, extra={"action": "task_store_failed", "task_id": task.id})
+            error = errors.GraphRuntimeError(f"the task's result cannot be stored: {exc}").as_dict()
+            outcome = dataclasses.replace(outcome, status=TaskStatus.FAILED, result=None, error=error)
+            for run in runs:
+                run.output = None
+            await self.ex.store.finish_task(task.id, outcome, runs)
+            status = TaskStatus.FAILED
         task.status, task.finished, task.result, task.error = status, finished, outcome.result, outcome.error
         task.execution_time, task.execution_cost = outcome.execution_time, outcome.execution_cost
         log.info("task ended", extra={"action": "task_finished", "task_id": task.id, "status": status.value})

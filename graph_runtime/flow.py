@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import pydantic
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from graph_runtime import errors
 from nodes import codec
@@ -24,7 +26,14 @@ def _id_to_str(value: Any) -> Any:
     return value
 
 
-Id = Annotated[str, BeforeValidator(_id_to_str), Field(pattern=ID_PATTERN)]
+def _not_dots(value: str) -> str:
+    # curl and browsers collapse "." and ".." path segments: such a flow could never be called.
+    if value in (".", ".."):
+        raise ValueError("'.' and '..' cannot be ids")
+    return value
+
+
+Id = Annotated[str, BeforeValidator(_id_to_str), Field(pattern=ID_PATTERN), AfterValidator(_not_dots)]
 
 
 class Node(BaseModel):
@@ -78,11 +87,12 @@ class Flow(BaseModel):
     nodes: list[Node] = Field(min_length=1)
     edges: list[Edge] = []
 
+    @functools.cached_property
+    def _by_id(self) -> dict[str, Node]:
+        return {node.id: node for node in self.nodes}
+
     def node(self, node_id: str) -> Node:
-        for node in self.nodes:
-            if node.id == node_id:
-                return node
-        raise KeyError(node_id)
+        return self._by_id[node_id]
 
     def definition(self) -> dict[str, Any]:
         """The definition as JSON-ready data (edges with ``from``/``to``)."""
@@ -131,11 +141,34 @@ def parse(data: Any, *, flow_id: str | None = None) -> Flow:
         raise errors.FlowInvalid(problems, field=first) from None
 
 
+class FlowYamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's plain scalars.
+
+    YAML 1.1 reads ``0123`` as octal 83, ``1_000`` as 1000, ``12:30`` as 750 and ``no`` as false;
+    ids are strings, so those stay text here. Canonical numbers and true/false still parse.
+    """
+
+
+FlowYamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if not tag.endswith((":int", ":float", ":bool"))]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+FlowYamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+FlowYamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:int", re.compile(r"^[-+]?(?:0|[1-9][0-9]*)$"), list("-+0123456789"))
+FlowYamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?$|^[-+]?[0-9]+[eE][-+]?[0-9]+$"
+               r"|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"),
+    list("-+0123456789."))
+
+
 def read_file(path: Path) -> Flow:
     """Parse a ``.json``, ``.yaml`` or ``.yml`` flow file (shape only; see ``validation``)."""
     text = path.read_text(encoding="utf-8")
     try:
-        data = codec.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        data = codec.loads(text) if path.suffix == ".json" else yaml.load(text, Loader=FlowYamlLoader)
     except (codec.DecodeError, yaml.YAMLError) as exc:
         raise errors.FlowInvalid([f"{path.name}: not valid {path.suffix.lstrip('.').upper()}: {exc}"]) from None
     return parse(data)

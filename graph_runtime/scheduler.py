@@ -30,7 +30,7 @@ class Scheduler:
     poll_interval_s: float = 1.0
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _running: dict[int, Control] = field(default_factory=dict)
-    _ended: dict[int, asyncio.Event] = field(default_factory=dict)
+    _ended: dict[int, list[asyncio.Event]] = field(default_factory=dict)
     _loop_task: asyncio.Task[None] | None = None
 
     async def start(self) -> int:
@@ -64,23 +64,32 @@ class Scheduler:
         control = self._running.get(task_id)
         if control is None or control.asyncio_task is None:
             return False
+        if control.user_cancelled:  # a second cancel must not interrupt the first one's bookkeeping
+            return True
         control.user_cancelled = True
         control.asyncio_task.cancel()
         return True
 
     def ended_event(self, task_id: int) -> asyncio.Event:
-        """An event set when ``task_id`` ends here; take it before re-reading the task's status."""
-        return self._ended.setdefault(task_id, asyncio.Event())
+        """A new event set when ``task_id`` ends here; take it before re-reading the task's status.
+
+        Each waiter has its own event, so one waiter giving up never leaves another unwoken.
+        """
+        event = asyncio.Event()
+        self._ended.setdefault(task_id, []).append(event)
+        return event
 
     def mark_ended(self, task_id: int) -> None:
-        """Wake waiters of a task that ended without running (cancelled while queued)."""
-        event = self._ended.pop(task_id, None)
-        if event is not None:
+        """Wake every waiter of ``task_id`` (also used for a task cancelled while queued)."""
+        for event in self._ended.pop(task_id, []):
             event.set()
 
     def forget_waiter(self, task_id: int, event: asyncio.Event) -> None:
-        if not event.is_set() and self._ended.get(task_id) is event:
-            del self._ended[task_id]
+        waiters = self._ended.get(task_id)
+        if waiters and event in waiters:
+            waiters.remove(event)
+            if not waiters:
+                del self._ended[task_id]
 
     async def _loop(self) -> None:
         last_cancel_check = time.monotonic()
@@ -116,6 +125,11 @@ class Scheduler:
     async def _execute(self, task: Task, control: Control) -> None:
         try:
             await self.executor.execute(task, control)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The task row stays running and is resumed after a restart; never lose the traceback.
+            log.exception("task could not be recorded", extra={"action": "task_record_failed", "task_id": task.id})
         finally:
             self._running.pop(task.id, None)
             self.mark_ended(task.id)

@@ -175,6 +175,13 @@ def _inbound_edges(
         if edge.target not in selected:
             continue
         if edge.source in selected:
+            if edge.input_name in node_settings.get(edge.target, {}):
+                # The edge would silently win over the setting; say so instead.
+                raise errors.SelectionError(
+                    f"input {edge.input_name!r} of node {edge.target!r} comes from node {edge.source!r}, which runs; "
+                    f"set it on {edge.source!r} instead, or start at {edge.target!r}",
+                    field=f"node_settings.{edge.target}.{edge.input_name}",
+                )
             inbound[edge.target].append(edge)
         elif edge.input_name not in node_settings.get(edge.target, {}):
             missing.append((edge.target, edge.input_name, edge.source))
@@ -185,7 +192,12 @@ def _checked_settings(
     flow: Flow, registry: Registry, node_id: str, override: Mapping[str, Any], inbound: tuple[Edge, ...]
 ) -> dict[str, Any]:
     node = flow.node(node_id)
-    node_type = registry.get(node.type)
+    try:
+        node_type = registry.get(node.type)
+    except node_errors.UnknownNodeType:
+        raise errors.SelectionError(
+            f"node {node_id!r} has type {node.type!r}, which is not installed on this server", node_id=node_id
+        ) from None
     merged = deep_merge(node.settings, override)
     try:
         _, params = contract.split_policy(merged, node_type.policy)

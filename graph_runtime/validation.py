@@ -56,7 +56,9 @@ def _edge_problems(flow: Flow, ids: set[str], registry: Registry) -> list[str]:
         if key in fed:
             problems.append(f"{where}: input {edge.input_name!r} of {edge.target!r} is already fed by edges.{fed[key]}")
         fed[key] = i
-        if types[edge.target] in registry and not registry.get(types[edge.target]).accepts_input(edge.input_name):
+        if edge.input_name in contract.POLICY_KEYS:
+            problems.append(f"{where}.input: {edge.input_name!r} is a run setting (timeout/retries), not an input")
+        elif types[edge.target] in registry and not registry.get(types[edge.target]).accepts_input(edge.input_name):
             problems.append(f"{where}.input: node {edge.target!r} ({types[edge.target]}) has no parameter {edge.input_name!r}")
         graph.add_edge(edge.source, edge.target)
     if not nx.is_directed_acyclic_graph(graph):

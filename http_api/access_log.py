@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
-import re
-
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-_KEY_IN_QUERY = re.compile(r"(execution-key=)[^&\s]*", re.IGNORECASE)
+SECRET_PARAMS = ("execution-key",)
 
 
-def mask(path_qs: str) -> str:
-    return _KEY_IN_QUERY.sub(r"\1***", path_qs)
+def mask(request: web.BaseRequest) -> str:
+    """The path and query with secret values replaced, judged on the decoded parameter names."""
+    url = request.rel_url
+    if not any(name.lower() in SECRET_PARAMS for name in url.query):
+        return url.path_qs if not url.raw_query_string else f"{url.raw_path}?{url.raw_query_string}"
+    query = [(name, "***" if name.lower() in SECRET_PARAMS else value) for name, value in url.query.items()]
+    return str(url.with_query(query))
 
 
 class MaskingAccessLogger(AbstractAccessLogger):
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         self.logger.info(
-            '%s "%s %s" %s %.6fs', request.remote, request.method, mask(request.path_qs), response.status, time,
+            '%s "%s %s" %s %.6fs', request.remote, request.method, mask(request), response.status, time,
             extra={"action": "http_request", "status": response.status},
         )

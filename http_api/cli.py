@@ -69,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("flow_id")
     show.add_argument("--start")
     show.add_argument("--end")
-    validate = flows.add_parser("validate", help="validate flow files; exit 1 on any problem")
+    validate = flows.add_parser("validate", parents=[common], help="validate flow files; exit 1 on any problem")
     validate.add_argument("paths", nargs="+", type=Path)
 
     run = sub.add_parser("run", parents=[common], help="run a flow in-process and print the task")

@@ -78,8 +78,12 @@ def serve(settings: Settings) -> int:
     app.on_startup.append(first_key)
     print(f"graph-runtime: database {_without_password(settings.database_url)}, up to "
           f"{settings.max_concurrent_jobs} concurrent tasks", flush=True)
-    web.run_app(app, host=settings.host, port=settings.port, access_log_class=MaskingAccessLogger,
-                print=lambda msg: print(msg, flush=True))
+    try:
+        web.run_app(app, host=settings.host, port=settings.port, access_log_class=MaskingAccessLogger,
+                    print=lambda msg: print(msg, flush=True))
+    except OSError as exc:
+        print(f"error: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from graph_runtime import errors as flow_errors
 from nodes import codec
-from nodes.errors import GraphRuntimeError
+from nodes.errors import GraphRuntimeError, UnknownNodeType
 
 log = logging.getLogger(__name__)
 
@@ -18,6 +18,10 @@ class BodyNotJson(GraphRuntimeError):
     """The request body is not valid JSON."""
 
     code = "invalid_json"
+
+
+class BodyUnreadable(BodyNotJson):
+    """The request body could not be read (e.g. a broken Content-Encoding); the connection closes."""
 
 
 class BodyNotObject(GraphRuntimeError):
@@ -91,6 +95,7 @@ STATUS_BY_ERROR: dict[type[BaseException], int] = {
     flow_errors.FlowInvalid: 422,
     flow_errors.SelectionError: 422,
     flow_errors.InvalidSettings: 422,
+    UnknownNodeType: 422,
     flow_errors.StoreUnavailable: 503,
     ShuttingDown: 503,
 }
@@ -147,7 +152,10 @@ async def error_middleware(
         status = status_for(exc)
         if status >= 500 and status != 503:
             log.exception("request failed", extra={"action": "request_failed", "path": request.path})
-        return error_response(status, exc.code, exc.message, exc.field, _details(exc))
+        response = error_response(status, exc.code, exc.message, exc.field, _details(exc))
+        if isinstance(exc, BodyUnreadable):
+            response.force_close()
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 from aiohttp import web
 
 from graph_runtime import errors as flow_errors
-from graph_runtime.models import TaskStatus
+from graph_runtime.models import Task, TaskStatus
 from http_api import auth, errors
 from http_api.body import SERVICES, int_query, json_object, json_response, path_int
 from http_api.schemas import ExecuteBody, parse_body
@@ -45,13 +46,19 @@ async def _execute(request: web.Request, created_status: int) -> web.Response:
     return json_response(task_view(task), status=status, headers={"Location": f"/api/v1/task/{task.id}"})
 
 
-async def _wait_for_end(services: Services, task_id: int, seconds: float):  # type: ignore[no-untyped-def]
+async def _wait_for_end(services: Services, task_id: int, seconds: float) -> Task:
+    """The task once it ends, or as it is after ``seconds``.
+
+    Woken at once when this process runs it; re-read every poll interval in case another
+    process does.
+    """
     event = services.scheduler.ended_event(task_id)
+    deadline = time.monotonic() + seconds
     try:
         task = await services.repo.get_task(task_id)
-        if not task.status.ended:
+        while not task.status.ended and (left := deadline - time.monotonic()) > 0:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), seconds)
+                await asyncio.wait_for(event.wait(), min(left, services.settings.poll_interval_s))
             task = await services.repo.get_task(task_id)
         return task
     finally:

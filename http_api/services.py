@@ -30,8 +30,7 @@ class Services:
 
 def fingerprint(body: dict[str, Any], revision: int | None) -> str:
     """Idempotency compares the parsed request (key order aside) plus the pinned revision."""
-    canonical = codec.dumps({"body": body, "revision": revision})
-    return hashlib.sha256(canonical).hexdigest()
+    return hashlib.sha256(codec.canonical({"body": body, "revision": revision})).hexdigest()
 
 
 def build_request(flow: Flow, body: ExecuteBody) -> TaskRequest:
@@ -56,13 +55,19 @@ async def submit(
 
     Returns the task and whether it was created (False: an idempotent replay).
     """
+    request_print = fingerprint(raw_body or {}, revision) if idempotency_key else None
+    if idempotency_key is not None and request_print is not None:
+        # A replay returns the first task even if the flow has changed since.
+        earlier = await services.repo.find_idempotent_task(flow_id, idempotency_key, request_print)
+        if earlier is not None:
+            return earlier, False
     flow, rev, _ = await services.repo.get_flow(flow_id, revision)
     request = build_request(flow, body)
     selection.plan(flow, services.registry, request)
     task, created = await services.repo.create_task(
         flow_id, rev, request,
         idempotency_key=idempotency_key,
-        fingerprint=fingerprint(raw_body or {}, revision) if idempotency_key else None,
+        fingerprint=request_print,
         key_id=key_id,
     )
     if created:

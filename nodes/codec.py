@@ -25,6 +25,11 @@ def dumps(value: Any) -> bytes:
     return orjson.dumps(value, default=_default, option=_OPTIONS)
 
 
+def canonical(value: Any) -> bytes:
+    """JSON with sorted keys: equal data gives equal bytes (fingerprints, digests)."""
+    return orjson.dumps(value, default=_default, option=_OPTIONS | orjson.OPT_SORT_KEYS)
+
+
 def dumps_str(value: Any) -> str:
     """Serialise to a JSON string (for aiohttp's ``dumps=`` hooks and text columns)."""
     return dumps(value).decode()

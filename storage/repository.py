@@ -120,8 +120,19 @@ class Repository(FlowMethods, KeyMethods):
         async with self._write() as conn:
             task_id = await self._insert_task(conn, values)
             if task_id is None:
-                return await _earlier_task(conn, flow_id, idempotency_key, fingerprint), False
+                earlier = await _earlier_task(conn, flow_id, idempotency_key, fingerprint)
+                assert earlier is not None, "the insert conflicted, so the row exists"
+                return earlier, False
         return _new_task(task_id, values, request), True
+
+    async def find_idempotent_task(self, flow_id: str, idempotency_key: str, fingerprint: str) -> Task | None:
+        """The task created before with this key on this flow, or None.
+
+        Raises:
+            errors.IdempotencyConflict: the key was used with another fingerprint.
+        """
+        async with self._read() as conn:
+            return await _earlier_task(conn, flow_id, idempotency_key, fingerprint)
 
     async def _insert_task(self, conn: AsyncConnection, values: dict[str, Any]) -> int | None:
         # ON CONFLICT DO NOTHING on the (flow_id, idempotency_key) constraint: a concurrent
@@ -348,10 +359,12 @@ def _new_task(task_id: int, values: dict[str, Any], request: TaskRequest) -> Tas
     )
 
 
-async def _earlier_task(conn: AsyncConnection, flow_id: str, key: str | None, fingerprint: str | None) -> Task:
+async def _earlier_task(conn: AsyncConnection, flow_id: str, key: str | None, fingerprint: str | None) -> Task | None:
     row = (
         await conn.execute(sa.select(task_t).where(task_t.c.flow_id == flow_id, task_t.c.idempotency_key == key))
-    ).one()
+    ).first()
+    if row is None:
+        return None
     if row.request_fingerprint != fingerprint:
         raise errors.IdempotencyConflict(
             f"the idempotency key {key!r} was already used on flow {flow_id!r} with another request (task {row.id})"

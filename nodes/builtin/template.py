@@ -6,15 +6,51 @@ import functools
 from typing import Any
 
 import jinja2
+from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field
 
 from nodes import errors
 from nodes.contract import NodeType, RunContext
 
+MAX_POWER_BITS = 4096
+MAX_REPEAT_ITEMS = 1_000_000
+
+
+class _BoundedSandbox(SandboxedEnvironment):
+    """The sandbox, plus limits on ``**`` and ``*``.
+
+    Any execute-scope key can override a template through ``node_settings``; ``9**(9**7)`` or
+    ``'a' * 10**10`` would hold the GIL or exhaust memory for the whole server. A timeout cannot
+    stop a thread, so such operations are refused before they start.
+    """
+
+    intercepted_binops = frozenset({"**", "*"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and _too_big_power(left, right):
+            raise SecurityError(f"{left!r} ** {right!r} is too large to compute in a template")
+        if operator == "*" and _too_big_repeat(left, right):
+            raise SecurityError("repeating a string or list that many times is not allowed in a template")
+        return super().call_binop(context, operator, left, right)
+
+
+def _too_big_power(left: Any, right: Any) -> bool:
+    if not isinstance(left, int) or not isinstance(right, int) or right <= 1 or abs(left) <= 1:
+        return False
+    return abs(left).bit_length() * right > MAX_POWER_BITS
+
+
+def _too_big_repeat(left: Any, right: Any) -> bool:
+    for seq, times in ((left, right), (right, left)):
+        if isinstance(seq, (str, list, tuple)) and isinstance(times, int):
+            return len(seq) * times > MAX_REPEAT_ITEMS
+    return False
+
+
 # Built once: the environment holds configuration only, and compiled templates are reused
 # across tasks through the cache below.
-_ENVIRONMENT = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
+_ENVIRONMENT = _BoundedSandbox(undefined=jinja2.StrictUndefined, autoescape=False)
 
 
 @functools.lru_cache(maxsize=256)

@@ -71,3 +71,26 @@ def test_put_path_id_must_match() -> None:
         parse({"id": "a", "nodes": [{"id": "s", "type": "start"}]}, flow_id="b")
     assert info.value.field == "id"
     assert parse({"nodes": [{"id": "s", "type": "start"}]}, flow_id="b").id == "b"
+
+
+def test_edges_cannot_feed_run_settings() -> None:
+    data = FlowBuilder().node("s", "start").node("e", "end").edge("s", "e", input="retries").build()
+    with pytest.raises(errors.FlowInvalid) as info:
+        validation.validate(parse(data), REGISTRY)
+    assert "run setting" in info.value.problems[0]
+
+
+def test_yaml_ids_that_look_like_numbers_keep_their_text(tmp_path: Path) -> None:
+    path = tmp_path / "odd.yaml"
+    path.write_text("id: 0123\nnodes:\n  - {id: 010, type: start, settings: {data: {on: no, n: 5, x: 0.5, t: 12:30}}}\n"
+                    "  - {id: 1_000, type: end}\nedges:\n  - {from: 010, to: 1_000}\n")
+    flow = read_file(path)
+    assert flow.id == "0123"
+    assert [n.id for n in flow.nodes] == ["010", "1_000"]
+    assert flow.nodes[0].settings["data"] == {"on": "no", "n": 5, "x": 0.5, "t": "12:30"}
+
+
+@pytest.mark.parametrize("bad", [".", ".."])
+def test_dot_ids_are_refused(bad: str) -> None:
+    with pytest.raises(errors.FlowInvalid):
+        parse({"id": bad, "nodes": [{"id": "s", "type": "start"}]})

@@ -69,3 +69,10 @@ def test_draw_marks_the_run_set() -> None:
     text = "\n".join(selection.draw(FLOW, chosen))
     assert "● greet (template)" in text and "○ text-start (start)" in text and "○ lang-end (end)" in text
     assert "● lang-start (start)" in text
+
+
+def test_a_setting_for_an_input_an_edge_feeds_is_refused() -> None:
+    with pytest.raises(errors.SelectionError) as info:
+        selection.plan(FLOW, REGISTRY, TaskRequest("text-start", "card-end", "card-end",
+                                                   node_settings={"greet": {"name": "shadow"}}))
+    assert info.value.field == "node_settings.greet.name" and "text-start" in info.value.message

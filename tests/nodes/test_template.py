@@ -7,6 +7,7 @@ import pytest
 from nodes import contract, errors
 from nodes.builtin import Template
 from nodes.builtin import template as template_module
+from nodes.builtin.template import render
 from tests.nodes.helpers import make_ctx
 
 
@@ -72,3 +73,15 @@ def test_compiled_templates_are_cached() -> None:
     source = "cached {{ x }}"
 
     assert template_module._compile(source) is template_module._compile(source)
+
+
+@pytest.mark.parametrize("source", ["{{ 9 ** (9 ** 7) }}", "{{ 'a' * 10 ** 10 }}", "{{ [1] * 10 ** 9 }}",
+                                    "{{ 10 ** 10 * 'ab' }}"])
+def test_operations_that_would_stall_the_server_are_refused(source: str) -> None:
+    with pytest.raises(errors.InvalidParams) as info:
+        render(source, {})
+    assert info.value.field == "template"
+
+
+def test_ordinary_arithmetic_still_works() -> None:
+    assert render("{{ 2 ** 10 }} {{ 'ab' * 3 }} {{ 3 * 4 }} {{ 1.5 ** 2 }}", {}) == "1024 ababab 12 2.25"
