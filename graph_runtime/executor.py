@@ -175,6 +175,7 @@ class _TaskRun:
         self._end_node(run, NodeStatus.SUCCEEDED, started, output=output, cost=cost)
         await self.ex.store.save_node_runs(self.task.id, [run])
         self.dirty.discard(node_id)
+        log.debug("node finished", extra={"action": "node_finished", "task_id": self.task.id, "node_id": node_id})
 
     def _params(self, node_id: str) -> dict[str, Any]:
         """Settings merged with node_settings, then every inbound edge's value on top."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,8 @@ from http_api.settings import Settings
 from nodes import codec
 from nodes.registry import Registry
 from storage.repository import Repository
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -72,4 +75,5 @@ async def submit(
     )
     if created:
         services.scheduler.notify()
+        log.info("task queued", extra={"action": "task_queued", "task_id": task.id, "flow_id": flow_id, "revision": rev})
     return task, created

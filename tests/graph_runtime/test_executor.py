@@ -108,3 +108,26 @@ async def test_a_cancel_recorded_by_another_process_stops_the_task(repo: Reposit
         await scheduler.stop()
     assert done.status is TaskStatus.CANCELLED and done.nodes["z"].status is NodeStatus.CANCELLED
     assert done.error["code"] == "cancelled"
+
+
+async def test_an_output_too_deep_to_store_fails_its_node_not_the_bookkeeping(repo: Repository) -> None:
+    deep: dict = {}
+    for _ in range(60):
+        deep = {"d": deep}
+    builder = FlowBuilder("deep").node("s", "start", data=deep)
+    previous = "s"
+    for i in range(250):  # each echo wraps its input one level deeper
+        builder.node(f"n{i}", "test.echo").edge(previous, f"n{i}")
+        previous = f"n{i}"
+    await repo.save_flow(parse(builder.build()))
+    task, _ = await repo.create_task("deep", 1, TaskRequest("s", previous, previous))
+    scheduler = Scheduler(repo, Executor(repo, registry_with_test_types()), poll_interval_s=0.05)
+    await scheduler.start()
+    try:
+        done = await eventually(lambda: _ended(repo, task.id), timeout=30)
+    finally:
+        await scheduler.stop()
+    assert done.status is TaskStatus.FAILED
+    assert done.error["code"] == "node_failed" and "cannot be stored" in done.error["message"]
+    failed = done.nodes[done.error["node_id"]]
+    assert failed.status is NodeStatus.FAILED and failed.output is None
