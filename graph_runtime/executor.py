@@ -9,11 +9,12 @@ cancellation.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -51,13 +52,15 @@ class Executor:
     http: Any = None
     allow_private: bool = False
     listener: Listener | None = None
-    _plans: dict[tuple[str, int, int], selection.Plan] = field(default_factory=dict)
+    draining: bool = False  # set at shutdown: running nodes finish, no new node starts
+    max_claims: int = 20  # a task interrupted this often is failing its process: give up (crashed)
 
     async def execute(self, task: Task, control: Control | None = None) -> Task:
         """Run ``task`` (already claimed: status running) to its end and persist the outcome.
 
-        Returns the task with its final status. A shutdown cancel re-raises ``CancelledError``
-        and leaves the task ``running`` for :meth:`TaskStore.requeue_interrupted`.
+        Returns the task with its final status, or still ``running`` when a drain stopped it
+        between nodes. A shutdown cancel re-raises ``CancelledError``; the interrupted nodes
+        are saved as running, to run again when the task resumes.
         """
         control = control or Control()
         run = _TaskRun(self, task)
@@ -65,6 +68,9 @@ class Executor:
             await run.prepare()
             async with asyncio.timeout(task.request.timeout_s):
                 await run.drive()
+            if run.unfinished():
+                await asyncio.shield(run.abandon())
+                return task
         except TimeoutError:
             run.fail(errors.TaskTimeout(f"the task ran longer than its timeout_s ({task.request.timeout_s}s)"))
         except asyncio.CancelledError:
@@ -94,7 +100,22 @@ class _TaskRun:
         self.failure: dict[str, Any] | None = None
         self.final_status: TaskStatus | None = None
 
+    async def persist(self, write: Callable[[], Awaitable[None]]) -> None:
+        """Run a store write, retrying while the database is busy or away: it costs latency,
+        never a failed node or a lost transition."""
+        delay = 0.05
+        while True:
+            try:
+                return await write()
+            except errors.StoreUnavailable as exc:
+                log.warning("store unavailable, retrying in %.2fs: %s", delay, exc.message,
+                            extra={"action": "store_retry", "task_id": self.task.id})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
     async def prepare(self) -> None:
+        if self.task.claims > self.ex.max_claims:
+            raise errors.TaskCrashed(f"the task was interrupted {self.task.claims - 1} times; it is not resumed again")
         flow = await self.ex.store.load_flow(self.task.flow_id, self.task.revision)
         self.plan = selection.plan(flow, self.ex.registry, self.task.request)
         fresh = []
@@ -108,7 +129,7 @@ class _TaskRun:
                 run.status, run.error, run.output = NodeStatus.PENDING, None, None
                 fresh.append(run)
         if fresh:
-            await self.ex.store.save_node_runs(self.task.id, fresh)
+            await self.persist(lambda: self.ex.store.save_node_runs(self.task.id, fresh))
 
     def ready(self) -> list[str]:
         assert self.plan is not None
@@ -133,7 +154,13 @@ class _TaskRun:
         finally:
             await self._cancel_running()
 
+    def unfinished(self) -> bool:
+        """Nodes are left and nothing failed: a drain stopped the task between nodes."""
+        return self.failure is None and any(r.status is NodeStatus.PENDING for r in self.task.nodes.values())
+
     def _start_ready(self) -> None:
+        if self.ex.draining:
+            return
         for node_id in self.ready():
             self.running[node_id] = asyncio.create_task(self._run_node(node_id), name=node_id)
 
@@ -156,7 +183,7 @@ class _TaskRun:
 
         async def before_attempt() -> None:
             self.node_started(run)
-            await self.ex.store.save_node_runs(self.task.id, [run])
+            await self.persist(lambda: self.ex.store.save_node_runs(self.task.id, [run]))
 
         try:
             output, cost = await run_attempts(instance, self._params(node_id), make_context, before_attempt)
@@ -167,13 +194,13 @@ class _TaskRun:
         except node_errors.GraphRuntimeError as exc:
             exc.node_id = node_id
             self._end_node(run, NodeStatus.FAILED, started, error=exc.as_dict())
-            await self.ex.store.save_node_runs(self.task.id, [run])
+            await self.persist(lambda: self.ex.store.save_node_runs(self.task.id, [run]))
             self.failure = self.failure or exc.as_dict()  # the first failure names the task's error
             log.warning("node failed: %s", exc.message, extra={"action": "node_failed", "task_id": self.task.id,
                                                                "node_id": node_id, "status": exc.code})
             return
         self._end_node(run, NodeStatus.SUCCEEDED, started, output=output, cost=cost)
-        await self.ex.store.save_node_runs(self.task.id, [run])
+        await self.persist(lambda: self.ex.store.save_node_runs(self.task.id, [run]))
         self.dirty.discard(node_id)
         log.debug("node finished", extra={"action": "node_finished", "task_id": self.task.id, "node_id": node_id})
 
@@ -226,7 +253,10 @@ class _TaskRun:
         for run in interrupted:
             run.status, run.finished, run.error = NodeStatus.RUNNING, None, None
         if interrupted:
-            await self.ex.store.save_node_runs(self.task.id, interrupted)
+            # One try: at shutdown a dead database must not hang the exit; they are saved as
+            # running already, and the lease's expiry brings the task back either way.
+            with contextlib.suppress(errors.StoreUnavailable):
+                await self.ex.store.save_node_runs(self.task.id, interrupted)
 
     async def finish(self) -> None:
         """Decide the task's outcome from its node runs and persist it in one transaction."""
@@ -250,7 +280,7 @@ class _TaskRun:
         )
         runs = [task.nodes[n] for n in sorted(self.dirty) if n in task.nodes]
         try:
-            await self.ex.store.finish_task(task.id, outcome, runs)
+            await self.persist(lambda: self.ex.store.finish_task(task.id, outcome, runs))
         except (TypeError, ValueError) as exc:
             # Something in the result could not be stored: end the task truthfully without it.
             log.error("task result cannot be stored: %s", exc, extra={"action": "task_store_failed", "task_id": task.id})

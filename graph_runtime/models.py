@@ -122,6 +122,7 @@ class Task:
     execution_cost: float | None = None
     error: dict[str, Any] | None = None
     nodes: dict[str, NodeRun] = field(default_factory=dict)
+    claims: int = 0  # how many times a worker took it; above 1 it is being resumed
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Protocol
 
 from graph_runtime.flow import Flow
@@ -13,11 +13,12 @@ class TaskStore(Protocol):
     """Persistence of tasks and node runs, as the executor sees it.
 
     Every method commits before it returns: when ``save_node_runs`` returns, the node's status
-    and output survive a crash, so successors may start.
+    and output survive a crash, so successors may start. A busy or unreachable database raises
+    ``graph_runtime.errors.StoreUnavailable``; the executor retries those writes.
     """
 
-    async def claim_next_task(self) -> Task | None:
-        """Move the oldest queued task to running, stamp ``started``, return it with its nodes."""
+    async def claim_next_task(self, worker: str, lease_s: float) -> Task | None:
+        """Move the oldest queued task to running under a lease held by ``worker``; return it with its nodes."""
 
     async def load_flow(self, flow_id: str, revision: int) -> Flow:
         """The definition of ``flow_id`` at ``revision`` (kept even if the flow is deleted)."""
@@ -26,10 +27,16 @@ class TaskStore(Protocol):
         """Insert or update these node runs of ``task_id`` in one transaction."""
 
     async def finish_task(self, task_id: int, outcome: TaskOutcome, runs: Sequence[NodeRun]) -> None:
-        """Record the task's end together with its last node-run changes."""
+        """Record the task's end together with its last node-run changes, and drop its lease."""
 
     async def is_cancel_requested(self, task_id: int) -> bool:
-        """Whether someone asked to cancel ``task_id`` (set by the API, read at claim time)."""
+        """Whether someone asked to cancel ``task_id`` (set by the API, possibly in another process)."""
 
-    async def requeue_interrupted(self) -> int:
-        """Put tasks left ``running`` by a dead process back in the queue; return how many."""
+    async def renew_leases(self, worker: str, task_ids: Collection[int], lease_s: float) -> set[int]:
+        """Extend ``worker``'s leases; return the ids it still holds."""
+
+    async def release_tasks(self, worker: str, task_ids: Collection[int]) -> int:
+        """Requeue tasks ``worker`` stops running on purpose (graceful shutdown)."""
+
+    async def requeue_expired(self) -> int:
+        """Requeue running tasks whose lease expired (their worker died); return how many."""

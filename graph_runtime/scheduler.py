@@ -1,10 +1,19 @@
-"""The worker pool: claims queued tasks FIFO and runs at most ``max_concurrent`` at once."""
+"""The worker pool: claims queued tasks FIFO, runs at most ``max_concurrent`` at once, and keeps
+their leases alive.
+
+Leases: each claimed task is leased to this worker for ``lease_s`` seconds and renewed every
+``lease_s / 3``. A worker that dies stops renewing; any worker's recovery sweep then puts the
+task back in the queue, and whoever claims it resumes it (succeeded nodes are not run again).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import os
+import secrets
+import socket
 import time
 from dataclasses import dataclass, field
 
@@ -16,40 +25,66 @@ from graph_runtime.ports import TaskStore
 log = logging.getLogger(__name__)
 
 
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
 @dataclass
 class Scheduler:
     """Claims tasks from the store whenever a slot is free.
 
     ``notify()`` wakes it at once when this process queues a task; ``poll_interval_s`` picks up
-    tasks queued elsewhere (the CLI, another process).
+    tasks queued elsewhere and cancel requests made elsewhere.
     """
 
     store: TaskStore
     executor: Executor
     max_concurrent: int = 10
     poll_interval_s: float = 1.0
+    lease_s: float = 10.0
+    worker_id: str = field(default_factory=new_worker_id)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _running: dict[int, Control] = field(default_factory=dict)
     _ended: dict[int, list[asyncio.Event]] = field(default_factory=dict)
     _loop_task: asyncio.Task[None] | None = None
+    _heartbeat_task: asyncio.Task[None] | None = None
+    _claiming: bool = True
 
     async def start(self) -> int:
-        """Requeue tasks a dead process left running, then start claiming. Returns the count requeued."""
-        requeued = await self.store.requeue_interrupted()
+        """Recover tasks of dead workers, then start claiming. Returns how many were requeued."""
+        requeued = await self.store.requeue_expired()
         if requeued:
             log.info("resuming interrupted tasks", extra={"action": "tasks_requeued", "count": requeued})
         self._loop_task = asyncio.create_task(self._loop(), name="scheduler")
+        self._heartbeat_task = asyncio.create_task(self._heartbeat(), name="heartbeat")
         return requeued
 
+    async def drain(self, grace_s: float) -> None:
+        """Stop claiming and starting nodes; give running nodes ``grace_s`` to finish.
+
+        Tasks with nodes left are released back to the queue, to resume on the next start.
+        """
+        self._claiming = False
+        self.executor.draining = True
+        self.wake_all_waiters()
+        pending = [c.asyncio_task for c in self._running.values() if c.asyncio_task is not None]
+        if pending:
+            log.info("draining", extra={"action": "drain_started", "count": len(pending)})
+            await asyncio.wait(pending, timeout=grace_s)
+
     async def stop(self) -> None:
-        """Stop claiming and interrupt running tasks; they stay resumable."""
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            await asyncio.gather(self._loop_task, return_exceptions=True)
-        tasks = [c.asyncio_task for c in self._running.values() if c.asyncio_task is not None]
+        """Stop claiming, interrupt what still runs and release it; nothing is lost."""
+        self._claiming = False
+        for task in (self._loop_task, self._heartbeat_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        running = dict(self._running)
+        tasks = [c.asyncio_task for c in running.values() if c.asyncio_task is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self._release(list(running))
 
     def notify(self) -> None:
         """A task was queued: look for work now."""
@@ -84,6 +119,11 @@ class Scheduler:
         for event in self._ended.pop(task_id, []):
             event.set()
 
+    def wake_all_waiters(self) -> None:
+        """Shutting down: every ``?wait`` answers now with the task as it is."""
+        for task_id in list(self._ended):
+            self.mark_ended(task_id)
+
     def forget_waiter(self, task_id: int, event: asyncio.Event) -> None:
         waiters = self._ended.get(task_id)
         if waiters and event in waiters:
@@ -92,23 +132,37 @@ class Scheduler:
                 del self._ended[task_id]
 
     async def _loop(self) -> None:
-        last_cancel_check = time.monotonic()
+        last_check = time.monotonic()
         while True:
             self._wake.clear()
             try:
-                while len(self._running) < self.max_concurrent:
-                    task = await self.store.claim_next_task()
-                    if task is None:
-                        break
-                    self._spawn(task)
-                if time.monotonic() - last_cancel_check >= self.poll_interval_s:
-                    last_cancel_check = time.monotonic()
+                await self._claim_while_free()
+                if time.monotonic() - last_check >= self.poll_interval_s:
+                    last_check = time.monotonic()
                     await self._honour_cancel_requests()
-            except errors.GraphRuntimeError as exc:
+                    await self._recover()
+            except errors.StoreUnavailable as exc:
                 # The database is busy or gone for a moment: queued tasks wait, nothing is lost.
                 log.warning("cannot claim tasks: %s", exc.message, extra={"action": "claim_failed"})
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that lands as
+            # the event is set, and stop() would then wait for this loop forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_interval_s)
+                async with asyncio.timeout(self.poll_interval_s):
+                    await self._wake.wait()
+
+    async def _claim_while_free(self) -> None:
+        while self._claiming and len(self._running) < self.max_concurrent:
+            task = await self.store.claim_next_task(self.worker_id, self.lease_s)
+            if task is None:
+                return
+            self._spawn(task)
+
+    async def _recover(self) -> None:
+        requeued = await self.store.requeue_expired()
+        if requeued:
+            log.warning("requeued tasks of a worker that stopped renewing its lease",
+                        extra={"action": "tasks_requeued", "count": requeued})
+            self._wake.set()
 
     async def _honour_cancel_requests(self) -> None:
         """Cancels asked for through another process (or the CLI) reach tasks running here."""
@@ -116,6 +170,22 @@ class Scheduler:
             if not control.user_cancelled and await self.store.is_cancel_requested(task_id):
                 log.info("cancel requested elsewhere", extra={"action": "task_cancel_seen", "task_id": task_id})
                 self.cancel(task_id)
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease_s / 3)
+            held = list(self._running)
+            try:
+                kept = await self.store.renew_leases(self.worker_id, held, self.lease_s)
+            except errors.StoreUnavailable as exc:
+                log.warning("cannot renew leases: %s", exc.message, extra={"action": "lease_renew_failed"})
+                continue
+            for task_id in set(held) - kept:
+                # Another worker recovered it (this one was presumed dead): stop, it resumes there.
+                control = self._running.get(task_id)
+                if control is not None and control.asyncio_task is not None:
+                    log.warning("lease lost; stopping task", extra={"action": "lease_lost", "task_id": task_id})
+                    control.asyncio_task.cancel()
 
     def _spawn(self, task: Task) -> None:
         control = Control()
@@ -125,12 +195,21 @@ class Scheduler:
     async def _execute(self, task: Task, control: Control) -> None:
         try:
             await self.executor.execute(task, control)
+            if not task.status.ended:  # drained: its remaining nodes run after the next start
+                await self._release([task.id])
         except asyncio.CancelledError:
             raise
         except Exception:
-            # The task row stays running and is resumed after a restart; never lose the traceback.
+            # The lease expires and another start resumes it; never lose the traceback.
             log.exception("task could not be recorded", extra={"action": "task_record_failed", "task_id": task.id})
         finally:
             self._running.pop(task.id, None)
             self.mark_ended(task.id)
             self._wake.set()
+
+    async def _release(self, task_ids: list[int]) -> None:
+        if not task_ids:
+            return
+        with contextlib.suppress(errors.StoreUnavailable):  # if not released now, the lease expires
+            released = await self.store.release_tasks(self.worker_id, task_ids)
+            log.info("released tasks to the queue", extra={"action": "tasks_released", "count": released})

@@ -34,7 +34,7 @@ async def open_services(settings: Settings, registry: Registry | None = None) ->
         await load_flows_dir(settings.flows_dir, repo, registry)
     executor = Executor(store=repo, registry=registry, allow_private=settings.http_allow_private)
     scheduler = Scheduler(repo, executor, max_concurrent=settings.max_concurrent_jobs,
-                          poll_interval_s=settings.poll_interval_s)
+                          poll_interval_s=settings.poll_interval_s, lease_s=settings.lease_s)
     return Services(settings=settings, repo=repo, registry=registry, executor=executor, scheduler=scheduler)
 
 
@@ -46,18 +46,24 @@ async def close_services(services: Services) -> None:
     await storage_engine.dispose(services.repo.engine)
 
 
+async def _stop_accepting(app: web.Application) -> None:
+    """Shutdown begins: new executes get 503 and every ?wait answers now."""
+    services: Services = app[SERVICES]  # type: ignore[assignment]
+    services.accepting = False
+    services.scheduler.wake_all_waiters()
+
+
 def create_app(settings: Settings, registry: Registry | None = None) -> web.Application:
     """Build the aiohttp application for ``settings``; the database opens on startup."""
-    holder: dict[str, Services] = {}
-
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         services = await open_services(settings, registry)
         services.executor.http = make_http_session(allow_private=settings.http_allow_private)
         app[SERVICES] = services
         checker.repo = services.repo
-        holder["services"] = services
         await services.scheduler.start()
         yield
+        services.accepting = False
+        await services.scheduler.drain(settings.shutdown_grace_s)
         await close_services(services)
 
     checker = KeyChecker(repo=None)  # type: ignore[arg-type]  # set when the database opens
@@ -67,6 +73,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
     )
     app[routes_keys.KEY_CHECKER] = checker
     app.cleanup_ctx.append(lifecycle)
+    app.on_shutdown.append(_stop_accepting)
     for table in (routes_tasks.routes, routes_flows.routes, routes_keys.routes):
         app.router.add_routes(table)
     cors = aiohttp_cors.setup(app, defaults={"*": aiohttp_cors.ResourceOptions(

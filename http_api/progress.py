@@ -13,6 +13,7 @@ from rich.table import Table
 
 from graph_runtime.executor import Control
 from graph_runtime.models import NodeRun, NodeStatus, Task
+from graph_runtime.scheduler import new_worker_id
 from http_api.schemas import ExecuteBody, parse_body
 from http_api.services import Services, submit
 
@@ -58,7 +59,8 @@ def render(task: Task, started: float) -> Table:
 async def run_with_progress(services: Services, flow_id: str, raw: dict[str, Any], *, revision: int | None) -> Task:
     """Queue the task, claim exactly it, and execute it here while a live table shows its nodes."""
     task, _ = await submit(services, flow_id, parse_body(ExecuteBody, raw), revision=revision, raw_body=raw)
-    claimed = await services.repo.claim_task(task.id)
+    worker, lease_s = f"cli-{new_worker_id()}", services.settings.lease_s
+    claimed = await services.repo.claim_task(task.id, worker, lease_s)
     if claimed is None:  # a server on the same database took it first; show where it ended
         return await services.repo.get_task(task.id)
     console = Console(stderr=True)
@@ -70,12 +72,21 @@ async def run_with_progress(services: Services, flow_id: str, raw: dict[str, Any
 
         services.executor.listener = on_change
         ticker = asyncio.create_task(_tick(live, claimed, started))
+        heartbeat = asyncio.create_task(_keep_lease(services, worker, task.id, lease_s))
         try:
             await services.executor.execute(claimed, Control())
         finally:
             ticker.cancel()
+            heartbeat.cancel()
         live.update(render(claimed, started))
     return await services.repo.get_task(task.id)
+
+
+async def _keep_lease(services: Services, worker: str, task_id: int, lease_s: float) -> None:
+    """A server on the same database must not take this task for a dead worker's."""
+    while True:
+        await asyncio.sleep(lease_s / 3)
+        await services.repo.renew_leases(worker, [task_id], lease_s)
 
 
 async def _tick(live: Live, task: Task, started: float) -> None:

@@ -58,7 +58,8 @@ async def _wait_for_end(services: Services, task_id: int, seconds: float) -> Tas
         task = await services.repo.get_task(task_id)
         while not task.status.ended and (left := deadline - time.monotonic()) > 0:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), min(left, services.settings.poll_interval_s))
+                async with asyncio.timeout(min(left, services.settings.poll_interval_s)):
+                    await event.wait()
             task = await services.repo.get_task(task_id)
         return task
     finally:

@@ -22,4 +22,6 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     http_allow_private: bool = False
     poll_interval_s: float = Field(default=1.0, gt=0)
+    lease_s: float = Field(default=10.0, ge=1)
+    shutdown_grace_s: float = Field(default=10.0, ge=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"

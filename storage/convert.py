@@ -56,6 +56,7 @@ def task(row: Row[Any], nodes: dict[str, NodeRun]) -> Task:
         execution_cost=row.execution_cost,
         error=row.error,
         nodes=nodes,
+        claims=row.claims,
     )
 
 

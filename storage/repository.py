@@ -8,6 +8,7 @@ statements; nothing returned holds a connection or a SQLAlchemy object.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -20,6 +21,7 @@ from storage import convert
 from storage.convert import ApiKeyRecord
 from storage.repository_flows import FlowMethods
 from storage.repository_keys import KeyMethods
+from storage.repository_leases import LeaseMethods
 from storage.tables import node_run as run_t
 from storage.tables import task as task_t
 
@@ -30,6 +32,8 @@ _QUEUED, _RUNNING, _CANCELLED = TaskStatus.QUEUED.value, TaskStatus.RUNNING.valu
 # Hot statements, built once (SQLAlchemy still caches their compiled form per dialect).
 _NOW = sa.bindparam("now", type_=task_t.c.started.type)
 _TASK_ID = sa.bindparam("task_id", type_=task_t.c.id.type)
+_WORKER = sa.bindparam("worker", type_=task_t.c.lease_owner.type)
+_EXPIRES = sa.bindparam("expires", type_=task_t.c.lease_expires.type)
 _OLDEST_QUEUED = (
     sa.select(task_t.c.id)
     .where(task_t.c.status == _QUEUED)
@@ -41,7 +45,7 @@ _OLDEST_QUEUED = (
 _CLAIM_NEXT, _CLAIM_ONE = (
     sa.update(task_t)
     .where(task_t.c.id == which, task_t.c.status == _QUEUED)
-    .values(status=_RUNNING, started=_NOW, claims=task_t.c.claims + 1)
+    .values(status=_RUNNING, started=_NOW, claims=task_t.c.claims + 1, lease_owner=_WORKER, lease_expires=_EXPIRES)
     .returning(*task_t.c)
     for which in (_OLDEST_QUEUED, _TASK_ID)
 )
@@ -56,7 +60,7 @@ CANCELLED_BEFORE_START = {"node_id": None, "code": "cancelled", "message": "canc
 """The ``error`` of a task cancelled while it was still queued."""
 
 
-class Repository(FlowMethods, KeyMethods):
+class Repository(FlowMethods, KeyMethods, LeaseMethods):
     """Persistence for graph-runtime; implements :class:`graph_runtime.ports.TaskStore`.
 
     Args:
@@ -225,16 +229,16 @@ class Repository(FlowMethods, KeyMethods):
 
     # -- tasks: the executor's side (graph_runtime.ports.TaskStore) -------------------------
 
-    async def claim_next_task(self) -> Task | None:
+    async def claim_next_task(self, worker: str = "local", lease_s: float = 30.0) -> Task | None:
         """Move the oldest queued task to running, stamp ``started``, return it with its node runs.
 
         Safe with several workers and several processes: each queued task is claimed once
         (PostgreSQL: ``FOR UPDATE SKIP LOCKED``; SQLite: one conditional UPDATE under the
         write lock). A resumed task comes back with the node runs it had.
         """
-        return await self._claim(_CLAIM_NEXT, {})
+        return await self._claim(_CLAIM_NEXT, {}, worker, lease_s)
 
-    async def claim_task(self, task_id: int) -> Task | None:
+    async def claim_task(self, task_id: int, worker: str = "local", lease_s: float = 30.0) -> Task | None:
         """Claim this task if it is queued (``graph-runtime run`` executes exactly its own task).
 
         Returns:
@@ -244,14 +248,16 @@ class Repository(FlowMethods, KeyMethods):
         Raises:
             errors.TaskNotFound: no task has this id.
         """
-        claimed = await self._claim(_CLAIM_ONE, {"task_id": task_id})
+        claimed = await self._claim(_CLAIM_ONE, {"task_id": task_id}, worker, lease_s)
         if claimed is None:
             await self.get_task(task_id)  # raises TaskNotFound for an unknown id
         return claimed
 
-    async def _claim(self, claim: sa.Update, params: dict[str, Any]) -> Task | None:
+    async def _claim(self, claim: sa.Update, params: dict[str, Any], worker: str, lease_s: float) -> Task | None:
+        now = convert.utcnow()
+        values = {**params, "now": now, "worker": worker, "expires": now + timedelta(seconds=lease_s)}
         async with self._write() as conn:
-            row = (await conn.execute(claim, {**params, "now": convert.utcnow()})).first()
+            row = (await conn.execute(claim, values)).first()
             if row is None:
                 return None
             # Node runs are written only after a claim: a first claim has none to read.
@@ -282,6 +288,8 @@ class Repository(FlowMethods, KeyMethods):
             "execution_cost": outcome.execution_cost,
             "result": outcome.result,
             "error": outcome.error,
+            "lease_owner": None,
+            "lease_expires": None,
         }
         async with self._write() as conn:
             result = await conn.execute(sa.update(task_t).where(task_t.c.id == task_id).values(values))
@@ -314,7 +322,9 @@ class Repository(FlowMethods, KeyMethods):
         """
         async with self._write() as conn:
             result = await conn.execute(
-                sa.update(task_t).where(task_t.c.status == _RUNNING).values(status=_QUEUED, started=None)
+                sa.update(task_t)
+                .where(task_t.c.status == _RUNNING)
+                .values(status=_QUEUED, started=None, lease_owner=None, lease_expires=None)
             )
         return result.rowcount
 

@@ -105,6 +105,10 @@ class TaskRow(SQLModel, table=True):
     cancel_requested: bool = Field(default=False)
     # How many times a worker took it: 1 on a first run, more once resumed after a crash.
     claims: int = Field(default=0)
+    # Which worker runs it and until when, renewed by its heartbeat; an expired lease means the
+    # worker died and the task goes back to the queue.
+    lease_owner: str | None = Field(default=None, max_length=128)
+    lease_expires: datetime | None = _now_column(nullable=True)
     idempotency_key: str | None = None
     request_fingerprint: str | None = None
     key_id: str | None = None

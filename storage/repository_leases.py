@@ -1,0 +1,65 @@
+"""Leases: which worker runs a task, kept alive by its heartbeat, and recovery when one dies."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from datetime import timedelta
+
+import sqlalchemy as sa
+
+from graph_runtime.models import TaskStatus
+from storage import convert
+from storage.repository_base import RepositoryBase
+from storage.tables import task as task_t
+
+_QUEUED, _RUNNING = TaskStatus.QUEUED.value, TaskStatus.RUNNING.value
+# Back in the queue: not started, not leased. cancel_requested is kept, so a resuming worker
+# cancels the task at once.
+_REQUEUED = {"status": _QUEUED, "started": None, "lease_owner": None, "lease_expires": None}
+
+
+class LeaseMethods(RepositoryBase):
+    async def renew_leases(self, worker: str, task_ids: Collection[int], lease_s: float) -> set[int]:
+        """Extend this worker's leases on ``task_ids``; return the ids it still holds.
+
+        An id missing from the answer was taken away (its lease expired and another worker
+        recovered it): the caller must stop running it.
+        """
+        if not task_ids:
+            return set()
+        expires = convert.utcnow() + timedelta(seconds=lease_s)
+        async with self._write() as conn:
+            rows = await conn.execute(
+                sa.update(task_t)
+                .where(task_t.c.id.in_(list(task_ids)), task_t.c.lease_owner == worker, task_t.c.status == _RUNNING)
+                .values(lease_expires=expires)
+                .returning(task_t.c.id)
+            )
+            return {row.id for row in rows}
+
+    async def release_tasks(self, worker: str, task_ids: Collection[int]) -> int:
+        """Put tasks this worker stops running (a graceful shutdown) straight back in the queue."""
+        if not task_ids:
+            return 0
+        async with self._write() as conn:
+            result = await conn.execute(
+                sa.update(task_t)
+                .where(task_t.c.id.in_(list(task_ids)), task_t.c.lease_owner == worker, task_t.c.status == _RUNNING)
+                .values(_REQUEUED)
+            )
+        return result.rowcount
+
+    async def requeue_expired(self) -> int:
+        """Requeue running tasks whose worker stopped renewing its lease (it died); return how many.
+
+        A task with no lease at all (left by a build before leases) counts as expired.
+        """
+        now = convert.utcnow()
+        async with self._write() as conn:
+            result = await conn.execute(
+                sa.update(task_t)
+                .where(task_t.c.status == _RUNNING,
+                       sa.or_(task_t.c.lease_expires.is_(None), task_t.c.lease_expires < now))
+                .values(_REQUEUED)
+            )
+        return result.rowcount
