@@ -18,7 +18,7 @@ from http_api.app import create_app
 from http_api.body import SERVICES
 from http_api.settings import Settings
 from storage import engine as storage_engine
-from tests.support import Echo, Sleep, eventually, registry_with_test_types
+from tests.support import Blocking, Echo, Sleep, eventually, registry_with_test_types
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_FLOWS = ROOT / "sample_flows"
@@ -36,6 +36,7 @@ def no_error_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
 @pytest.fixture(autouse=True)
 def reset_test_nodes() -> None:
     Echo.runs.clear()
+    Blocking.stopped.clear()
     Sleep.concurrent = Sleep.peak = 0
 
 

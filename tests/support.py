@@ -82,7 +82,33 @@ class Sleep(NodeType):
         return self.Output(slept=params.seconds)
 
 
-TEST_TYPES = (Echo, Fail, Sleep)
+class Blocking(NodeType):
+    type = "test.blocking"
+    description = "Blocks a worker thread; cooperative ones watch ctx.stop, others ignore it."
+
+    class Params(BaseModel):
+        model_config = ConfigDict(extra="allow")
+        seconds: float = 5.0
+        cooperative: bool = True
+
+    class Output(BaseModel):
+        stopped_early: bool
+
+    stopped: ClassVar[list[bool]] = []
+
+    async def run(self, params: Any, ctx: RunContext) -> Any:
+        def work() -> bool:
+            if not params.cooperative:
+                time.sleep(params.seconds)  # deaf to ctx.stop: must not be waited for
+                return False
+            stopped = ctx.stop.wait(params.seconds)
+            Blocking.stopped.append(stopped)
+            return stopped
+
+        return self.Output(stopped_early=await ctx.to_thread(work))
+
+
+TEST_TYPES = (Echo, Fail, Sleep, Blocking)
 
 
 def registry_with_test_types() -> Registry:

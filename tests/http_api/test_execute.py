@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import copy
+import time
 from datetime import datetime
 
+import pytest
+
 from tests.conftest import Api
-from tests.support import FlowBuilder, eventually
+from tests.support import Blocking, FlowBuilder, eventually
 
 SCADE_BODY = {
     "start_node_id": "SYnn-start",
@@ -181,3 +184,16 @@ async def test_idempotency_key_returns_the_first_task(api: Api) -> None:
     conflict = await api.execute("caption-image", {**SCADE_BODY, "result_node_id": "prompt"}, status=409,
                                  headers=headers)
     assert conflict["error"]["code"] == "idempotency_conflict"
+
+
+@pytest.mark.parametrize("cooperative", [True, False])
+async def test_cancel_does_not_wait_for_node_code_in_a_thread(api: Api, cooperative: bool) -> None:
+    await api.put_flow(FlowBuilder("threaded").node("b", "test.blocking", seconds=3, cooperative=cooperative).build())
+    task = await api.execute("threaded", {"start_node_id": "b", "end_node_id": "b"})
+    await eventually(lambda: _node_running(api, task["id"], "b"))
+    started = time.monotonic()
+    cancelled = await api.json("POST", f"/api/v1/task/{task['id']}/cancel", 202)
+    assert cancelled["status_name"] == "cancelled" and cancelled["nodes"]["b"]["status"] == "cancelled"
+    assert time.monotonic() - started < 1.0, "cancel must not wait for the thread"
+    if cooperative:
+        await eventually(lambda: Blocking.stopped == [True], timeout=2)  # the thread was told to stop

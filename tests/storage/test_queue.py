@@ -28,7 +28,9 @@ def test_the_repository_is_a_task_store() -> None:
         "save_node_runs",
         "finish_task",
         "is_cancel_requested",
-        "requeue_interrupted",
+        "renew_leases",
+        "release_tasks",
+        "requeue_expired",
     ):
         assert callable(getattr(store, name))
 
