@@ -117,7 +117,12 @@ class _TaskRun:
         if self.task.claims > self.ex.max_claims:
             raise errors.TaskCrashed(f"the task was interrupted {self.task.claims - 1} times; it is not resumed again")
         flow = await self.ex.store.load_flow(self.task.flow_id, self.task.revision)
-        self.plan = selection.plan(flow, self.ex.registry, self.task.request)
+        try:
+            self.plan = selection.plan(flow, self.ex.registry, self.task.request)
+        except errors.GraphRuntimeError as exc:
+            # It was valid when queued; what changed since (a node type uninstalled) makes
+            # running it impossible.
+            raise errors.TaskCrashed(f"the task cannot run on this server any more: {exc.message}") from exc
         fresh = []
         for node_id in self.plan.order:
             run = self.task.nodes.get(node_id)

@@ -11,6 +11,7 @@ from graph_runtime.executor import Executor
 from graph_runtime.flow import parse
 from graph_runtime.models import NodeRun, NodeStatus, TaskRequest, TaskStatus
 from graph_runtime.scheduler import Scheduler
+from nodes.registry import default_registry
 from storage import engine as storage_engine
 from storage.repository import Repository
 from tests.support import Echo, FlowBuilder, Sleep, eventually, registry_with_test_types
@@ -131,3 +132,16 @@ async def test_an_output_too_deep_to_store_fails_its_node_not_the_bookkeeping(re
     assert done.error["code"] == "node_failed" and "cannot be stored" in done.error["message"]
     failed = done.nodes[done.error["node_id"]]
     assert failed.status is NodeStatus.FAILED and failed.output is None
+
+
+async def test_a_task_whose_node_type_was_uninstalled_ends_crashed(repo: Repository) -> None:
+    task, _ = await repo.create_task("chain", 1, request())
+    without_echo = default_registry(plugins=False)  # test.echo is gone, as after removing a plugin
+    scheduler = Scheduler(repo, Executor(repo, without_echo), poll_interval_s=0.05)
+    await scheduler.start()
+    try:
+        done = await eventually(lambda: _ended(repo, task.id))
+    finally:
+        await scheduler.stop()
+    assert done.status is TaskStatus.FAILED and done.error["code"] == "crashed"
+    assert "test.echo" in done.error["message"]
