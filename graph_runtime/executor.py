@@ -182,8 +182,10 @@ class _TaskRun:
         instance = self.ex.registry.instance(self.plan.flow.node(node_id).type)
         started = time.perf_counter()
 
-        def make_context(attempt: int, timeout: float | None) -> RunContext:
-            return RunContext(task_id=self.task.id, node_id=node_id, flow_id=self.task.flow_id, attempt=attempt,
+        def make_context(_: int, timeout: float | None) -> RunContext:
+            # ctx.attempt is the node's try number across resumes (what `attempts` shows); a try
+            # cut short by a crash does not use up one of its retries.
+            return RunContext(task_id=self.task.id, node_id=node_id, flow_id=self.task.flow_id, attempt=run.attempts,
                               timeout_s=timeout, http=self.ex.http, allow_private=self.ex.allow_private)
 
         async def before_attempt() -> None:
