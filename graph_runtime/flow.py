@@ -33,7 +33,8 @@ def _not_dots(value: str) -> str:
     return value
 
 
-Id = Annotated[str, BeforeValidator(_id_to_str), Field(pattern=ID_PATTERN), AfterValidator(_not_dots)]
+# Field first: the pattern must reach the JSON schema (OpenAPI), not only validation.
+Id = Annotated[str, Field(pattern=ID_PATTERN), BeforeValidator(_id_to_str), AfterValidator(_not_dots)]
 
 
 class Node(BaseModel):

@@ -38,5 +38,5 @@ class TaskStore(Protocol):
     async def release_tasks(self, worker: str, task_ids: Collection[int]) -> int:
         """Requeue tasks ``worker`` stops running on purpose (graceful shutdown)."""
 
-    async def requeue_expired(self) -> int:
-        """Requeue running tasks whose lease expired (their worker died); return how many."""
+    async def requeue_expired(self, exclude_worker: str | None = None) -> int:
+        """Requeue running tasks whose lease expired (their worker died), never ``exclude_worker``'s."""

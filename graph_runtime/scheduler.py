@@ -52,7 +52,7 @@ class Scheduler:
 
     async def start(self) -> int:
         """Recover tasks of dead workers, then start claiming. Returns how many were requeued."""
-        requeued = await self.store.requeue_expired()
+        requeued = await self.store.requeue_expired(exclude_worker=self.worker_id)
         if requeued:
             log.info("resuming interrupted tasks", extra={"action": "tasks_requeued", "count": requeued})
         self._loop_task = asyncio.create_task(self._loop(), name="scheduler")
@@ -158,7 +158,7 @@ class Scheduler:
             self._spawn(task)
 
     async def _recover(self) -> None:
-        requeued = await self.store.requeue_expired()
+        requeued = await self.store.requeue_expired(exclude_worker=self.worker_id)
         if requeued:
             log.warning("requeued tasks of a worker that stopped renewing its lease",
                         extra={"action": "tasks_requeued", "count": requeued})
@@ -188,6 +188,11 @@ class Scheduler:
                     control.asyncio_task.cancel()
 
     def _spawn(self, task: Task) -> None:
+        if task.id in self._running:
+            # Claimed again while still running here (its lease was taken for expired): never
+            # run one task twice in one process; the heartbeat renews and keeps it.
+            log.warning("task claimed while running here", extra={"action": "duplicate_claim", "task_id": task.id})
+            return
         control = Control()
         self._running[task.id] = control
         control.asyncio_task = asyncio.create_task(self._execute(task, control), name=f"task-{task.id}")

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from graph_runtime.executor import Executor
 from graph_runtime.scheduler import Scheduler
-from http_api import errors, routes_flows, routes_keys, routes_tasks
+from http_api import errors, routes_flows, routes_keys, routes_openapi, routes_tasks
 from http_api.auth import KeyChecker, make_auth_middleware
 from http_api.body import SERVICES
 from http_api.flows_dir import load_flows_dir
@@ -72,9 +72,10 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
         middlewares=[errors.error_middleware, make_auth_middleware(checker)],
     )
     app[routes_keys.KEY_CHECKER] = checker
+    errors.quiet_malformed_requests()
     app.cleanup_ctx.append(lifecycle)
     app.on_shutdown.append(_stop_accepting)
-    for table in (routes_tasks.routes, routes_flows.routes, routes_keys.routes):
+    for table in (routes_tasks.routes, routes_flows.routes, routes_keys.routes, routes_openapi.routes):
         app.router.add_routes(table)
     cors = aiohttp_cors.setup(app, defaults={"*": aiohttp_cors.ResourceOptions(
         allow_headers="*", allow_methods="*", expose_headers="*", max_age=3600)})

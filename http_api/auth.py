@@ -7,8 +7,10 @@ secret is 32 random bytes, so a slow password hash adds nothing but latency to e
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
 import secrets
@@ -21,6 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from http_api import errors
+from nodes.errors import GraphRuntimeError
 from storage.convert import ApiKeyRecord
 from storage.repository import Repository
 
@@ -78,6 +81,7 @@ class KeyChecker:
     repo: Repository
     _cache: dict[str, tuple[ApiKeyRecord | None, float]] = field(default_factory=dict)
     _touched: dict[str, float] = field(default_factory=dict)
+    _writes: set[asyncio.Task[None]] = field(default_factory=set)
 
     def forget(self, key_id: str) -> None:
         """Drop a cached key (after a revoke) so it stops working at once."""
@@ -108,11 +112,18 @@ class KeyChecker:
         return record
 
     async def _touch(self, record: ApiKeyRecord) -> None:
-        # last_used is worth a write a minute per key, not one per poll.
+        # last_used is worth a write a minute per key, not one per poll; and it is written in the
+        # background, so a read never waits for (or fails on) a busy database.
         now = time.monotonic()
         if now - self._touched.get(record.id, -TOUCH_EVERY_S) >= TOUCH_EVERY_S:
             self._touched[record.id] = now
-            await self.repo.touch_key(record.id, datetime.now(UTC))
+            write = asyncio.create_task(self._write_last_used(record.id, datetime.now(UTC)))
+            self._writes.add(write)
+            write.add_done_callback(self._writes.discard)
+
+    async def _write_last_used(self, key_id: str, when: datetime) -> None:
+        with contextlib.suppress(GraphRuntimeError):  # best effort: the next use tries again
+            await self.repo.touch_key(key_id, when)
 
 
 def requires(scope: str) -> Callable[[Handler], Handler]:

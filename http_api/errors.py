@@ -6,6 +6,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
 
 from graph_runtime import errors as flow_errors
 from nodes import codec
@@ -78,6 +79,25 @@ class ShuttingDown(GraphRuntimeError):
     code = "shutting_down"
 
 
+class _MalformedRequestsAreWarnings(logging.Filter):
+    """aiohttp answers a malformed request (a NUL in a header…) with 400 itself, then logs it as
+    an ERROR with a traceback: any client could fill the log with those. Keep it, as a warning."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, BadHttpMessage):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg, record.args, record.exc_info = f"malformed request refused: {exc.message}", (), None
+        return True
+
+
+_QUIET_FILTER = _MalformedRequestsAreWarnings()
+
+
+def quiet_malformed_requests() -> None:
+    logging.getLogger("aiohttp.server").addFilter(_QUIET_FILTER)  # a no-op when already added
+
+
 # Walked along each exception's MRO: the most specific class listed wins.
 STATUS_BY_ERROR: dict[type[BaseException], int] = {
     BodyNotJson: 400,
@@ -127,8 +147,10 @@ def _from_aiohttp(exc: web.HTTPException) -> web.Response:
     if isinstance(exc, web.HTTPNotFound):
         return error_response(404, RouteNotFound.code, RouteNotFound().message)
     if isinstance(exc, web.HTTPMethodNotAllowed):
-        return error_response(405, MethodNotAllowed.code, f"{exc.method} is not allowed here; allowed: "
-                              f"{', '.join(sorted(exc.allowed_methods))}")
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        response = error_response(405, MethodNotAllowed.code, f"{exc.method} is not allowed here; allowed: {allowed}")
+        response.headers["Allow"] = allowed
+        return response
     return error_response(exc.status, "http_error", exc.reason)
 
 

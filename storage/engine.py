@@ -26,12 +26,15 @@ On SQLite only those begin a transaction (``BEGIN IMMEDIATE``); other connection
 autocommit mode. Use :func:`writer` for anything that writes.
 """
 
+BUSY_TIMEOUT_S = 5.0
+"""How long a SQLite writer waits for a lock held elsewhere before StoreUnavailable (API: 503)."""
+
 _SQLITE_PRAGMAS = (
     # Readers never wait for the writer, and a commit does not fsync the main file.
     "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=NORMAL",
     # Another process holding the write lock makes us wait up to 5 s, not fail at once.
-    "PRAGMA busy_timeout=5000",
+    f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}",
     "PRAGMA foreign_keys=ON",
 )
 

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from graph_runtime.errors import StoreUnavailable
 from storage import engine as engines
 from storage.errors import translated
 
@@ -48,6 +49,20 @@ class RepositoryBase:
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:
-        """A writing transaction, committed when the block exits without an exception."""
-        async with translated(), self._write_lock, self._writer.begin() as conn:
-            yield conn
+        """A writing transaction, committed when the block exits without an exception.
+
+        Waiting for this process's writer queue is bounded by the busy timeout too: behind a
+        lock held by another process, each writer answers StoreUnavailable after at most two
+        busy timeouts (queue, then BEGIN IMMEDIATE) instead of one per writer ahead of it.
+        """
+        async with translated():
+            try:
+                async with asyncio.timeout(engines.BUSY_TIMEOUT_S):
+                    await self._write_lock.__aenter__()
+            except TimeoutError:
+                raise StoreUnavailable("the database is busy (locked by another process); try again shortly") from None
+            try:
+                async with self._writer.begin() as conn:
+                    yield conn
+            finally:
+                await self._write_lock.__aexit__(None, None, None)

@@ -27,8 +27,9 @@ class LeaseMethods(RepositoryBase):
         """
         if not task_ids:
             return set()
-        expires = convert.utcnow() + timedelta(seconds=lease_s)
         async with self._write() as conn:
+            # Taken after the write lock: a renewal that waited must not land already expired.
+            expires = convert.utcnow() + timedelta(seconds=lease_s)
             rows = await conn.execute(
                 sa.update(task_t)
                 .where(task_t.c.id.in_(list(task_ids)), task_t.c.lease_owner == worker, task_t.c.status == _RUNNING)
@@ -49,17 +50,20 @@ class LeaseMethods(RepositoryBase):
             )
         return result.rowcount
 
-    async def requeue_expired(self) -> int:
+    async def requeue_expired(self, exclude_worker: str | None = None) -> int:
         """Requeue running tasks whose worker stopped renewing its lease (it died); return how many.
+
+        Args:
+            exclude_worker: the caller's own id: a live worker never requeues its own tasks,
+                even if a long database lock delayed its renewals.
 
         A task with no lease at all (left by a build before leases) counts as expired.
         """
-        now = convert.utcnow()
         async with self._write() as conn:
-            result = await conn.execute(
-                sa.update(task_t)
-                .where(task_t.c.status == _RUNNING,
-                       sa.or_(task_t.c.lease_expires.is_(None), task_t.c.lease_expires < now))
-                .values(_REQUEUED)
-            )
+            now = convert.utcnow()  # after the write lock, like renew_leases
+            expired = sa.or_(task_t.c.lease_expires.is_(None), task_t.c.lease_expires < now)
+            query = sa.update(task_t).where(task_t.c.status == _RUNNING, expired)
+            if exclude_worker is not None:
+                query = query.where(sa.or_(task_t.c.lease_owner.is_(None), task_t.c.lease_owner != exclude_worker))
+            result = await conn.execute(query.values(_REQUEUED))
         return result.rowcount

@@ -1,0 +1,267 @@
+"""The OpenAPI 3.1 document of SPEC §3, built from the models that validate requests and describe answers.
+
+Request bodies come from ``schemas.py`` (``ExecuteBody``, ``KeyCreateBody``) and the flow model
+(``graph_runtime.flow.Flow``), answers from ``wire.py``; pydantic's ``$defs`` are hoisted into
+``components/schemas``. The operations are a table here, one entry per route of ``routes_*.py``;
+``tests/http_api/test_openapi.py`` checks the two agree and runs schemathesis against a live server.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from graph_runtime.flow import Flow
+from http_api import schemas, wire
+
+OPENAPI_PATH = "/api/v1/openapi.json"
+SCHEMA_REF = "#/components/schemas/{model}"
+JSON = "application/json"
+
+REQUEST_MODELS: tuple[type[BaseModel], ...] = (schemas.ExecuteBody, schemas.KeyCreateBody, Flow)
+RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
+    wire.TaskView, wire.TaskList, wire.FlowList, wire.FlowView, wire.KeyCreated, wire.KeyList,
+    wire.NodeTypeList, wire.Health, wire.ErrorBody,
+)
+
+# Path ids: what the server can route and store. Flow ids are the flow model's ids, except "." and
+# "..", which clients collapse as path segments (the flow model refuses them too).
+FLOW_ID = {"type": "string", "pattern": r"^(?:[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}|\.[A-Za-z0-9_-][A-Za-z0-9_.-]{0,62}"
+                                        r"|\.\.[A-Za-z0-9_.-]{1,62})$"}
+# Ids are numbers; the server reads up to 18 digits and answers 404 for anything else.
+TASK_ID = {"type": "integer", "minimum": 1, "maximum": 10**18 - 1}
+REVISION = {"type": "integer", "minimum": 1, "maximum": 2**31}
+
+ERRORS: dict[int, str] = {
+    400: "The body is not JSON, or not a JSON object.",
+    401: "No valid server key: missing, unknown or revoked.",
+    403: "The key's scope does not allow this; it needs an admin key.",
+    404: "Unknown flow, revision, task or key (or no such route: the id cannot be routed).",
+    409: "Conflict: an Idempotency-Key reused with another request, or a task that already ended.",
+    413: "The body is larger than the server accepts (GRAPH_RUNTIME_MAX_BODY_BYTES).",
+    415: "The body is not sent as JSON.",
+    422: "Valid JSON that does not make sense; `field` is a dotted path to the problem.",
+    503: "The database is unavailable or the server is shutting down; retry shortly.",
+}
+ERROR_HEADERS: dict[int, dict[str, Any]] = {
+    401: {"WWW-Authenticate": {"required": True, "schema": {"type": "string"},
+                               "description": 'Basic realm="graph-runtime"'}},
+    503: {"Retry-After": {"required": True, "schema": {"type": "string"}, "description": "Seconds to wait."}},
+}
+LOCATION = {"Location": {"required": True, "schema": {"type": "string"}, "description": "/api/v1/task/{id}"}}
+BODY_ERRORS = (400, 413, 415, 422)
+
+SECURITY_SCHEMES = {
+    "basicAuth": {"type": "http", "scheme": "basic", "description":
+                  "A server key: the token after `Basic` is base64 of `<key id>:<secret>`, exactly as shown when "
+                  "the key was created, so `curl -u <key id>:<secret>` works too."},
+    "bearerAuth": {"type": "http", "scheme": "bearer", "description": "The same token after `Bearer`."},
+    "executionKeyHeader": {"type": "apiKey", "in": "header", "name": "execution-key",
+                           "description": "The same token in Ziggy's header."},
+    "executionKeyQuery": {"type": "apiKey", "in": "query", "name": "execution-key",
+                          "description": "The same token in the query (discouraged: URLs land in logs)."},
+}
+DOCUMENT_SCHEMA = {"type": "object", "required": ["openapi", "info", "paths", "components"]}
+ANY_KEY = [{name: []} for name in SECURITY_SCHEMES]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A success status: its description, its ``wire`` model or a plain schema (None: no body), headers, links."""
+
+    description: str
+    model: type[BaseModel] | dict[str, Any] | None
+    headers: dict[str, Any] = field(default_factory=dict)
+    links: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One route of ``routes_*.py`` as the document describes it."""
+
+    method: str
+    path: str
+    operation_id: str
+    summary: str
+    tag: str
+    answers: dict[int, Answer]
+    errors: tuple[int, ...]
+    scope: str = "execute"  # "public", "execute" or "admin"
+    parameters: tuple[dict[str, Any], ...] = ()
+    body: type[BaseModel] | None = None
+    body_required: bool = True
+    body_example: dict[str, Any] | None = None
+
+
+def _param(name: str, where: str, schema: dict[str, Any], description: str, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "in": where, "required": where == "path", "description": description,
+            "schema": schema, **extra}
+
+
+def _link(operation_id: str, parameter: str, description: str) -> dict[str, Any]:
+    return {"operationId": operation_id, "parameters": {parameter: "$response.body#/id"}, "description": description}
+
+
+FLOW_PATH = _param("flow_id", "path", FLOW_ID, "The flow's id.", example="caption-image")
+TASK_PATH = _param("task_id", "path", TASK_ID, "The task's id.", example=1)
+REVISION_QUERY = _param("revision", "query", REVISION, "Pin a revision of the flow (default: the latest).")
+EXECUTE_PARAMS = (
+    FLOW_PATH,
+    REVISION_QUERY,
+    _param("wait", "query", {"type": "integer", "minimum": 0, "maximum": 60, "default": 0},
+           "Hold the answer until the task ends or this many seconds pass."),
+    _param("Idempotency-Key", "header", {"type": "string", "maxLength": 255},
+           "The same key on the same flow returns the task it created before (200) instead of starting another; "
+           "the same key with another body or revision is a 409. Empty: no key."),
+    _param("executionId", "query", {"type": "string", "minLength": 1, "maxLength": 255},
+           "Ziggy's name for the Idempotency-Key header."),
+)
+EXAMPLE_FLOW = {"id": "hello", "name": "Hello", "nodes": [{"id": "in", "type": "start", "settings": {"data": {"x": 1}}},
+                                                     {"id": "out", "type": "end"}],
+                "edges": [{"from": "in", "to": "out", "input": "x", "output": "x"}]}
+PUT_FLOW_PATH = _param("flow_id", "path", FLOW_ID, "The flow's id; the body's `id`, if given, must be the same.",
+                       example=EXAMPLE_FLOW["id"])
+EXAMPLE_EXECUTE = {"start_node_id": "SYnn-start", "end_node_id": "y5iI-end", "result_node_id": "y5iI-end",
+                   "node_settings": {"SYnn-start": {"data": {"image_url": "https://example.com/dog.jpg", "style": "long"}}}}
+FLOW_LINKS = {"GetFlow": _link("getFlow", "flow_id", "Read the flow back."),
+              "DeleteFlow": _link("deleteFlow", "flow_id", "Delete the flow.")}
+TASK_LINKS = {"GetTask": _link("getTask", "task_id", "Poll the task."),
+              "CancelTask": _link("cancelTask", "task_id", "Cancel the task.")}
+EXECUTE_ERRORS = (*BODY_ERRORS, 401, 404, 409, 503)
+STATUS_FILTER = {"anyOf": [{"type": "integer", "minimum": 1, "maximum": 5},
+                           {"enum": ["queued", "running", "succeeded", "failed", "cancelled"]}]}
+
+
+def _execute(path: str, operation_id: str, created: int, summary: str) -> Operation:
+    replay = "The task this Idempotency-Key created before."
+    answers = {created: Answer("The task, queued (or as it is after `wait`).", wire.TaskView, LOCATION, TASK_LINKS)}
+    answers.setdefault(200, Answer(replay, wire.TaskView, LOCATION, TASK_LINKS))
+    return Operation("post", path, operation_id, summary, "tasks", answers, EXECUTE_ERRORS,
+                     parameters=EXECUTE_PARAMS, body=schemas.ExecuteBody, body_required=False,
+                     body_example=EXAMPLE_EXECUTE)
+
+
+OPERATIONS: tuple[Operation, ...] = (
+    _execute("/api/v1/flow/{flow_id}/execute", "executeFlow", 201,
+             "Queue a task for the selected subgraph (201 and Location)."),
+    _execute("/api/v1/scade/flow/{flow_id}/execute", "executeFlowScade", 200,
+             "Scade's path: the same, answering 200 because Scade's clients check for exactly 200."),
+    Operation("get", "/api/v1/task/{task_id}", "getTask", "The task: poll until `status` is 3 (or 4, 5).", "tasks",
+              {200: Answer("The task.", wire.TaskView)}, (401, 404, 503), parameters=(TASK_PATH,)),
+    Operation("post", "/api/v1/task/{task_id}/cancel", "cancelTask", "Cancel a queued or running task.", "tasks",
+              {202: Answer("The task, cancelled (or still stopping).", wire.TaskView)}, (401, 404, 409, 503),
+              parameters=(TASK_PATH,)),
+    Operation("get", "/api/v1/tasks", "listTasks", "Task history, newest first.", "tasks",
+              {200: Answer("A page of tasks; `next_before` gives the next.", wire.TaskList)}, (401, 422, 503),
+              parameters=(
+                  _param("flow_id", "query", {"type": "string"}, "Only this flow's tasks."),
+                  _param("status", "query", STATUS_FILTER, "Only tasks in this status (number or name)."),
+                  _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50},
+                         "Page size."),
+                  _param("before", "query", {"type": "integer", "minimum": 1, "maximum": 10**18 - 1},
+                         "Only tasks with a smaller id (the previous page's `next_before`)."),
+              )),
+    Operation("get", "/api/v1/flows", "listFlows", "Every flow, with its latest revision and run defaults.", "flows",
+              {200: Answer("The flows.", wire.FlowList)}, (401, 503)),
+    Operation("get", "/api/v1/flows/{flow_id}", "getFlow", "A flow's definition, revision and run defaults.",
+              "flows", {200: Answer("The flow.", wire.FlowView)}, (401, 404, 422, 503),
+              parameters=(FLOW_PATH, REVISION_QUERY)),
+    Operation("put", "/api/v1/flows/{flow_id}", "putFlow", "Create a flow or add a revision (validated).", "flows",
+              {201: Answer("A revision was added.", wire.FlowView, links=FLOW_LINKS),
+               200: Answer("The definition was unchanged.", wire.FlowView)},
+              (*BODY_ERRORS, 401, 403, 404, 503), scope="admin",
+              parameters=(PUT_FLOW_PATH,), body=Flow, body_example=EXAMPLE_FLOW),
+    Operation("delete", "/api/v1/flows/{flow_id}", "deleteFlow", "Delete a flow; its tasks stay readable.", "flows",
+              {204: Answer("Deleted.", None)}, (401, 403, 404, 503), scope="admin",
+              parameters=(_param("flow_id", "path", FLOW_ID, "The flow's id.", example=EXAMPLE_FLOW["id"]),)),
+    Operation("post", "/api/v1/keys", "createKey", "Create a server key; its token is shown this once.", "keys",
+              {201: Answer("The key and its token.", wire.KeyCreated,
+                           links={"RevokeKey": _link("revokeKey", "key_id", "Revoke the key.")})},
+              (*BODY_ERRORS, 401, 403, 503), scope="admin", body=schemas.KeyCreateBody),
+    Operation("get", "/api/v1/keys", "listKeys", "Every server key, without secrets.", "keys",
+              {200: Answer("The keys.", wire.KeyList)}, (401, 403, 503), scope="admin"),
+    Operation("delete", "/api/v1/keys/{key_id}", "revokeKey", "Revoke a server key (at once in this process).",
+              "keys", {200: Answer("The key, revoked.", wire.KeyView)}, (401, 403, 404, 503), scope="admin",
+              parameters=(_param("key_id", "path", {"type": "string", "minLength": 1}, "The key's id."),)),
+    Operation("get", "/api/v1/node-types", "listNodeTypes", "Every registered node type.", "node-types",
+              {200: Answer("Parameter and output JSON schemas, cost model, run policy.", wire.NodeTypeList)},
+              (401, 503)),
+    Operation("get", "/healthz", "health", "200 when the database answers.", "health",
+              {200: Answer("Healthy.", wire.Health)}, (503,), scope="public"),
+    Operation("get", OPENAPI_PATH, "openapi", "This document.", "health",
+              {200: Answer("The OpenAPI 3.1 document.", DOCUMENT_SCHEMA)}, (), scope="public"),
+)
+
+
+def component_schemas() -> dict[str, Any]:
+    """Every request and response model's JSON schema, by name, with refs into ``components/schemas``."""
+    models = [(model, "validation") for model in (*REQUEST_MODELS, *RESPONSE_MODELS)]
+    _, defs = models_json_schema(models, by_alias=True, ref_template=SCHEMA_REF)
+    return dict(defs["$defs"])
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": SCHEMA_REF.format(model=model.__name__)}
+
+
+def _answer(answer: Answer) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": answer.description}
+    if isinstance(answer.model, dict):
+        out["content"] = {JSON: {"schema": answer.model}}
+    elif answer.model is not None:
+        out["content"] = {JSON: {"schema": _ref(answer.model)}}
+    if answer.headers:
+        out["headers"] = answer.headers
+    if answer.links:
+        out["links"] = answer.links
+    return out
+
+
+def _error_responses() -> dict[str, Any]:
+    return {str(status): {"description": text, "content": {JSON: {"schema": _ref(wire.ErrorBody)}},
+                          **({"headers": ERROR_HEADERS[status]} if status in ERROR_HEADERS else {})}
+            for status, text in ERRORS.items()}
+
+
+def _operation(op: Operation) -> dict[str, Any]:
+    errors = set(op.errors) | ({403} if op.scope == "admin" else set())
+    responses = {str(s): _answer(a) for s, a in sorted(op.answers.items())}
+    responses.update({str(s): {"$ref": f"#/components/responses/{s}"} for s in sorted(errors)})
+    out: dict[str, Any] = {"operationId": op.operation_id, "summary": op.summary, "tags": [op.tag]}
+    if op.scope == "public":
+        out["security"] = []
+    elif op.scope == "admin":
+        out["description"] = "Needs a key with scope `admin`."
+    if op.parameters:
+        out["parameters"] = list(op.parameters)
+    if op.body is not None:
+        media: dict[str, Any] = {"schema": _ref(op.body)}
+        if op.body_example is not None:
+            media["example"] = op.body_example
+        out["requestBody"] = {"required": op.body_required, "content": {JSON: media}}
+    out["responses"] = responses
+    return out
+
+
+@functools.cache
+def document() -> dict[str, Any]:
+    """The whole document (built once; pure, so cached for the process)."""
+    paths: dict[str, dict[str, Any]] = {}
+    for op in OPERATIONS:
+        paths.setdefault(op.path, {})[op.method] = _operation(op)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "graph-runtime", "version": importlib.metadata.version("graph-runtime"),
+                 "description": "Launch any part of a node graph with one request and poll the task. "
+                                "Errors are `{\"error\": {\"code\", \"message\", \"field\"}}`."},
+        "security": ANY_KEY,
+        "tags": [{"name": name} for name in dict.fromkeys(op.tag for op in OPERATIONS)],
+        "paths": paths,
+        "components": {"schemas": component_schemas(), "responses": _error_responses(),
+                       "securitySchemes": SECURITY_SCHEMES},
+    }

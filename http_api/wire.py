@@ -1,0 +1,202 @@
+"""The response shapes of SPEC §3 as pydantic models: the schemas of the OpenAPI document.
+
+``views.py`` builds the JSON; these models describe it, field for field. They forbid unknown
+fields, so a field added to a view but not here fails the test that validates real answers
+(``tests/http_api/test_openapi.py``) instead of going undocumented. The error body is the one
+open shape: ``error`` carries structured detail (``problems``, ``missing``) beside its message.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from graph_runtime.flow import Flow
+from nodes.contract import CostModel, RunPolicy
+
+TIMESTAMP_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z$"
+Timestamp = Annotated[str, Field(pattern=TIMESTAMP_PATTERN, json_schema_extra={"format": "date-time"},
+                                 description="ISO 8601 in UTC with microseconds and a Z.")]
+TaskStatusNumber = Literal[1, 2, 3, 4, 5]
+TaskStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+NodeStatusName = Literal["pending", "running", "succeeded", "failed", "skipped", "cancelled"]
+Scope = Literal["admin", "execute"]
+
+
+class Wire(BaseModel):
+    """A response shape: every field listed, nothing else."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RunError(Wire):
+    """Why a task or a node failed (or was cancelled)."""
+
+    node_id: str | None
+    code: str = Field(description="node_failed, guard_failed, invalid_params, node_timeout, task_timeout, "
+                                  "connection_error, http_status, ssrf_blocked, cancelled, crashed, internal, …")
+    message: str
+
+
+class TaskData(Wire):
+    """Scade's ``data``: the request with defaults filled in; ``node_settings`` exactly as sent."""
+
+    node_id: None
+    start_node_id: str
+    end_node_id: str
+    result_node_id: str
+    init_context: dict[str, Any]
+    node_settings: dict[str, Any]
+    timeout_s: float | None = Field(default=None, description="Present only when the request gave one.")
+
+
+class NodeRunView(Wire):
+    """One node inside a task."""
+
+    status: NodeStatusName
+    started: Timestamp | None
+    finished: Timestamp | None
+    execution_time: float | None
+    cost: float | None
+    attempts: int = Field(ge=0)
+    error: RunError | None
+
+
+class TaskView(Wire):
+    """``GET /api/v1/task/{task_id}``: Scade's fields with their names and meanings, then ours."""
+
+    id: int
+    data: TaskData
+    status: TaskStatusNumber = Field(description="1 queued, 2 running, 3 succeeded (the only success), "
+                                                 "4 failed, 5 cancelled.")
+    status_name: TaskStatusName
+    created: Timestamp
+    finished: Timestamp | None
+    result: dict[str, Any] | None = Field(description="The result node's output; null unless succeeded.")
+    execution_time: float | None
+    execution_cost: float | None
+    parent_id: None
+    ref_id: str
+    task_type: Literal[4]
+    is_hide: bool
+    public_access_token: None
+    file_result_link: None
+    flow_id: str
+    revision: int = Field(ge=1)
+    started: Timestamp | None
+    error: RunError | None
+    nodes: dict[str, NodeRunView] = Field(description="Empty while queued; then every run-set node.")
+
+
+class TaskList(Wire):
+    """``GET /api/v1/tasks``: newest first; ``next_before`` pages on, null on the last page."""
+
+    tasks: list[TaskView]
+    next_before: int | None
+
+
+class RunDefaults(Wire):
+    """The start/end/result node a request naming none would get (null: the request must name one)."""
+
+    start_node_id: str | None
+    end_node_id: str | None
+    result_node_id: str | None
+
+
+class FlowSummary(Wire):
+    id: str
+    name: str | None
+    description: str | None
+    revision: int = Field(ge=1)
+    defaults: RunDefaults
+
+
+class FlowList(Wire):
+    """``GET /api/v1/flows``."""
+
+    flows: list[FlowSummary]
+
+
+class FlowView(Wire):
+    """``GET``/``PUT /api/v1/flows/{flow_id}``: one revision of a flow and its definition."""
+
+    id: str
+    name: str | None
+    description: str | None
+    revision: int = Field(ge=1)
+    updated: Timestamp
+    defaults: RunDefaults
+    definition: Flow
+
+
+class KeyView(Wire):
+    """A server key, without its secret."""
+
+    id: str
+    name: str
+    scope: Scope
+    created: Timestamp
+    last_used: Timestamp | None
+    revoked: bool
+
+
+class KeyCreated(KeyView):
+    """``POST /api/v1/keys``: the key and its token, shown this once."""
+
+    key: str = Field(description="base64 of '<key id>:<secret>': send it as 'Authorization: Basic <key>'.")
+
+
+class KeyList(Wire):
+    """``GET /api/v1/keys``."""
+
+    keys: list[KeyView]
+
+
+class NodeTypeView(Wire):
+    """A registered node type: JSON schemas of its parameters and outputs, cost model, run policy."""
+
+    type: str
+    description: str
+    params_schema: dict[str, Any]
+    output_schema: dict[str, Any]
+    cost: CostModel
+    policy: RunPolicy
+
+
+class NodeTypeList(Wire):
+    """``GET /api/v1/node-types``."""
+
+    node_types: list[NodeTypeView]
+
+
+class Health(Wire):
+    """``GET /healthz``: the database answered."""
+
+    status: Literal["ok"]
+    running_tasks: int = Field(ge=0)
+
+
+class MissingInput(Wire):
+    node_id: str
+    input: str
+    from_: str = Field(alias="from")
+
+
+class ErrorDetail(BaseModel):
+    """``code`` is stable snake_case; ``field`` a dotted path into the request, or null."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    code: str
+    message: str
+    field: str | None
+    problems: list[str] | None = Field(default=None, description="flow_invalid: every problem found.")
+    missing: list[MissingInput] | None = Field(default=None, description="missing_inputs: every input to give.")
+
+
+class ErrorBody(Wire):
+    """Every 4xx/5xx answer."""
+
+    error: ErrorDetail
+
