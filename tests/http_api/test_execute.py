@@ -197,3 +197,13 @@ async def test_cancel_does_not_wait_for_node_code_in_a_thread(api: Api, cooperat
     assert time.monotonic() - started < 1.0, "cancel must not wait for the thread"
     if cooperative:
         await eventually(lambda: Blocking.stopped == [True], timeout=2)  # the thread was told to stop
+
+
+async def test_a_server_shutting_down_answers_503_and_writes_nothing(api: Api) -> None:
+    api.services.accepting = False  # what on_shutdown sets when SIGTERM arrives
+    response = await api.request("POST", "/api/v1/flow/caption-image/execute", json={})
+    body = await response.json()
+    assert response.status == 503 and response.headers["Retry-After"] == "1"
+    assert body["error"]["code"] == "shutting_down"
+    assert await api.services.repo.count_tasks() == 0
+    api.services.accepting = True
