@@ -123,18 +123,14 @@ class _TaskRun:
             # It was valid when queued; what changed since (a node type uninstalled) makes
             # running it impossible.
             raise errors.TaskCrashed(f"the task cannot run on this server any more: {exc.message}") from exc
-        fresh = []
         for node_id in self.plan.order:
             run = self.task.nodes.get(node_id)
             if run is None:
-                run = self.task.nodes[node_id] = NodeRun(node_id)
-                fresh.append(run)
+                self.task.nodes[node_id] = NodeRun(node_id)
             elif run.status is not NodeStatus.SUCCEEDED:
-                # Interrupted by a crash: it runs again, and its attempts keep counting.
+                # Interrupted by a crash: it runs again, and its attempts keep counting. No write
+                # here: its next attempt (or the task's end) records it.
                 run.status, run.error, run.output = NodeStatus.PENDING, None, None
-                fresh.append(run)
-        if fresh:
-            await self.persist(lambda: self.ex.store.save_node_runs(self.task.id, fresh))
 
     def ready(self) -> list[str]:
         assert self.plan is not None

@@ -66,12 +66,13 @@ async def submit(
             return earlier, False
     flow, rev, _ = await services.repo.get_flow(flow_id, revision)
     request = build_request(flow, body)
-    selection.plan(flow, services.registry, request)
+    plan = selection.plan(flow, services.registry, request)
     task, created = await services.repo.create_task(
         flow_id, rev, request,
         idempotency_key=idempotency_key,
         fingerprint=request_print,
         key_id=key_id,
+        node_ids=plan.order,
     )
     if created:
         services.scheduler.notify()

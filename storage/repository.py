@@ -101,6 +101,7 @@ class Repository(FlowMethods, KeyMethods, LeaseMethods):
         idempotency_key: str | None = None,
         fingerprint: str | None = None,
         key_id: str | None = None,
+        node_ids: Sequence[str] = (),
     ) -> tuple[Task, bool]:
         """Queue a task, or find the one created before with the same idempotency key.
 
@@ -111,6 +112,7 @@ class Repository(FlowMethods, KeyMethods, LeaseMethods):
             idempotency_key: the client's key; unique per flow.
             fingerprint: identifies the request, so a reused key with another request is caught.
             key_id: the server key that submitted it.
+            node_ids: the run set, stored as ``pending`` node runs so a poll shows every node at once.
 
         Returns:
             ``(task, True)`` for a new queued task, ``(earlier task, False)`` when the key was
@@ -121,13 +123,18 @@ class Repository(FlowMethods, KeyMethods, LeaseMethods):
             errors.RevisionNotFound: the flow has no such revision.
         """
         values = _queued_task_values(flow_id, revision, request, idempotency_key, fingerprint, key_id)
+        pending = [NodeRun(node_id) for node_id in node_ids]
         async with self._write() as conn:
             task_id = await self._insert_task(conn, values)
             if task_id is None:
                 earlier = await _earlier_task(conn, flow_id, idempotency_key, fingerprint)
                 assert earlier is not None, "the insert conflicted, so the row exists"
                 return earlier, False
-        return _new_task(task_id, values, request), True
+            if pending:
+                await self._upsert(conn, task_id, pending)
+        task = _new_task(task_id, values, request)
+        task.nodes = {run.node_id: run for run in pending}
+        return task, True
 
     async def find_idempotent_task(self, flow_id: str, idempotency_key: str, fingerprint: str) -> Task | None:
         """The task created before with this key on this flow, or None.

@@ -51,6 +51,7 @@ async def test_execute_answers_201_with_location_and_the_queued_task(api: Api) -
     assert response.status == 201
     assert response.headers["Location"] == f"/api/v1/task/{body['id']}"
     assert body["finished"] is None or body["status"] == 3
+    assert set(body["nodes"]) == {"SYnn-start", "prompt", "y5iI-end"}, "every run-set node is listed at once"
     assert (await api.wait_for_status(body["id"], "succeeded"))["result"]["caption"].endswith("long sentence.")
 
 
