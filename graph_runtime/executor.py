@@ -20,6 +20,7 @@ from typing import Any
 
 from graph_runtime import errors, selection
 from graph_runtime.attempts import run_attempts
+from graph_runtime.commits import GroupCommitter
 from graph_runtime.models import NodeRun, NodeStatus, Task, TaskOutcome, TaskStatus
 from graph_runtime.ports import TaskStore
 from nodes import errors as node_errors
@@ -53,7 +54,12 @@ class Executor:
     allow_private: bool = False
     listener: Listener | None = None
     draining: bool = False  # set at shutdown: running nodes finish, no new node starts
+    committer: GroupCommitter | None = None
     max_claims: int = 20  # a task interrupted this often is failing its process: give up (crashed)
+
+    def __post_init__(self) -> None:
+        if self.committer is None:
+            self.committer = GroupCommitter(self.store)
 
     async def execute(self, task: Task, control: Control | None = None) -> Task:
         """Run ``task`` (already claimed: status running) to its end and persist the outcome.
@@ -160,7 +166,7 @@ class _TaskRun:
         return self.failure is None and any(r.status is NodeStatus.PENDING for r in self.task.nodes.values())
 
     def _start_ready(self) -> None:
-        if self.ex.draining:
+        if self.ex.draining or self.failure is not None:
             return
         for node_id in self.ready():
             self.running[node_id] = asyncio.create_task(self._run_node(node_id), name=node_id)
@@ -186,7 +192,7 @@ class _TaskRun:
 
         async def before_attempt() -> None:
             self.node_started(run)
-            await self.persist(lambda: self.ex.store.save_node_runs(self.task.id, [run]))
+            await self.persist(lambda: self.save([run]))
 
         try:
             output, cost = await run_attempts(instance, self._params(node_id), make_context, before_attempt)
@@ -197,13 +203,16 @@ class _TaskRun:
         except node_errors.GraphRuntimeError as exc:
             exc.node_id = node_id
             self._end_node(run, NodeStatus.FAILED, started, error=exc.as_dict())
-            await self.persist(lambda: self.ex.store.save_node_runs(self.task.id, [run]))
+            await self.persist(lambda: self.save([run]))
             self.failure = self.failure or exc.as_dict()  # the first failure names the task's error
             log.warning("node failed: %s", exc.message, extra={"action": "node_failed", "task_id": self.task.id,
                                                                "node_id": node_id, "status": exc.code})
             return
         self._end_node(run, NodeStatus.SUCCEEDED, started, output=output, cost=cost)
-        await self.persist(lambda: self.ex.store.save_node_runs(self.task.id, [run]))
+        # Successors are created now and queue their start rows behind this end row: one commit
+        # carries both, and each successor runs only after it (its start awaits that commit).
+        self._start_ready()
+        await self.persist(lambda: self.save([run]))
         self.dirty.discard(node_id)
         log.debug("node finished", extra={"action": "node_finished", "task_id": self.task.id, "node_id": node_id})
 
@@ -249,9 +258,14 @@ class _TaskRun:
     def stop_with(self, status: TaskStatus, error: dict[str, Any]) -> None:
         self.final_status, self.failure = status, error
 
+    def save(self, runs: list[NodeRun]) -> Awaitable[None]:
+        assert self.ex.committer is not None
+        return self.ex.committer.save(self.task.id, runs)
+
     async def abandon(self) -> None:
         """Shutdown: persist what ran so far; running nodes stay ``running`` to be resumed."""
         await self._cancel_running()
+        await self.ex.committer.drain()  # type: ignore[union-attr]
         interrupted = [r for r in self.task.nodes.values() if r.status is NodeStatus.CANCELLED]
         for run in interrupted:
             run.status, run.finished, run.error = NodeStatus.RUNNING, None, None
@@ -282,6 +296,7 @@ class _TaskRun:
             error=None if status is TaskStatus.SUCCEEDED else self.failure,
         )
         runs = [task.nodes[n] for n in sorted(self.dirty) if n in task.nodes]
+        await self.ex.committer.drain()  # type: ignore[union-attr]  # no grouped write may land after the end
         try:
             await self.persist(lambda: self.ex.store.finish_task(task.id, outcome, runs))
         except (TypeError, ValueError) as exc:

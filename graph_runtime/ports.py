@@ -26,6 +26,9 @@ class TaskStore(Protocol):
     async def save_node_runs(self, task_id: int, runs: Sequence[NodeRun]) -> None:
         """Insert or update these node runs of ``task_id`` in one transaction."""
 
+    async def save_node_runs_many(self, rows: Sequence[tuple[int, NodeRun]]) -> None:
+        """Insert or update node runs of several tasks, ``(task_id, run)`` each, in one transaction."""
+
     async def finish_task(self, task_id: int, outcome: TaskOutcome, runs: Sequence[NodeRun]) -> None:
         """Record the task's end together with its last node-run changes, and drop its lease."""
 

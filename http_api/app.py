@@ -64,6 +64,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
         yield
         services.accepting = False
         await services.scheduler.drain(settings.shutdown_grace_s)
+        await checker.close()
         await close_services(services)
 
     checker = KeyChecker(repo=None)  # type: ignore[arg-type]  # set when the database opens

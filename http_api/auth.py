@@ -83,6 +83,13 @@ class KeyChecker:
     _touched: dict[str, float] = field(default_factory=dict)
     _writes: set[asyncio.Task[None]] = field(default_factory=set)
 
+    async def close(self) -> None:
+        """Let pending last_used writes finish before the database closes."""
+        if self._writes:
+            await asyncio.wait(list(self._writes), timeout=2)
+        for write in list(self._writes):
+            write.cancel()
+
     def forget(self, key_id: str) -> None:
         """Drop a cached key (after a revoke) so it stops working at once."""
         self._cache.pop(key_id, None)

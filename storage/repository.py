@@ -282,6 +282,20 @@ class Repository(FlowMethods, KeyMethods, LeaseMethods):
         async with self._write() as conn:
             await self._upsert(conn, task_id, runs)
 
+    async def save_node_runs_many(self, rows: Sequence[tuple[int, NodeRun]]) -> None:
+        """Insert or update node runs of several tasks in one transaction (group commit).
+
+        Raises:
+            errors.TaskNotFound: one of the tasks does not exist.
+        """
+        if not rows:
+            return
+        async with self._write() as conn:
+            try:
+                await conn.execute(self._upsert_runs, [convert.node_run_values(task_id, run) for task_id, run in rows])
+            except sa_exc.IntegrityError:
+                raise errors.TaskNotFound("a node run names a task that does not exist") from None
+
     async def finish_task(self, task_id: int, outcome: TaskOutcome, runs: Sequence[NodeRun]) -> None:
         """Record the task's end and its last node-run changes in one transaction.
 

@@ -92,6 +92,7 @@ async def test_an_unreachable_postgres_is_store_unavailable() -> None:
 
 
 async def test_an_unopenable_sqlite_file_is_store_unavailable(tmp_path: Path) -> None:
+    already = {t.ident for t in threading.enumerate()}  # other tests' workers are not ours to wait for
     engine = storage.create_engine(f"sqlite+aiosqlite:///{tmp_path / 'missing-dir' / 'x.db'}")
     try:
         with pytest.raises(errors.StoreUnavailable):
@@ -101,7 +102,7 @@ async def test_an_unopenable_sqlite_file_is_store_unavailable(tmp_path: Path) ->
     # aiosqlite stops a worker that failed to connect without awaiting it; let it finish
     # while this test's event loop still runs.
     deadline = time.monotonic() + 5
-    while any("_connection_worker_thread" in t.name for t in threading.enumerate()):
+    while any("_connection_worker_thread" in t.name and t.ident not in already for t in threading.enumerate()):
         assert time.monotonic() < deadline, "aiosqlite worker thread did not stop"
         await asyncio.sleep(0.005)
 

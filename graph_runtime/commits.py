@@ -1,0 +1,59 @@
+"""Group commit: node-run writes from every running task share one transaction per loop turn.
+
+A node's end and its successors' starts land in the same commit, and under load many tasks'
+writes share one. The guarantee is unchanged: ``save`` returns only once its rows are
+committed, so a successor still starts only after its inputs are durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Sequence
+
+from graph_runtime.models import NodeRun
+from graph_runtime.ports import TaskStore
+
+
+class GroupCommitter:
+    """Coalesces ``save_node_runs`` calls into ``save_node_runs_many`` transactions, in order."""
+
+    def __init__(self, store: TaskStore) -> None:
+        self.store = store
+        self._rows: list[tuple[int, NodeRun]] = []
+        self._waiters: list[asyncio.Future[None]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def save(self, task_id: int, runs: Sequence[NodeRun]) -> None:
+        """Commit ``runs`` of ``task_id`` (with whatever else is pending); return once durable."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # Snapshots: the caller may change a run again before the batch is written.
+        self._rows.extend((task_id, dataclasses.replace(run)) for run in runs)
+        self._waiters.append(waiter)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="group-commit")
+        # Shielded: a cancelled caller must not cancel a commit other callers wait for.
+        await asyncio.shield(waiter)
+
+    async def drain(self) -> None:
+        """Wait until every write handed to ``save`` so far is committed (or has failed)."""
+        while self._flusher is not None and not self._flusher.done():
+            await asyncio.shield(self._flusher)
+
+    async def _flush(self) -> None:
+        while self._rows:
+            await asyncio.sleep(0)  # let the successors woken this turn add their start rows
+            rows, waiters = self._rows, self._waiters
+            self._rows, self._waiters = [], []
+            try:
+                await self.store.save_node_runs_many(rows)
+            except BaseException as exc:  # every waiter learns of it; the callers retry
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_exception(exc if isinstance(exc, Exception) else RuntimeError("commit interrupted"))
+                if not isinstance(exc, Exception):
+                    raise
+            else:
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_result(None)
