@@ -105,6 +105,8 @@ class _TaskRun:
         self.dirty: set[str] = set()
         self.failure: dict[str, Any] | None = None
         self.final_status: TaskStatus | None = None
+        self.waiting: dict[str, int] = {}  # unfinished predecessors per node
+        self._ended_queue: asyncio.Queue[asyncio.Task[None]] = asyncio.Queue()
 
     async def persist(self, write: Callable[[], Awaitable[None]]) -> None:
         """Run a store write, retrying while the database is busy or away: it costs latency,
@@ -138,26 +140,36 @@ class _TaskRun:
                 # here: its next attempt (or the task's end) records it.
                 run.status, run.error, run.output = NodeStatus.PENDING, None, None
 
-    def ready(self) -> list[str]:
+    def _initially_ready(self) -> list[str]:
+        """Count each node's unfinished predecessors once; the nodes at zero can start."""
         assert self.plan is not None
-        done = self.task.nodes
-        return [
-            n for n in self.plan.order
-            if done[n].status is NodeStatus.PENDING and n not in self.running
-            and all(done[p].status is NodeStatus.SUCCEEDED for p in self.plan.predecessors[n])
-        ]
+        nodes = self.task.nodes
+        self.waiting = {
+            n: sum(1 for p in self.plan.predecessors[n] if nodes[p].status is not NodeStatus.SUCCEEDED)
+            for n in self.plan.order
+        }
+        return [n for n in self.plan.order if nodes[n].status is NodeStatus.PENDING and self.waiting[n] == 0]
+
+    def _successors_ready(self, node_id: str) -> list[str]:
+        """``node_id`` succeeded: the successors it was the last input of (O(successors), not O(graph))."""
+        assert self.plan is not None
+        ready = []
+        for successor in self.plan.successors[node_id]:
+            self.waiting[successor] -= 1
+            if self.waiting[successor] == 0:
+                ready.append(successor)
+        return ready
 
     async def drive(self) -> None:
-        """Start ready nodes, wait for any to end, repeat until nothing can start."""
+        """Start ready nodes; as each ends, its successors start; stop at the first failure."""
+        ended: asyncio.Queue[asyncio.Task[None]] = asyncio.Queue()
+        self._ended_queue = ended
         try:
-            self._start_ready()
+            self._start(self._initially_ready())
             while self.running and self.failure is None:
-                done, _ = await asyncio.wait(self.running.values(), return_when=asyncio.FIRST_COMPLETED)
-                for finished in done:
-                    self.running.pop(finished.get_name())
-                    finished.result()
-                if self.failure is None:
-                    self._start_ready()
+                finished = await ended.get()
+                self.running.pop(finished.get_name(), None)
+                finished.result()  # a bug in the executor surfaces here, not silently
         finally:
             await self._cancel_running()
 
@@ -165,11 +177,14 @@ class _TaskRun:
         """Nodes are left and nothing failed: a drain stopped the task between nodes."""
         return self.failure is None and any(r.status is NodeStatus.PENDING for r in self.task.nodes.values())
 
-    def _start_ready(self) -> None:
+    def _start(self, node_ids: list[str]) -> None:
         if self.ex.draining or self.failure is not None:
             return
-        for node_id in self.ready():
-            self.running[node_id] = asyncio.create_task(self._run_node(node_id), name=node_id)
+        for node_id in node_ids:
+            if node_id not in self.running and self.task.nodes[node_id].status is NodeStatus.PENDING:
+                task = asyncio.create_task(self._run_node(node_id), name=node_id)
+                task.add_done_callback(self._ended_queue.put_nowait)
+                self.running[node_id] = task
 
     async def _cancel_running(self) -> None:
         for pending in self.running.values():
@@ -211,7 +226,7 @@ class _TaskRun:
         self._end_node(run, NodeStatus.SUCCEEDED, started, output=output, cost=cost)
         # Successors are created now and queue their start rows behind this end row: one commit
         # carries both, and each successor runs only after it (its start awaits that commit).
-        self._start_ready()
+        self._start(self._successors_ready(node_id))
         await self.persist(lambda: self.save([run]))
         self.dirty.discard(node_id)
         log.debug("node finished", extra={"action": "node_finished", "task_id": self.task.id, "node_id": node_id})
