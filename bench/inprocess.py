@@ -1,0 +1,60 @@
+"""Our engine in-process on a real SQLite file, driven as ``graph-runtime run`` drives it.
+
+Per flow: ``submit`` (validate, commit the task as queued) → ``repo.claim_task`` → ``executor.execute``
+to the end (every node's start and result committed, the outcome committed). No live table and
+no lease heartbeat: nothing else uses the database.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench import cases
+from bench.references import check_result
+from graph_runtime import flow as flows
+from graph_runtime.executor import Control
+from graph_runtime.models import Task, TaskStatus
+from http_api.app import close_services, open_services
+from http_api.schemas import ExecuteBody
+from http_api.services import Services, submit
+from http_api.settings import Settings
+
+WORKER = "bench"
+LEASE_S = 3600.0
+
+
+class OurEngine:
+    """graph-runtime's executor and repository on one SQLite file (WAL, as the product opens it)."""
+
+    name = "graph-runtime"
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    @classmethod
+    async def open(cls, db_path: Path) -> OurEngine:
+        settings = Settings(database_url=f"sqlite+aiosqlite:///{db_path}", flows_dir=None, log_level="WARNING")
+        return cls(await open_services(settings))
+
+    async def close(self) -> None:
+        await close_services(self.services)
+
+    async def install(self, shape: cases.Shape) -> None:
+        """Store the shape's flow (not timed)."""
+        await self.services.repo.save_flow(flows.parse(shape.flow_definition()))
+
+    async def submit(self, shape: cases.Shape) -> Task:
+        task, _ = await submit(self.services, shape.flow_id, ExecuteBody(), raw_body={})
+        return task
+
+    async def run_flow(self, shape: cases.Shape) -> Task:
+        """Queue, claim and execute one task of ``shape``; it must succeed with the expected result."""
+        task = await self.submit(shape)
+        claimed = await self.services.repo.claim_task(task.id, WORKER, LEASE_S)
+        if claimed is None:
+            raise AssertionError(f"task {task.id} could not be claimed")
+        done = await self.services.executor.execute(claimed, Control())
+        if done.status is not TaskStatus.SUCCEEDED:
+            raise AssertionError(f"task {task.id} ended {done.status.value}: {done.error}")
+        check_result(done.result)
+        return done
