@@ -62,20 +62,22 @@ def _without_password(url: str) -> str:
     return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
 
 
+async def announce_start(app: web.Application) -> None:
+    """Startup hook: on a database with no keys, create an admin key and print it once; list the flows."""
+    services: Services = app[SERVICES]  # type: ignore[assignment]
+    if await services.repo.count_keys() == 0:
+        _, token = await auth.issue_key(services.repo, "first-admin", "admin")
+        print("No server keys yet: created an admin key. It is shown once; keep it safe:", flush=True)
+        print(f"  GRAPH_RUNTIME_KEY={token}", flush=True)
+    flows = await services.repo.list_flows()
+    print(f"{len(flows)} flow(s) loaded: {', '.join(f.id for f, _, _ in flows)}", flush=True)
+
+
 def serve(settings: Settings) -> int:
     """Run the API and the workers until SIGINT/SIGTERM."""
     app = create_app(settings)
 
-    async def first_key(app: web.Application) -> None:
-        services: Services = app[SERVICES]  # type: ignore[assignment]
-        if await services.repo.count_keys() == 0:
-            _, token = await auth.issue_key(services.repo, "first-admin", "admin")
-            print("No server keys yet: created an admin key. It is shown once; keep it safe:", flush=True)
-            print(f"  GRAPH_RUNTIME_KEY={token}", flush=True)
-        flows = await services.repo.list_flows()
-        print(f"{len(flows)} flow(s) loaded: {', '.join(f.id for f, _, _ in flows)}", flush=True)
-
-    app.on_startup.append(first_key)
+    app.on_startup.append(announce_start)
     print(f"graph-runtime: database {_without_password(settings.database_url)}, up to "
           f"{settings.max_concurrent_jobs} concurrent tasks", flush=True)
     try:

@@ -158,8 +158,12 @@ class ServerProcess:
             command, env = cli_command("serve", *args), process_env(GRAPH_RUNTIME_PORT=str(port))
         else:
             command, env = cli_command("serve", "--port", str(port), *args), process_env()
-        self.proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True)
+        self._spawn(command, cwd=cwd, env=env)
+
+    def _spawn(self, command: Sequence[str], *, cwd: Path, env: dict[str, str]) -> None:
+        """Start ``command`` and drain its stdout/stderr in two threads (subclasses share this)."""
+        self.proc = subprocess.Popen(list(command), cwd=cwd, env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
         self._out: list[str] = []
         self._err: list[str] = []
         self._lock = threading.Lock()

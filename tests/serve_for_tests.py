@@ -17,12 +17,10 @@ from collections.abc import Sequence
 import pydantic
 from aiohttp import web
 
-from http_api import auth
+from http_api import commands
 from http_api.access_log import MaskingAccessLogger
 from http_api.app import create_app
-from http_api.body import SERVICES
 from http_api.cli import StructuredFormatter, _parser, _settings
-from http_api.services import Services
 from nodes.registry import Registry, default_registry
 from tests.recording import Record
 
@@ -31,14 +29,6 @@ def registry() -> Registry:
     reg = default_registry(plugins=False)
     reg.register(Record)
     return reg
-
-
-async def _first_key(app: web.Application) -> None:
-    services: Services = app[SERVICES]  # type: ignore[assignment]
-    if await services.repo.count_keys() == 0:
-        _, token = await auth.issue_key(services.repo, "first-admin", "admin")
-        print("No server keys yet: created an admin key. It is shown once; keep it safe:", flush=True)
-        print(f"  GRAPH_RUNTIME_KEY={token}", flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -52,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler.setFormatter(StructuredFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=settings.log_level, handlers=[handler])
     app = create_app(settings, registry=registry())
-    app.on_startup.append(_first_key)
+    app.on_startup.append(commands.announce_start)  # the same first key as `graph-runtime serve`
     print(f"serve_for_tests: database {settings.database_url}, up to {settings.max_concurrent_jobs} concurrent tasks",
           flush=True)
     web.run_app(app, host=settings.host, port=settings.port, access_log_class=MaskingAccessLogger,

@@ -18,9 +18,7 @@ import asyncio
 import contextlib
 import signal
 import sqlite3
-import subprocess
 import sys
-import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Sequence
@@ -57,15 +55,7 @@ class RecordingServer(ServerProcess):
         self.url = f"http://127.0.0.1:{port}"
         self.started_ns = time.monotonic_ns()
         env = process_env(**{RECORD_ENV: str(record), "PYTHONPATH": str(ROOT)})
-        self.proc = subprocess.Popen([sys.executable, "-m", "tests.serve_for_tests", "--port", str(port), *args],
-                                     cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self._out: list[str] = []
-        self._err: list[str] = []
-        self._lock = threading.Lock()
-        self._readers = [threading.Thread(target=self._drain, args=(stream, sink), daemon=True)
-                         for stream, sink in ((self.proc.stdout, self._out), (self.proc.stderr, self._err))]
-        for reader in self._readers:
-            reader.start()
+        self._spawn([sys.executable, "-m", "tests.serve_for_tests", "--port", str(port), *args], cwd=cwd, env=env)
 
 
 def start_server(args: Sequence[str], *, cwd: Path, record: Path, port: int | None = None,
