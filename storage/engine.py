@@ -7,6 +7,7 @@ Two backends: ``sqlite+aiosqlite:///path`` (embedded, the default) and
 from __future__ import annotations
 
 import importlib.util
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from nodes import codec
 from storage import tables
 from storage.errors import DatabaseUrlError, translated
+from storage.sqlite_inline import SqliteInline
 
 WRITE_OPTION = "graph_runtime_write"
 """Execution option marking an engine whose transactions write.
@@ -111,8 +113,28 @@ async def create_schema(engine: AsyncEngine) -> None:
 
 
 async def dispose(engine: AsyncEngine) -> None:
-    """Close every pooled connection."""
+    """Close every pooled connection (and the inline SQLite connections, if any)."""
+    found = _INLINE.pop(engine.sync_engine, None)
+    if found is not None:
+        await found.close()
     await engine.dispose()
+
+
+_INLINE: weakref.WeakKeyDictionary[Any, SqliteInline] = weakref.WeakKeyDictionary()
+
+
+def inline(engine: AsyncEngine) -> SqliteInline | None:
+    """The inline connections for the hot statements of a SQLite file database (one per engine).
+
+    None for PostgreSQL and in-memory SQLite (a second connection would see another database).
+    """
+    if engine.dialect.name != "sqlite" or is_memory_sqlite(engine):
+        return None
+    found = _INLINE.get(engine.sync_engine)
+    if found is None:
+        assert engine.url.database is not None
+        found = _INLINE[engine.sync_engine] = SqliteInline(engine.url.database, _SQLITE_PRAGMAS, BUSY_TIMEOUT_S)
+    return found
 
 
 def is_memory_sqlite(engine: AsyncEngine) -> bool:

@@ -40,14 +40,14 @@ _UNAVAILABLE = (
 
 
 # SQLite reports schema mistakes as OperationalError too; retrying will not fix those.
-_SCHEMA_MISTAKES = ("no such table", "no such column", "syntax error", "has no column")
+SCHEMA_MISTAKES = ("no such table", "no such column", "syntax error", "has no column")
 
 
 def translate(exc: BaseException) -> GraphRuntimeError:
     """The graph-runtime error for a SQLAlchemy or driver exception."""
     if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
         return errors.StoreUnavailable(f"the database connection was lost: {_first_line(exc)}")
-    if any(mistake in _first_line(exc) for mistake in _SCHEMA_MISTAKES):
+    if any(mistake in _first_line(exc) for mistake in SCHEMA_MISTAKES):
         return StorageError(f"database error (is the schema created?): {_first_line(exc)}")
     if isinstance(exc, _UNAVAILABLE):
         return errors.StoreUnavailable(f"the database is unavailable: {_first_line(exc)}")

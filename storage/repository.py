@@ -7,6 +7,7 @@ statements; nothing returned holds a connection or a SQLAlchemy object.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Any
@@ -18,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from graph_runtime import errors
 from graph_runtime.models import NodeRun, Task, TaskOutcome, TaskRequest, TaskStatus
 from storage import convert
+from storage import sqlite_statements as lite
 from storage.convert import ApiKeyRecord
 from storage.repository_flows import FlowMethods
 from storage.repository_keys import KeyMethods
@@ -124,6 +126,8 @@ class Repository(FlowMethods, KeyMethods, LeaseMethods):
         """
         values = _queued_task_values(flow_id, revision, request, idempotency_key, fingerprint, key_id)
         pending = [NodeRun(node_id) for node_id in node_ids]
+        if self._inline is not None:
+            return await self._create_task_inline(values, request, pending)
         async with self._write() as conn:
             task_id = await self._insert_task(conn, values)
             if task_id is None:
@@ -136,12 +140,38 @@ class Repository(FlowMethods, KeyMethods, LeaseMethods):
         task.nodes = {run.node_id: run for run in pending}
         return task, True
 
+    async def _create_task_inline(self, values: dict[str, Any], request: TaskRequest,
+                                  pending: list[NodeRun]) -> tuple[Task, bool]:
+        assert self._inline is not None
+        key = values["idempotency_key"]
+        params = (values["flow_id"], values["revision"], lite.json_text(values["data"]), lite.dt(values["created"]),
+                  key, values["request_fingerprint"], values["key_id"])
+        node_ids = [run.node_id for run in pending]
+        try:
+            task_id = await self._inline.write(lambda c: lite.create_task_work(c, params, key is not None, node_ids))
+        except sqlite3.IntegrityError:
+            raise errors.RevisionNotFound(f"flow {values['flow_id']!r} has no revision {values['revision']}") from None
+        if task_id is None:
+            earlier = await self.find_idempotent_task(values["flow_id"], key, values["request_fingerprint"])
+            assert earlier is not None, "the insert conflicted, so the row exists"
+            return earlier, False
+        task = _new_task(task_id, values, request)
+        task.nodes = {run.node_id: run for run in pending}
+        return task, True
+
     async def find_idempotent_task(self, flow_id: str, idempotency_key: str, fingerprint: str) -> Task | None:
         """The task created before with this key on this flow, or None.
 
         Raises:
             errors.IdempotencyConflict: the key was used with another fingerprint.
         """
+        if self._inline is not None:
+            found = await self._inline.read(lambda c: lite.earlier_task_work(c, flow_id, idempotency_key))
+            if found is None:
+                return None
+            if found[1] != fingerprint:
+                raise _key_conflict(idempotency_key, flow_id, found[0].id)
+            return found[0]
         async with self._read() as conn:
             return await _earlier_task(conn, flow_id, idempotency_key, fingerprint)
 
@@ -163,6 +193,11 @@ class Repository(FlowMethods, KeyMethods, LeaseMethods):
         Raises:
             errors.TaskNotFound: no task has this id.
         """
+        if self._inline is not None:
+            found = await self._inline.read(lambda c: lite.task_work(c, task_id))
+            if found is None:
+                raise errors.TaskNotFound(f"no task has the id {task_id}")
+            return found
         async with self._read() as conn:
             return await _load_task(conn, task_id)
 
@@ -243,7 +278,7 @@ class Repository(FlowMethods, KeyMethods, LeaseMethods):
         (PostgreSQL: ``FOR UPDATE SKIP LOCKED``; SQLite: one conditional UPDATE under the
         write lock). A resumed task comes back with the node runs it had.
         """
-        return await self._claim(_CLAIM_NEXT, {}, worker, lease_s)
+        return await self._claim(_CLAIM_NEXT, {}, worker, lease_s, None)
 
     async def claim_task(self, task_id: int, worker: str = "local", lease_s: float = 30.0) -> Task | None:
         """Claim this task if it is queued (``graph-runtime run`` executes exactly its own task).
@@ -255,14 +290,18 @@ class Repository(FlowMethods, KeyMethods, LeaseMethods):
         Raises:
             errors.TaskNotFound: no task has this id.
         """
-        claimed = await self._claim(_CLAIM_ONE, {"task_id": task_id}, worker, lease_s)
+        claimed = await self._claim(_CLAIM_ONE, {"task_id": task_id}, worker, lease_s, task_id)
         if claimed is None:
             await self.get_task(task_id)  # raises TaskNotFound for an unknown id
         return claimed
 
-    async def _claim(self, claim: sa.Update, params: dict[str, Any], worker: str, lease_s: float) -> Task | None:
+    async def _claim(self, claim: sa.Update, params: dict[str, Any], worker: str, lease_s: float,
+                     task_id: int | None) -> Task | None:
         now = convert.utcnow()
-        values = {**params, "now": now, "worker": worker, "expires": now + timedelta(seconds=lease_s)}
+        expires = now + timedelta(seconds=lease_s)
+        if self._inline is not None:
+            return await self._inline.write(lambda c: lite.claim_work(c, task_id, now, worker, expires))
+        values = {**params, "now": now, "worker": worker, "expires": expires}
         async with self._write() as conn:
             row = (await conn.execute(claim, values)).first()
             if row is None:
@@ -279,6 +318,8 @@ class Repository(FlowMethods, KeyMethods, LeaseMethods):
         """
         if not runs:
             return
+        if self._inline is not None:
+            return await self.save_node_runs_many([(task_id, run) for run in runs])
         async with self._write() as conn:
             await self._upsert(conn, task_id, runs)
 
@@ -290,6 +331,12 @@ class Repository(FlowMethods, KeyMethods, LeaseMethods):
         """
         if not rows:
             return
+        if self._inline is not None:
+            params = [lite.run_params(task_id, run) for task_id, run in rows]
+            try:
+                return await self._inline.write(lambda c: lite.upsert_runs_work(c, params), size=lite.params_size(params))
+            except sqlite3.IntegrityError:
+                raise errors.TaskNotFound("a node run names a task that does not exist") from None
         async with self._write() as conn:
             try:
                 await conn.execute(self._upsert_runs, [convert.node_run_values(task_id, run) for task_id, run in rows])
@@ -312,6 +359,8 @@ class Repository(FlowMethods, KeyMethods, LeaseMethods):
             "lease_owner": None,
             "lease_expires": None,
         }
+        if self._inline is not None:
+            return await self._finish_inline(task_id, values, runs)
         async with self._write() as conn:
             result = await conn.execute(sa.update(task_t).where(task_t.c.id == task_id).values(values))
             if result.rowcount == 0:
@@ -319,16 +368,28 @@ class Repository(FlowMethods, KeyMethods, LeaseMethods):
             if runs:
                 await self._upsert(conn, task_id, runs)
 
+    async def _finish_inline(self, task_id: int, values: dict[str, Any], runs: Sequence[NodeRun]) -> None:
+        assert self._inline is not None
+        row = (values["status"], lite.dt(values["finished"]), values["execution_time"], values["execution_cost"],
+               lite.json_text(values["result"]), lite.json_text(values["error"]), task_id)
+        params = [lite.run_params(task_id, run) for run in runs]
+        size = lite.params_size([row, *params])
+        if not await self._inline.write(lambda c: lite.finish_work(c, row, params), size=size):
+            raise errors.TaskNotFound(f"no task has the id {task_id}")
+
     async def is_cancel_requested(self, task_id: int) -> bool:
         """Whether someone asked to cancel ``task_id``.
 
         Raises:
             errors.TaskNotFound: no task has this id.
         """
-        async with self._read() as conn:
-            flag = (
-                await conn.execute(sa.select(task_t.c.cancel_requested).where(task_t.c.id == task_id))
-            ).scalar_one_or_none()
+        if self._inline is not None:
+            flag = await self._inline.read(lambda c: lite.cancel_flag_work(c, task_id))
+        else:
+            async with self._read() as conn:
+                flag = (
+                    await conn.execute(sa.select(task_t.c.cancel_requested).where(task_t.c.id == task_id))
+                ).scalar_one_or_none()
         if flag is None:
             raise errors.TaskNotFound(f"no task has the id {task_id}")
         return flag
@@ -397,11 +458,15 @@ async def _earlier_task(conn: AsyncConnection, flow_id: str, key: str | None, fi
     if row is None:
         return None
     if row.request_fingerprint != fingerprint:
-        raise errors.IdempotencyConflict(
-            f"the idempotency key {key!r} was already used on flow {flow_id!r} with another request (task {row.id})"
-        )
+        raise _key_conflict(key, flow_id, row.id)
     nodes = await _node_runs(conn, [row.id])
     return convert.task(row, nodes.get(row.id, {}))
+
+
+def _key_conflict(key: str | None, flow_id: str, task_id: int) -> errors.IdempotencyConflict:
+    return errors.IdempotencyConflict(
+        f"the idempotency key {key!r} was already used on flow {flow_id!r} with another request (task {task_id})"
+    )
 
 
 async def _load_task(conn: AsyncConnection, task_id: int) -> Task:

@@ -31,7 +31,14 @@ class RepositoryBase:
         self._writer = engines.writer(engine)
         self._dialect = engine.dialect.name
         self._insert: Callable[..., Any] = sqlite.insert if self._dialect == "sqlite" else postgresql.insert
-        lock: AbstractAsyncContextManager[Any] = asyncio.Lock() if self._dialect == "sqlite" else nullcontext()
+        # A SQLite file's hot statements go through inline sqlite3 connections (see sqlite_inline);
+        # their write lock is the one every writer of this engine in this process queues on.
+        self._inline = engines.inline(engine)
+        lock: AbstractAsyncContextManager[Any] = nullcontext()
+        if self._inline is not None:
+            lock = self._inline.write_lock
+        elif self._dialect == "sqlite":
+            lock = asyncio.Lock()
         self._write_lock = lock
         # An in-memory database is one shared connection: readers must queue behind writers too.
         self._read_lock = lock if engines.is_memory_sqlite(engine) else nullcontext()

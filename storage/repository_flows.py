@@ -13,6 +13,7 @@ from graph_runtime import errors
 from graph_runtime import flow as flows
 from graph_runtime.flow import Flow
 from storage import convert
+from storage import sqlite_statements as lite
 from storage.repository_base import RepositoryBase
 from storage.tables import flow as flow_t
 from storage.tables import flow_revision as revision_t
@@ -105,23 +106,24 @@ class FlowMethods(RepositoryBase):
             errors.FlowNotFound: no such flow, or it was deleted.
             errors.RevisionNotFound: the flow has no such revision.
         """
-        wanted = revision_t.c.revision == (flow_t.c.latest_revision if revision is None else revision)
-        async with self._read() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(flow_t.c.deleted, revision_t.c.revision, revision_t.c.created)
-                    .select_from(flow_t.outerjoin(revision_t, sa.and_(revision_t.c.flow_id == flow_t.c.id, wanted)))
-                    .where(flow_t.c.id == flow_id)
-                )
-            ).first()
-            if row is None or row.deleted:
-                raise errors.FlowNotFound(f"no flow has the id {flow_id!r}")
-            if row.revision is None:
-                raise errors.RevisionNotFound(f"flow {flow_id!r} has no revision {revision}")
-            flow = self._flow_cache.get(flow_id, row.revision)
-            if flow is None:
-                flow = self._flow_cache.parse(flow_id, row.revision, await _definition(conn, flow_id, row.revision))
-        return flow, row.revision, row.created
+        if self._inline is not None:
+            found = await self._inline.read(lambda c: lite.flow_revision_work(c, flow_id, revision))
+        else:
+            wanted = revision_t.c.revision == (flow_t.c.latest_revision if revision is None else revision)
+            async with self._read() as conn:
+                found = (
+                    await conn.execute(
+                        sa.select(flow_t.c.deleted, revision_t.c.revision, revision_t.c.created)
+                        .select_from(flow_t.outerjoin(revision_t, sa.and_(revision_t.c.flow_id == flow_t.c.id, wanted)))
+                        .where(flow_t.c.id == flow_id)
+                    )
+                ).first()
+        if found is None or found[0]:
+            raise errors.FlowNotFound(f"no flow has the id {flow_id!r}")
+        _, found_revision, created = found
+        if found_revision is None:
+            raise errors.RevisionNotFound(f"flow {flow_id!r} has no revision {revision}")
+        return await self.load_flow(flow_id, found_revision), found_revision, created
 
     async def list_flows(self) -> list[tuple[Flow, int, datetime]]:
         """The latest revision of every flow that is not deleted, by id: ``(flow, revision, created)``."""

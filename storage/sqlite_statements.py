@@ -1,0 +1,188 @@
+"""The hot statements in SQLite's own SQL, and the rows they read and write.
+
+Values are stored exactly as SQLAlchemy stores them through :mod:`storage.tables` (datetimes as
+``YYYY-MM-DD HH:MM:SS.ffffff`` UTC text, JSON as text, booleans as 0/1), so rows written here read
+back through the SQLAlchemy path and the other way round; ``tests/storage`` checks both ways.
+Every ``*_work`` function runs inside one transaction of :class:`storage.sqlite_inline.SqliteInline`
+and does nothing but SQL (it may be run again if the database was busy).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from graph_runtime.models import NodeRun, NodeStatus, Task, TaskRequest, TaskStatus
+from nodes import codec
+
+_TASK_COLUMNS = (
+    "id, flow_id, revision, status, data, created, started, finished, result, execution_time,"
+    " execution_cost, error, claims, request_fingerprint"
+)
+_RUN_COLUMNS = "task_id, node_id, status, started, finished, execution_time, cost, attempts, error, output"
+
+_INSERT_TASK = (
+    "INSERT INTO task (flow_id, revision, status, data, created, cancel_requested, claims, idempotency_key,"
+    " request_fingerprint, key_id) VALUES (?, ?, 'queued', ?, ?, 0, 0, ?, ?, ?)"
+)
+_INSERT_TASK_ONCE = _INSERT_TASK + " ON CONFLICT (flow_id, idempotency_key) DO NOTHING"
+_INSERT_PENDING = "INSERT INTO node_run (task_id, node_id, status, attempts) VALUES (?, ?, 'pending', 0)"
+_UPSERT_RUNS = (
+    f"INSERT INTO node_run ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (task_id, node_id) DO UPDATE SET status = excluded.status, started = excluded.started,"
+    " finished = excluded.finished, execution_time = excluded.execution_time, cost = excluded.cost,"
+    " attempts = excluded.attempts, error = excluded.error, output = excluded.output"
+)
+_CLAIM = (
+    "UPDATE task SET status = 'running', started = ?, claims = claims + 1, lease_owner = ?, lease_expires = ?"
+    " WHERE id = {which} AND status = 'queued' RETURNING " + _TASK_COLUMNS
+)
+_CLAIM_NEXT = _CLAIM.format(which="(SELECT id FROM task WHERE status = 'queued' ORDER BY id LIMIT 1)")
+_CLAIM_ONE = _CLAIM.format(which="?")
+_FINISH = (
+    "UPDATE task SET status = ?, finished = ?, execution_time = ?, execution_cost = ?, result = ?, error = ?,"
+    " lease_owner = NULL, lease_expires = NULL WHERE id = ?"
+)
+_TASK_BY_ID = f"SELECT {_TASK_COLUMNS} FROM task WHERE id = ?"
+_TASK_BY_KEY = f"SELECT {_TASK_COLUMNS} FROM task WHERE flow_id = ? AND idempotency_key = ?"
+_RUNS_OF_TASK = (
+    f"SELECT {_RUN_COLUMNS} FROM node_run WHERE task_id = ? ORDER BY started ASC NULLS LAST, node_id"
+)
+_CANCEL_FLAG = "SELECT cancel_requested FROM task WHERE id = ?"
+_FLOW_REVISION = (
+    "SELECT flow.deleted, flow_revision.revision, flow_revision.created FROM flow LEFT OUTER JOIN flow_revision"
+    " ON flow_revision.flow_id = flow.id AND flow_revision.revision = {which} WHERE flow.id = ?"
+)
+_LATEST_REVISION = _FLOW_REVISION.format(which="flow.latest_revision")
+_GIVEN_REVISION = _FLOW_REVISION.format(which="?")
+
+
+# -- values ----------------------------------------------------------------------------------
+
+
+def dt(value: datetime | None) -> str | None:
+    """SQLAlchemy's SQLite DATETIME text for an aware datetime (the UTC wall time)."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError(f"naive datetime {value!r}: pass an aware UTC datetime")
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def _parse_dt(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def json_text(value: Any) -> str | None:
+    """JSON text, or NULL for None (the tables' JSON columns are ``none_as_null``)."""
+    return None if value is None else codec.dumps_str(value)
+
+
+def _json(text: str | None) -> Any:
+    return None if text is None else codec.loads(text)
+
+
+def run_params(task_id: int, run: NodeRun) -> tuple[Any, ...]:
+    """One node run's ``_UPSERT_RUNS`` parameters."""
+    return (
+        task_id, run.node_id, NodeStatus(run.status).value, dt(run.started), dt(run.finished), run.execution_time,
+        run.cost, run.attempts, json_text(run.error), json_text(run.output),
+    )
+
+
+def params_size(params: Iterable[tuple[Any, ...]]) -> int:
+    """Roughly how many bytes these parameter rows write (their text values)."""
+    return sum(len(value) for row in params for value in row if isinstance(value, str))
+
+
+def _task(row: Sequence[Any], nodes: dict[str, NodeRun]) -> Task:
+    return Task(
+        id=row[0], flow_id=row[1], revision=row[2], request=TaskRequest.from_data(codec.loads(row[4])),
+        status=TaskStatus(row[3]), created=_parse_dt(row[5]), started=_parse_dt(row[6]), finished=_parse_dt(row[7]),
+        result=_json(row[8]), execution_time=row[9], execution_cost=row[10], error=_json(row[11]), nodes=nodes,
+        claims=row[12],
+    )
+
+
+def _node_run(row: Sequence[Any]) -> NodeRun:
+    return NodeRun(
+        node_id=row[1], status=NodeStatus(row[2]), started=_parse_dt(row[3]), finished=_parse_dt(row[4]),
+        execution_time=row[5], cost=row[6], attempts=row[7], error=_json(row[8]), output=_json(row[9]),
+    )
+
+
+def _runs(conn: sqlite3.Connection, task_id: int) -> dict[str, NodeRun]:
+    return {row[1]: _node_run(row) for row in conn.execute(_RUNS_OF_TASK, (task_id,))}
+
+
+# -- transactions ----------------------------------------------------------------------------
+
+
+def create_task_work(
+    conn: sqlite3.Connection, values: tuple[Any, ...], keyed: bool, node_ids: Sequence[str]
+) -> int | None:
+    """Insert a queued task and its pending node runs; None if the idempotency key was taken.
+
+    Raises ``sqlite3.IntegrityError`` when the flow revision does not exist.
+    """
+    task_id = conn.execute((_INSERT_TASK_ONCE if keyed else _INSERT_TASK) + " RETURNING id", values).fetchone()
+    if task_id is None:
+        return None
+    conn.executemany(_INSERT_PENDING, [(task_id[0], node_id) for node_id in node_ids])
+    return task_id[0]
+
+
+def earlier_task_work(conn: sqlite3.Connection, flow_id: str, key: str) -> tuple[Task, str | None] | None:
+    """The task created with this idempotency key and its request fingerprint, or None."""
+    row = conn.execute(_TASK_BY_KEY, (flow_id, key)).fetchone()
+    return None if row is None else (_task(row, _runs(conn, row[0])), row[13])
+
+
+def claim_work(conn: sqlite3.Connection, task_id: int | None, now: datetime, worker: str,
+               expires: datetime) -> Task | None:
+    """Move the oldest queued task (or ``task_id`` if queued) to running; it with its node runs."""
+    if task_id is None:
+        row = conn.execute(_CLAIM_NEXT, (dt(now), worker, dt(expires))).fetchone()
+    else:
+        row = conn.execute(_CLAIM_ONE, (dt(now), worker, dt(expires), task_id)).fetchone()
+    if row is None:
+        return None
+    # A first claim has only the pending rows written with the task: the executor makes those itself.
+    return _task(row, _runs(conn, row[0]) if row[12] > 1 else {})
+
+
+def upsert_runs_work(conn: sqlite3.Connection, params: list[tuple[Any, ...]]) -> None:
+    """Insert or update node runs (``run_params`` rows). Raises IntegrityError for an unknown task."""
+    conn.executemany(_UPSERT_RUNS, params)
+
+
+def finish_work(conn: sqlite3.Connection, values: tuple[Any, ...], runs: list[tuple[Any, ...]]) -> bool:
+    """Record a task's end (``_FINISH`` values) and its last node runs; False if there is no such task."""
+    if conn.execute(_FINISH, values).rowcount == 0:
+        return False
+    conn.executemany(_UPSERT_RUNS, runs)
+    return True
+
+
+def task_work(conn: sqlite3.Connection, task_id: int) -> Task | None:
+    """The task with its node runs, from one snapshot."""
+    row = conn.execute(_TASK_BY_ID, (task_id,)).fetchone()
+    return None if row is None else _task(row, _runs(conn, task_id))
+
+
+def cancel_flag_work(conn: sqlite3.Connection, task_id: int) -> bool | None:
+    row = conn.execute(_CANCEL_FLAG, (task_id,)).fetchone()
+    return None if row is None else bool(row[0])
+
+
+def flow_revision_work(
+    conn: sqlite3.Connection, flow_id: str, revision: int | None
+) -> tuple[bool, int | None, datetime | None] | None:
+    """``(deleted, revision, created)`` of the latest or given revision; None if the flow never existed."""
+    if revision is None:
+        row = conn.execute(_LATEST_REVISION, (flow_id,)).fetchone()
+    else:
+        row = conn.execute(_GIVEN_REVISION, (revision, flow_id)).fetchone()
+    return None if row is None else (bool(row[0]), row[1], _parse_dt(row[2]))
