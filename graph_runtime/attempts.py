@@ -64,8 +64,11 @@ async def _one_try(instance: NodeType, params: Any, ctx: RunContext, timeout: fl
     node_type = type(instance)
     started = time.perf_counter()
     try:
-        async with asyncio.timeout(timeout):
+        if timeout is None:
             output = await instance.run(params, ctx)
+        else:
+            async with asyncio.timeout(timeout):
+                output = await instance.run(params, ctx)
     except TimeoutError:
         ctx.stop.set()
         raise node_errors.NodeTimeout(f"the node ran longer than its timeout_s ({timeout}s)") from None

@@ -8,7 +8,6 @@ committed, so a successor still starts only after its inputs are durable.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import Sequence
 
 from graph_runtime.models import NodeRun
@@ -28,7 +27,7 @@ class GroupCommitter:
         """Commit ``runs`` of ``task_id`` (with whatever else is pending); return once durable."""
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         # Snapshots: the caller may change a run again before the batch is written.
-        self._rows.extend((task_id, dataclasses.replace(run)) for run in runs)
+        self._rows.extend((task_id, run.copy()) for run in runs)
         self._waiters.append(waiter)
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name="group-commit")

@@ -106,6 +106,7 @@ class _TaskRun:
         self.failure: dict[str, Any] | None = None
         self.final_status: TaskStatus | None = None
         self.waiting: dict[str, int] = {}  # unfinished predecessors per node
+        self.remaining = 0  # nodes of the plan not succeeded yet
         self._ended_queue: asyncio.Queue[asyncio.Task[None]] = asyncio.Queue()
 
     async def persist(self, write: Callable[[], Awaitable[None]]) -> None:
@@ -144,6 +145,7 @@ class _TaskRun:
         """Count each node's unfinished predecessors once; the nodes at zero can start."""
         assert self.plan is not None
         nodes = self.task.nodes
+        self.remaining = sum(1 for n in self.plan.order if nodes[n].status is not NodeStatus.SUCCEEDED)
         self.waiting = {
             n: sum(1 for p in self.plan.predecessors[n] if nodes[p].status is not NodeStatus.SUCCEEDED)
             for n in self.plan.order
@@ -224,6 +226,11 @@ class _TaskRun:
                                                                "node_id": node_id, "status": exc.code})
             return
         self._end_node(run, NodeStatus.SUCCEEDED, started, output=output, cost=cost)
+        self.remaining -= 1
+        if self.remaining == 0:
+            # The last node: no successor waits for this row, and the task's end commits it
+            # together with the outcome (one transaction, not two).
+            return
         # Successors are created now and queue their start rows behind this end row: one commit
         # carries both, and each successor runs only after it (its start awaits that commit).
         self._start(self._successors_ready(node_id))
@@ -284,11 +291,13 @@ class _TaskRun:
         interrupted = [r for r in self.task.nodes.values() if r.status is NodeStatus.CANCELLED]
         for run in interrupted:
             run.status, run.finished, run.error = NodeStatus.RUNNING, None, None
-        if interrupted:
+        # The last node's success waits for the task's end to be committed: keep it too.
+        ended = [self.task.nodes[n] for n in sorted(self.dirty) if self.task.nodes[n].status is NodeStatus.SUCCEEDED]
+        if interrupted or ended:
             # One try: at shutdown a dead database must not hang the exit; they are saved as
             # running already, and the lease's expiry brings the task back either way.
             with contextlib.suppress(errors.StoreUnavailable):
-                await self.ex.store.save_node_runs(self.task.id, interrupted)
+                await self.ex.store.save_node_runs(self.task.id, [*ended, *interrupted])
 
     async def finish(self) -> None:
         """Decide the task's outcome from its node runs and persist it in one transaction."""

@@ -95,6 +95,11 @@ class Flow(BaseModel):
     def node(self, node_id: str) -> Node:
         return self._by_id[node_id]
 
+    @functools.cached_property
+    def memo(self) -> dict[Any, Any]:
+        """Data derived from this (immutable) flow, kept by whoever derives it (selection's topologies)."""
+        return {}
+
     def definition(self) -> dict[str, Any]:
         """The definition as JSON-ready data (edges with ``from``/``to``)."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)

@@ -104,6 +104,11 @@ class NodeRun:
     error: dict[str, Any] | None = None
     output: dict[str, Any] | None = None
 
+    def copy(self) -> NodeRun:
+        """A snapshot (shallow: error and output are shared, never mutated in place)."""
+        return NodeRun(self.node_id, self.status, self.started, self.finished, self.execution_time, self.cost,
+                       self.attempts, self.error, self.output)
+
 
 @dataclass
 class Task:

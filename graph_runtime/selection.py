@@ -115,27 +115,81 @@ def plan(flow: Flow, registry: Registry, request: TaskRequest) -> Plan:
         errors.MissingInputs: inputs fed from outside the run set and not given.
         errors.InvalidSettings: merged settings not valid for a node's type.
     """
-    graph = graph_of(flow)
     s, e, r = request.start_node_id, request.end_node_id, request.result_node_id
-    if s != e and s not in nx.ancestors(graph, e):
-        raise errors.SelectionError(f"start node {s!r} is not upstream of end node {e!r}", field="start_node_id")
-    selected = run_set(graph, s, e)
-    if r not in selected:
+    topo = _topology(flow, registry, s, e)
+    if r not in topo.selected:
         raise errors.SelectionError(
             f"result node {r!r} does not run between {s!r} and {e!r}", field="result_node_id"
         )
-    _check_node_settings(flow, request.node_settings, selected)
-    inbound, missing = _inbound_edges(flow, selected, request.node_settings)
+    overrides = request.node_settings
+    _check_node_settings(flow, overrides, topo.selected)
+    missing = [(target, name, source) for target, name, source in topo.outside if name not in overrides.get(target, {})]
+    for edge in (edge for n in overrides for edge in topo.inbound[n]):
+        if edge.input_name in overrides[edge.target]:
+            # The edge would silently win over the setting; say so instead.
+            raise errors.SelectionError(
+                f"input {edge.input_name!r} of node {edge.target!r} comes from node {edge.source!r}, which runs; "
+                f"set it on {edge.source!r} instead, or start at {edge.target!r}",
+                field=f"node_settings.{edge.target}.{edge.input_name}",
+            )
     if missing:
         raise errors.MissingInputs(missing)
+    settings = {n: _checked_settings(flow, registry, n, overrides[n], topo.inbound[n]) if n in overrides
+                else topo.settings(flow, registry, n) for n in topo.order}
+    return Plan(flow, request, topo.order, topo.predecessors, topo.successors, topo.inbound, settings)
+
+
+@dataclass
+class _Topology:
+    """What a selection (S, E) of a flow is, whatever the request's node_settings: kept per flow."""
+
+    selected: frozenset[str]
+    order: tuple[str, ...]
+    predecessors: Mapping[str, tuple[str, ...]]
+    successors: Mapping[str, tuple[str, ...]]
+    inbound: Mapping[str, tuple[Edge, ...]]
+    outside: tuple[tuple[str, str, str], ...]  # (target, input, source) fed from outside the run set
+    _settings: dict[str, dict[str, Any]]
+
+    def settings(self, flow: Flow, registry: Registry, node_id: str) -> dict[str, Any]:
+        """The node's own settings, checked once."""
+        found = self._settings.get(node_id)
+        if found is None:
+            found = self._settings[node_id] = _checked_settings(flow, registry, node_id, {}, self.inbound[node_id])
+        return found
+
+
+_TOPOLOGIES_PER_FLOW = 64
+
+
+def _topology(flow: Flow, registry: Registry, s: str, e: str) -> _Topology:
+    key = ("selection", id(registry), s, e)
+    found = flow.memo.get(key)
+    if found is not None:
+        return found
+    graph = graph_of(flow)
+    if s != e and s not in nx.ancestors(graph, e):
+        raise errors.SelectionError(f"start node {s!r} is not upstream of end node {e!r}", field="start_node_id")
+    selected = run_set(graph, s, e)
+    inbound: dict[str, list[Edge]] = {n: [] for n in selected}
+    outside = []
+    for edge in flow.edges:
+        if edge.target in selected:
+            if edge.source in selected:
+                inbound[edge.target].append(edge)
+            else:
+                outside.append((edge.target, edge.input_name, edge.source))
     order = tuple(n for n in nx.topological_sort(graph) if n in selected)
-    settings = {n: _checked_settings(flow, registry, n, request.node_settings.get(n, {}), inbound[n]) for n in order}
     preds = {n: tuple(sorted({edge.source for edge in inbound[n]})) for n in order}
     succs: dict[str, list[str]] = {n: [] for n in order}
     for n in order:
         for p in preds[n]:
             succs[p].append(n)
-    return Plan(flow, request, order, preds, {n: tuple(v) for n, v in succs.items()}, inbound, settings)
+    found = _Topology(frozenset(selected), order, preds, {n: tuple(v) for n, v in succs.items()},
+                      {n: tuple(v) for n, v in inbound.items()}, tuple(outside), {})
+    if len(flow.memo) < _TOPOLOGIES_PER_FLOW:
+        flow.memo[key] = found
+    return found
 
 
 def _check_node_settings(flow: Flow, node_settings: Mapping[str, Any], selected: set[str]) -> None:
@@ -164,28 +218,6 @@ def _check_override_policy(flow: Flow, node_id: str, value: Mapping[str, Any]) -
                     f"setting {key!r} of node {node_id!r} is not overridable (allowed: {sorted(allowed)})",
                     field=f"node_settings.{node_id}.{key}",
                 )
-
-
-def _inbound_edges(
-    flow: Flow, selected: set[str], node_settings: Mapping[str, Any]
-) -> tuple[dict[str, tuple[Edge, ...]], list[tuple[str, str, str]]]:
-    inbound: dict[str, list[Edge]] = {n: [] for n in selected}
-    missing: list[tuple[str, str, str]] = []
-    for edge in flow.edges:
-        if edge.target not in selected:
-            continue
-        if edge.source in selected:
-            if edge.input_name in node_settings.get(edge.target, {}):
-                # The edge would silently win over the setting; say so instead.
-                raise errors.SelectionError(
-                    f"input {edge.input_name!r} of node {edge.target!r} comes from node {edge.source!r}, which runs; "
-                    f"set it on {edge.source!r} instead, or start at {edge.target!r}",
-                    field=f"node_settings.{edge.target}.{edge.input_name}",
-                )
-            inbound[edge.target].append(edge)
-        elif edge.input_name not in node_settings.get(edge.target, {}):
-            missing.append((edge.target, edge.input_name, edge.source))
-    return {n: tuple(v) for n, v in inbound.items()}, missing
 
 
 def _checked_settings(

@@ -373,7 +373,7 @@ class Repository(FlowMethods, KeyMethods, LeaseMethods):
         row = (values["status"], lite.dt(values["finished"]), values["execution_time"], values["execution_cost"],
                lite.json_text(values["result"]), lite.json_text(values["error"]), task_id)
         params = [lite.run_params(task_id, run) for run in runs]
-        size = lite.params_size([row, *params])
+        size = len(row[4] or "") + lite.params_size(params)
         if not await self._inline.write(lambda c: lite.finish_work(c, row, params), size=size):
             raise errors.TaskNotFound(f"no task has the id {task_id}")
 

@@ -121,8 +121,11 @@ class SqliteInline:
         if self._closed:
             raise StoreUnavailable("the database connection is closed")
         try:
-            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                await self.write_lock.acquire()
+            if self.write_lock.locked():
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                    await self.write_lock.acquire()
+            else:
+                await self.write_lock.acquire()  # free: taken without yielding
         except TimeoutError:
             raise StoreUnavailable("the database is busy (locked by another process); try again shortly") from None
         try:

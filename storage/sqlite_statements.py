@@ -93,8 +93,8 @@ def run_params(task_id: int, run: NodeRun) -> tuple[Any, ...]:
 
 
 def params_size(params: Iterable[tuple[Any, ...]]) -> int:
-    """Roughly how many bytes these parameter rows write (their text values)."""
-    return sum(len(value) for row in params for value in row if isinstance(value, str))
+    """Roughly how many bytes these ``run_params`` rows write (their JSON: output and error)."""
+    return sum(len(row[9] or "") + len(row[8] or "") for row in params)
 
 
 def _task(row: Sequence[Any], nodes: dict[str, NodeRun]) -> Task:
