@@ -13,9 +13,10 @@ Node-run states (``NodeStatus``)::
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 
@@ -128,6 +129,15 @@ class Task:
     error: dict[str, Any] | None = None
     nodes: dict[str, NodeRun] = field(default_factory=dict)
     claims: int = 0  # how many times a worker took it; above 1 it is being resumed
+
+
+def in_start_order(task: Task) -> Task:
+    """``task`` with its node runs in the order the store lists them: by start, unstarted last, then id."""
+    order = sorted(task.nodes.values(), key=lambda r: (r.started is None, r.started or _EPOCH, r.node_id))
+    return dataclasses.replace(task, nodes={run.node_id: run for run in order})
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)

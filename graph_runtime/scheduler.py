@@ -45,7 +45,7 @@ class Scheduler:
     worker_id: str = field(default_factory=new_worker_id)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _running: dict[int, Control] = field(default_factory=dict)
-    _ended: dict[int, list[asyncio.Event]] = field(default_factory=dict)
+    _ended: dict[int, list[asyncio.Future[Task | None]]] = field(default_factory=dict)
     _loop_task: asyncio.Task[None] | None = None
     _heartbeat_task: asyncio.Task[None] | None = None
     _claiming: bool = True
@@ -105,29 +105,34 @@ class Scheduler:
         control.asyncio_task.cancel()
         return True
 
-    def ended_event(self, task_id: int) -> asyncio.Event:
-        """A new event set when ``task_id`` ends here; take it before re-reading the task's status.
+    def ended_waiter(self, task_id: int) -> asyncio.Future[Task | None]:
+        """A future resolved when ``task_id`` stops running here; take it before re-reading the task.
 
-        Each waiter has its own event, so one waiter giving up never leaves another unwoken.
+        Its result is the ended task as this process recorded it (committed already), or None
+        when there is nothing to hand over (a drain stopped it, the server is shutting down, it was
+        cancelled while queued): read the task then. Each waiter has its own future, so one giving
+        up never leaves another unwoken.
         """
-        event = asyncio.Event()
-        self._ended.setdefault(task_id, []).append(event)
-        return event
+        waiter: asyncio.Future[Task | None] = asyncio.get_running_loop().create_future()
+        self._ended.setdefault(task_id, []).append(waiter)
+        return waiter
 
-    def mark_ended(self, task_id: int) -> None:
-        """Wake every waiter of ``task_id`` (also used for a task cancelled while queued)."""
-        for event in self._ended.pop(task_id, []):
-            event.set()
+    def mark_ended(self, task_id: int, task: Task | None = None) -> None:
+        """Wake every waiter of ``task_id``, handing over ``task`` if it has ended."""
+        ended = task if task is not None and task.status.ended else None
+        for waiter in self._ended.pop(task_id, []):
+            if not waiter.done():
+                waiter.set_result(ended)
 
     def wake_all_waiters(self) -> None:
         """Shutting down: every ``?wait`` answers now with the task as it is."""
         for task_id in list(self._ended):
             self.mark_ended(task_id)
 
-    def forget_waiter(self, task_id: int, event: asyncio.Event) -> None:
+    def forget_waiter(self, task_id: int, waiter: asyncio.Future[Task | None]) -> None:
         waiters = self._ended.get(task_id)
-        if waiters and event in waiters:
-            waiters.remove(event)
+        if waiters and waiter in waiters:
+            waiters.remove(waiter)
             if not waiters:
                 del self._ended[task_id]
 
@@ -209,7 +214,7 @@ class Scheduler:
             log.exception("task could not be recorded", extra={"action": "task_record_failed", "task_id": task.id})
         finally:
             self._running.pop(task.id, None)
-            self.mark_ended(task.id)
+            self.mark_ended(task.id, task)
             self._wake.set()
 
     async def _release(self, task_ids: list[int]) -> None:

@@ -9,7 +9,7 @@ import time
 from aiohttp import web
 
 from graph_runtime import errors as flow_errors
-from graph_runtime.models import Task, TaskStatus
+from graph_runtime.models import Task, TaskStatus, in_start_order
 from http_api import auth, errors
 from http_api.body import SERVICES, int_query, json_object, json_response, path_int
 from http_api.schemas import ExecuteBody, parse_body
@@ -41,29 +41,31 @@ async def _execute(request: web.Request, created_status: int) -> web.Response:
         raw_body=raw, key_id=key.id if key else None,
     )
     if wait and not task.status.ended:
-        task = await _wait_for_end(services, task.id, wait)
+        task = await _wait_for_end(services, task, wait)
     status = created_status if created else 200
     return json_response(task_view(task), status=status, headers={"Location": f"/api/v1/task/{task.id}"})
 
 
-async def _wait_for_end(services: Services, task_id: int, seconds: float) -> Task:
-    """The task once it ends, or as it is after ``seconds``.
+async def _wait_for_end(services: Services, task: Task, seconds: float) -> Task:
+    """``task`` once it ends, or as it is after ``seconds``.
 
-    Woken at once when this process runs it; re-read every poll interval in case another
-    process does.
+    Woken at once when this process runs it, with the ended task in hand (no read); re-read
+    every poll interval in case another process runs it.
     """
-    event = services.scheduler.ended_event(task_id)
+    waiter = services.scheduler.ended_waiter(task.id)
     deadline = time.monotonic() + seconds
     try:
-        task = await services.repo.get_task(task_id)
         while not task.status.ended and (left := deadline - time.monotonic()) > 0:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(min(left, services.settings.poll_interval_s)):
-                    await event.wait()
-            task = await services.repo.get_task(task_id)
+                    await asyncio.shield(waiter)
+            if waiter.done():  # it stopped here: ended (handed over) or drained, or we are shutting down
+                ended = waiter.result()
+                return in_start_order(ended) if ended is not None else await services.repo.get_task(task.id)
+            task = await services.repo.get_task(task.id)
         return task
     finally:
-        services.scheduler.forget_waiter(task_id, event)
+        services.scheduler.forget_waiter(task.id, waiter)
 
 
 @routes.post("/api/v1/flow/{flow_id}/execute")
@@ -93,7 +95,7 @@ async def cancel_task(request: web.Request) -> web.Response:
     task = await services.repo.request_cancel(task_id)
     if task.status is TaskStatus.RUNNING:
         if services.scheduler.cancel(task_id):
-            task = await _wait_for_end(services, task_id, 5)
+            task = await _wait_for_end(services, task, 5)
     else:
         services.scheduler.mark_ended(task_id)
     return json_response(task_view(task), status=202)

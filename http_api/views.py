@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from graph_runtime.flow import Flow
@@ -14,7 +14,12 @@ TASK_TYPE_FLOW = 4  # Scade's task_type for a flow execution
 
 def timestamp(value: datetime | None) -> str | None:
     """ISO 8601 in UTC with microseconds and a ``Z``."""
-    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if value is not None else None
+    if value is None:
+        return None
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    # isoformat is ~2x faster than strftime, and a poll formats a few dozen of these.
+    return value.isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def node_view(run: NodeRun) -> dict[str, Any]:

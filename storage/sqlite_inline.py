@@ -14,8 +14,8 @@ What keeps the event loop free:
   ``StoreUnavailable`` (as the aiosqlite path does after its busy timeout).
 * Checkpoints (copying the WAL back into the database file, with an fsync) run on a thread:
   the inline writer never auto-checkpoints.
-* A transaction carrying a large payload (a big node output) runs on a thread too, so encoding
-  a multi-megabyte row does not stall other requests.
+* A transaction carrying a large payload (a big node output) runs on a thread too, so writing
+  a multi-megabyte row does not stall other requests (its JSON is encoded on the loop, before).
 
 Readers get their own connection (WAL: they never wait for the writer). The asyncio write lock
 is the one SQLAlchemy's writers take, so this process's writers queue fairly whichever path they use.
@@ -100,8 +100,10 @@ class SqliteInline:
         return await self._retrying(self._reader, work, "BEGIN", False, time.monotonic() + self.busy_timeout_s)
 
     async def close(self) -> None:
-        """Wait for a running checkpoint, then close both connections."""
-        self._closed = True
+        """Close both connections once the write in flight (or checkpoint) is over; later calls raise StoreUnavailable."""
+        self._closed = True  # a writer retrying a busy database gives up at its next try
+        async with self.write_lock:
+            pass
         if self._checkpoint is not None:
             with contextlib.suppress(Exception):
                 await self._checkpoint
@@ -129,6 +131,8 @@ class SqliteInline:
         except TimeoutError:
             raise StoreUnavailable("the database is busy (locked by another process); try again shortly") from None
         try:
+            if self._closed:  # closed while this writer queued
+                raise StoreUnavailable("the database connection is closed")
             yield
         finally:
             self.write_lock.release()
@@ -136,9 +140,11 @@ class SqliteInline:
     async def _retrying(self, conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T], begin: str,
                         threaded: bool, deadline: float) -> T:
         for attempt in range(1_000_000):
+            if self._closed:
+                raise StoreUnavailable("the database connection is closed")
             try:
                 if threaded:
-                    return await asyncio.to_thread(_transaction, conn, work, begin)
+                    return await _on_thread(_transaction, conn, work, begin)
                 return _transaction(conn, work, begin)
             except sqlite3.IntegrityError:
                 raise  # the statement's caller knows which constraint it can break
@@ -157,11 +163,19 @@ class SqliteInline:
         self._commits += 1
         if self._commits >= _CHECKPOINT_EVERY and (self._checkpoint is None or self._checkpoint.done()):
             self._commits = 0
-            self._checkpoint = asyncio.ensure_future(asyncio.to_thread(self._run_checkpoint))
+            self._checkpoint = asyncio.ensure_future(self._checkpoint_now())
+
+    async def _checkpoint_now(self) -> None:
+        # Under the write lock: no commit lands while it copies, so it completes and the next
+        # commit starts the WAL over. A checkpoint racing commits never catches up, and the WAL
+        # would grow without end. Writers queue meanwhile; the loop itself stays free (a thread copies).
+        async with self.write_lock:
+            if not self._closed:
+                await asyncio.to_thread(self._run_checkpoint)
 
     def _run_checkpoint(self) -> None:
-        # Its own short-lived connection: the inline ones may be in use on the loop meanwhile.
-        # PASSIVE never waits for readers or writers; what it cannot copy now, the next one will.
+        # Its own short-lived connection: the inline reader may be in use on the loop meanwhile.
+        # PASSIVE never waits for readers; what it cannot copy now, the next one will.
         try:
             conn = _connect(self.path, self._pragmas)
         except sqlite3.Error:
@@ -172,6 +186,21 @@ class SqliteInline:
             pass  # a checkpoint that could not run is retried after the next batch of commits
         finally:
             conn.close()
+
+
+async def _on_thread(func: Callable[..., T], *args: Any) -> T:
+    """``func(*args)`` on a thread; a cancelled caller still waits for it (a thread cannot be
+    stopped), so the write lock and the connection stay taken until its transaction is over."""
+    job = asyncio.ensure_future(asyncio.to_thread(func, *args))
+    try:
+        return await asyncio.shield(job)
+    except asyncio.CancelledError:
+        while not job.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait([job])
+        if not job.cancelled():
+            job.exception()  # retrieved: the caller was cancelled, nobody else will look
+        raise
 
 
 def _transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T], begin: str) -> T:
