@@ -166,9 +166,11 @@ class SqliteInline:
             self._checkpoint = asyncio.ensure_future(self._checkpoint_now())
 
     async def _checkpoint_now(self) -> None:
-        # Under the write lock: no commit lands while it copies, so it completes and the next
-        # commit starts the WAL over. A checkpoint racing commits never catches up, and the WAL
-        # would grow without end. Writers queue meanwhile; the loop itself stays free (a thread copies).
+        # A checkpoint racing commits never catches up, and the WAL would grow without end. So:
+        # a first pass copies the bulk while commits go on, then a second one under the write
+        # lock copies the few frames committed meanwhile, completes, and the next commit starts
+        # the WAL over. Writers queue only for that short second pass; the loop stays free.
+        await asyncio.to_thread(self._run_checkpoint)
         async with self.write_lock:
             if not self._closed:
                 await asyncio.to_thread(self._run_checkpoint)

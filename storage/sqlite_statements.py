@@ -100,10 +100,15 @@ def params_size(params: Iterable[tuple[Any, ...]]) -> int:
     return sum(len(row[9] or "") + len(row[8] or "") for row in params)
 
 
+# Lookups, not Enum calls: a poll converts a status per node.
+_TASK_STATUS = {status.value: status for status in TaskStatus}
+_NODE_STATUS = {status.value: status for status in NodeStatus}
+
+
 def _task(row: Sequence[Any], nodes: dict[str, NodeRun]) -> Task:
     return Task(
         id=row[0], flow_id=row[1], revision=row[2], request=TaskRequest.from_data(codec.loads(row[4])),
-        status=TaskStatus(row[3]), created=_parse_dt(row[5]), started=_parse_dt(row[6]), finished=_parse_dt(row[7]),
+        status=_TASK_STATUS[row[3]], created=_parse_dt(row[5]), started=_parse_dt(row[6]), finished=_parse_dt(row[7]),
         result=_json(row[8]), execution_time=row[9], execution_cost=row[10], error=_json(row[11]), nodes=nodes,
         claims=row[12],
     )
@@ -111,7 +116,7 @@ def _task(row: Sequence[Any], nodes: dict[str, NodeRun]) -> Task:
 
 def _node_run(row: Sequence[Any]) -> NodeRun:
     return NodeRun(
-        node_id=row[1], status=NodeStatus(row[2]), started=_parse_dt(row[3]), finished=_parse_dt(row[4]),
+        node_id=row[1], status=_NODE_STATUS[row[2]], started=_parse_dt(row[3]), finished=_parse_dt(row[4]),
         execution_time=row[5], cost=row[6], attempts=row[7], error=_json(row[8]), output=_json(row[9]),
     )
 
