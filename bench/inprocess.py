@@ -14,6 +14,7 @@ from bench.references import check_result
 from graph_runtime import flow as flows
 from graph_runtime.executor import Control
 from graph_runtime.models import Task, TaskStatus
+from http_api import heap
 from http_api.app import close_services, open_services
 from http_api.schemas import ExecuteBody
 from http_api.services import Services, submit
@@ -34,7 +35,9 @@ class OurEngine:
     @classmethod
     async def open(cls, db_path: Path) -> OurEngine:
         settings = Settings(database_url=f"sqlite+aiosqlite:///{db_path}", flows_dir=None, log_level="WARNING")
-        return cls(await open_services(settings))
+        services = await open_services(settings)
+        heap.settle()  # as `serve` and `run` do once started (the references run in this process too)
+        return cls(services)
 
     async def close(self) -> None:
         await close_services(self.services)

@@ -8,7 +8,6 @@ committed, so a successor still starts only after its inputs are durable.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 
 from graph_runtime.models import NodeRun
 from graph_runtime.ports import TaskStore
@@ -23,16 +22,18 @@ class GroupCommitter:
         self._waiters: list[asyncio.Future[None]] = []
         self._flusher: asyncio.Task[None] | None = None
 
-    async def save(self, task_id: int, runs: Sequence[NodeRun]) -> None:
-        """Commit ``runs`` of ``task_id`` (with whatever else is pending); return once durable."""
+    async def save(self, task_id: int, run: NodeRun) -> None:
+        """Commit ``run`` of ``task_id`` (with whatever else is pending); return once durable.
+
+        A cancelled caller cancels only its own wait: the commit runs in the flusher task.
+        """
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        # Snapshots: the caller may change a run again before the batch is written.
-        self._rows.extend((task_id, run.copy()) for run in runs)
+        # A snapshot: the caller may change the run again before the batch is written.
+        self._rows.append((task_id, run.copy()))
         self._waiters.append(waiter)
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name="group-commit")
-        # Shielded: a cancelled caller must not cancel a commit other callers wait for.
-        await asyncio.shield(waiter)
+        await waiter
 
     async def drain(self) -> None:
         """Wait until every write handed to ``save`` so far is committed (or has failed)."""

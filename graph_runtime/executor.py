@@ -209,7 +209,7 @@ class _TaskRun:
 
         async def before_attempt() -> None:
             self.node_started(run)
-            await self.persist(lambda: self.save([run]))
+            await self.save(run)
 
         try:
             output, cost = await run_attempts(instance, self._params(node_id), make_context, before_attempt)
@@ -220,7 +220,7 @@ class _TaskRun:
         except node_errors.GraphRuntimeError as exc:
             exc.node_id = node_id
             self._end_node(run, NodeStatus.FAILED, started, error=exc.as_dict())
-            await self.persist(lambda: self.save([run]))
+            await self.save(run)
             self.failure = self.failure or exc.as_dict()  # the first failure names the task's error
             log.warning("node failed: %s", exc.message, extra={"action": "node_failed", "task_id": self.task.id,
                                                                "node_id": node_id, "status": exc.code})
@@ -234,7 +234,7 @@ class _TaskRun:
         # Successors are created now and queue their start rows behind this end row: one commit
         # carries both, and each successor runs only after it (its start awaits that commit).
         self._start(self._successors_ready(node_id))
-        await self.persist(lambda: self.save([run]))
+        await self.save(run)
         self.dirty.discard(node_id)
         log.debug("node finished", extra={"action": "node_finished", "task_id": self.task.id, "node_id": node_id})
 
@@ -280,9 +280,13 @@ class _TaskRun:
     def stop_with(self, status: TaskStatus, error: dict[str, Any]) -> None:
         self.final_status, self.failure = status, error
 
-    def save(self, runs: list[NodeRun]) -> Awaitable[None]:
+    async def save(self, run: NodeRun) -> None:
+        """Commit ``run`` (grouped with other writes), retrying while the store is unavailable."""
         assert self.ex.committer is not None
-        return self.ex.committer.save(self.task.id, runs)
+        try:
+            await self.ex.committer.save(self.task.id, run)
+        except errors.StoreUnavailable:
+            await self.persist(lambda: self.ex.committer.save(self.task.id, run))  # type: ignore[union-attr]
 
     async def abandon(self) -> None:
         """Shutdown: persist what ran so far; running nodes stay ``running`` to be resumed."""

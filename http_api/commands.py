@@ -13,7 +13,7 @@ from aiohttp import web
 
 from graph_runtime import errors as flow_errors
 from graph_runtime import selection
-from http_api import auth
+from http_api import auth, heap
 from http_api.access_log import MaskingAccessLogger
 from http_api.app import close_services, create_app, open_services
 from http_api.body import SERVICES
@@ -53,6 +53,7 @@ async def _dispatch_async(args: argparse.Namespace, settings: Settings) -> int:
             return await show_flow(services, args)
         if args.command == "flows":
             return await list_flows(services)
+        heap.settle()
         return await run_flow(services, args)
     finally:
         await close_services(services)
@@ -71,6 +72,7 @@ async def announce_start(app: web.Application) -> None:
         print(f"  GRAPH_RUNTIME_KEY={token}", flush=True)
     flows = await services.repo.list_flows()
     print(f"{len(flows)} flow(s) loaded: {', '.join(f.id for f, _, _ in flows)}", flush=True)
+    heap.settle()
 
 
 def serve(settings: Settings) -> int:

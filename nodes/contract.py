@@ -25,6 +25,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -90,6 +91,7 @@ class RunContext:
         timeout_s: this attempt's timeout, if any (``http_request`` uses it for its client).
         http: a shared aiohttp client session whose connector enforces the SSRF policy.
         allow_private: whether private and loopback addresses may be contacted.
+        stop: a ``threading.Event`` set when the try is cancelled or times out, for code in a thread.
     """
 
     task_id: int
@@ -100,7 +102,12 @@ class RunContext:
     http: aiohttp.ClientSession | None = None
     allow_private: bool = False
     usage: dict[str, float] = field(default_factory=dict)
-    stop: threading.Event = field(default_factory=threading.Event)
+
+    @functools.cached_property
+    def stop(self) -> threading.Event:
+        # Made on first use: most nodes never look, and an Event is a lock, a condition and a
+        # deque for every node of a 10,000-node task to carry.
+        return threading.Event()
 
     def report_usage(self, name: str, amount: float) -> None:
         """Add ``amount`` units of ``name`` (tokens, megapixels…) for the cost model to price."""
@@ -112,10 +119,11 @@ class RunContext:
         When the node is cancelled, ``ctx.stop`` is set so cooperative code can return early;
         the node does not wait for the thread to finish.
         """
+        stop = self.stop  # made here, on the loop, before the thread can race to make its own
         try:
             return await asyncio.to_thread(func, *args)
         except asyncio.CancelledError:
-            self.stop.set()
+            stop.set()
             raise
 
 

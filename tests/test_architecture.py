@@ -133,6 +133,7 @@ def test_node_type_declares_the_documented_members() -> None:
     assert list(inspect.signature(contract.split_policy).parameters) == ["settings", "default"]
     context = contract.RunContext(task_id=1, node_id="n", flow_id="f")
     assert context.attempt == 1 and callable(context.report_usage) and callable(context.to_thread)
+    assert not context.stop.is_set() and context.stop is context.stop  # one event per try, made when asked for
 
 
 def test_registry_has_register_get_and_load_entry_points() -> None:
