@@ -278,6 +278,10 @@ class Repository(FlowMethods, KeyMethods, LeaseMethods):
         (PostgreSQL: ``FOR UPDATE SKIP LOCKED``; SQLite: one conditional UPDATE under the
         write lock). A resumed task comes back with the node runs it had.
         """
+        if self._inline is not None and not await self._inline.read(lite.any_queued_work):
+            # The scheduler looks after every task end and every submit; most looks find nothing,
+            # and a read is far cheaper than an empty write transaction.
+            return None
         return await self._claim(_CLAIM_NEXT, {}, worker, lease_s, None)
 
     async def claim_task(self, task_id: int, worker: str = "local", lease_s: float = 30.0) -> Task | None:

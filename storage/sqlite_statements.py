@@ -161,6 +161,10 @@ def claim_work(conn: sqlite3.Connection, task_id: int | None, now: datetime, wor
     return _task(row, _runs(conn, row[0]) if row[12] > 1 else {})
 
 
+def any_queued_work(conn: sqlite3.Connection) -> bool:
+    return conn.execute("SELECT 1 FROM task WHERE status = 'queued' LIMIT 1").fetchone() is not None
+
+
 def upsert_runs_work(conn: sqlite3.Connection, params: list[tuple[Any, ...]]) -> None:
     """Insert or update node runs (``run_params`` rows). Raises IntegrityError for an unknown task."""
     conn.executemany(_UPSERT_RUNS, params)
