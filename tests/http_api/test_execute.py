@@ -208,3 +208,24 @@ async def test_a_server_shutting_down_answers_503_and_writes_nothing(api: Api) -
     assert body["error"]["code"] == "shutting_down"
     assert await api.services.repo.count_tasks() == 0
     api.services.accepting = True
+
+
+@pytest.mark.parametrize("fail", [False, True])
+async def test_a_wait_answer_is_exactly_what_a_poll_shows_afterwards(api: Api, fail: bool) -> None:
+    # ?wait answers with the task the executor committed, without reading it back: its nodes,
+    # their order (by start, unstarted last), timestamps and outcome must be what the store holds.
+    builder = (FlowBuilder("branches").node("s", "start", data={"x": 1})
+               .node("slow", "test.sleep", seconds=0.05).node("quick", "test.echo")
+               .node("j", "merge").node("e", "end")
+               .edge("s", "slow", input="v").edge("s", "quick", input="v")
+               .edge("slow", "j", input="a").edge("quick", "j", input="b").edge("j", "e"))
+    if fail:
+        builder = builder.node("boom", "test.fail").edge("quick", "boom", input="v").edge("boom", "j", input="c")
+    await api.put_flow(builder.build())
+    answered = await api.execute("branches", params={"wait": "10"})
+    assert answered["status_name"] == ("failed" if fail else "succeeded")
+    polled = await api.task(answered["id"])
+    assert answered == polled
+    assert list(answered["nodes"]) == list(polled["nodes"])  # dict equality ignores order; clients see it
+    if fail:
+        assert [n for n, r in answered["nodes"].items() if r["started"] is None] == ["e", "j"]
