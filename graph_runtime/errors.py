@@ -107,3 +107,7 @@ class StoreUnavailable(GraphRuntimeError):
     """The database is busy or unreachable; try again shortly."""
 
     code = "store_unavailable"
+
+
+class StoreClosed(StoreUnavailable):
+    """The process closed its database connections (it is stopping): retrying cannot help."""

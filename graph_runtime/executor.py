@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -90,8 +91,34 @@ class Executor:
         except Exception as exc:  # a bug in the runtime must still end the task truthfully
             log.exception("task crashed", extra={"action": "task_internal_error", "task_id": task.id})
             run.fail(errors.GraphRuntimeError(f"internal error: {type(exc).__name__}"))
-        await asyncio.shield(run.finish())
+        await _complete(run.finish(), task.id)
         return task
+
+
+FINISH_AFTER_CANCEL_S = 10.0
+"""How long a task cancelled while recording its end (a stop) still waits for that write."""
+
+
+async def _complete(write: Awaitable[None], task_id: int) -> None:
+    """Await ``write`` even if the caller is cancelled meanwhile, for up to FINISH_AFTER_CANCEL_S
+    more: a stop closes the store right after, and an outcome not committed by then is lost (the
+    task would resume and its last node run again)."""
+    job = asyncio.ensure_future(write)
+    try:
+        await asyncio.shield(job)
+    except asyncio.CancelledError:
+        job.add_done_callback(functools.partial(_log_failure, task_id))  # nobody else will look
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + FINISH_AFTER_CANCEL_S
+        while not job.done() and loop.time() < deadline:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait([job], timeout=deadline - loop.time())
+        raise
+
+
+def _log_failure(task_id: int, job: asyncio.Future[None]) -> None:
+    if not job.cancelled() and (exc := job.exception()) is not None and not isinstance(exc, errors.StoreClosed):
+        log.error("task end not recorded: %s", exc, extra={"action": "task_record_failed", "task_id": task_id})
 
 
 class _TaskRun:
@@ -116,6 +143,8 @@ class _TaskRun:
         while True:
             try:
                 return await write()
+            except errors.StoreClosed:
+                raise  # the process is stopping; the lease brings the task back
             except errors.StoreUnavailable as exc:
                 log.warning("store unavailable, retrying in %.2fs: %s", delay, exc.message,
                             extra={"action": "store_retry", "task_id": self.task.id})

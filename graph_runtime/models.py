@@ -131,10 +131,15 @@ class Task:
     claims: int = 0  # how many times a worker took it; above 1 it is being resumed
 
 
+def start_order_key(run: NodeRun) -> tuple[bool, datetime, str]:
+    """How node runs are listed everywhere: by start, unstarted last, then by id in code-point order
+    (not a database's collation, which differs between PostgreSQL locales)."""
+    return run.started is None, run.started or _EPOCH, run.node_id
+
+
 def in_start_order(task: Task) -> Task:
-    """``task`` with its node runs in the order the store lists them: by start, unstarted last, then id."""
-    order = sorted(task.nodes.values(), key=lambda r: (r.started is None, r.started or _EPOCH, r.node_id))
-    return dataclasses.replace(task, nodes={run.node_id: run for run in order})
+    """``task`` with its node runs in the order the store lists them (:func:`start_order_key`)."""
+    return dataclasses.replace(task, nodes={run.node_id: run for run in sorted(task.nodes.values(), key=start_order_key)})
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -163,7 +163,7 @@ _TOPOLOGIES_PER_FLOW = 64
 
 
 def _topology(flow: Flow, registry: Registry, s: str, e: str) -> _Topology:
-    key = ("selection", id(registry), s, e)
+    key = ("selection", registry, s, e)  # the registry itself (not its id, which can be reused)
     found = flow.memo.get(key)
     if found is not None:
         return found

@@ -21,7 +21,7 @@ from http_api.flows_dir import check_file
 from http_api.progress import run_with_progress
 from http_api.services import Services
 from http_api.settings import Settings
-from http_api.views import key_view
+from http_api.views import key_view, timestamp_text
 from nodes import codec
 from nodes.errors import GraphRuntimeError
 from nodes.registry import default_registry
@@ -99,8 +99,9 @@ async def keys_command(services: Services, args: argparse.Namespace) -> int:
     elif args.keys_command == "list":
         for key in await services.repo.list_keys():
             view = key_view(key)
+            last_used = timestamp_text(key.last_used) if key.last_used else "never"
             print(f"{view['id']}  {view['scope']:<8} {'revoked' if key.revoked else 'active ':<8} "
-                  f"last used {view['last_used'] or 'never'}  {view['name']}")
+                  f"last used {last_used}  {view['name']}")
     else:
         record = await services.repo.revoke_key(args.key_id)
         print(f"revoked key {record.id} ({record.name})")

@@ -25,7 +25,12 @@ def timestamp(value: datetime | None) -> datetime | str | None:
         value = value.astimezone(UTC)
     if value.microsecond:
         return value
-    return value.isoformat(timespec="microseconds")[:-6] + "Z"
+    return timestamp_text(value)
+
+
+def timestamp_text(value: datetime) -> str:
+    """The same text as :func:`timestamp`, as a string (for output that is not JSON)."""
+    return value.astimezone(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def node_view(run: NodeRun) -> dict[str, Any]:

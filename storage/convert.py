@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy.engine import Row
 
-from graph_runtime.models import NodeRun, NodeStatus, Task, TaskRequest, TaskStatus
+from graph_runtime.models import NodeRun, NodeStatus, Task, TaskRequest, TaskStatus, start_order_key
 
 
 @dataclass(frozen=True)
@@ -76,11 +76,12 @@ def node_run(row: Row[Any]) -> NodeRun:
 
 
 def node_runs_by_task(rows: Iterable[Row[Any]]) -> dict[int, dict[str, NodeRun]]:
-    """Node runs grouped by task id, each group in the rows' order."""
-    grouped: dict[int, dict[str, NodeRun]] = {}
+    """Node runs grouped by task id, each group in start order (:func:`start_order_key`)."""
+    grouped: dict[int, list[NodeRun]] = {}
     for row in rows:
-        grouped.setdefault(row.task_id, {})[row.node_id] = node_run(row)
-    return grouped
+        grouped.setdefault(row.task_id, []).append(node_run(row))
+    # Sorted here too: the database's ORDER BY follows its collation for node ids.
+    return {task_id: {run.node_id: run for run in sorted(runs, key=start_order_key)} for task_id, runs in grouped.items()}
 
 
 def node_run_values(task_id: int, run: NodeRun) -> dict[str, Any]:

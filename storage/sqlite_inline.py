@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from graph_runtime.errors import StoreUnavailable
+from graph_runtime.errors import StoreClosed, StoreUnavailable
 from storage.errors import SCHEMA_MISTAKES, StorageError
 
 T = TypeVar("T")
@@ -47,7 +47,8 @@ def _is_busy(exc: sqlite3.Error) -> bool:
 
 
 def _connect(path: str, pragmas: tuple[str, ...]) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, cached_statements=256)
+    # timeout=0: even opening (the pragmas) must not wait on the loop for a lock held elsewhere.
+    conn = sqlite3.connect(path, timeout=0, isolation_level=None, check_same_thread=False, cached_statements=256)
     for pragma in pragmas:
         conn.execute(pragma)
     conn.execute("PRAGMA busy_timeout=0")  # never block the loop: busy is retried asynchronously
@@ -94,7 +95,7 @@ class SqliteInline:
     async def read(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``work`` in one read transaction (one consistent snapshot of the database)."""
         if self._closed:
-            raise StoreUnavailable("the database connection is closed")
+            raise StoreClosed("the database connection is closed")
         if self._reader is None:
             self._reader = self._open()
         return await self._retrying(self._reader, work, "BEGIN", False, time.monotonic() + self.busy_timeout_s)
@@ -121,7 +122,7 @@ class SqliteInline:
     @contextlib.asynccontextmanager
     async def _locked(self, deadline: float) -> Any:
         if self._closed:
-            raise StoreUnavailable("the database connection is closed")
+            raise StoreClosed("the database connection is closed")
         try:
             if self.write_lock.locked():
                 async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
@@ -132,7 +133,7 @@ class SqliteInline:
             raise StoreUnavailable("the database is busy (locked by another process); try again shortly") from None
         try:
             if self._closed:  # closed while this writer queued
-                raise StoreUnavailable("the database connection is closed")
+                raise StoreClosed("the database connection is closed")
             yield
         finally:
             self.write_lock.release()
@@ -141,7 +142,7 @@ class SqliteInline:
                         threaded: bool, deadline: float) -> T:
         for attempt in range(1_000_000):
             if self._closed:
-                raise StoreUnavailable("the database connection is closed")
+                raise StoreClosed("the database connection is closed")
             try:
                 if threaded:
                     return await _on_thread(_transaction, conn, work, begin)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -145,3 +147,35 @@ async def test_a_task_whose_node_type_was_uninstalled_ends_crashed(repo: Reposit
         await scheduler.stop()
     assert done.status is TaskStatus.FAILED and done.error["code"] == "crashed"
     assert "test.echo" in done.error["message"]
+
+
+async def test_a_stop_while_the_end_is_being_written_still_records_the_end(repo: Repository) -> None:
+    # The last node's success is written with the task's end. A stop (scheduler.stop cancels the
+    # task after the drain grace) landing while that write waits for a lock held elsewhere must
+    # not lose it: the store is closed right after.
+    flow = parse(FlowBuilder("nap").node("s", "start", data={"x": 1}).node("z", "test.sleep", seconds=0.3)
+                 .node("e", "end").edge("s", "z", input="v").edge("z", "e").build())
+    await repo.save_flow(flow)
+    task, _ = await repo.create_task("nap", 1, TaskRequest("s", "z", "z"))
+    claimed = await repo.claim_task(task.id, "w")
+    assert claimed is not None
+    running = asyncio.ensure_future(Executor(repo, registry_with_test_types()).execute(claimed))
+    await eventually(lambda: _node_running(repo, task.id, "z"))
+    other = sqlite3.connect(repo.engine.url.database, isolation_level=None)  # another process writes a while
+    other.execute("BEGIN IMMEDIATE")
+    asyncio.get_running_loop().call_later(1.0, other.execute, "COMMIT")
+    try:
+        await asyncio.sleep(0.6)  # z has ended; the task's end waits for the lock
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+    finally:
+        await eventually(lambda: not other.in_transaction, timeout=5)
+        other.close()
+    stored = await repo.get_task(task.id)
+    assert stored.status is TaskStatus.SUCCEEDED and stored.nodes["z"].status is NodeStatus.SUCCEEDED
+
+
+async def _node_running(repo: Repository, task_id: int, node_id: str) -> bool:
+    run = (await repo.get_task(task_id)).nodes.get(node_id)
+    return run is not None and run.status is NodeStatus.RUNNING

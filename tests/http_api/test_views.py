@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from hypothesis import given
 from hypothesis import strategies as st
 
-from http_api.views import timestamp
+from http_api.views import timestamp, timestamp_text
 from nodes import codec
 
 _WIRE = re.compile(r'"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z"')
@@ -36,3 +36,8 @@ def test_every_utc_instant_round_trips_in_the_one_wire_form(value: datetime) -> 
 
 def test_none_is_null() -> None:
     assert codec.dumps({"finished": timestamp(None)}) == b'{"finished":null}'
+
+
+def test_text_for_the_terminal_is_the_same_as_on_the_wire() -> None:
+    for value in (datetime(2026, 11, 23, 21, 14, 34, tzinfo=UTC), datetime(2026, 11, 23, 21, 14, 34, 5, tzinfo=UTC)):
+        assert f'"{timestamp_text(value)}"' == wire(value)

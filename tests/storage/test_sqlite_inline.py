@@ -323,7 +323,7 @@ async def test_writes_in_flight_at_dispose_fail_and_leave_nothing_open(repo: Rep
         other.close()
         assert not os.path.exists(path + "-wal"), "a connection was left open"
         assert raw(path, "SELECT node_id FROM node_run") == []
-        assert [type(o) for o in outcomes] == [errors.StoreUnavailable] * 2
+        assert [type(o) for o in outcomes] == [errors.StoreClosed] * 2
     finally:
         other.close()
         await lite.close()  # anything a failed run left open (closing twice is harmless)
