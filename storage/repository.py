@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from graph_runtime import errors
 from graph_runtime.models import NodeRun, Task, TaskOutcome, TaskRequest, TaskStatus
-from storage import convert
+from storage import convert, task_rows
 from storage import sqlite_statements as lite
 from storage.convert import ApiKeyRecord
 from storage.repository_flows import FlowMethods
@@ -50,12 +50,6 @@ _CLAIM_NEXT, _CLAIM_ONE = (
     .values(status=_RUNNING, started=_NOW, claims=task_t.c.claims + 1, lease_owner=_WORKER, lease_expires=_EXPIRES)
     .returning(*task_t.c)
     for which in (_OLDEST_QUEUED, _TASK_ID)
-)
-_TASK_BY_ID = sa.select(task_t).where(task_t.c.id == _TASK_ID)
-_RUNS_OF_TASKS = (
-    sa.select(run_t)
-    .where(run_t.c.task_id.in_(sa.bindparam("task_ids", expanding=True)))
-    .order_by(run_t.c.task_id, run_t.c.started.asc().nulls_last(), run_t.c.node_id)
 )
 
 CANCELLED_BEFORE_START = {"node_id": None, "code": "cancelled", "message": "cancelled before it started"}
@@ -124,19 +118,19 @@ class Repository(FlowMethods, KeyMethods, LeaseMethods):
             errors.IdempotencyConflict: the key was used on this flow with another fingerprint.
             errors.RevisionNotFound: the flow has no such revision.
         """
-        values = _queued_task_values(flow_id, revision, request, idempotency_key, fingerprint, key_id)
+        values = task_rows.queued_task_values(flow_id, revision, request, idempotency_key, fingerprint, key_id)
         pending = [NodeRun(node_id) for node_id in node_ids]
         if self._inline is not None:
             return await self._create_task_inline(values, request, pending)
         async with self._write() as conn:
             task_id = await self._insert_task(conn, values)
             if task_id is None:
-                earlier = await _earlier_task(conn, flow_id, idempotency_key, fingerprint)
+                earlier = await task_rows.earlier_task(conn, flow_id, idempotency_key, fingerprint)
                 assert earlier is not None, "the insert conflicted, so the row exists"
                 return earlier, False
             if pending:
                 await self._upsert(conn, task_id, pending)
-        task = _new_task(task_id, values, request)
+        task = task_rows.new_task(task_id, values, request)
         task.nodes = {run.node_id: run for run in pending}
         return task, True
 
@@ -155,7 +149,7 @@ class Repository(FlowMethods, KeyMethods, LeaseMethods):
             earlier = await self.find_idempotent_task(values["flow_id"], key, values["request_fingerprint"])
             assert earlier is not None, "the insert conflicted, so the row exists"
             return earlier, False
-        task = _new_task(task_id, values, request)
+        task = task_rows.new_task(task_id, values, request)
         task.nodes = {run.node_id: run for run in pending}
         return task, True
 
@@ -170,10 +164,10 @@ class Repository(FlowMethods, KeyMethods, LeaseMethods):
             if found is None:
                 return None
             if found[1] != fingerprint:
-                raise _key_conflict(idempotency_key, flow_id, found[0].id)
+                raise task_rows.key_conflict(idempotency_key, flow_id, found[0].id)
             return found[0]
         async with self._read() as conn:
-            return await _earlier_task(conn, flow_id, idempotency_key, fingerprint)
+            return await task_rows.earlier_task(conn, flow_id, idempotency_key, fingerprint)
 
     async def _insert_task(self, conn: AsyncConnection, values: dict[str, Any]) -> int | None:
         # ON CONFLICT DO NOTHING on the (flow_id, idempotency_key) constraint: a concurrent
@@ -199,7 +193,7 @@ class Repository(FlowMethods, KeyMethods, LeaseMethods):
                 raise errors.TaskNotFound(f"no task has the id {task_id}")
             return found
         async with self._read() as conn:
-            return await _load_task(conn, task_id)
+            return await task_rows.load_task(conn, task_id)
 
     async def list_tasks(
         self,
@@ -226,7 +220,7 @@ class Repository(FlowMethods, KeyMethods, LeaseMethods):
             query = query.where(task_t.c.id < before)
         async with self._read() as conn:
             rows = (await conn.execute(query)).all()
-            nodes = await _node_runs(conn, [row.id for row in rows])
+            nodes = await task_rows.node_runs(conn, [row.id for row in rows])
         return [convert.task(row, nodes.get(row.id, {})) for row in rows]
 
     async def count_tasks(self, status: TaskStatus | None = None) -> int:
@@ -248,14 +242,14 @@ class Repository(FlowMethods, KeyMethods, LeaseMethods):
             errors.TaskEnded: the task has already ended.
         """
         async with self._write() as conn:
-            row = await _update_returning(
+            row = await task_rows.update_returning(
                 conn,
                 sa.update(task_t)
                 .where(task_t.c.id == task_id, task_t.c.status == _QUEUED)
                 .values(status=_CANCELLED, finished=convert.utcnow(), execution_cost=0.0, error=CANCELLED_BEFORE_START),
             )
             if row is None:
-                row = await _update_returning(
+                row = await task_rows.update_returning(
                     conn,
                     sa.update(task_t)
                     .where(task_t.c.id == task_id, task_t.c.status == _RUNNING)
@@ -266,7 +260,7 @@ class Repository(FlowMethods, KeyMethods, LeaseMethods):
                 if status is None:
                     raise errors.TaskNotFound(f"no task has the id {task_id}")
                 raise errors.TaskEnded(f"task {task_id} has already ended ({status})")
-            nodes = await _node_runs(conn, [task_id])
+            nodes = await task_rows.node_runs(conn, [task_id])
         return convert.task(row, nodes.get(task_id, {}))
 
     # -- tasks: the executor's side (graph_runtime.ports.TaskStore) -------------------------
@@ -311,7 +305,7 @@ class Repository(FlowMethods, KeyMethods, LeaseMethods):
             if row is None:
                 return None
             # Node runs are written only after a claim: a first claim has none to read.
-            nodes = await _node_runs(conn, [row.id]) if row.claims > 1 else {}
+            nodes = await task_rows.node_runs(conn, [row.id]) if row.claims > 1 else {}
         return convert.task(row, nodes.get(row.id, {}))
 
     async def save_node_runs(self, task_id: int, runs: Sequence[NodeRun]) -> None:
@@ -420,73 +414,3 @@ class Repository(FlowMethods, KeyMethods, LeaseMethods):
         except sa_exc.IntegrityError:
             # The only constraint a valid run can break is the foreign key to its task.
             raise errors.TaskNotFound(f"no task has the id {task_id}") from None
-
-
-def _queued_task_values(
-    flow_id: str,
-    revision: int,
-    request: TaskRequest,
-    idempotency_key: str | None,
-    fingerprint: str | None,
-    key_id: str | None,
-) -> dict[str, Any]:
-    return {
-        "flow_id": flow_id,
-        "revision": revision,
-        "status": _QUEUED,
-        "data": request.as_data(),
-        "created": convert.utcnow(),
-        "cancel_requested": False,
-        "claims": 0,
-        "idempotency_key": idempotency_key,
-        "request_fingerprint": fingerprint,
-        "key_id": key_id,
-    }
-
-
-def _new_task(task_id: int, values: dict[str, Any], request: TaskRequest) -> Task:
-    return Task(
-        id=task_id,
-        flow_id=values["flow_id"],
-        revision=values["revision"],
-        request=request,
-        status=TaskStatus.QUEUED,
-        created=values["created"],
-    )
-
-
-async def _earlier_task(conn: AsyncConnection, flow_id: str, key: str | None, fingerprint: str | None) -> Task | None:
-    row = (
-        await conn.execute(sa.select(task_t).where(task_t.c.flow_id == flow_id, task_t.c.idempotency_key == key))
-    ).first()
-    if row is None:
-        return None
-    if row.request_fingerprint != fingerprint:
-        raise _key_conflict(key, flow_id, row.id)
-    nodes = await _node_runs(conn, [row.id])
-    return convert.task(row, nodes.get(row.id, {}))
-
-
-def _key_conflict(key: str | None, flow_id: str, task_id: int) -> errors.IdempotencyConflict:
-    return errors.IdempotencyConflict(
-        f"the idempotency key {key!r} was already used on flow {flow_id!r} with another request (task {task_id})"
-    )
-
-
-async def _load_task(conn: AsyncConnection, task_id: int) -> Task:
-    row = (await conn.execute(_TASK_BY_ID, {"task_id": task_id})).first()
-    if row is None:
-        raise errors.TaskNotFound(f"no task has the id {task_id}")
-    nodes = await _node_runs(conn, [task_id])
-    return convert.task(row, nodes.get(task_id, {}))
-
-
-async def _update_returning(conn: AsyncConnection, update: sa.Update) -> sa.Row[Any] | None:
-    return (await conn.execute(update.returning(*task_t.c))).first()
-
-
-async def _node_runs(conn: AsyncConnection, task_ids: list[int]) -> dict[int, dict[str, NodeRun]]:
-    """The node runs of these tasks in one query, each task's in the order they started."""
-    if not task_ids:
-        return {}
-    return convert.node_runs_by_task(await conn.execute(_RUNS_OF_TASKS, {"task_ids": task_ids}))

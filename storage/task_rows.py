@@ -1,0 +1,94 @@
+"""Task rows for the repository (SQLAlchemy path): building, reading and idempotency lookups."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from graph_runtime import errors
+from graph_runtime.models import NodeRun, Task, TaskRequest, TaskStatus
+from storage import convert
+from storage.tables import node_run as run_t
+from storage.tables import task as task_t
+
+_QUEUED = TaskStatus.QUEUED.value
+
+# Each task's node runs in start order (re-sorted in Python: node ids follow the database's collation).
+RUNS_OF_TASKS = (
+    sa.select(run_t)
+    .where(run_t.c.task_id.in_(sa.bindparam("task_ids", expanding=True)))
+    .order_by(run_t.c.task_id, run_t.c.started.asc().nulls_last(), run_t.c.node_id)
+)
+TASK_BY_ID = sa.select(task_t).where(task_t.c.id == sa.bindparam("task_id", type_=task_t.c.id.type))
+
+
+def queued_task_values(
+    flow_id: str,
+    revision: int,
+    request: TaskRequest,
+    idempotency_key: str | None,
+    fingerprint: str | None,
+    key_id: str | None,
+) -> dict[str, Any]:
+    return {
+        "flow_id": flow_id,
+        "revision": revision,
+        "status": _QUEUED,
+        "data": request.as_data(),
+        "created": convert.utcnow(),
+        "cancel_requested": False,
+        "claims": 0,
+        "idempotency_key": idempotency_key,
+        "request_fingerprint": fingerprint,
+        "key_id": key_id,
+    }
+
+
+def new_task(task_id: int, values: dict[str, Any], request: TaskRequest) -> Task:
+    return Task(
+        id=task_id,
+        flow_id=values["flow_id"],
+        revision=values["revision"],
+        request=request,
+        status=TaskStatus.QUEUED,
+        created=values["created"],
+    )
+
+
+async def earlier_task(conn: AsyncConnection, flow_id: str, key: str | None, fingerprint: str | None) -> Task | None:
+    row = (
+        await conn.execute(sa.select(task_t).where(task_t.c.flow_id == flow_id, task_t.c.idempotency_key == key))
+    ).first()
+    if row is None:
+        return None
+    if row.request_fingerprint != fingerprint:
+        raise key_conflict(key, flow_id, row.id)
+    nodes = await node_runs(conn, [row.id])
+    return convert.task(row, nodes.get(row.id, {}))
+
+
+def key_conflict(key: str | None, flow_id: str, task_id: int) -> errors.IdempotencyConflict:
+    return errors.IdempotencyConflict(
+        f"the idempotency key {key!r} was already used on flow {flow_id!r} with another request (task {task_id})"
+    )
+
+
+async def load_task(conn: AsyncConnection, task_id: int) -> Task:
+    row = (await conn.execute(TASK_BY_ID, {"task_id": task_id})).first()
+    if row is None:
+        raise errors.TaskNotFound(f"no task has the id {task_id}")
+    nodes = await node_runs(conn, [task_id])
+    return convert.task(row, nodes.get(task_id, {}))
+
+
+async def update_returning(conn: AsyncConnection, update: sa.Update) -> sa.Row[Any] | None:
+    return (await conn.execute(update.returning(*task_t.c))).first()
+
+
+async def node_runs(conn: AsyncConnection, task_ids: list[int]) -> dict[int, dict[str, NodeRun]]:
+    """The node runs of these tasks in one query, each task's in the order they started."""
+    if not task_ids:
+        return {}
+    return convert.node_runs_by_task(await conn.execute(RUNS_OF_TASKS, {"task_ids": task_ids}))
