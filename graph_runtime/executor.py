@@ -24,6 +24,7 @@ from graph_runtime.attempts import run_attempts
 from graph_runtime.commits import GroupCommitter
 from graph_runtime.models import NodeRun, NodeStatus, Task, TaskOutcome, TaskStatus
 from graph_runtime.ports import TaskStore
+from graph_runtime.shielding import outlast_cancel
 from nodes import errors as node_errors
 from nodes.contract import RunContext
 from nodes.registry import Registry
@@ -103,17 +104,7 @@ async def _complete(write: Awaitable[None], task_id: int) -> None:
     """Await ``write`` even if the caller is cancelled meanwhile, for up to FINISH_AFTER_CANCEL_S
     more: a stop closes the store right after, and an outcome not committed by then is lost (the
     task would resume and its last node run again)."""
-    job = asyncio.ensure_future(write)
-    try:
-        await asyncio.shield(job)
-    except asyncio.CancelledError:
-        job.add_done_callback(functools.partial(_log_failure, task_id))  # nobody else will look
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + FINISH_AFTER_CANCEL_S
-        while not job.done() and loop.time() < deadline:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait([job], timeout=deadline - loop.time())
-        raise
+    await outlast_cancel(write, limit_s=FINISH_AFTER_CANCEL_S, on_orphaned=functools.partial(_log_failure, task_id))
 
 
 def _log_failure(task_id: int, job: asyncio.Future[None]) -> None:

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from graph_runtime.errors import StoreClosed, StoreUnavailable
+from graph_runtime.shielding import outlast_cancel
 from storage.errors import SCHEMA_MISTAKES, StorageError
 
 T = TypeVar("T")
@@ -145,7 +146,9 @@ class SqliteInline:
                 raise StoreClosed("the database connection is closed")
             try:
                 if threaded:
-                    return await _on_thread(_transaction, conn, work, begin)
+                    # A thread cannot be stopped: a cancelled caller keeps the lock and the
+                    # connection until its transaction is over.
+                    return await outlast_cancel(asyncio.to_thread(_transaction, conn, work, begin))
                 return _transaction(conn, work, begin)
             except sqlite3.IntegrityError:
                 raise  # the statement's caller knows which constraint it can break
@@ -189,21 +192,6 @@ class SqliteInline:
             pass  # a checkpoint that could not run is retried after the next batch of commits
         finally:
             conn.close()
-
-
-async def _on_thread(func: Callable[..., T], *args: Any) -> T:
-    """``func(*args)`` on a thread; a cancelled caller still waits for it (a thread cannot be
-    stopped), so the write lock and the connection stay taken until its transaction is over."""
-    job = asyncio.ensure_future(asyncio.to_thread(func, *args))
-    try:
-        return await asyncio.shield(job)
-    except asyncio.CancelledError:
-        while not job.done():
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait([job])
-        if not job.cancelled():
-            job.exception()  # retrieved: the caller was cancelled, nobody else will look
-        raise
 
 
 def _transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T], begin: str) -> T:
