@@ -27,6 +27,7 @@ from graph_runtime.ports import TaskStore
 from graph_runtime.shielding import outlast_cancel
 from nodes import errors as node_errors
 from nodes.contract import RunContext
+from nodes.limits import Limits
 from nodes.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class Executor:
     registry: Registry
     http: Any = None
     allow_private: bool = False
+    limits: Limits = dataclasses.field(default_factory=Limits)
     listener: Listener | None = None
     draining: bool = False  # set at shutdown: running nodes finish, no new node starts
     committer: GroupCommitter | None = None
@@ -225,7 +227,8 @@ class _TaskRun:
             # ctx.attempt is the node's try number across resumes (what `attempts` shows); a try
             # cut short by a crash does not use up one of its retries.
             return RunContext(task_id=self.task.id, node_id=node_id, flow_id=self.task.flow_id, attempt=run.attempts,
-                              timeout_s=timeout, http=self.ex.http, allow_private=self.ex.allow_private)
+                              timeout_s=timeout, http=self.ex.http, allow_private=self.ex.allow_private,
+                              limits=self.ex.limits)
 
         async def before_attempt() -> None:
             self.node_started(run)

@@ -32,7 +32,8 @@ async def open_services(settings: Settings, registry: Registry | None = None) ->
     registry = registry or default_registry()
     if settings.flows_dir is not None:
         await load_flows_dir(settings.flows_dir, repo, registry)
-    executor = Executor(store=repo, registry=registry, allow_private=settings.http_allow_private)
+    executor = Executor(store=repo, registry=registry, allow_private=settings.http_allow_private,
+                        limits=settings.limits())
     scheduler = Scheduler(repo, executor, max_concurrent=settings.max_concurrent_jobs,
                           poll_interval_s=settings.poll_interval_s, lease_s=settings.lease_s)
     return Services(settings=settings, repo=repo, registry=registry, executor=executor, scheduler=scheduler)

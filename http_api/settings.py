@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from nodes.limits import Limits
+
 
 class Settings(BaseSettings):
     """Every knob of a graph-runtime process. See README's configuration table."""
@@ -24,4 +26,17 @@ class Settings(BaseSettings):
     poll_interval_s: float = Field(default=1.0, gt=0)
     lease_s: float = Field(default=10.0, ge=1)
     shutdown_grace_s: float = Field(default=10.0, ge=0)
+    max_output_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    max_response_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    template_memory_bytes: int = Field(default=512 * 1024 * 1024, ge=64 * 1024 * 1024)
+    template_cpu_s: float = Field(default=10.0, gt=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+
+    def limits(self) -> Limits:
+        """The ceilings every node run gets (``RunContext.limits``)."""
+        return Limits(
+            max_output_bytes=self.max_output_bytes,
+            max_response_bytes=self.max_response_bytes,
+            template_memory_bytes=self.template_memory_bytes,
+            template_cpu_s=self.template_cpu_s,
+        )

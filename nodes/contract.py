@@ -36,6 +36,7 @@ import pydantic
 from pydantic import BaseModel, ConfigDict
 
 from nodes import errors
+from nodes.limits import Limits
 
 T = TypeVar("T")
 
@@ -92,6 +93,8 @@ class RunContext:
         http: a shared aiohttp client session whose connector enforces the SSRF policy.
         allow_private: whether private and loopback addresses may be contacted.
         stop: a ``threading.Event`` set when the try is cancelled or times out, for code in a thread.
+        limits: the server's ceilings (output size, response size, template resources); a
+            node never lets a parameter raise them.
     """
 
     task_id: int
@@ -102,6 +105,7 @@ class RunContext:
     http: aiohttp.ClientSession | None = None
     allow_private: bool = False
     usage: dict[str, float] = field(default_factory=dict)
+    limits: Limits = field(default_factory=Limits)
 
     @functools.cached_property
     def stop(self) -> threading.Event:

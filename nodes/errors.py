@@ -82,6 +82,12 @@ class SsrfBlocked(NodeFailed):
     code = "ssrf_blocked"
 
 
+class OutputTooLarge(NodeFailed):
+    """The node's output is larger than MAX_OUTPUT_BYTES; move big data as files."""
+
+    code = "output_too_large"
+
+
 class UnexpectedError(NodeFailed):
     """The node raised an unexpected exception."""
 
