@@ -81,9 +81,39 @@ async def _one_try(instance: NodeType, params: Any, ctx: RunContext, timeout: fl
         if not isinstance(output, node_type.Output):
             output = node_type.Output.model_validate(output)
         data = output.model_dump(mode="json")
-        codec.dumps(data)  # what cannot be stored must fail this node, not the task's bookkeeping
+        await _check_storable(data, ctx.limits.max_output_bytes)
     except pydantic.ValidationError as exc:
         raise node_errors.NodeFailed(f"the node returned an invalid output: {exc.errors()[0]['msg']}") from None
     except (TypeError, ValueError) as exc:
         raise node_errors.NodeFailed(f"the node's output cannot be stored as JSON: {exc}") from None
     return data, node_type.cost.price(elapsed, ctx.usage)
+
+
+ENCODE_ON_LOOP_BELOW = 256 * 1024
+"""An output estimated below this is test-encoded on the event loop (microseconds); a larger one
+on a thread, so a multi-megabyte output never holds other requests."""
+
+
+async def _check_storable(data: Any, limit: int) -> None:
+    """Fail the node now if its output is too large or cannot be stored as JSON.
+
+    What cannot be stored must fail this node, not the task's bookkeeping; a size past
+    MAX_OUTPUT_BYTES is refused before anything encodes it.
+
+    Raises:
+        node_errors.OutputTooLarge: the output is larger than ``limit`` bytes of JSON.
+        TypeError, ValueError: it is not JSON-serialisable.
+    """
+    if codec.size_exceeds(data, limit):
+        raise node_errors.OutputTooLarge(_too_large(limit))
+    if codec.size_exceeds(data, ENCODE_ON_LOOP_BELOW):
+        size = len(await asyncio.to_thread(codec.dumps, data))
+    else:
+        size = len(codec.dumps(data))
+    if size > limit:
+        raise node_errors.OutputTooLarge(_too_large(limit))
+
+
+def _too_large(limit: int) -> str:
+    return (f"the node's output is larger than MAX_OUTPUT_BYTES ({limit} bytes of JSON); "
+            "move big data as files, or raise the server's limit")

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 
-from graph_runtime.models import NodeRun
+from graph_runtime import errors
+from graph_runtime.models import Lease, NodeRun
 from graph_runtime.ports import TaskStore
 
 
@@ -19,17 +20,23 @@ class GroupCommitter:
     def __init__(self, store: TaskStore) -> None:
         self.store = store
         self._rows: list[tuple[int, NodeRun]] = []
+        self._leases: dict[int, Lease] = {}
         self._waiters: list[asyncio.Future[None]] = []
         self._flusher: asyncio.Task[None] | None = None
 
-    async def save(self, task_id: int, run: NodeRun) -> None:
+    async def save(self, task_id: int, run: NodeRun, lease: Lease | None = None) -> None:
         """Commit ``run`` of ``task_id`` (with whatever else is pending); return once durable.
 
         A cancelled caller cancels only its own wait: the commit runs in the flusher task.
+
+        Raises:
+            errors.LeaseLost: ``lease`` is no longer the task's: the row was not written.
         """
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         # A snapshot: the caller may change the run again before the batch is written.
         self._rows.append((task_id, run.copy()))
+        if lease is not None:
+            self._leases[task_id] = lease
         self._waiters.append(waiter)
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name="group-commit")
@@ -43,10 +50,10 @@ class GroupCommitter:
     async def _flush(self) -> None:
         while self._rows:
             await asyncio.sleep(0)  # let the successors woken this turn add their start rows
-            rows, waiters = self._rows, self._waiters
-            self._rows, self._waiters = [], []
+            rows, waiters, leases = self._rows, self._waiters, self._leases
+            self._rows, self._waiters, self._leases = [], [], {}
             try:
-                await self.store.save_node_runs_many(rows)
+                refused = await self.store.save_node_runs_many(rows, leases)
             except BaseException as exc:  # every waiter learns of it; the callers retry
                 for waiter in waiters:
                     if not waiter.done():
@@ -54,6 +61,11 @@ class GroupCommitter:
                 if not isinstance(exc, Exception):
                     raise
             else:
-                for waiter in waiters:
-                    if not waiter.done():
+                for (task_id, _), waiter in zip(rows, waiters, strict=True):
+                    if waiter.done():
+                        continue
+                    if task_id in refused:
+                        waiter.set_exception(errors.LeaseLost(f"task {task_id} is no longer leased to this worker",
+                                                              task_ids=frozenset({task_id})))
+                    else:
                         waiter.set_result(None)

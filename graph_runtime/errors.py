@@ -111,3 +111,13 @@ class StoreUnavailable(GraphRuntimeError):
 
 class StoreClosed(StoreUnavailable):
     """The process closed its database connections (it is stopping): retrying cannot help."""
+
+
+class LeaseLost(GraphRuntimeError):
+    """This worker no longer holds the task's lease: another worker resumed it, so nothing is recorded."""
+
+    code = "lease_lost"
+
+    def __init__(self, message: str | None = None, *, task_ids: frozenset[int] = frozenset()) -> None:
+        super().__init__(message)
+        self.task_ids = task_ids

@@ -22,7 +22,7 @@ from typing import Any
 from graph_runtime import errors, selection
 from graph_runtime.attempts import run_attempts
 from graph_runtime.commits import GroupCommitter
-from graph_runtime.models import NodeRun, NodeStatus, Task, TaskOutcome, TaskStatus
+from graph_runtime.models import NodeRun, NodeStatus, Task, TaskOutcome, TaskStatus, start_order_key
 from graph_runtime.ports import TaskStore
 from graph_runtime.shielding import outlast_cancel
 from nodes import errors as node_errors
@@ -60,6 +60,7 @@ class Executor:
     draining: bool = False  # set at shutdown: running nodes finish, no new node starts
     committer: GroupCommitter | None = None
     max_claims: int = 20  # a task interrupted this often is failing its process: give up (crashed)
+    max_interruptions: int = 2  # its process died this often while a node ran: that node is crashing it
 
     def __post_init__(self) -> None:
         if self.committer is None:
@@ -70,7 +71,9 @@ class Executor:
 
         Returns the task with its final status, or still ``running`` when a drain stopped it
         between nodes. A shutdown cancel re-raises ``CancelledError``; the interrupted nodes
-        are saved as running, to run again when the task resumes.
+        are saved as running, to run again when the task resumes. When the task's lease is lost
+        (another worker resumed it), the run stops and records nothing more: the task is
+        returned still ``running``, as the other worker's.
         """
         control = control or Control()
         run = _TaskRun(self, task)
@@ -89,13 +92,24 @@ class Executor:
                 raise
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
             run.stop_with(TaskStatus.CANCELLED, errors.TaskCancelled("cancelled by request").as_dict())
+        except errors.LeaseLost:
+            _log_lease_lost(task)
+            return task
         except errors.GraphRuntimeError as exc:
             run.fail(exc)
         except Exception as exc:  # a bug in the runtime must still end the task truthfully
             log.exception("task crashed", extra={"action": "task_internal_error", "task_id": task.id})
             run.fail(errors.GraphRuntimeError(f"internal error: {type(exc).__name__}"))
-        await _complete(run.finish(), task.id)
+        try:
+            await _complete(run.finish(), task.id)
+        except errors.LeaseLost:
+            _log_lease_lost(task)
         return task
+
+
+def _log_lease_lost(task: Task) -> None:
+    log.warning("lease lost: another worker resumed the task; nothing more is recorded here",
+                extra={"action": "lease_lost", "task_id": task.id})
 
 
 FINISH_AFTER_CANCEL_S = 10.0
@@ -110,7 +124,8 @@ async def _complete(write: Awaitable[None], task_id: int) -> None:
 
 
 def _log_failure(task_id: int, job: asyncio.Future[None]) -> None:
-    if not job.cancelled() and (exc := job.exception()) is not None and not isinstance(exc, errors.StoreClosed):
+    if (not job.cancelled() and (exc := job.exception()) is not None
+            and not isinstance(exc, (errors.StoreClosed, errors.LeaseLost))):
         log.error("task end not recorded: %s", exc, extra={"action": "task_record_failed", "task_id": task_id})
 
 
@@ -145,6 +160,9 @@ class _TaskRun:
                 delay = min(delay * 2, 2.0)
 
     async def prepare(self) -> None:
+        crashed = self._crash_looping()
+        if crashed is not None:
+            raise crashed
         if self.task.claims > self.ex.max_claims:
             raise errors.TaskCrashed(f"the task was interrupted {self.task.claims - 1} times; it is not resumed again")
         flow = await self.ex.store.load_flow(self.task.flow_id, self.task.revision)
@@ -162,6 +180,26 @@ class _TaskRun:
                 # Interrupted by a crash: it runs again, and its attempts keep counting. No write
                 # here: its next attempt (or the task's end) records it.
                 run.status, run.error, run.output = NodeStatus.PENDING, None, None
+
+    def _crash_looping(self) -> errors.TaskCrashed | None:
+        """The task's process died (or froze past its lease) while running it, twice: a node that
+        takes its process down must not take every restart down too. The node that was running
+        is named and failed; the task ends ``crashed`` instead of resuming again."""
+        if self.task.interruptions < self.ex.max_interruptions:
+            return None
+        running = sorted((r for r in self.task.nodes.values() if r.status is NodeStatus.RUNNING), key=start_order_key)
+        if not running:
+            return None  # it died between nodes: no node to blame; max_claims still bounds it
+        suspect = running[0]
+        crash = errors.TaskCrashed(
+            f"the process running node {suspect.node_id!r} died {self.task.interruptions} times while running "
+            "this task; it is not resumed again",
+            node_id=suspect.node_id,
+        )
+        for run in running:
+            run.status, run.finished, run.error = NodeStatus.FAILED, utcnow(), crash.as_dict()
+            self.dirty.add(run.node_id)
+        return crash
 
     def _initially_ready(self) -> list[str]:
         """Count each node's unfinished predecessors once; the nodes at zero can start."""
@@ -236,6 +274,8 @@ class _TaskRun:
 
         try:
             output, cost = await run_attempts(instance, self._params(node_id), make_context, before_attempt)
+        except errors.LeaseLost:
+            raise  # not this node's failure: the task is another worker's now
         except asyncio.CancelledError:
             cancelled = {"node_id": node_id, "code": "cancelled", "message": "cancelled"}
             self._end_node(run, NodeStatus.CANCELLED, started, error=cancelled)
@@ -307,9 +347,9 @@ class _TaskRun:
         """Commit ``run`` (grouped with other writes), retrying while the store is unavailable."""
         assert self.ex.committer is not None
         try:
-            await self.ex.committer.save(self.task.id, run)
+            await self.ex.committer.save(self.task.id, run, self.task.lease)
         except errors.StoreUnavailable:
-            await self.persist(lambda: self.ex.committer.save(self.task.id, run))  # type: ignore[union-attr]
+            await self.persist(lambda: self.ex.committer.save(self.task.id, run, self.task.lease))  # type: ignore[union-attr]
 
     async def abandon(self) -> None:
         """Shutdown: persist what ran so far; running nodes stay ``running`` to be resumed."""
@@ -323,8 +363,8 @@ class _TaskRun:
         if interrupted or ended:
             # One try: at shutdown a dead database must not hang the exit; they are saved as
             # running already, and the lease's expiry brings the task back either way.
-            with contextlib.suppress(errors.StoreUnavailable):
-                await self.ex.store.save_node_runs(self.task.id, [*ended, *interrupted])
+            with contextlib.suppress(errors.StoreUnavailable, errors.LeaseLost):
+                await self.ex.store.save_node_runs(self.task.id, [*ended, *interrupted], lease=self.task.lease)
 
     async def finish(self) -> None:
         """Decide the task's outcome from its node runs and persist it in one transaction."""
@@ -349,7 +389,7 @@ class _TaskRun:
         runs = [task.nodes[n] for n in sorted(self.dirty) if n in task.nodes]
         await self.ex.committer.drain()  # type: ignore[union-attr]  # no grouped write may land after the end
         try:
-            await self.persist(lambda: self.ex.store.finish_task(task.id, outcome, runs))
+            await self.persist(lambda: self.ex.store.finish_task(task.id, outcome, runs, lease=task.lease))
         except (TypeError, ValueError) as exc:
             # Something in the result could not be stored: end the task truthfully without it.
             log.error("task result cannot be stored: %s", exc, extra={"action": "task_store_failed", "task_id": task.id})
@@ -357,7 +397,7 @@ class _TaskRun:
             outcome = dataclasses.replace(outcome, status=TaskStatus.FAILED, result=None, error=error)
             for run in runs:
                 run.output = None
-            await self.ex.store.finish_task(task.id, outcome, runs)
+            await self.ex.store.finish_task(task.id, outcome, runs, lease=task.lease)
             status = TaskStatus.FAILED
         task.status, task.finished, task.result, task.error = status, finished, outcome.result, outcome.error
         task.execution_time, task.execution_cost = outcome.execution_time, outcome.execution_cost

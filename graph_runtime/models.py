@@ -111,6 +111,19 @@ class NodeRun:
                        self.attempts, self.error, self.output)
 
 
+@dataclass(frozen=True)
+class Lease:
+    """A worker's hold on a task: which worker, and which claim of the task (the fencing epoch).
+
+    Every claim of a task increments its ``claims`` counter, so ``(worker, epoch)`` names one
+    run of one task. A write made under a lease that is no longer the task's current one (it
+    expired and another worker claimed the task) is refused by the store.
+    """
+
+    worker: str
+    epoch: int
+
+
 @dataclass
 class Task:
     """One execution of a selected subgraph of a flow revision."""
@@ -129,6 +142,8 @@ class Task:
     error: dict[str, Any] | None = None
     nodes: dict[str, NodeRun] = field(default_factory=dict)
     claims: int = 0  # how many times a worker took it; above 1 it is being resumed
+    interruptions: int = 0  # how many times the worker running it died or lost its lease
+    lease: Lease | None = None  # set when a worker claims it; its writes carry it
 
 
 def start_order_key(run: NodeRun) -> tuple[bool, datetime, str]:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Protocol
 
 from graph_runtime.flow import Flow
-from graph_runtime.models import NodeRun, Task, TaskOutcome
+from graph_runtime.models import Lease, NodeRun, Task, TaskOutcome
 
 
 class TaskStore(Protocol):
@@ -15,22 +15,35 @@ class TaskStore(Protocol):
     Every method commits before it returns: when ``save_node_runs`` returns, the node's status
     and output survive a crash, so successors may start. A busy or unreachable database raises
     ``graph_runtime.errors.StoreUnavailable``; the executor retries those writes.
+
+    Fencing: a write that carries a :class:`Lease` is made only while that lease is the task's
+    current one (status running, same worker, same claim). A worker that froze past its lease
+    (a GC pause, a stopped VM) and whose task another worker resumed records nothing more.
     """
 
     async def claim_next_task(self, worker: str, lease_s: float) -> Task | None:
-        """Move the oldest queued task to running under a lease held by ``worker``; return it with its nodes."""
+        """Move the oldest queued task to running under a lease held by ``worker``; return it with its
+        nodes and its ``lease`` (the claim's fencing epoch)."""
 
     async def load_flow(self, flow_id: str, revision: int) -> Flow:
         """The definition of ``flow_id`` at ``revision`` (kept even if the flow is deleted)."""
 
-    async def save_node_runs(self, task_id: int, runs: Sequence[NodeRun]) -> None:
-        """Insert or update these node runs of ``task_id`` in one transaction."""
+    async def save_node_runs(self, task_id: int, runs: Sequence[NodeRun], *, lease: Lease | None = None) -> None:
+        """Insert or update these node runs of ``task_id`` in one transaction; ``LeaseLost`` if fenced off."""
 
-    async def save_node_runs_many(self, rows: Sequence[tuple[int, NodeRun]]) -> None:
-        """Insert or update node runs of several tasks, ``(task_id, run)`` each, in one transaction."""
+    async def save_node_runs_many(self, rows: Sequence[tuple[int, NodeRun]],
+                                  leases: Mapping[int, Lease] | None = None) -> frozenset[int]:
+        """Insert or update node runs of several tasks, ``(task_id, run)`` each, in one transaction.
 
-    async def finish_task(self, task_id: int, outcome: TaskOutcome, runs: Sequence[NodeRun]) -> None:
-        """Record the task's end together with its last node-run changes, and drop its lease."""
+        Returns the ids of tasks in ``leases`` whose lease was lost: their rows were not written.
+        """
+
+    async def finish_task(self, task_id: int, outcome: TaskOutcome, runs: Sequence[NodeRun], *,
+                          lease: Lease | None = None) -> None:
+        """Record the task's end together with its last node-run changes, and drop its lease.
+
+        Raises ``LeaseLost`` (nothing written) when ``lease`` is no longer the task's.
+        """
 
     async def is_cancel_requested(self, task_id: int) -> bool:
         """Whether someone asked to cancel ``task_id`` (set by the API, possibly in another process)."""
@@ -41,5 +54,6 @@ class TaskStore(Protocol):
     async def release_tasks(self, worker: str, task_ids: Collection[int]) -> int:
         """Requeue tasks ``worker`` stops running on purpose (graceful shutdown)."""
 
-    async def requeue_expired(self, exclude_worker: str | None = None) -> int:
-        """Requeue running tasks whose lease expired (their worker died), never ``exclude_worker``'s."""
+    async def requeue_expired(self, exclude_worker: str | None = None, *, running: Collection[int] = ()) -> int:
+        """Requeue running tasks whose lease expired (their worker died or could not record their end),
+        counting an interruption each; never the ``running`` tasks of ``exclude_worker``."""

@@ -2,8 +2,10 @@
 their leases alive.
 
 Leases: each claimed task is leased to this worker for ``lease_s`` seconds and renewed every
-``lease_s / 3``. A worker that dies stops renewing; any worker's recovery sweep then puts the
-task back in the queue, and whoever claims it resumes it (succeeded nodes are not run again).
+``lease_s / 3`` by a heartbeat thread (``graph_runtime.heartbeat``), so a node blocking the
+event loop cannot lose it. A worker that dies stops renewing; any worker's recovery sweep then
+puts the task back in the queue, and whoever claims it resumes it (succeeded nodes are not run
+again). A worker that only froze finds its writes refused (fencing) and stops the task.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 
 from graph_runtime import errors
 from graph_runtime.executor import Control, Executor
+from graph_runtime.heartbeat import Heartbeat, OpenRenewer, through_loop
 from graph_runtime.models import Task
 from graph_runtime.ports import TaskStore
 
@@ -43,11 +46,12 @@ class Scheduler:
     poll_interval_s: float = 1.0
     lease_s: float = 10.0
     worker_id: str = field(default_factory=new_worker_id)
+    open_renewer: OpenRenewer | None = None  # the heartbeat's own connection; None: through this loop's store
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _running: dict[int, Control] = field(default_factory=dict)
     _ended: dict[int, list[asyncio.Future[Task | None]]] = field(default_factory=dict)
     _loop_task: asyncio.Task[None] | None = None
-    _heartbeat_task: asyncio.Task[None] | None = None
+    _heartbeat: Heartbeat | None = None
     _claiming: bool = True
 
     async def start(self) -> int:
@@ -55,8 +59,10 @@ class Scheduler:
         requeued = await self.store.requeue_expired(exclude_worker=self.worker_id)
         if requeued:
             log.info("resuming interrupted tasks", extra={"action": "tasks_requeued", "count": requeued})
+        opener = self.open_renewer or through_loop(self.store, asyncio.get_running_loop())
+        self._heartbeat = Heartbeat(opener, self.worker_id, self.lease_s, self._leases_lost)
+        self._heartbeat.start()
         self._loop_task = asyncio.create_task(self._loop(), name="scheduler")
-        self._heartbeat_task = asyncio.create_task(self._heartbeat(), name="heartbeat")
         return requeued
 
     async def drain(self, grace_s: float) -> None:
@@ -75,16 +81,17 @@ class Scheduler:
     async def stop(self) -> None:
         """Stop claiming, interrupt what still runs and release it; nothing is lost."""
         self._claiming = False
-        for task in (self._loop_task, self._heartbeat_task):
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            await asyncio.gather(self._loop_task, return_exceptions=True)
         running = dict(self._running)
         tasks = [c.asyncio_task for c in running.values() if c.asyncio_task is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self._release(list(running))
+        if self._heartbeat is not None:  # last: the leases stay alive while tasks are released
+            await self._heartbeat.stop()
 
     def notify(self) -> None:
         """A task was queued: look for work now."""
@@ -163,7 +170,9 @@ class Scheduler:
             self._spawn(task)
 
     async def _recover(self) -> None:
-        requeued = await self.store.requeue_expired(exclude_worker=self.worker_id)
+        # This worker's own tasks are requeued too once their lease expired, unless it still runs
+        # them: a task whose end it could not record would otherwise stay running until a restart.
+        requeued = await self.store.requeue_expired(exclude_worker=self.worker_id, running=list(self._running))
         if requeued:
             log.warning("requeued tasks of a worker that stopped renewing its lease",
                         extra={"action": "tasks_requeued", "count": requeued})
@@ -176,21 +185,14 @@ class Scheduler:
                 log.info("cancel requested elsewhere", extra={"action": "task_cancel_seen", "task_id": task_id})
                 self.cancel(task_id)
 
-    async def _heartbeat(self) -> None:
-        while True:
-            await asyncio.sleep(self.lease_s / 3)
-            held = list(self._running)
-            try:
-                kept = await self.store.renew_leases(self.worker_id, held, self.lease_s)
-            except errors.StoreUnavailable as exc:
-                log.warning("cannot renew leases: %s", exc.message, extra={"action": "lease_renew_failed"})
-                continue
-            for task_id in set(held) - kept:
-                # Another worker recovered it (this one was presumed dead): stop, it resumes there.
-                control = self._running.get(task_id)
-                if control is not None and control.asyncio_task is not None:
-                    log.warning("lease lost; stopping task", extra={"action": "lease_lost", "task_id": task_id})
-                    control.asyncio_task.cancel()
+    def _leases_lost(self, task_ids: set[int]) -> None:
+        """The heartbeat found these leases taken: another worker resumed the tasks (this one was
+        presumed dead). Stop them; their writes are refused anyway (fencing)."""
+        for task_id in task_ids:
+            control = self._running.get(task_id)
+            if control is not None and control.asyncio_task is not None:
+                log.warning("lease lost; stopping task", extra={"action": "lease_lost", "task_id": task_id})
+                control.asyncio_task.cancel()
 
     def _spawn(self, task: Task) -> None:
         if task.id in self._running:
@@ -200,6 +202,8 @@ class Scheduler:
             return
         control = Control()
         self._running[task.id] = control
+        if self._heartbeat is not None:
+            self._heartbeat.hold(task.id)
         control.asyncio_task = asyncio.create_task(self._execute(task, control), name=f"task-{task.id}")
 
     async def _execute(self, task: Task, control: Control) -> None:
@@ -210,10 +214,13 @@ class Scheduler:
         except asyncio.CancelledError:
             raise
         except Exception:
-            # The lease expires and another start resumes it; never lose the traceback.
+            # Its end is not recorded: the heartbeat no longer renews it, and once its lease
+            # expires this worker's recovery sweep (or another's) requeues it. Keep the traceback.
             log.exception("task could not be recorded", extra={"action": "task_record_failed", "task_id": task.id})
         finally:
             self._running.pop(task.id, None)
+            if self._heartbeat is not None:
+                self._heartbeat.drop(task.id)
             self.mark_ended(task.id, task)
             self._wake.set()
 

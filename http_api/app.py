@@ -20,6 +20,7 @@ from nodes.builtin import make_http_session
 from nodes.registry import Registry, default_registry
 from storage import engine as storage_engine
 from storage.repository import Repository
+from storage.repository_leases import lease_renewer
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,8 @@ async def open_services(settings: Settings, registry: Registry | None = None) ->
     executor = Executor(store=repo, registry=registry, allow_private=settings.http_allow_private,
                         limits=settings.limits())
     scheduler = Scheduler(repo, executor, max_concurrent=settings.max_concurrent_jobs,
-                          poll_interval_s=settings.poll_interval_s, lease_s=settings.lease_s)
+                          poll_interval_s=settings.poll_interval_s, lease_s=settings.lease_s,
+                          open_renewer=lease_renewer(engine))
     return Services(settings=settings, repo=repo, registry=registry, executor=executor, scheduler=scheduler)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy.engine import Row
 
-from graph_runtime.models import NodeRun, NodeStatus, Task, TaskRequest, TaskStatus, start_order_key
+from graph_runtime.models import Lease, NodeRun, NodeStatus, Task, TaskRequest, TaskStatus, start_order_key
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,8 @@ def task(row: Row[Any], nodes: dict[str, NodeRun]) -> Task:
         error=row.error,
         nodes=nodes,
         claims=row.claims,
+        interruptions=row.interruptions,
+        lease=Lease(row.lease_owner, row.claims) if row.lease_owner is not None and row.status == "running" else None,
     )
 
 

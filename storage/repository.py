@@ -7,8 +7,9 @@ statements; nothing returned holds a connection or a SQLAlchemy object.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -17,8 +18,10 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from graph_runtime import errors
-from graph_runtime.models import NodeRun, Task, TaskOutcome, TaskRequest, TaskStatus
+from graph_runtime.models import Lease, NodeRun, Task, TaskOutcome, TaskRequest, TaskStatus
+from nodes import codec
 from storage import convert, task_rows
+from storage import sqlite_inline as lite_inline
 from storage import sqlite_statements as lite
 from storage.convert import ApiKeyRecord
 from storage.repository_flows import FlowMethods
@@ -308,44 +311,78 @@ class Repository(FlowMethods, KeyMethods, LeaseMethods):
             nodes = await task_rows.node_runs(conn, [row.id]) if row.claims > 1 else {}
         return convert.task(row, nodes.get(row.id, {}))
 
-    async def save_node_runs(self, task_id: int, runs: Sequence[NodeRun]) -> None:
+    async def save_node_runs(self, task_id: int, runs: Sequence[NodeRun], *, lease: Lease | None = None) -> None:
         """Insert or update these node runs of ``task_id`` in one transaction.
 
         Raises:
             errors.TaskNotFound: no task has this id.
+            errors.LeaseLost: ``lease`` is no longer the task's current one; nothing was written.
         """
         if not runs:
             return
-        if self._inline is not None:
-            return await self.save_node_runs_many([(task_id, run) for run in runs])
-        async with self._write() as conn:
-            await self._upsert(conn, task_id, runs)
+        refused = await self.save_node_runs_many([(task_id, run) for run in runs], {task_id: lease} if lease else None)
+        if refused:
+            raise errors.LeaseLost(task_ids=refused)
 
-    async def save_node_runs_many(self, rows: Sequence[tuple[int, NodeRun]]) -> None:
+    async def save_node_runs_many(self, rows: Sequence[tuple[int, NodeRun]],
+                                  leases: Mapping[int, Lease] | None = None) -> frozenset[int]:
         """Insert or update node runs of several tasks in one transaction (group commit).
+
+        The fence: rows of a task named in ``leases`` are written only if that lease is still the
+        task's current one (running, same worker, same claim); a worker presumed dead whose
+        task another worker resumed records nothing.
+
+        Returns:
+            The ids of the tasks whose rows were refused by the fence.
 
         Raises:
             errors.TaskNotFound: one of the tasks does not exist.
         """
         if not rows:
-            return
+            return frozenset()
+        fences = dict(leases or {})
         if self._inline is not None:
-            params = [lite.run_params(task_id, run) for task_id, run in rows]
+            params = await _encoded_off_loop([(task_id, run) for task_id, run in rows])
             try:
-                return await self._inline.write(lambda c: lite.upsert_runs_work(c, params), size=lite.params_size(params))
+                return await self._inline.write(lambda c: lite.upsert_runs_work(c, params, fences),
+                                                size=lite.params_size(params))
             except sqlite3.IntegrityError:
                 raise errors.TaskNotFound("a node run names a task that does not exist") from None
         async with self._write() as conn:
+            refused = frozenset(fences) - await self._held(conn, fences)
+            values = [convert.node_run_values(task_id, run) for task_id, run in rows if task_id not in refused]
             try:
-                await conn.execute(self._upsert_runs, [convert.node_run_values(task_id, run) for task_id, run in rows])
+                if values:
+                    await conn.execute(self._upsert_runs, values)
             except sa_exc.IntegrityError:
                 raise errors.TaskNotFound("a node run names a task that does not exist") from None
+        return refused
 
-    async def finish_task(self, task_id: int, outcome: TaskOutcome, runs: Sequence[NodeRun]) -> None:
+    async def _held(self, conn: AsyncConnection, leases: Mapping[int, Lease]) -> set[int]:
+        """Which of these tasks still run under exactly these leases; their rows stay locked
+        (PostgreSQL: FOR SHARE, in id order) until the transaction ends, so a requeue cannot
+        slip in between the check and the write."""
+        if not leases:
+            return set()
+        query = (
+            sa.select(task_t.c.id, task_t.c.lease_owner, task_t.c.claims)
+            .where(task_t.c.id.in_(list(leases)), task_t.c.status == _RUNNING)
+            .order_by(task_t.c.id)
+            .with_for_update(read=True)
+        )
+        rows = (await conn.execute(query)).all()
+        return {row.id for row in rows if leases[row.id] == Lease(row.lease_owner, row.claims)}
+
+    async def finish_task(self, task_id: int, outcome: TaskOutcome, runs: Sequence[NodeRun], *,
+                          lease: Lease | None = None) -> None:
         """Record the task's end and its last node-run changes in one transaction.
+
+        Args:
+            lease: the fence: the end is recorded only while this is the task's current lease.
 
         Raises:
             errors.TaskNotFound: no task has this id.
+            errors.LeaseLost: ``lease`` is no longer the task's current one; nothing was written.
         """
         values = {
             "status": TaskStatus(outcome.status).value,
@@ -358,22 +395,33 @@ class Repository(FlowMethods, KeyMethods, LeaseMethods):
             "lease_expires": None,
         }
         if self._inline is not None:
-            return await self._finish_inline(task_id, values, runs)
+            return await self._finish_inline(task_id, values, runs, lease)
         async with self._write() as conn:
-            result = await conn.execute(sa.update(task_t).where(task_t.c.id == task_id).values(values))
+            update = sa.update(task_t).where(task_t.c.id == task_id)
+            if lease is not None:
+                update = update.where(task_t.c.status == _RUNNING, task_t.c.lease_owner == lease.worker,
+                                      task_t.c.claims == lease.epoch)
+            result = await conn.execute(update.values(values))
             if result.rowcount == 0:
-                raise errors.TaskNotFound(f"no task has the id {task_id}")
+                exists = (await conn.execute(sa.select(task_t.c.id).where(task_t.c.id == task_id))).first()
+                if exists is None:
+                    raise errors.TaskNotFound(f"no task has the id {task_id}")
+                raise errors.LeaseLost(f"task {task_id} is no longer leased to this worker", task_ids=frozenset({task_id}))
             if runs:
                 await self._upsert(conn, task_id, runs)
 
-    async def _finish_inline(self, task_id: int, values: dict[str, Any], runs: Sequence[NodeRun]) -> None:
+    async def _finish_inline(self, task_id: int, values: dict[str, Any], runs: Sequence[NodeRun],
+                             lease: Lease | None) -> None:
         assert self._inline is not None
         row = (values["status"], lite.dt(values["finished"]), values["execution_time"], values["execution_cost"],
                lite.json_text(values["result"]), lite.json_text(values["error"]), task_id)
-        params = [lite.run_params(task_id, run) for run in runs]
+        params = await _encoded_off_loop([(task_id, run) for run in runs])
         size = len(row[4] or "") + lite.params_size(params)
-        if not await self._inline.write(lambda c: lite.finish_work(c, row, params), size=size):
+        outcome = await self._inline.write(lambda c: lite.finish_work(c, row, params, lease), size=size)
+        if outcome == "missing":
             raise errors.TaskNotFound(f"no task has the id {task_id}")
+        if outcome == "lost":
+            raise errors.LeaseLost(f"task {task_id} is no longer leased to this worker", task_ids=frozenset({task_id}))
 
     async def is_cancel_requested(self, task_id: int) -> bool:
         """Whether someone asked to cancel ``task_id``.
@@ -404,7 +452,8 @@ class Repository(FlowMethods, KeyMethods, LeaseMethods):
             result = await conn.execute(
                 sa.update(task_t)
                 .where(task_t.c.status == _RUNNING)
-                .values(status=_QUEUED, started=None, lease_owner=None, lease_expires=None)
+                .values(status=_QUEUED, started=None, lease_owner=None, lease_expires=None,
+                        interruptions=task_t.c.interruptions + 1)
             )
         return result.rowcount
 
@@ -414,3 +463,11 @@ class Repository(FlowMethods, KeyMethods, LeaseMethods):
         except sa_exc.IntegrityError:
             # The only constraint a valid run can break is the foreign key to its task.
             raise errors.TaskNotFound(f"no task has the id {task_id}") from None
+
+
+async def _encoded_off_loop(rows: Sequence[tuple[int, NodeRun]]) -> list[tuple[Any, ...]]:
+    """``run_params`` of these rows; encoded on a thread when their outputs are large, so a
+    multi-megabyte output never holds the event loop while it becomes JSON text."""
+    if codec.size_exceeds([run.output for _, run in rows], lite_inline.THREAD_ABOVE_BYTES):
+        return await asyncio.to_thread(lambda: [lite.run_params(task_id, run) for task_id, run in rows])
+    return [lite.run_params(task_id, run) for task_id, run in rows]

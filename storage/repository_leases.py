@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import contextlib
+from collections.abc import AsyncIterator, Callable, Collection
+from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from graph_runtime.models import TaskStatus
 from storage import convert
+from storage import engine as engines
 from storage.repository_base import RepositoryBase
 from storage.tables import task as task_t
 
@@ -50,12 +54,17 @@ class LeaseMethods(RepositoryBase):
             )
         return result.rowcount
 
-    async def requeue_expired(self, exclude_worker: str | None = None) -> int:
-        """Requeue running tasks whose worker stopped renewing its lease (it died); return how many.
+    async def requeue_expired(self, exclude_worker: str | None = None, *, running: Collection[int] = ()) -> int:
+        """Requeue running tasks whose lease expired; return how many.
+
+        An expired lease means its worker died, froze past the lease, or could not record the
+        task's end: each requeue counts in the task's ``interruptions`` (the crash-loop guard
+        reads it). The task resumes with whoever claims it; the old worker's writes are fenced.
 
         Args:
-            exclude_worker: the caller's own id: a live worker never requeues its own tasks,
-                even if a long database lock delayed its renewals.
+            exclude_worker: the caller's own id, and ``running`` the tasks it still runs: those
+                are never requeued, even if a long database lock delayed their renewals. The
+                caller's other tasks with an expired lease (whose end it could not record) are.
 
         A task with no lease at all (left by a build before leases) counts as expired.
         """
@@ -63,7 +72,27 @@ class LeaseMethods(RepositoryBase):
             now = convert.utcnow()  # after the write lock, like renew_leases
             expired = sa.or_(task_t.c.lease_expires.is_(None), task_t.c.lease_expires < now)
             query = sa.update(task_t).where(task_t.c.status == _RUNNING, expired)
-            if exclude_worker is not None:
-                query = query.where(sa.or_(task_t.c.lease_owner.is_(None), task_t.c.lease_owner != exclude_worker))
-            result = await conn.execute(query.values(_REQUEUED))
+            if exclude_worker is not None and running:
+                still_here = sa.and_(task_t.c.lease_owner == exclude_worker, task_t.c.id.in_(list(running)))
+                query = query.where(sa.not_(still_here))
+            result = await conn.execute(query.values({**_REQUEUED, "interruptions": task_t.c.interruptions + 1}))
         return result.rowcount
+
+
+def lease_renewer(engine: AsyncEngine) -> Callable[[], AbstractAsyncContextManager[LeaseMethods]] | None:
+    """What the heartbeat thread opens: its own engine on ``engine``'s database, so renewals never
+    wait for the worker's event loop. None for an in-memory SQLite database (one connection only:
+    the heartbeat then renews through the worker's loop)."""
+    if engines.is_memory_sqlite(engine):
+        return None
+    url = engine.url.render_as_string(hide_password=False)
+
+    @contextlib.asynccontextmanager
+    async def opened() -> AsyncIterator[LeaseMethods]:
+        own = engines.create_engine(url)
+        try:
+            yield LeaseMethods(own)
+        finally:
+            await engines.dispose(own)
+
+    return opened

@@ -14,12 +14,12 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from graph_runtime.models import NodeRun, NodeStatus, Task, TaskRequest, TaskStatus
+from graph_runtime.models import Lease, NodeRun, NodeStatus, Task, TaskRequest, TaskStatus
 from nodes import codec
 
 _TASK_COLUMNS = (
     "id, flow_id, revision, status, data, created, started, finished, result, execution_time,"
-    " execution_cost, error, claims, request_fingerprint"
+    " execution_cost, error, claims, request_fingerprint, interruptions, lease_owner"
 )
 _RUN_COLUMNS = "task_id, node_id, status, started, finished, execution_time, cost, attempts, error, output"
 
@@ -45,6 +45,9 @@ _FINISH = (
     "UPDATE task SET status = ?, finished = ?, execution_time = ?, execution_cost = ?, result = ?, error = ?,"
     " lease_owner = NULL, lease_expires = NULL WHERE id = ?"
 )
+# The fence: only the worker holding the task's current claim may end it.
+_FINISH_FENCED = _FINISH + " AND status = 'running' AND lease_owner = ? AND claims = ?"
+_TASK_EXISTS = "SELECT 1 FROM task WHERE id = ?"
 _TASK_BY_ID = f"SELECT {_TASK_COLUMNS} FROM task WHERE id = ?"
 _TASK_BY_KEY = f"SELECT {_TASK_COLUMNS} FROM task WHERE flow_id = ? AND idempotency_key = ?"
 _RUNS_OF_TASK = (
@@ -106,11 +109,12 @@ _NODE_STATUS = {status.value: status for status in NodeStatus}
 
 
 def _task(row: Sequence[Any], nodes: dict[str, NodeRun]) -> Task:
+    lease = Lease(row[15], row[12]) if row[15] is not None and row[3] == "running" else None
     return Task(
         id=row[0], flow_id=row[1], revision=row[2], request=TaskRequest.from_data(codec.loads(row[4])),
         status=_TASK_STATUS[row[3]], created=_parse_dt(row[5]), started=_parse_dt(row[6]), finished=_parse_dt(row[7]),
         result=_json(row[8]), execution_time=row[9], execution_cost=row[10], error=_json(row[11]), nodes=nodes,
-        claims=row[12],
+        claims=row[12], interruptions=row[14], lease=lease,
     )
 
 
@@ -165,17 +169,43 @@ def any_queued_work(conn: sqlite3.Connection) -> bool:
     return conn.execute("SELECT 1 FROM task WHERE status = 'queued' LIMIT 1").fetchone() is not None
 
 
-def upsert_runs_work(conn: sqlite3.Connection, params: list[tuple[Any, ...]]) -> None:
-    """Insert or update node runs (``run_params`` rows). Raises IntegrityError for an unknown task."""
-    conn.executemany(_UPSERT_RUNS, params)
+def held_work(conn: sqlite3.Connection, leases: dict[int, Lease]) -> set[int]:
+    """Which of these tasks are still running under exactly these leases (the fence)."""
+    if not leases:
+        return set()
+    ids = list(leases)
+    rows = conn.execute(
+        f"SELECT id, lease_owner, claims FROM task WHERE status = 'running' AND id IN ({','.join('?' * len(ids))})", ids
+    )
+    return {row[0] for row in rows if leases[row[0]] == Lease(row[1], row[2])}
 
 
-def finish_work(conn: sqlite3.Connection, values: tuple[Any, ...], runs: list[tuple[Any, ...]]) -> bool:
-    """Record a task's end (``_FINISH`` values) and its last node runs; False if there is no such task."""
-    if conn.execute(_FINISH, values).rowcount == 0:
-        return False
+def upsert_runs_work(conn: sqlite3.Connection, params: list[tuple[Any, ...]], leases: dict[int, Lease]) -> frozenset[int]:
+    """Insert or update node runs (``run_params`` rows); return the ids of tasks refused by the fence.
+
+    Rows of a task named in ``leases`` are written only while that lease is the task's current
+    one; rows of other tasks are written as they are. Raises IntegrityError for an unknown task.
+    """
+    held = held_work(conn, leases)
+    refused = frozenset(leases) - held
+    conn.executemany(_UPSERT_RUNS, [row for row in params if row[0] not in refused] if refused else params)
+    return refused
+
+
+def finish_work(conn: sqlite3.Connection, values: tuple[Any, ...], runs: list[tuple[Any, ...]],
+                lease: Lease | None) -> str:
+    """Record a task's end (``_FINISH`` values) and its last node runs.
+
+    Returns ``"ok"``, ``"missing"`` (no such task) or ``"lost"`` (``lease`` is not the task's current one).
+    """
+    if lease is None:
+        changed = conn.execute(_FINISH, values).rowcount
+    else:
+        changed = conn.execute(_FINISH_FENCED, (*values, lease.worker, lease.epoch)).rowcount
+    if changed == 0:
+        return "missing" if conn.execute(_TASK_EXISTS, (values[-1],)).fetchone() is None else "lost"
     conn.executemany(_UPSERT_RUNS, runs)
-    return True
+    return "ok"
 
 
 def task_work(conn: sqlite3.Connection, task_id: int) -> Task | None:

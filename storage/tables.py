@@ -105,6 +105,9 @@ class TaskRow(SQLModel, table=True):
     cancel_requested: bool = Field(default=False)
     # How many times a worker took it: 1 on a first run, more once resumed after a crash.
     claims: int = Field(default=0)
+    # How many times its worker died (or lost its lease) while running it: the second time, the
+    # task ends `crashed` instead of taking down process after process.
+    interruptions: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     # Which worker runs it and until when, renewed by its heartbeat; an expired lease means the
     # worker died and the task goes back to the queue.
     lease_owner: str | None = Field(default=None, max_length=128)

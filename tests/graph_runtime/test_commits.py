@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 
 import pytest
 
 from graph_runtime.commits import GroupCommitter
 from graph_runtime.errors import TaskNotFound
 from graph_runtime.flow import parse
-from graph_runtime.models import NodeRun, NodeStatus, TaskRequest
+from graph_runtime.models import Lease, NodeRun, NodeStatus, TaskRequest
 from storage import engine as storage_engine
 from storage.repository import Repository
 from tests.support import FlowBuilder
@@ -21,9 +21,10 @@ class CountingRepository(Repository):
 
     batches: list[int]
 
-    async def save_node_runs_many(self, rows: Sequence[tuple[int, NodeRun]]) -> None:
+    async def save_node_runs_many(self, rows: Sequence[tuple[int, NodeRun]],
+                                  leases: Mapping[int, Lease] | None = None) -> frozenset[int]:
         self.batches.append(len(rows))
-        await super().save_node_runs_many(rows)
+        return await super().save_node_runs_many(rows, leases)
 
 
 @pytest.fixture

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 
+import pytest
+
+from graph_runtime.errors import LeaseLost
 from graph_runtime.flow import Flow
-from graph_runtime.models import TaskStatus
+from graph_runtime.models import Lease, NodeRun, NodeStatus, TaskOutcome, TaskStatus
 from storage.repository import Repository
 from tests.storage.conftest import make_request
 
 SavedFlow = Callable[..., Awaitable[Flow]]
+T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
 
 async def queued(repo: Repository, count: int) -> list[int]:
@@ -49,3 +54,63 @@ async def test_release_requeues_only_the_workers_own_running_tasks(repo: Reposit
     assert await repo.release_tasks("w1", [mine, theirs]) == 1
     assert (await repo.get_task(mine)).status is TaskStatus.QUEUED
     assert (await repo.get_task(theirs)).status is TaskStatus.RUNNING
+
+
+async def test_a_worker_whose_lease_was_taken_records_nothing(repo: Repository, saved_flow: SavedFlow) -> None:
+    """The fence: a worker that froze past its lease (SIGSTOP, a GC pause) and whose task another
+    worker resumed cannot write a node run or the task's end any more."""
+    await saved_flow()
+    (task_id,) = await queued(repo, 1)
+    stale = await repo.claim_task(task_id, "frozen", lease_s=0)
+    assert stale is not None and stale.lease == Lease("frozen", 1)
+    await repo.save_node_runs(task_id, [NodeRun("start", NodeStatus.RUNNING, T0, attempts=1)], lease=stale.lease)
+    assert await repo.requeue_expired() == 1
+    fresh = await repo.claim_next_task("alive", 60)
+    assert fresh is not None and fresh.lease == Lease("alive", 2) and fresh.interruptions == 1
+    assert fresh.nodes["start"].attempts == 1, "the frozen worker's try is counted"
+    await repo.save_node_runs(task_id, [NodeRun("start", NodeStatus.RUNNING, T0, attempts=2)], lease=fresh.lease)
+
+    done = NodeRun("start", NodeStatus.SUCCEEDED, T0, T0, attempts=1, output={"from": "frozen"})
+    with pytest.raises(LeaseLost):
+        await repo.save_node_runs(task_id, [done], lease=stale.lease)
+    refused = await repo.save_node_runs_many([(task_id, done)], {task_id: stale.lease})
+    assert refused == {task_id}
+    with pytest.raises(LeaseLost):
+        await repo.finish_task(task_id, TaskOutcome(TaskStatus.SUCCEEDED, T0, 0.0, 0.0, result={}), [done],
+                               lease=stale.lease)
+    current = await repo.get_task(task_id)
+    assert current.status is TaskStatus.RUNNING
+    assert current.nodes["start"].status is NodeStatus.RUNNING and current.nodes["start"].attempts == 2
+
+    await repo.finish_task(task_id, TaskOutcome(TaskStatus.SUCCEEDED, T0, 0.0, 0.0, result={}),
+                           [NodeRun("start", NodeStatus.SUCCEEDED, T0, T0, attempts=2, output={})], lease=fresh.lease)
+    ended = await repo.get_task(task_id)
+    assert ended.status is TaskStatus.SUCCEEDED and ended.nodes["start"].attempts == 2
+
+
+async def test_a_grouped_write_refuses_only_the_tasks_whose_lease_was_lost(repo: Repository,
+                                                                          saved_flow: SavedFlow) -> None:
+    await saved_flow()
+    kept_id, lost_id = await queued(repo, 2)
+    kept = await repo.claim_task(kept_id, "w1", lease_s=60)
+    lost = await repo.claim_task(lost_id, "w1", lease_s=0)
+    assert kept is not None and lost is not None
+    await repo.requeue_expired(exclude_worker="w1", running=[kept_id])
+    rows = [(kept_id, NodeRun("start", NodeStatus.RUNNING, T0, attempts=1)),
+            (lost_id, NodeRun("start", NodeStatus.RUNNING, T0, attempts=1))]
+    assert await repo.save_node_runs_many(rows, {kept_id: kept.lease, lost_id: lost.lease}) == {lost_id}
+    assert (await repo.get_task(kept_id)).nodes["start"].status is NodeStatus.RUNNING
+    assert "start" not in (await repo.get_task(lost_id)).nodes, "nothing was written for it"
+
+
+async def test_a_worker_requeues_its_own_expired_tasks_it_no_longer_runs(repo: Repository,
+                                                                          saved_flow: SavedFlow) -> None:
+    """A task whose end its worker could not record does not stay running until a restart."""
+    await saved_flow()
+    running_id, stranded_id = await queued(repo, 2)
+    await repo.claim_task(running_id, "w1", lease_s=0)
+    await repo.claim_task(stranded_id, "w1", lease_s=0)
+    assert await repo.requeue_expired(exclude_worker="w1", running=[running_id]) == 1
+    assert (await repo.get_task(running_id)).status is TaskStatus.RUNNING
+    stranded = await repo.get_task(stranded_id)
+    assert stranded.status is TaskStatus.QUEUED and stranded.interruptions == 1
