@@ -108,7 +108,38 @@ class Blocking(NodeType):
         return self.Output(stopped_early=await ctx.to_thread(work))
 
 
-TEST_TYPES = (Echo, Fail, Sleep, Blocking)
+class LoopBlocker(NodeType):
+    type = "test.loop_blocker"
+    description = "Blocks the event loop itself, as a naive synchronous model call inside async code would."
+
+    class Params(BaseModel):
+        model_config = ConfigDict(extra="allow")
+        seconds: float = 1.0
+
+    class Output(BaseModel):
+        blocked: float
+
+    async def run(self, params: Any, ctx: RunContext) -> Any:
+        time.sleep(params.seconds)  # on purpose: the loop stops
+        return self.Output(blocked=params.seconds)
+
+
+class Big(NodeType):
+    type = "test.big"
+    description = "Outputs a text of `chars` characters."
+
+    class Params(BaseModel):
+        model_config = ConfigDict(extra="allow")
+        chars: int = 1
+
+    class Output(BaseModel):
+        text: str
+
+    async def run(self, params: Any, ctx: RunContext) -> Any:
+        return self.Output(text="x" * params.chars)
+
+
+TEST_TYPES = (Echo, Fail, Sleep, Blocking, LoopBlocker, Big)
 
 
 def registry_with_test_types() -> Registry:
