@@ -181,18 +181,26 @@ def split_policy(settings: Mapping[str, Any], default: RunPolicy) -> tuple[RunPo
 
 
 def validate_params(
-    node_type: type[NodeType], params: Mapping[str, Any], linked: frozenset[str] = frozenset()
+    node_type: type[NodeType],
+    params: Mapping[str, Any],
+    linked: frozenset[str] = frozenset(),
+    *,
+    limits: Limits | None = None,
 ) -> BaseModel | None:
     """Validate ``params`` against the type's ``Params`` model.
 
     Parameters named in ``linked`` are fed by edges and may be missing; when any of them is
     missing, nothing is returned (the model cannot be built yet) but everything else is checked.
 
+    ``limits`` are the server's ceilings, given to the model's validators as pydantic's
+    validation context (``info.context``), so a parameter above a ceiling is refused before
+    the node runs; ``run`` must check again, as the context is None where it is not given.
+
     Raises:
         errors.InvalidParams: the first problem, with ``field`` as a dotted path inside the node.
     """
     try:
-        return node_type.Params.model_validate(dict(params))
+        return node_type.Params.model_validate(dict(params), context=limits)
     except pydantic.ValidationError as exc:
         problems = [
             e for e in exc.errors()

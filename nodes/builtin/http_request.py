@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Annotated, Any, ClassVar, Literal
@@ -17,16 +18,24 @@ from yarl import URL
 from nodes import codec, errors
 from nodes.builtin import ssrf
 from nodes.contract import CostModel, NodeType, RunContext, RunPolicy
+from nodes.limits import Limits
 
 MAX_REDIRECTS = 10
 CONNECT_TIMEOUT_S = 10.0
-DEFAULT_MAX_RESPONSE_BYTES = 10 * 1024 * 1024
 
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # Credentials meant for one origin must not be handed to the origin a redirect points at.
 _ORIGIN_BOUND_HEADERS = ("Authorization", "Proxy-Authorization", "Cookie")
 _BODY_HEADERS = ("Content-Type", "Content-Length", "Content-Encoding", "Transfer-Encoding")
 _CHUNK_BYTES = 64 * 1024
+# The Content-Encodings the node decodes itself, in bounded steps (aiohttp's decoding is off):
+# what it advertises unless the request sets Accept-Encoding.
+_ACCEPT_ENCODING = "gzip, deflate"
+_ZLIB_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+# Output of one inflate call: a 64 KiB network chunk of a bomb inflates to ~64 MB at once.
+_INFLATE_STEP = 256 * 1024
+# Real bodies have one gzip member, rarely a few; each new one copies the rest of its chunk.
+_MAX_MEMBERS = 1024
 
 Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 Status = Annotated[int, Field(ge=100, le=599)]
@@ -79,8 +88,11 @@ with _json_field_allowed():
         expect_status: list[Status] | None = Field(
             None, min_length=1, description="Statuses that count as success; null means any 2xx."
         )
-        max_response_bytes: int = Field(
-            DEFAULT_MAX_RESPONSE_BYTES, ge=1, description="Largest (decoded) body accepted."
+        max_response_bytes: int | None = Field(
+            None,
+            ge=1,
+            description="Largest (decoded) body accepted; null means the server's ceiling "
+            "(MAX_RESPONSE_BYTES, 10 MiB by default), and a value above it is refused.",
         )
 
         @pydantic.field_validator("method", mode="before")
@@ -105,6 +117,17 @@ with _json_field_allowed():
             for name, text in value.items():
                 if not name or any(c in name for c in "\r\n:") or any(c in text for c in "\r\n"):
                     raise ValueError(f"header {name!r} has an invalid name or value")
+            return value
+
+        @pydantic.field_validator("max_response_bytes")
+        @classmethod
+        def _within_ceiling(cls, value: int | None, info: pydantic.ValidationInfo) -> int | None:
+            # The ceiling is known where validate_params is given the server's Limits (at
+            # submit time); run() checks again against ctx.limits in any case.
+            if value is not None and isinstance(info.context, Limits):
+                ceiling = info.context.max_response_bytes
+                if value > ceiling:
+                    raise ValueError(_above_ceiling(value, ceiling))
             return value
 
         @pydantic.model_validator(mode="after")
@@ -158,29 +181,51 @@ class HttpRequest(NodeType):
     async def run(self, params: HttpRequestParams, ctx: RunContext) -> HttpRequestOutput:
         """Send the request through ``ctx.http`` (or a session of its own) and read the answer.
 
+        The body is read up to ``params.max_response_bytes``, which may not exceed the
+        server's ceiling ``ctx.limits.max_response_bytes`` (and is the ceiling when null).
+
         Raises:
+            errors.InvalidParams: ``max_response_bytes`` is above the server's ceiling.
             errors.SsrfBlocked: a host on the way is not public.
             errors.ConnectionFailed: DNS or connection failure.
             errors.NodeTimeout: the attempt's ``ctx.timeout_s`` ran out.
             errors.HttpStatusError: the final status is not the expected one.
-            errors.NodeFailed: too many redirects, a bad redirect or a too large body.
+            errors.NodeFailed: too many redirects, a bad redirect, a body larger than the
+                limit (decoded), or one in an unsupported or corrupt Content-Encoding.
         """
+        max_bytes = _response_limit(params.max_response_bytes, ctx.limits)
         if ctx.http is not None:
-            response = await _send(ctx.http, params, ctx)
+            response = await _send(ctx.http, params, max_bytes, ctx)
         else:
             async with make_http_session(allow_private=ctx.allow_private) as session:
-                response = await _send(session, params, ctx)
+                response = await _send(session, params, max_bytes, ctx)
         _check_status(params, response)
         return _output(response)
 
 
+def _above_ceiling(value: int, ceiling: int) -> str:
+    return f"{value} is above the server's ceiling of {ceiling} bytes (MAX_RESPONSE_BYTES)"
+
+
+def _response_limit(requested: int | None, limits: Limits) -> int:
+    """The body size this run accepts: the request's, which may only lower the ceiling."""
+    ceiling = limits.max_response_bytes
+    if requested is None:
+        return ceiling
+    if requested > ceiling:
+        raise errors.InvalidParams(
+            f"max_response_bytes: {_above_ceiling(requested, ceiling)}", field="max_response_bytes"
+        )
+    return requested
+
+
 async def _send(
-    session: aiohttp.ClientSession, params: HttpRequestParams, ctx: RunContext
+    session: aiohttp.ClientSession, params: HttpRequestParams, max_bytes: int, ctx: RunContext
 ) -> _Response:
     """Follow the request to its final response, turning aiohttp's errors into ours."""
     request = _first_request(params)
     try:
-        return await _follow(session, request, params.max_response_bytes, ctx)
+        return await _follow(session, request, max_bytes, ctx)
     except TimeoutError as exc:
         raise errors.NodeTimeout(
             f"{request.method} {_shown(request.url)} took longer than {ctx.timeout_s} s"
@@ -198,6 +243,7 @@ async def _send(
 
 def _first_request(params: HttpRequestParams) -> _Request:
     headers: CIMultiDict[str] = CIMultiDict(params.headers)
+    headers.setdefault("Accept-Encoding", _ACCEPT_ENCODING)
     data: bytes | None = None
     if params.json is not None:
         data = codec.dumps(params.json)
@@ -222,6 +268,7 @@ async def _follow(
             data=request.data,
             allow_redirects=False,
             timeout=timeout,
+            auto_decompress=False,  # _read_body decodes, counting the decoded size
         ) as resp:
             location = resp.headers.get("Location") if resp.status in _REDIRECT_STATUSES else None
             if location is None:
@@ -272,18 +319,91 @@ def _redirected(request: _Request, status: int, location: str) -> _Request:
 
 
 async def _read_body(resp: aiohttp.ClientResponse, max_bytes: int) -> bytes:
-    """The whole body, refusing one larger than ``max_bytes`` before reading it all."""
+    """The decoded body, refused as soon as more than ``max_bytes`` of it is decoded.
+
+    The node decodes gzip and deflate itself, in bounded steps, so that a few compressed
+    bytes that inflate to gigabytes never take more than ``max_bytes`` of memory.
+    """
     too_large = errors.NodeFailed(
         f"response from {_shown(resp.url)} is larger than {max_bytes} bytes"
     )
-    if resp.content_length is not None and resp.content_length > max_bytes:
+    encoding = ", ".join(resp.headers.getall("Content-Encoding", ())).strip().lower()
+    inflater = _Inflater(encoding) if encoding in _ZLIB_WBITS else None
+    # Deflate grows a body by at most ~0.03% plus a header (zlib's compressBound): more on the
+    # wire than this is not a compressed body of at most max_bytes (empty blocks sent forever).
+    wire_limit = max_bytes if inflater is None else max_bytes + max_bytes // 64 + 4096
+    if resp.content_length is not None and resp.content_length > wire_limit:
         raise too_large
     body = bytearray()
-    async for chunk in resp.content.iter_chunked(_CHUNK_BYTES):
-        body += chunk
-        if len(body) > max_bytes:
-            raise too_large
+    wire = 0
+    try:
+        async for chunk in resp.content.iter_chunked(_CHUNK_BYTES):
+            wire += len(chunk)
+            if inflater is not None:
+                inflater.feed(chunk, body, max_bytes + 1)
+            elif encoding in ("", "identity"):
+                body += chunk
+            else:
+                raise _unsupported_encoding(resp, encoding)
+            if len(body) > max_bytes or wire > wire_limit:
+                raise too_large
+    except zlib.error as exc:
+        raise errors.NodeFailed(
+            f"response from {_shown(resp.url)} is not valid {encoding}: {exc}"
+        ) from exc
     return bytes(body)
+
+
+def _unsupported_encoding(resp: aiohttp.ClientResponse, encoding: str) -> errors.NodeFailed:
+    return errors.NodeFailed(
+        f"response from {_shown(resp.url)} has Content-Encoding {encoding!r}; "
+        f"only {_ACCEPT_ENCODING} and identity are decoded"
+    )
+
+
+class _Inflater:
+    """Inflates a gzip or deflate body in bounded steps, however much one chunk expands.
+
+    aiohttp's own decoding is not used: the node must count the decoded size as it grows and
+    stop at its limit, and fail clearly on an encoding it cannot decode.
+    """
+
+    def __init__(self, encoding: str) -> None:
+        self._wbits = _ZLIB_WBITS[encoding]
+        self._member: zlib._Decompress | None = None
+        self._members = 0
+        self._held = b""  # input not inflated yet because the output reached its limit
+
+    def feed(self, data: bytes, body: bytearray, limit: int) -> None:
+        """Inflate ``data`` onto the end of ``body``, stopping once ``body`` holds ``limit`` bytes.
+
+        Raises:
+            zlib.error: the data is not valid for the encoding.
+        """
+        data = self._held + data if self._held else data
+        while len(body) < limit:
+            member = self._member
+            if member is None or member.eof:
+                if not data:
+                    break
+                member = self._next_member(data)
+            piece = member.decompress(data, min(_INFLATE_STEP, limit - len(body)))
+            body += piece
+            data = member.unused_data if member.eof else member.unconsumed_tail
+            if not piece and not data:
+                break  # everything given is inflated; zlib holds no output back
+        self._held = data
+
+    def _next_member(self, data: bytes) -> zlib._Decompress:
+        # gzip allows concatenated members; aiohttp and browsers decode them all.
+        self._members += 1
+        if self._members > _MAX_MEMBERS:
+            raise zlib.error(f"more than {_MAX_MEMBERS} compressed members")
+        wbits = self._wbits
+        if wbits == zlib.MAX_WBITS and data[0] & 0x0F != 8:
+            wbits = -zlib.MAX_WBITS  # "deflate" sent raw, without its zlib header, as some do
+        self._member = zlib.decompressobj(wbits)
+        return self._member
 
 
 def _header_dict(resp: aiohttp.ClientResponse) -> dict[str, str]:
@@ -311,7 +431,7 @@ def _check_status(params: HttpRequestParams, response: _Response) -> None:
     if (200 <= response.status < 300) if expected is None else (response.status in expected):
         return
     wanted = "a 2xx status" if expected is None else f"one of {expected}"
-    snippet = _decode(response)[:200]
+    snippet = _decode(response.body[:800], response.charset)[:200]
     raise errors.HttpStatusError(
         f"{params.method} {_shown(response.url)} answered {response.status}, "
         f"expected {wanted}: {snippet}",
@@ -319,12 +439,12 @@ def _check_status(params: HttpRequestParams, response: _Response) -> None:
     )
 
 
-def _decode(response: _Response) -> str:
+def _decode(body: bytes, charset: str | None) -> str:
     try:
-        return response.body.decode(response.charset or "utf-8", errors="replace")
+        return body.decode(charset or "utf-8", errors="replace")
     except LookupError:
         # An unknown charset name in Content-Type: UTF-8 is the best guess.
-        return response.body.decode("utf-8", errors="replace")
+        return body.decode("utf-8", errors="replace")
 
 
 def _output(response: _Response) -> HttpRequestOutput:
@@ -333,5 +453,8 @@ def _output(response: _Response) -> HttpRequestOutput:
     except codec.DecodeError:
         parsed = None
     return HttpRequestOutput(
-        status=response.status, headers=response.headers, json=parsed, text=_decode(response)
+        status=response.status,
+        headers=response.headers,
+        json=parsed,
+        text=_decode(response.body, response.charset),
     )

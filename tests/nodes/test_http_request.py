@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import gzip
 import ipaddress
 import socket
-from collections.abc import AsyncIterator
+import struct
+import zlib
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import aiohttp
 import pytest
@@ -13,6 +17,8 @@ from aiohttp import web
 
 from nodes import contract, errors
 from nodes.builtin import HttpRequest, make_http_session, ssrf
+from nodes.builtin.http_request import HttpRequestParams
+from nodes.limits import MIB, Limits
 from tests.nodes.helpers import make_ctx
 from tests.nodes.test_ssrf import StubResolver
 
@@ -37,6 +43,7 @@ async def _echo(request: web.Request) -> web.Response:
             "content_type": request.headers.get("Content-Type"),
             "authorization": request.headers.get("Authorization"),
             "cookie": request.headers.get("Cookie"),
+            "accept_encoding": request.headers.get("Accept-Encoding"),
             "body": await request.text(),
         }
     )
@@ -81,6 +88,96 @@ async def _big_streamed(request: web.Request) -> web.StreamResponse:
     return response
 
 
+def _zeros(wbits: int, mib: int) -> Iterator[bytes]:
+    """A gzip (``wbits`` 31) or zlib (15) stream of ``mib`` MiB of zeros, about 1 KiB per MiB.
+
+    Made without compressing it all: after a full flush, each MiB of zeros compresses to the
+    same bytes, so one such block is repeated, then the stream is ended with its own checksum.
+    """
+    zeros = bytes(MIB)
+    comp = zlib.compressobj(9, zlib.DEFLATED, wbits)
+    first = comp.compress(zeros) + comp.flush(zlib.Z_FULL_FLUSH)
+    block = comp.compress(zeros) + comp.flush(zlib.Z_FULL_FLUSH)
+    yield first[: len(first) - len(block)]  # the header
+    for _ in range(mib):
+        yield block
+    end = comp.flush(zlib.Z_FINISH)
+    size = mib * MIB
+    if wbits == 31:
+        crc = functools.reduce(lambda crc, _: zlib.crc32(zeros, crc), range(mib), 0)
+        yield end[:-8] + struct.pack("<II", crc, size & 0xFFFFFFFF)
+    else:
+        yield end[:-4] + struct.pack(">I", (size % 65521) << 16 | 1)  # Adler-32 of zeros
+
+
+@functools.cache
+def _gzip_bomb() -> bytes:
+    return b"".join(_zeros(31, 200))  # ~200 KB that inflate to 200 MiB
+
+
+def _raw_deflate(data: bytes) -> bytes:
+    comp = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    return comp.compress(data) + comp.flush()
+
+
+PAYLOAD = b'{"hello": "encoded", "padding": "' + b"p" * 100 + b'"}'
+# name in the URL: (Content-Encoding sent, how the payload is encoded)
+ENCODED: dict[str, tuple[str, Callable[[bytes], bytes]]] = {
+    "gzip": ("gzip", gzip.compress),
+    "x-gzip": ("x-gzip", gzip.compress),
+    "deflate": ("deflate", zlib.compress),
+    "deflate-raw": ("deflate", _raw_deflate),
+    "gzip-members": ("gzip", lambda data: gzip.compress(data[:9]) + gzip.compress(data[9:])),
+    "identity": ("identity", lambda data: data),
+    "br": ("br", lambda data: b"\x1b\x00\x00brotli-ish"),
+    "corrupt-gzip": ("gzip", lambda data: b"\x1f\x8b not really gzip"),
+    "many-members": ("gzip", lambda data: gzip.compress(b"") * 1025),
+    "big-gzip": ("gzip", lambda data: gzip.compress(b"z" * 2000)),
+    "bomb": ("gzip", lambda data: _gzip_bomb()),
+}
+
+
+async def _encoded(request: web.Request) -> web.Response:
+    encoding, encode = ENCODED[request.match_info["name"]]
+    return web.Response(
+        body=encode(PAYLOAD),
+        headers={"Content-Encoding": encoding, "Content-Type": "application/json"},
+    )
+
+
+async def _endless_deflate(request: web.Request) -> web.StreamResponse:
+    """2 GiB of zeros as a deflate stream of ~2 MB, written as fast as the client takes it."""
+    response = web.StreamResponse(headers={"Content-Encoding": "deflate"})
+    await response.prepare(request)
+    try:
+        for part in _zeros(15, 2048):
+            await response.write(part)
+    except (ConnectionResetError, RuntimeError):
+        pass  # the client went away, as it should
+    return response
+
+
+async def _empty_blocks(request: web.Request) -> web.StreamResponse:
+    """A deflate stream of empty blocks: it never ends and never inflates to a byte."""
+    response = web.StreamResponse(headers={"Content-Encoding": "deflate"})
+    await response.prepare(request)  # no Content-Length: chunked
+    try:
+        await response.write(b"\x78\x01")  # zlib header
+        for _ in range(1000):
+            await response.write(b"\x00\x00\x00\xff\xff" * 100)  # empty stored blocks
+    except (ConnectionResetError, RuntimeError):
+        pass  # the client went away, as it should
+    return response
+
+
+async def _trickle(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse()
+    await response.prepare(request)
+    await response.write(b"x")
+    await request.app[RELEASE].wait()
+    return response
+
+
 async def _set_cookie(request: web.Request) -> web.Response:
     response = web.json_response({})
     response.set_cookie("session", "secret")
@@ -101,6 +198,10 @@ def _app() -> web.Application:
     app.router.add_get("/big", _big)
     app.router.add_get("/big-streamed", _big_streamed)
     app.router.add_get("/set-cookie", _set_cookie)
+    app.router.add_get("/encoded/{name}", _encoded)
+    app.router.add_get("/endless-deflate", _endless_deflate)
+    app.router.add_get("/trickle", _trickle)
+    app.router.add_get("/empty-blocks", _empty_blocks)
     return app
 
 
@@ -116,9 +217,15 @@ def _url(server, path: str) -> str:
     return str(server.make_url(path))
 
 
-async def _request(allow_private: bool = True, http=None, timeout_s=None, **params):
+async def _request(
+    allow_private: bool = True, http=None, timeout_s=None, limits: Limits | None = None, **params
+):
+    # No limits given to validate_params here: the node's own check must hold without them.
     node_params = contract.validate_params(HttpRequest, params)
-    ctx = make_ctx(allow_private=allow_private, http=http, timeout_s=timeout_s)
+    assert isinstance(node_params, HttpRequestParams)
+    ctx = make_ctx(
+        allow_private=allow_private, http=http, timeout_s=timeout_s, limits=limits or Limits()
+    )
     return await HttpRequest().run(node_params, ctx)
 
 
@@ -360,7 +467,7 @@ async def test_slow_server_times_out(server) -> None:
     assert caught.value.retryable
 
 
-@pytest.mark.parametrize("path", ["/big", "/big-streamed"])
+@pytest.mark.parametrize("path", ["/big", "/big-streamed", "/encoded/big-gzip"])
 async def test_oversized_response_fails(server, path) -> None:
     with pytest.raises(errors.NodeFailed, match="larger than 1000 bytes") as caught:
         await _request(url=_url(server, path), max_response_bytes=1000)
@@ -368,8 +475,126 @@ async def test_oversized_response_fails(server, path) -> None:
     assert not caught.value.retryable
 
 
-async def test_response_at_the_limit_is_accepted(server) -> None:
-    assert len((await _request(url=_url(server, "/big"), max_response_bytes=2000)).text) == 2000
+@pytest.mark.parametrize("path", ["/big", "/encoded/big-gzip"])
+async def test_response_at_the_limit_is_accepted(server, path) -> None:
+    assert len((await _request(url=_url(server, path), max_response_bytes=2000)).text) == 2000
+
+
+def test_max_response_bytes_above_the_ceiling_is_refused_when_validated_with_limits() -> None:
+    settings = {"url": "http://x.test/", "max_response_bytes": 2e9}
+    with pytest.raises(errors.InvalidParams, match="ceiling of 10485760 bytes") as caught:
+        contract.validate_params(HttpRequest, settings, limits=Limits())
+
+    assert caught.value.field == "max_response_bytes"
+    assert not caught.value.retryable
+    at_ceiling = contract.validate_params(
+        HttpRequest, {**settings, "max_response_bytes": 10 * MIB}, limits=Limits()
+    )
+    assert isinstance(at_ceiling, HttpRequestParams)
+    assert at_ceiling.max_response_bytes == 10 * MIB
+
+
+async def test_max_response_bytes_above_the_ceiling_fails_the_run_without_a_request(
+    server,
+) -> None:
+    with pytest.raises(errors.InvalidParams, match="ceiling of 10485760 bytes") as caught:
+        await _request(url=_url(server, "/json"), max_response_bytes=2e9)
+
+    assert (caught.value.field, caught.value.code) == ("max_response_bytes", "invalid_params")
+    assert not caught.value.retryable
+    assert server.app[HITS] == []
+
+
+async def test_the_ceiling_is_the_default_limit_and_may_be_raised_by_the_server(server) -> None:
+    with pytest.raises(errors.NodeFailed, match="larger than 1500 bytes"):
+        await _request(url=_url(server, "/big"), limits=Limits(max_response_bytes=1500))
+
+    raised = Limits(max_response_bytes=20 * MIB)
+    output = await _request(url=_url(server, "/big"), limits=raised, max_response_bytes=15 * MIB)
+    assert len(output.text) == 2000
+
+
+@pytest.mark.parametrize("name", ["gzip", "x-gzip", "deflate", "deflate-raw", "gzip-members", "identity"])
+async def test_encoded_bodies_are_decoded(server, name) -> None:
+    output = await _request(url=_url(server, f"/encoded/{name}"))
+
+    assert output.text == PAYLOAD.decode()
+    assert output.json["hello"] == "encoded"
+    assert output.headers["content-encoding"] == ENCODED[name][0]
+
+
+async def test_accept_encoding_offers_what_the_node_decodes(server) -> None:
+    offered = await _request(url=_url(server, "/echo"))
+    chosen = await _request(url=_url(server, "/echo"), headers={"Accept-Encoding": "identity"})
+
+    assert offered.json["accept_encoding"] == "gzip, deflate"
+    assert chosen.json["accept_encoding"] == "identity"
+
+
+async def test_unsupported_encoding_fails_clearly(server) -> None:
+    with pytest.raises(errors.NodeFailed, match="Content-Encoding 'br'") as caught:
+        await _request(url=_url(server, "/encoded/br"))
+
+    assert (caught.value.code, caught.value.retryable) == ("node_failed", False)
+    # A HEAD answer has no body to decode: its Content-Encoding is no reason to fail.
+    assert (await _request(method="HEAD", url=_url(server, "/encoded/br"))).text == ""
+
+
+@pytest.mark.parametrize("name", ["corrupt-gzip", "many-members"])
+async def test_corrupt_gzip_fails_clearly(server, name) -> None:
+    with pytest.raises(errors.NodeFailed, match="is not valid gzip") as caught:
+        await _request(url=_url(server, f"/encoded/{name}"))
+
+    assert (caught.value.code, caught.value.retryable) == ("node_failed", False)
+
+
+def test_zeros_helper_makes_valid_streams() -> None:
+    assert gzip.decompress(b"".join(_zeros(31, 3))) == bytes(3 * MIB)
+    assert zlib.decompress(b"".join(_zeros(15, 3))) == bytes(3 * MIB)
+
+
+def _status_kib(key: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(f"{key}:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no {key} in /proc/self/status")
+
+
+def _reset_peak_rss() -> int:
+    """Reset this process's peak RSS (VmHWM) and return its RSS now, in KiB."""
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")  # Linux: reset the peak RSS to the current RSS
+    return _status_kib("VmRSS")
+
+
+@pytest.mark.parametrize(
+    ("path", "max_bytes"),
+    [("/encoded/bomb", 10 * MIB), ("/endless-deflate", 10 * MIB), ("/endless-deflate", MIB)],
+)
+async def test_decompression_bomb_stops_at_the_limit_with_flat_memory(
+    server, path, max_bytes
+) -> None:
+    _gzip_bomb()  # made before measuring: it is the server's memory, not the node's
+    rss_before = _reset_peak_rss()
+    with pytest.raises(errors.NodeFailed, match=f"larger than {max_bytes} bytes") as caught:
+        await _request(url=_url(server, path), max_response_bytes=max_bytes)
+    growth_mib = (_status_kib("VmHWM") - rss_before) / 1024
+
+    assert (caught.value.code, caught.value.retryable) == ("node_failed", False)
+    # The body may hold max_bytes; inflating a whole 64 KiB chunk of this bomb at once would
+    # add ~64 MiB, reading to a 2e9 limit as before ~2 GiB.
+    assert growth_mib < max_bytes / MIB + 30, f"peak RSS grew by {growth_mib:.0f} MiB"
+
+
+async def test_compressed_data_that_inflates_to_nothing_is_bounded_too(server) -> None:
+    with pytest.raises(errors.NodeFailed, match="larger than 1000 bytes"):
+        await _request(url=_url(server, "/empty-blocks"), max_response_bytes=1000)
+
+
+async def test_a_body_that_trickles_forever_times_out(server) -> None:
+    with pytest.raises(errors.NodeTimeout):
+        await _request(url=_url(server, "/trickle"), timeout_s=0.3)
 
 
 async def test_shared_session_keeps_no_cookies(server) -> None:
