@@ -16,6 +16,7 @@ from graph_runtime.flow import Edge, Flow
 from graph_runtime.models import TaskRequest
 from nodes import contract
 from nodes import errors as node_errors
+from nodes.limits import Limits
 from nodes.registry import Registry
 
 
@@ -107,8 +108,11 @@ def run_set(graph: nx.DiGraph, start: str, end: str) -> set[str]:
     return ({end} | nx.ancestors(graph, end)) - nx.ancestors(graph, start)
 
 
-def plan(flow: Flow, registry: Registry, request: TaskRequest) -> Plan:
+def plan(flow: Flow, registry: Registry, request: TaskRequest, limits: Limits | None = None) -> Plan:
     """Select the subgraph ``request`` names and check its settings.
+
+    ``limits``: the server's ceilings; a request's ``node_settings`` above one (an
+    ``http_request``'s ``max_response_bytes``) are refused here, before anything is queued.
 
     Raises:
         errors.SelectionError: S not upstream of E, R outside the run set, bad node_settings.
@@ -134,7 +138,7 @@ def plan(flow: Flow, registry: Registry, request: TaskRequest) -> Plan:
             )
     if missing:
         raise errors.MissingInputs(missing)
-    settings = {n: _checked_settings(flow, registry, n, overrides[n], topo.inbound[n]) if n in overrides
+    settings = {n: _checked_settings(flow, registry, n, overrides[n], topo.inbound[n], limits) if n in overrides
                 else topo.settings(flow, registry, n) for n in topo.order}
     return Plan(flow, request, topo.order, topo.predecessors, topo.successors, topo.inbound, settings)
 
@@ -221,7 +225,8 @@ def _check_override_policy(flow: Flow, node_id: str, value: Mapping[str, Any]) -
 
 
 def _checked_settings(
-    flow: Flow, registry: Registry, node_id: str, override: Mapping[str, Any], inbound: tuple[Edge, ...]
+    flow: Flow, registry: Registry, node_id: str, override: Mapping[str, Any], inbound: tuple[Edge, ...],
+    limits: Limits | None = None,
 ) -> dict[str, Any]:
     node = flow.node(node_id)
     try:
@@ -233,7 +238,7 @@ def _checked_settings(
     merged = deep_merge(node.settings, override)
     try:
         _, params = contract.split_policy(merged, node_type.policy)
-        contract.validate_params(node_type, params, frozenset(edge.input_name for edge in inbound))
+        contract.validate_params(node_type, params, frozenset(edge.input_name for edge in inbound), limits=limits)
     except node_errors.InvalidParams as exc:
         raise errors.InvalidSettings(
             f"node {node_id!r}: {exc.message}", node_id=node_id, field=f"node_settings.{node_id}.{exc.field or ''}".rstrip(".")

@@ -66,7 +66,7 @@ async def submit(
             return earlier, False
     flow, rev, _ = await services.repo.get_flow(flow_id, revision)
     request = build_request(flow, body)
-    plan = selection.plan(flow, services.registry, request)
+    plan = selection.plan(flow, services.registry, request, limits=services.executor.limits)
     task, created = await services.repo.create_task(
         flow_id, rev, request,
         idempotency_key=idempotency_key,
