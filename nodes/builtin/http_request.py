@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Annotated, Any, ClassVar, Literal
@@ -16,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from yarl import URL
 
 from nodes import codec, errors
-from nodes.builtin import ssrf
+from nodes.builtin import http_body, ssrf
 from nodes.contract import CostModel, NodeType, RunContext, RunPolicy
 from nodes.limits import Limits
 
@@ -27,15 +26,6 @@ _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # Credentials meant for one origin must not be handed to the origin a redirect points at.
 _ORIGIN_BOUND_HEADERS = ("Authorization", "Proxy-Authorization", "Cookie")
 _BODY_HEADERS = ("Content-Type", "Content-Length", "Content-Encoding", "Transfer-Encoding")
-_CHUNK_BYTES = 64 * 1024
-# The Content-Encodings the node decodes itself, in bounded steps (aiohttp's decoding is off):
-# what it advertises unless the request sets Accept-Encoding.
-_ACCEPT_ENCODING = "gzip, deflate"
-_ZLIB_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
-# Output of one inflate call: a 64 KiB network chunk of a bomb inflates to ~64 MB at once.
-_INFLATE_STEP = 256 * 1024
-# Real bodies have one gzip member, rarely a few; each new one copies the rest of its chunk.
-_MAX_MEMBERS = 1024
 
 Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 Status = Annotated[int, Field(ge=100, le=599)]
@@ -243,7 +233,7 @@ async def _send(
 
 def _first_request(params: HttpRequestParams) -> _Request:
     headers: CIMultiDict[str] = CIMultiDict(params.headers)
-    headers.setdefault("Accept-Encoding", _ACCEPT_ENCODING)
+    headers.setdefault("Accept-Encoding", http_body.ACCEPT_ENCODING)
     data: bytes | None = None
     if params.json is not None:
         data = codec.dumps(params.json)
@@ -268,11 +258,11 @@ async def _follow(
             data=request.data,
             allow_redirects=False,
             timeout=timeout,
-            auto_decompress=False,  # _read_body decodes, counting the decoded size
+            auto_decompress=False,  # http_body.read decodes, counting the decoded size
         ) as resp:
             location = resp.headers.get("Location") if resp.status in _REDIRECT_STATUSES else None
             if location is None:
-                body = await _read_body(resp, max_bytes)
+                body = await http_body.read(resp, max_bytes, _shown(resp.url))
                 return _Response(request.url, resp.status, _header_dict(resp), body, resp.charset)
         request = _redirected(request, resp.status, location)
     raise errors.NodeFailed(
@@ -316,94 +306,6 @@ def _redirected(request: _Request, status: int, location: str) -> _Request:
     for name in _BODY_HEADERS:
         headers.popall(name, None)
     return _Request("GET", target, headers, None)
-
-
-async def _read_body(resp: aiohttp.ClientResponse, max_bytes: int) -> bytes:
-    """The decoded body, refused as soon as more than ``max_bytes`` of it is decoded.
-
-    The node decodes gzip and deflate itself, in bounded steps, so that a few compressed
-    bytes that inflate to gigabytes never take more than ``max_bytes`` of memory.
-    """
-    too_large = errors.NodeFailed(
-        f"response from {_shown(resp.url)} is larger than {max_bytes} bytes"
-    )
-    encoding = ", ".join(resp.headers.getall("Content-Encoding", ())).strip().lower()
-    inflater = _Inflater(encoding) if encoding in _ZLIB_WBITS else None
-    # Deflate grows a body by at most ~0.03% plus a header (zlib's compressBound): more on the
-    # wire than this is not a compressed body of at most max_bytes (empty blocks sent forever).
-    wire_limit = max_bytes if inflater is None else max_bytes + max_bytes // 64 + 4096
-    if resp.content_length is not None and resp.content_length > wire_limit:
-        raise too_large
-    body = bytearray()
-    wire = 0
-    try:
-        async for chunk in resp.content.iter_chunked(_CHUNK_BYTES):
-            wire += len(chunk)
-            if inflater is not None:
-                inflater.feed(chunk, body, max_bytes + 1)
-            elif encoding in ("", "identity"):
-                body += chunk
-            else:
-                raise _unsupported_encoding(resp, encoding)
-            if len(body) > max_bytes or wire > wire_limit:
-                raise too_large
-    except zlib.error as exc:
-        raise errors.NodeFailed(
-            f"response from {_shown(resp.url)} is not valid {encoding}: {exc}"
-        ) from exc
-    return bytes(body)
-
-
-def _unsupported_encoding(resp: aiohttp.ClientResponse, encoding: str) -> errors.NodeFailed:
-    return errors.NodeFailed(
-        f"response from {_shown(resp.url)} has Content-Encoding {encoding!r}; "
-        f"only {_ACCEPT_ENCODING} and identity are decoded"
-    )
-
-
-class _Inflater:
-    """Inflates a gzip or deflate body in bounded steps, however much one chunk expands.
-
-    aiohttp's own decoding is not used: the node must count the decoded size as it grows and
-    stop at its limit, and fail clearly on an encoding it cannot decode.
-    """
-
-    def __init__(self, encoding: str) -> None:
-        self._wbits = _ZLIB_WBITS[encoding]
-        self._member: zlib._Decompress | None = None
-        self._members = 0
-        self._held = b""  # input not inflated yet because the output reached its limit
-
-    def feed(self, data: bytes, body: bytearray, limit: int) -> None:
-        """Inflate ``data`` onto the end of ``body``, stopping once ``body`` holds ``limit`` bytes.
-
-        Raises:
-            zlib.error: the data is not valid for the encoding.
-        """
-        data = self._held + data if self._held else data
-        while len(body) < limit:
-            member = self._member
-            if member is None or member.eof:
-                if not data:
-                    break
-                member = self._next_member(data)
-            piece = member.decompress(data, min(_INFLATE_STEP, limit - len(body)))
-            body += piece
-            data = member.unused_data if member.eof else member.unconsumed_tail
-            if not piece and not data:
-                break  # everything given is inflated; zlib holds no output back
-        self._held = data
-
-    def _next_member(self, data: bytes) -> zlib._Decompress:
-        # gzip allows concatenated members; aiohttp and browsers decode them all.
-        self._members += 1
-        if self._members > _MAX_MEMBERS:
-            raise zlib.error(f"more than {_MAX_MEMBERS} compressed members")
-        wbits = self._wbits
-        if wbits == zlib.MAX_WBITS and data[0] & 0x0F != 8:
-            wbits = -zlib.MAX_WBITS  # "deflate" sent raw, without its zlib header, as some do
-        self._member = zlib.decompressobj(wbits)
-        return self._member
 
 
 def _header_dict(resp: aiohttp.ClientResponse) -> dict[str, str]:
