@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from graph_runtime.flow import Flow
-from http_api import schemas, wire
+from http_api import routes_tasks, schemas, wire
 
 OPENAPI_PATH = "/api/v1/openapi.json"
 SCHEMA_REF = "#/components/schemas/{model}"
@@ -133,6 +133,7 @@ FLOW_LINKS = {"GetFlow": _link("getFlow", "flow_id", "Read the flow back."),
 TASK_LINKS = {"GetTask": _link("getTask", "task_id", "Poll the task."),
               "CancelTask": _link("cancelTask", "task_id", "Cancel the task.")}
 EXECUTE_ERRORS = (*BODY_ERRORS, 401, 404, 409, 503)
+INCLUDE = {"type": "string", "pattern": r"^((data|result|nodes)(,(data|result|nodes))*)?$"}
 STATUS_FILTER = {"anyOf": [{"type": "integer", "minimum": 1, "maximum": 5},
                            {"enum": ["queued", "running", "succeeded", "failed", "cancelled"]}]}
 
@@ -156,13 +157,18 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("post", "/api/v1/task/{task_id}/cancel", "cancelTask", "Cancel a queued or running task.", "tasks",
               {202: Answer("The task, cancelled (or still stopping).", wire.TaskView)}, (401, 404, 409, 503),
               parameters=(TASK_PATH,)),
-    Operation("get", "/api/v1/tasks", "listTasks", "Task history, newest first.", "tasks",
-              {200: Answer("A page of tasks; `next_before` gives the next.", wire.TaskList)}, (401, 422, 503),
+    Operation("get", "/api/v1/tasks", "listTasks", "Task history, newest first, as summaries.", "tasks",
+              {200: Answer("A page of task summaries; `next_before` gives the next.", wire.TaskList)},
+              (401, 422, 503),
               parameters=(
                   _param("flow_id", "query", {"type": "string"}, "Only this flow's tasks."),
                   _param("status", "query", STATUS_FILTER, "Only tasks in this status (number or name)."),
-                  _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50},
-                         "Page size."),
+                  _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": routes_tasks.HISTORY_MAX_LIMIT,
+                                             "default": routes_tasks.HISTORY_DEFAULT_LIMIT},
+                         "Page size (a page with `include` may hold fewer: see `include`)."),
+                  _param("include", "query", INCLUDE, "What summaries also carry, comma-separated: `data`, "
+                         f"`result`, `nodes`. Then a page holds at most {routes_tasks.HISTORY_PAGE_BYTES // 2**20} MiB "
+                         "of them (at least one task); `next_before` continues."),
                   _param("before", "query", {"type": "integer", "minimum": 1, "maximum": 10**18 - 1},
                          "Only tasks with a smaller id (the previous page's `next_before`)."),
               )),
@@ -185,7 +191,7 @@ OPERATIONS: tuple[Operation, ...] = (
               (*BODY_ERRORS, 401, 403, 503), scope="admin", body=schemas.KeyCreateBody),
     Operation("get", "/api/v1/keys", "listKeys", "Every server key, without secrets.", "keys",
               {200: Answer("The keys.", wire.KeyList)}, (401, 403, 503), scope="admin"),
-    Operation("delete", "/api/v1/keys/{key_id}", "revokeKey", "Revoke a server key (at once in this process).",
+    Operation("delete", "/api/v1/keys/{key_id}", "revokeKey", "Revoke a server key (refused within a second everywhere).",
               "keys", {200: Answer("The key, revoked.", wire.KeyView)}, (401, 403, 404, 503), scope="admin",
               parameters=(_param("key_id", "path", {"type": "string", "minLength": 1}, "The key's id."),)),
     Operation("get", "/api/v1/node-types", "listNodeTypes", "Every registered node type.", "node-types",

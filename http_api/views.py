@@ -8,6 +8,7 @@ from typing import Any
 from graph_runtime.flow import Flow
 from graph_runtime.models import NodeRun, Task
 from storage.convert import ApiKeyRecord
+from storage.task_history import HistoryPage, TaskSummary
 
 TASK_TYPE_FLOW = 4  # Scade's task_type for a flow execution
 
@@ -69,6 +70,31 @@ def task_view(task: Task) -> dict[str, Any]:
         "error": task.error,
         "nodes": {node_id: node_view(run) for node_id, run in task.nodes.items()},
     }
+
+
+def task_summary_view(task: TaskSummary, include: frozenset[str]) -> dict[str, Any]:
+    """A task as history lists it: the task view's fields in its order, ``data``, ``result`` and
+    ``nodes`` only when ``include`` names them, and ``node_counts`` (node runs per status)."""
+    view: dict[str, Any] = {"id": task.id}
+    if "data" in include:
+        view["data"] = task.request.as_data() if task.request is not None else None
+    view.update(status=task.status.number, status_name=task.status.value, created=timestamp(task.created),
+                finished=timestamp(task.finished))
+    if "result" in include:
+        view["result"] = task.result
+    view.update(execution_time=task.execution_time, execution_cost=task.execution_cost, parent_id=None,
+                ref_id=f"flow:{task.flow_id};", task_type=TASK_TYPE_FLOW, is_hide=False, public_access_token=None,
+                file_result_link=None, flow_id=task.flow_id, revision=task.revision, started=timestamp(task.started),
+                error=task.error)
+    if "nodes" in include:
+        view["nodes"] = {node_id: node_view(run) for node_id, run in (task.nodes or {}).items()}
+    view["node_counts"] = {status.value: count for status, count in task.node_counts.items()}
+    return view
+
+
+def history_view(page: HistoryPage) -> dict[str, Any]:
+    """``GET /api/v1/tasks``: ``{"tasks": [...], "next_before": id | null}``."""
+    return {"tasks": [task_summary_view(task, page.include) for task in page.tasks], "next_before": page.next_before}
 
 
 def flow_view(flow: Flow, revision: int, updated: datetime, defaults: dict[str, str | None]) -> dict[str, Any]:

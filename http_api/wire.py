@@ -89,10 +89,48 @@ class TaskView(Wire):
     nodes: dict[str, NodeRunView] = Field(description="Empty while queued; then every run-set node.")
 
 
+class NodeCounts(Wire):
+    """How many of a task's nodes are in each status (every status, zeros included)."""
+
+    pending: int = Field(ge=0)
+    running: int = Field(ge=0)
+    succeeded: int = Field(ge=0)
+    failed: int = Field(ge=0)
+    skipped: int = Field(ge=0)
+    cancelled: int = Field(ge=0)
+
+
+class TaskSummaryView(Wire):
+    """A task in ``GET /api/v1/tasks``: the task's fields but ``data``, ``result`` and ``nodes``, each
+    present only when ``include`` names it, and ``node_counts``."""
+
+    id: int
+    data: TaskData | None = Field(default=None, description="Only with `include=data`.")
+    status: TaskStatusNumber
+    status_name: TaskStatusName
+    created: Timestamp
+    finished: Timestamp | None
+    result: dict[str, Any] | None = Field(default=None, description="Only with `include=result`.")
+    execution_time: float | None
+    execution_cost: float | None
+    parent_id: None
+    ref_id: str
+    task_type: Literal[4]
+    is_hide: bool
+    public_access_token: None
+    file_result_link: None
+    flow_id: str
+    revision: int = Field(ge=1)
+    started: Timestamp | None
+    error: RunError | None
+    nodes: dict[str, NodeRunView] | None = Field(default=None, description="Only with `include=nodes`.")
+    node_counts: NodeCounts
+
+
 class TaskList(Wire):
     """``GET /api/v1/tasks``: newest first; ``next_before`` pages on, null on the last page."""
 
-    tasks: list[TaskView]
+    tasks: list[TaskSummaryView]
     next_before: int | None
 
 

@@ -29,6 +29,7 @@ from storage.repository_keys import KeyMethods
 from storage.repository_leases import LeaseMethods
 from storage.tables import node_run as run_t
 from storage.tables import task as task_t
+from storage.task_history import TaskHistoryMethods
 
 __all__ = ["CANCELLED_BEFORE_START", "ApiKeyRecord", "Repository"]
 
@@ -59,7 +60,7 @@ CANCELLED_BEFORE_START = {"node_id": None, "code": "cancelled", "message": "canc
 """The ``error`` of a task cancelled while it was still queued."""
 
 
-class Repository(FlowMethods, KeyMethods, LeaseMethods):
+class Repository(FlowMethods, KeyMethods, LeaseMethods, TaskHistoryMethods):
     """Persistence for graph-runtime; implements :class:`graph_runtime.ports.TaskStore`.
 
     Args:
@@ -197,34 +198,6 @@ class Repository(FlowMethods, KeyMethods, LeaseMethods):
             return found
         async with self._read() as conn:
             return await task_rows.load_task(conn, task_id)
-
-    async def list_tasks(
-        self,
-        *,
-        flow_id: str | None = None,
-        status: TaskStatus | None = None,
-        limit: int = 50,
-        before: int | None = None,
-    ) -> list[Task]:
-        """Tasks newest first (by id), with their node runs.
-
-        Args:
-            flow_id: only this flow's tasks.
-            status: only tasks in this status.
-            limit: at most this many.
-            before: only tasks whose id is lower (the previous page's last id).
-        """
-        query = sa.select(task_t).order_by(task_t.c.id.desc()).limit(limit)
-        if flow_id is not None:
-            query = query.where(task_t.c.flow_id == flow_id)
-        if status is not None:
-            query = query.where(task_t.c.status == TaskStatus(status).value)
-        if before is not None:
-            query = query.where(task_t.c.id < before)
-        async with self._read() as conn:
-            rows = (await conn.execute(query)).all()
-            nodes = await task_rows.node_runs(conn, [row.id for row in rows])
-        return [convert.task(row, nodes.get(row.id, {})) for row in rows]
 
     async def count_tasks(self, status: TaskStatus | None = None) -> int:
         """How many tasks there are (in ``status``, if given)."""

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from tests.conftest import Api
+import asyncio
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from http_api import auth
+from tests.conftest import SAMPLE_FLOWS, Api
+from tests.processes import cli_command, http_json, process_env, serving, sqlite_url, wait_until
 from tests.support import FlowBuilder
 
 
@@ -65,3 +76,80 @@ async def test_node_types_have_schemas_and_costs(api: Api) -> None:
     assert delay["params_schema"]["properties"]["seconds"]["maximum"] == 3600
     assert delay["description"] and "cost" in delay and "output_schema" in delay
     assert types["http_request"]["cost"]["per_run"] > 0
+
+
+async def test_polls_read_their_key_at_most_once_per_cache_period(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    token = await api.new_key("execute")
+    repo = api.services.repo
+    reads: list[str] = []
+    get_key = repo.get_key
+
+    async def counted(key_id: str) -> Any:
+        reads.append(key_id)
+        return await get_key(key_id)
+
+    monkeypatch.setattr(repo, "get_key", counted)
+    began = time.monotonic()
+    answers = await asyncio.gather(*(api.request("GET", "/api/v1/flows", token=token) for _ in range(300)))
+    assert {answer.status for answer in answers} == {200}
+    # 300 concurrent requests share one read per cache period, not one read each.
+    assert len(reads) <= (time.monotonic() - began) / auth.CACHE_TTL_S + 2, len(reads)
+
+
+def revoke_with_the_cli(key_id: str, db: list[str], cwd: Path) -> tuple[float, float]:
+    """``graph-runtime keys revoke``: when it printed that the key is revoked, and when it exited."""
+    with subprocess.Popen(cli_command("keys", "revoke", key_id, *db), cwd=cwd, env=process_env(), text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as cli:
+        assert cli.stdout is not None
+        line = cli.stdout.readline()
+        printed = time.monotonic()
+        _, err = cli.communicate(timeout=30)
+        returned = time.monotonic()
+    assert cli.returncode == 0 and line.startswith(f"revoked key {key_id}"), (line, err)
+    return printed, returned
+
+
+def test_a_key_revoked_by_the_cli_is_refused_by_a_running_server_within_a_second(tmp_path: Path) -> None:
+    db = ["--db", sqlite_url(tmp_path / "x.db")]
+    with serving(*db, "--flows", str(SAMPLE_FLOWS), cwd=tmp_path) as server:
+        status, created = server.request("POST", "/api/v1/keys", token=server.keys_printed[0],
+                                         body={"name": "ci", "scope": "execute"})
+        assert status == 201, created
+        status, task = server.request("POST", "/api/v1/flow/caption-image/execute", token=created["key"], body={})
+        assert status == 201, task
+        calls: list[tuple[str, float, float, int]] = []  # what, sent, answered, status
+        stop = threading.Event()
+
+        def keep_calling(what: str, method: str, path: str, body: Any) -> None:
+            while not stop.is_set():
+                sent = time.monotonic()
+                answer, _ = http_json(method, f"{server.url}{path}", token=created["key"], body=body)
+                calls.append((what, sent, time.monotonic(), answer))
+
+        callers = [threading.Thread(target=keep_calling, args=("poll", "GET", f"/api/v1/task/{task['id']}", None)),
+                   threading.Thread(target=keep_calling, args=("execute", "POST", "/api/v1/flow/caption-image/execute",
+                                                               {}))]
+        for caller in callers:
+            caller.start()
+        try:
+            wait_until(lambda: {c[0] for c in calls if c[3] in (200, 201)} == {"poll", "execute"}, timeout=10,
+                       what="both callers answered")
+            printed, returned = revoke_with_the_cli(created["id"], db, tmp_path)
+            wait_until(lambda: any(c[1] > returned + 1.5 for c in calls if c[0] == "execute"), timeout=10,
+                       what="an execute sent 1.5 s after the revoke")
+        finally:
+            stop.set()
+            for caller in callers:
+                caller.join(timeout=15)
+        assert "Traceback" not in server.stderr, server.stderr[-4000:]
+    assert {c[3] for c in calls} <= {200, 201, 401}, sorted({c[3] for c in calls})
+    first_refusal = min(c[2] for c in calls if c[3] == 401)
+    assert first_refusal - returned <= 1.0, f"first 401 {first_refusal - returned:.3f}s after the revoke returned"
+    # Stricter: from the moment the CLI printed that the revoke was committed (it then takes a while to exit).
+    assert first_refusal - printed <= 1.0, f"first 401 {first_refusal - printed:.3f}s after the revoke was printed"
+    after = [c for c in calls if c[1] > first_refusal]
+    assert {c[0] for c in after} == {"poll", "execute"}
+    assert not [c for c in after if c[3] != 401], "accepted after a 401"
+    print(f"\nfirst 401 {first_refusal - printed:+.3f}s after `keys revoke` printed, "
+          f"{first_refusal - returned:+.3f}s after it returned; "
+          f"{len(calls)} calls, {len(after)} after it, all 401")
