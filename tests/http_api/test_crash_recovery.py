@@ -210,8 +210,14 @@ async def test_sigkill_in_the_middle_of_1000_tasks_loses_none_and_reruns_no_succ
             await poll(all_finished, timeout=60, what="every task's last node ended", describe=describe, interval=0.2)
 
             async def all_succeeded() -> list[dict[str, Any]] | None:
-                page = await call("GET", f"{second.url}/api/v1/tasks?limit={TASKS}", 200)
-                tasks = page["tasks"]
+                tasks: list[dict[str, Any]] = []
+                before = ""
+                while True:  # history pages hold at most 200 tasks: follow next_before
+                    page = await call("GET", f"{second.url}/api/v1/tasks?limit=200&include=nodes{before}", 200)
+                    tasks += page["tasks"]
+                    if page["next_before"] is None:
+                        break
+                    before = f"&before={page['next_before']}"
                 return tasks if all(t["status"] in (3, 4, 5) for t in tasks) else None
 
             tasks = await poll(all_succeeded, timeout=15, what="every task ended", describe=describe, interval=0.2)
