@@ -1,8 +1,10 @@
-"""Reading request bodies and query values, with the SPEC's 400/413/415/422 answers."""
+"""Reading request bodies and query values, with the SPEC's 400/408/413/415/422 answers."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+import zlib
 from typing import Any
 
 import aiohttp
@@ -21,6 +23,8 @@ CURL_DEFAULT = "application/x-www-form-urlencoded"
 
 MAX_JSON_DEPTH = 64
 _DIGITS = re.compile(r"[0-9]{1,18}")
+# Content-Encoding → zlib's wbits. "deflate" is zlib-wrapped by RFC 9110; raw deflate is sniffed below.
+DECODERS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
 
 def _too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
@@ -37,17 +41,91 @@ def _too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
     return False
 
 
+def _content_encoding(request: web.Request) -> str | None:
+    """The body's Content-Encoding if it is one we decode, None for none; anything else is a 415."""
+    value = ", ".join(request.headers.getall("Content-Encoding", ())).strip().lower()
+    if value in ("", "identity"):
+        return None
+    if value not in DECODERS:
+        raise errors.UnsupportedEncoding(f"Content-Encoding {value[:100]!r} is not supported; send the body "
+                                         "as is, or gzip or deflate it", field="Content-Encoding")
+    return value
+
+
+def _too_large(limit: int) -> errors.BodyTooLarge:
+    return errors.BodyTooLarge(f"the request body is larger than the server accepts ({limit} bytes, decoded; "
+                               "see GRAPH_RUNTIME_MAX_BODY_BYTES)")
+
+
+async def _decoded(stream: aiohttp.StreamReader, encoding: str, limit: int) -> bytes:
+    """The body decoded as it arrives; 413 as soon as the bytes received or decoded pass ``limit``.
+
+    Never more than ``limit + 1`` decoded bytes exist at once, so a gzip bomb costs no memory.
+    """
+    out, received, decoder = bytearray(), 0, None
+    async for chunk in stream.iter_any():
+        received += len(chunk)
+        if received > limit:
+            raise _too_large(limit)
+        if decoder is None:
+            raw_deflate = encoding == "deflate" and chunk[0] & 0x0F != 8  # no zlib header: what some clients send
+            decoder = zlib.decompressobj(-zlib.MAX_WBITS if raw_deflate else DECODERS[encoding])
+        try:
+            out += decoder.decompress(chunk, limit + 1 - len(out))
+        except zlib.error as exc:
+            raise errors.BodyUnreadable(f"the body is not valid {encoding}: {exc}") from None
+        if len(out) > limit:
+            raise _too_large(limit)
+    if decoder is not None and (not decoder.eof or decoder.unused_data):
+        raise errors.BodyUnreadable(f"the body is not valid {encoding}: it ends early or goes on after its end")
+    return bytes(out)
+
+
+def _stop_reading(request: web.Request) -> None:
+    """Parse nothing more from this connection, and close it once the answer is written.
+
+    Without this aiohttp lingers up to 10 s reading the rest of a body no one will use (a slow
+    client keeps its connection), or re-reads a broken one and logs an error.
+    """
+    request.protocol.close()
+    request.content.feed_eof()
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The whole body, decoded, within GRAPH_RUNTIME_BODY_TIMEOUT_S (else 408, and the connection closes).
+
+    Content-Encoding gzip and deflate are decoded here (the server runs with aiohttp's
+    ``auto_decompress`` off, so br/zstd reach us and get a JSON 415, not the parser's plain 400).
+    A runner left at aiohttp's default has decoded gzip/deflate already: then its bytes are read.
+    """
+    settings = request.app[SERVICES].settings  # type: ignore[attr-defined]
+    encoding = _content_encoding(request)
+    try:
+        async with asyncio.timeout(settings.body_timeout_s):
+            if encoding is None or request.content.total_compressed_bytes is not None:
+                return await request.read()  # aiohttp answers 413 past client_max_size
+            return await _decoded(request.content, encoding, settings.max_body_bytes)
+    except (errors.BodyUnreadable, TimeoutError, ConnectionResetError,
+            aiohttp.http_exceptions.HttpProcessingError, RequestPayloadError) as exc:
+        _stop_reading(request)
+        raise _unread(request, exc, settings.body_timeout_s) from None
+
+
+def _unread(request: web.Request, exc: Exception, timeout_s: float) -> errors.GraphRuntimeError:
+    """Why the body could not be read, as the error to answer (every one closes the connection)."""
+    if isinstance(exc, errors.BodyUnreadable):
+        return exc
+    if isinstance(exc, TimeoutError):
+        return errors.BodyTimeout(f"the request body did not arrive within {timeout_s:g} s "
+                                  "(GRAPH_RUNTIME_BODY_TIMEOUT_S)")
+    if isinstance(exc, ConnectionResetError) or request.transport is None or request.transport.is_closing():
+        return errors.ClientDisconnected()  # aiohttp's ClientConnectionResetError is a ConnectionResetError
+    return errors.BodyUnreadable(f"the body could not be read: {str(exc).strip()}")
+
+
 async def json_object(request: web.Request) -> dict[str, Any]:
     """The body as a JSON object; an empty body is ``{}``."""
-    try:
-        raw = await request.read()
-    except web.HTTPException:
-        raise
-    except (aiohttp.http_exceptions.HttpProcessingError, RequestPayloadError) as exc:
-        # The connection's framing is lost: answer 400 and close it (see BodyUnreadable) instead of
-        # letting aiohttp re-read the broken payload, which logs an error and stalls the next request.
-        request.content.feed_eof()
-        raise errors.BodyUnreadable(f"the body could not be read: {str(exc).strip()}") from None
+    raw = await read_body(request)
     if not raw.strip():
         return {}
     ctype = request.content_type

@@ -11,6 +11,7 @@ from typing import Any
 
 import pydantic
 
+from http_api.redaction import REDACT_SECRETS
 from http_api.settings import Settings
 
 SHORT_FLAGS = {"database_url": "--db", "flows_dir": "--flows"}
@@ -96,6 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(StructuredFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(REDACT_SECRETS)  # every record this process writes, whichever logger made it
     logging.basicConfig(level=settings.log_level, handlers=[handler])
     from http_api import commands  # the heavy imports wait until a command runs
 

@@ -75,6 +75,21 @@ async def announce_start(app: web.Application) -> None:
     heap.settle()
 
 
+def server_options(settings: Settings) -> dict[str, Any]:
+    """How the HTTP server treats connections: keyword arguments of ``web.run_app``/``AppRunner``.
+
+    - ``keepalive_timeout``: aiohttp closes a connection that has not sent a whole request line and
+      headers this long after it opened or after its previous answer. That is the header timeout
+      (slowloris), and also how long an idle keep-alive connection is kept.
+    - ``auto_decompress`` off: ``body.read_body`` decodes gzip/deflate itself, so any other
+      Content-Encoding gets a JSON 415 instead of the parser's plain-text 400.
+    - ``handler_cancellation`` stays off (aiohttp's default): a client that leaves does not cancel
+      a handler that is writing; one still reading its body gets ``ClientDisconnected``.
+    """
+    return {"access_log_class": MaskingAccessLogger, "keepalive_timeout": settings.header_timeout_s,
+            "auto_decompress": False, "handler_cancellation": False}
+
+
 def serve(settings: Settings) -> int:
     """Run the API and the workers until SIGINT/SIGTERM."""
     app = create_app(settings)
@@ -83,8 +98,8 @@ def serve(settings: Settings) -> int:
     print(f"graph-runtime: database {_without_password(settings.database_url)}, up to "
           f"{settings.max_concurrent_jobs} concurrent tasks", flush=True)
     try:
-        web.run_app(app, host=settings.host, port=settings.port, access_log_class=MaskingAccessLogger,
-                    print=lambda msg: print(msg, flush=True))
+        web.run_app(app, host=settings.host, port=settings.port, print=lambda msg: print(msg, flush=True),
+                    **server_options(settings))
     except OSError as exc:
         print(f"error: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}", file=sys.stderr)
         return 1

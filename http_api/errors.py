@@ -9,6 +9,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage
 
 from graph_runtime import errors as flow_errors
+from http_api import redaction
 from nodes import codec
 from nodes.errors import GraphRuntimeError, UnknownNodeType
 
@@ -41,6 +42,24 @@ class BodyTooLarge(GraphRuntimeError):
     """The request body is larger than the server accepts."""
 
     code = "body_too_large"
+
+
+class UnsupportedEncoding(GraphRuntimeError):
+    """Send the body as is, or with Content-Encoding: gzip or deflate."""
+
+    code = "unsupported_encoding"
+
+
+class BodyTimeout(GraphRuntimeError):
+    """The request body did not arrive in time (GRAPH_RUNTIME_BODY_TIMEOUT_S); the connection closes."""
+
+    code = "body_timeout"
+
+
+class ClientDisconnected(GraphRuntimeError):
+    """The client closed the connection before its request was read; nobody is left to answer."""
+
+    code = "client_disconnected"
 
 
 class Unauthenticated(GraphRuntimeError):
@@ -95,7 +114,9 @@ _QUIET_FILTER = _MalformedRequestsAreWarnings()
 
 
 def quiet_malformed_requests() -> None:
+    """Malformed requests become one warning each, and no aiohttp log line shows a server key."""
     logging.getLogger("aiohttp.server").addFilter(_QUIET_FILTER)  # a no-op when already added
+    redaction.protect_aiohttp_loggers()  # after the quiet filter: the warning it writes quotes the request
 
 
 # Walked along each exception's MRO: the most specific class listed wins.
@@ -109,16 +130,22 @@ STATUS_BY_ERROR: dict[type[BaseException], int] = {
     MethodNotAllowed: 405,
     flow_errors.IdempotencyConflict: 409,
     flow_errors.TaskEnded: 409,
+    BodyTimeout: 408,
     BodyTooLarge: 413,
     UnsupportedMediaType: 415,
+    UnsupportedEncoding: 415,
     RequestInvalid: 422,
     flow_errors.FlowInvalid: 422,
     flow_errors.SelectionError: 422,
     flow_errors.InvalidSettings: 422,
     UnknownNodeType: 422,
+    # nginx's "client closed request": only the access log sees it, as no one is left to read it.
+    ClientDisconnected: 499,
     flow_errors.StoreUnavailable: 503,
     ShuttingDown: 503,
 }
+# The request's framing is lost (or its client gone): answer, then close instead of reading on.
+CLOSES_CONNECTION = (BodyUnreadable, BodyTimeout, ClientDisconnected)
 
 
 def status_for(exc: BaseException) -> int:
@@ -174,8 +201,11 @@ async def error_middleware(
         status = status_for(exc)
         if status >= 500 and status != 503:
             log.exception("request failed", extra={"action": "request_failed", "path": request.path})
+        elif isinstance(exc, (ClientDisconnected, BodyTimeout)):
+            log.info("%s %s: %s", request.method, request.path, exc.message,
+                     extra={"action": exc.code, "path": request.path})
         response = error_response(status, exc.code, exc.message, exc.field, _details(exc))
-        if isinstance(exc, BodyUnreadable):
+        if isinstance(exc, CLOSES_CONNECTION):
             response.force_close()
         return response
     except web.HTTPException as exc:

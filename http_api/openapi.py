@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
@@ -42,9 +42,10 @@ ERRORS: dict[int, str] = {
     401: "No valid server key: missing, unknown or revoked.",
     403: "The key's scope does not allow this; it needs an admin key.",
     404: "Unknown flow, revision, task or key (or no such route: the id cannot be routed).",
+    408: "The body did not arrive within GRAPH_RUNTIME_BODY_TIMEOUT_S; the connection is closed.",
     409: "Conflict: an Idempotency-Key reused with another request, or a task that already ended.",
     413: "The body is larger than the server accepts (GRAPH_RUNTIME_MAX_BODY_BYTES).",
-    415: "The body is not sent as JSON.",
+    415: "The body is not sent as JSON, or its Content-Encoding is not gzip or deflate.",
     422: "Valid JSON that does not make sense; `field` is a dotted path to the problem.",
     503: "The database is unavailable or the server is shutting down; retry shortly.",
 }
@@ -54,7 +55,7 @@ ERROR_HEADERS: dict[int, dict[str, Any]] = {
     503: {"Retry-After": {"required": True, "schema": {"type": "string"}, "description": "Seconds to wait."}},
 }
 LOCATION = {"Location": {"required": True, "schema": {"type": "string"}, "description": "/api/v1/task/{id}"}}
-BODY_ERRORS = (400, 413, 415, 422)
+BODY_ERRORS = (400, 408, 413, 415, 422)
 
 SECURITY_SCHEMES = {
     "basicAuth": {"type": "http", "scheme": "basic", "description":
@@ -67,7 +68,7 @@ SECURITY_SCHEMES = {
                           "description": "The same token in the query (discouraged: URLs land in logs)."},
 }
 DOCUMENT_SCHEMA = {"type": "object", "required": ["openapi", "info", "paths", "components"]}
-ANY_KEY = [{name: []} for name in SECURITY_SCHEMES]
+ANY_KEY: list[dict[str, list[str]]] = [{name: []} for name in SECURITY_SCHEMES]
 
 
 @dataclass(frozen=True)
@@ -93,14 +94,16 @@ class Operation:
     errors: tuple[int, ...]
     scope: str = "execute"  # "public", "execute" or "admin"
     parameters: tuple[dict[str, Any], ...] = ()
-    body: type[BaseModel] | None = None
+    body: type[BaseModel] | str | None = None  # a model, or a component derived from one (FLOW_PUT)
     body_required: bool = True
     body_example: dict[str, Any] | None = None
 
 
 def _param(name: str, where: str, schema: dict[str, Any], description: str, **extra: Any) -> dict[str, Any]:
+    # The server reads an empty query value (`?status=`, what a form's empty field sends) as no value.
+    empty = {"allowEmptyValue": True} if where == "query" else {}
     return {"name": name, "in": where, "required": where == "path", "description": description,
-            "schema": schema, **extra}
+            "schema": schema, **empty, **extra}
 
 
 def _link(operation_id: str, parameter: str, description: str) -> dict[str, Any]:
@@ -133,6 +136,7 @@ FLOW_LINKS = {"GetFlow": _link("getFlow", "flow_id", "Read the flow back."),
 TASK_LINKS = {"GetTask": _link("getTask", "task_id", "Poll the task."),
               "CancelTask": _link("cancelTask", "task_id", "Cancel the task.")}
 EXECUTE_ERRORS = (*BODY_ERRORS, 401, 404, 409, 503)
+FLOW_PUT = "FlowPut"  # the body of PUT /flows/{flow_id}: a Flow whose `id` the path gives (see _flow_put)
 INCLUDE = {"type": "string", "pattern": r"^((data|result|nodes)(,(data|result|nodes))*)?$"}
 STATUS_FILTER = {"anyOf": [{"type": "integer", "minimum": 1, "maximum": 5},
                            {"enum": ["queued", "running", "succeeded", "failed", "cancelled"]}]}
@@ -181,7 +185,7 @@ OPERATIONS: tuple[Operation, ...] = (
               {201: Answer("A revision was added.", wire.FlowView, links=FLOW_LINKS),
                200: Answer("The definition was unchanged.", wire.FlowView)},
               (*BODY_ERRORS, 401, 403, 404, 503), scope="admin",
-              parameters=(PUT_FLOW_PATH,), body=Flow, body_example=EXAMPLE_FLOW),
+              parameters=(PUT_FLOW_PATH,), body=FLOW_PUT, body_example=EXAMPLE_FLOW),
     Operation("delete", "/api/v1/flows/{flow_id}", "deleteFlow", "Delete a flow; its tasks stay readable.", "flows",
               {204: Answer("Deleted.", None)}, (401, 403, 404, 503), scope="admin",
               parameters=(_param("flow_id", "path", FLOW_ID, "The flow's id.", example=EXAMPLE_FLOW["id"]),)),
@@ -206,13 +210,21 @@ OPERATIONS: tuple[Operation, ...] = (
 
 def component_schemas() -> dict[str, Any]:
     """Every request and response model's JSON schema, by name, with refs into ``components/schemas``."""
-    models = [(model, "validation") for model in (*REQUEST_MODELS, *RESPONSE_MODELS)]
+    models: list[tuple[type[BaseModel], Literal["validation"]]] = [
+        (model, "validation") for model in (*REQUEST_MODELS, *RESPONSE_MODELS)]
     _, defs = models_json_schema(models, by_alias=True, ref_template=SCHEMA_REF)
-    return dict(defs["$defs"])
+    return {**defs["$defs"], FLOW_PUT: _flow_put(defs["$defs"][Flow.__name__])}
 
 
-def _ref(model: type[BaseModel]) -> dict[str, str]:
-    return {"$ref": SCHEMA_REF.format(model=model.__name__)}
+def _flow_put(flow: dict[str, Any]) -> dict[str, Any]:
+    """``Flow`` with ``id`` optional: what ``flow.parse(data, flow_id=<the path's id>)`` accepts."""
+    return {**flow, "title": FLOW_PUT, "required": [name for name in flow["required"] if name != "id"],
+            "description": "A flow for `PUT /api/v1/flows/{flow_id}`: `id` may be left out, the path gives it; "
+                           "an `id` other than the path's is a 422 naming `id`."}
+
+
+def _ref(model: type[BaseModel] | str) -> dict[str, str]:
+    return {"$ref": SCHEMA_REF.format(model=model if isinstance(model, str) else model.__name__)}
 
 
 def _answer(answer: Answer) -> dict[str, Any]:
@@ -264,7 +276,8 @@ def document() -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "graph-runtime", "version": importlib.metadata.version("graph-runtime"),
                  "description": "Launch any part of a node graph with one request and poll the task. "
-                                "Errors are `{\"error\": {\"code\", \"message\", \"field\"}}`."},
+                                "Errors are `{\"error\": {\"code\", \"message\", \"field\"}}`. An empty query "
+                                "parameter (`?status=`) is the same as leaving it out."},
         "security": ANY_KEY,
         "tags": [{"name": name} for name in dict.fromkeys(op.tag for op in OPERATIONS)],
         "paths": paths,

@@ -37,9 +37,11 @@ from tests.processes import process_env
 from tests.support import FlowBuilder, eventually, registry_with_test_types
 
 # Every check that judges the server against the document (not the heuristics about what a
-# "reasonable" API should accept: those are opinions, not the contract).
+# "reasonable" API should accept: those are opinions, not the contract). negative_data_rejection
+# is one: a request the document forbids must not succeed. positive_data_acceptance is not: the
+# document cannot say that a flow must be acyclic or that a PUT body's id must be the path's.
 CHECKS = ("not_a_server_error", "status_code_conformance", "content_type_conformance",
-          "response_schema_conformance", "response_headers_conformance", "ignored_auth")
+          "response_schema_conformance", "response_headers_conformance", "ignored_auth", "negative_data_rejection")
 MAX_EXAMPLES = 25  # per operation when fuzzing; ~1,260 requests over all phases, ~12 s on two cores
 ST_TIMEOUT_S = 45.0
 # Flows the server would run for schemathesis: the samples, minus the one that calls the internet.
@@ -210,6 +212,27 @@ async def test_error_answers_fit_the_error_body(live: Live) -> None:
     await _expect(live, wire.ErrorBody, 404, "GET", "/api/v1/task/abc")
     await _expect(live, wire.ErrorBody, 415, "POST", "/api/v1/keys", data=b"name=x",
                   headers={"Content-Type": "application/x-www-form-urlencoded"})
+
+
+async def test_what_schemathesis_found_the_server_and_the_document_now_agree_on(live: Live) -> None:
+    """An empty query value is no value (the document allows it, the server ignores it); a PUT body
+    may leave out ``id`` (the path gives it), and an ``id`` other than the path's is a 422."""
+    document = openapi.document()
+    queries = [p for ops in document["paths"].values() for op in ops.values() for p in op.get("parameters", ())
+               if p["in"] == "query"]
+    assert queries and all(p["allowEmptyValue"] is True for p in queries)
+    everything = await live.call("GET", "/api/v1/tasks")
+    assert await live.call("GET", "/api/v1/tasks?status=&flow_id=&limit=&before=") == everything
+    assert everything[0] == 200
+
+    put = document["components"]["schemas"][openapi.FLOW_PUT]
+    assert put["properties"] == document["components"]["schemas"]["Flow"]["properties"]
+    assert "id" not in put["required"] and "id" in document["components"]["schemas"]["Flow"]["required"]
+    without_id = {name: value for name, value in openapi.EXAMPLE_FLOW.items() if name != "id"}
+    created = await _expect(live, wire.FlowView, 201, "PUT", "/api/v1/flows/from-path", json=without_id)
+    assert created["id"] == created["definition"]["id"] == "from-path"
+    other = await _expect(live, wire.ErrorBody, 422, "PUT", "/api/v1/flows/from-path", json={**without_id, "id": "x"})
+    assert other["error"]["field"] == "id"
 
 
 @contextmanager
