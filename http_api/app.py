@@ -44,6 +44,7 @@ async def open_services(settings: Settings, registry: Registry | None = None) ->
 async def close_services(services: Services) -> None:
     services.accepting = False
     await services.scheduler.stop()
+    await services.registry.aclose()
     if services.executor.http is not None:
         await services.executor.http.close()
     await storage_engine.dispose(services.repo.engine)

@@ -145,6 +145,14 @@ class NodeType:
         """Do the node's work and return an ``Output`` instance."""
         raise NotImplementedError
 
+    async def close(self) -> None:
+        """Release resources at shutdown; the default does nothing.
+
+        ``Registry.aclose`` calls it on the registry's instance when the server or the CLI
+        stops (e.g. to stop worker processes). A registry may serve again afterwards, so
+        resources closed here should start again lazily if ``run`` is called.
+        """
+
     def min_timeout(self, params: Any) -> float | None:
         """The least timeout a run with ``params`` needs (a delay never times out early)."""
         return None

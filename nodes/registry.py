@@ -52,6 +52,14 @@ class Registry:
         self.get(name)
         return self._instances[name]
 
+    async def aclose(self) -> None:
+        """Call every instance's ``close`` hook (at shutdown); one failing does not skip the rest."""
+        for name, instance in self._instances.items():
+            try:
+                await instance.close()
+            except Exception:
+                log.exception("node type close failed", extra={"action": "node_type_close_failed", "type": name})
+
     def __contains__(self, name: object) -> bool:
         return name in self._types
 

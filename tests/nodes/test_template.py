@@ -1,19 +1,36 @@
-"""template: sandboxed Jinja2, strict about undefined variables."""
+"""template: sandboxed Jinja2, strict about undefined variables.
+
+The worker processes and their limits are tested in test_template_sandbox.py.
+"""
 
 from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from nodes import contract, errors
-from nodes.builtin import Template
-from nodes.builtin import template as template_module
-from nodes.builtin.template import render
+from nodes.builtin import Template, template_sandbox
+from nodes.contract import RunPolicy
 from tests.nodes.helpers import make_ctx
 
+# One node instance for the module, as the registry keeps one per process: its worker
+# processes serve every test (each on its own event loop).
+TEMPLATE = Template()
 
-async def _render(source: str, **variables) -> str:
+
+@pytest.fixture(scope="module", autouse=True)
+def stop_the_workers() -> Iterator[None]:
+    yield
+    asyncio.run(TEMPLATE.close())
+
+
+async def _render(source: str, **variables: Any) -> str:
     params = contract.validate_params(Template, {"template": source, **variables})
-    return (await Template().run(params, make_ctx())).text
+    assert isinstance(params, Template.Params)
+    return (await TEMPLATE.run(params, make_ctx())).text
 
 
 async def test_renders_its_variables() -> None:
@@ -70,18 +87,32 @@ async def test_runtime_error_is_a_node_failure_not_retried() -> None:
 
 
 def test_compiled_templates_are_cached() -> None:
+    # The cache lives in each worker; the function is the same in this process.
     source = "cached {{ x }}"
 
-    assert template_module._compile(source) is template_module._compile(source)
+    assert template_sandbox._compile(source) is template_sandbox._compile(source)
 
 
 @pytest.mark.parametrize("source", ["{{ 9 ** (9 ** 7) }}", "{{ 'a' * 10 ** 10 }}", "{{ [1] * 10 ** 9 }}",
                                     "{{ 10 ** 10 * 'ab' }}"])
-def test_operations_that_would_stall_the_server_are_refused(source: str) -> None:
+async def test_operations_that_would_stall_the_server_are_refused(source: str) -> None:
     with pytest.raises(errors.InvalidParams) as info:
-        render(source, {})
+        await _render(source)
     assert info.value.field == "template"
 
 
-def test_ordinary_arithmetic_still_works() -> None:
-    assert render("{{ 2 ** 10 }} {{ 'ab' * 3 }} {{ 3 * 4 }} {{ 1.5 ** 2 }}", {}) == "1024 ababab 12 2.25"
+async def test_ordinary_arithmetic_still_works() -> None:
+    text = await _render("{{ 2 ** 10 }} {{ 'ab' * 3 }} {{ 3 * 4 }} {{ 1.5 ** 2 }} {{ 7 % 3 }} {{ '%03d|%-4s|' % (5, 'ab') }}")
+
+    assert text == "1024 ababab 12 2.25 1 005|ab  |"
+
+
+async def test_widths_within_the_output_limit_still_work() -> None:
+    text = await _render("{{ 'x'|center(5) }}|{{ '{:>6.2f}'.format(3.14159) }}|{{ '%5s'|format('ab') }}|{{ [1, 2]|join('-') }}")
+
+    assert text == "  x  |  3.14|   ab|1-2"
+
+
+def test_a_template_has_a_default_timeout() -> None:
+    # A render holds a worker process; a node without timeout_s must not hold it forever.
+    assert Template.policy == RunPolicy(timeout_s=30.0)
