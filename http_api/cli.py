@@ -1,4 +1,4 @@
-"""The ``graph-runtime`` command: serve, keys, flows, run."""
+"""The ``graph-runtime`` command: serve, migrate, keys, flows, run."""
 
 from __future__ import annotations
 
@@ -55,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     _setting_flags(common)
 
     sub.add_parser("serve", parents=[common], help="run the API and the workers")
+    migrate = sub.add_parser("migrate", parents=[common], help="upgrade the database schema to this version's")
+    migrate.add_argument("--check", action="store_true", help="change nothing; exit 1 if an upgrade is due")
 
     keys = sub.add_parser("keys", help="manage server keys").add_subparsers(dest="keys_command", required=True)
     create = keys.add_parser("create", parents=[common], help="create a key and print its token")
@@ -99,6 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler.setFormatter(StructuredFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(REDACT_SECRETS)  # every record this process writes, whichever logger made it
     logging.basicConfig(level=settings.log_level, handlers=[handler])
+    # alembic narrates every start at INFO (its plugins, "Context impl…"); storage logs the upgrades itself.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     from http_api import commands  # the heavy imports wait until a command runs
 
     try:

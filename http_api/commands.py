@@ -25,6 +25,7 @@ from http_api.views import key_view, timestamp_text
 from nodes import codec
 from nodes.errors import GraphRuntimeError
 from nodes.registry import default_registry
+from storage import engine as storage_engine
 
 log = logging.getLogger("graph_runtime.cli")
 
@@ -35,6 +36,8 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
     try:
         if args.command == "serve":
             return serve(settings)
+        if args.command == "migrate":
+            return asyncio.run(migrate(settings, check=args.check))
         return asyncio.run(_dispatch_async(args, settings))
     except GraphRuntimeError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
@@ -66,10 +69,12 @@ def _without_password(url: str) -> str:
 async def announce_start(app: web.Application) -> None:
     """Startup hook: on a database with no keys, create an admin key and print it once; list the flows."""
     services: Services = app[SERVICES]  # type: ignore[assignment]
-    if await services.repo.count_keys() == 0:
-        _, token = await auth.issue_key(services.repo, "first-admin", "admin")
+    # Check-and-create under the start lock: of several processes started together, one creates it.
+    key_id, secret = auth.new_key_material()
+    if await storage_engine.create_first_key(services.repo.engine, key_id, "first-admin", "admin",
+                                             auth.hash_secret(secret)):
         print("No server keys yet: created an admin key. It is shown once; keep it safe:", flush=True)
-        print(f"  GRAPH_RUNTIME_KEY={token}", flush=True)
+        print(f"  GRAPH_RUNTIME_KEY={auth.token_for(key_id, secret)}", flush=True)
     flows = await services.repo.list_flows()
     print(f"{len(flows)} flow(s) loaded: {', '.join(f.id for f, _, _ in flows)}", flush=True)
     heap.settle()
@@ -104,6 +109,21 @@ def serve(settings: Settings) -> int:
         print(f"error: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     return 0
+
+
+async def migrate(settings: Settings, *, check: bool) -> int:
+    """Upgrade the schema and print ``schema: FROM -> TO``; with ``check``, only say whether one is due (exit 1)."""
+    engine = storage_engine.create_engine(settings.database_url)
+    try:
+        if check:
+            found = await storage_engine.schema_versions(engine)
+            print(f"schema: {found.describe()}{'' if found.current else ' (upgrade due: graph-runtime migrate)'}")
+            return 0 if found.current else 1
+        found = await storage_engine.create_schema(engine)
+        print(f"schema: {found.describe()}{'' if found.current else ' (upgraded)'}")
+        return 0
+    finally:
+        await storage_engine.dispose(engine)
 
 
 async def keys_command(services: Services, args: argparse.Namespace) -> int:

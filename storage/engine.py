@@ -2,24 +2,34 @@
 
 Two backends: ``sqlite+aiosqlite:///path`` (embedded, the default) and
 ``postgresql+asyncpg://user@host/db`` (for several processes; ``pip install 'graph-runtime[postgres]'``).
+
+Also what every process does first on a database, one process at a time (:func:`start_lock`): the
+schema upgrade (:func:`create_schema`, revisions in ``storage/migrations``) and the first key.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import logging
 import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from nodes import codec
-from storage import tables
+from storage import convert, migrations, tables
 from storage.errors import DatabaseUrlError, translated
+from storage.migrations import SchemaVersions
 from storage.sqlite_inline import SqliteInline
+
+log = logging.getLogger(__name__)
 
 WRITE_OPTION = "graph_runtime_write"
 """Execution option marking an engine whose transactions write.
@@ -27,6 +37,12 @@ WRITE_OPTION = "graph_runtime_write"
 On SQLite only those begin a transaction (``BEGIN IMMEDIATE``); other connections read in
 autocommit mode. Use :func:`writer` for anything that writes.
 """
+
+EXCLUSIVE = "exclusive"
+"""``WRITE_OPTION``'s value for a SQLite transaction that begins with ``BEGIN EXCLUSIVE`` (the start lock)."""
+
+START_LOCK_KEY = int.from_bytes(b"gr-start", "big")
+"""The ``pg_advisory_lock`` key that serializes schema upgrades and the first key ("gr-start" in ASCII)."""
 
 BUSY_TIMEOUT_S = 5.0
 """How long a SQLite writer waits for a lock held elsewhere before StoreUnavailable (API: 503)."""
@@ -106,10 +122,80 @@ def reader(engine: AsyncEngine) -> AsyncEngine:
     return engine
 
 
-async def create_schema(engine: AsyncEngine) -> None:
-    """Create every table and index that does not exist yet (idempotent)."""
-    async with translated(), writer(engine).begin() as conn:
-        await conn.run_sync(tables.metadata.create_all)
+async def create_schema(engine: AsyncEngine) -> SchemaVersions:
+    """Upgrade the schema to this code's version, one process at a time; returns where it was.
+
+    An empty database gets every revision, one made before the schema was versioned is stamped
+    at the first release and upgraded, one already current is left alone.
+
+    Raises:
+        SchemaTooNew: a newer graph-runtime wrote the database (the message names both versions).
+        SchemaUnknown: the database has tables no release made.
+    """
+    async with translated(), start_lock(engine) as conn:
+        found = await conn.run_sync(migrations.upgrade)
+    if not found.current:
+        log.info("schema upgraded: %s", found.describe(), extra={"action": "schema_upgraded"})
+    return found
+
+
+async def schema_versions(engine: AsyncEngine) -> SchemaVersions:
+    """The database's schema version and this code's, without changing anything.
+
+    Raises:
+        SchemaTooNew: a newer graph-runtime wrote the database.
+        SchemaUnknown: the database has tables no release made.
+    """
+    async with translated(), engine.connect() as conn:
+        return await conn.run_sync(migrations.versions)
+
+
+async def create_first_key(engine: AsyncEngine, key_id: str, name: str, scope: str, secret_hash: str) -> bool:
+    """Store this key if the database has no key at all (``serve``'s first admin key); whether it did.
+
+    The check and the insert run under :func:`start_lock`, so processes started together on an
+    empty database create exactly one first key.
+    """
+    keys = tables.api_key
+    async with translated(), start_lock(engine) as conn:
+        if (await conn.execute(sa.select(sa.func.count()).select_from(keys))).scalar_one():
+            return False
+        await conn.execute(sa.insert(keys).values(id=key_id, name=name, scope=scope, secret_hash=secret_hash,
+                                                  created=convert.utcnow()))
+    return True
+
+
+@asynccontextmanager
+async def start_lock(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A transaction that one process at a time holds, among all the processes on the database.
+
+    PostgreSQL: a session-level ``pg_advisory_lock`` taken before the transaction begins and
+    released after it ends, so the next holder sees everything committed under it. SQLite:
+    ``BEGIN EXCLUSIVE`` (waits up to BUSY_TIMEOUT_S for the writer lock). Commits when the
+    block exits normally, rolls back when it raises.
+    """
+    if engine.dialect.name != "postgresql":
+        async with engine.execution_options(**{WRITE_OPTION: EXCLUSIVE}).begin() as conn:
+            yield conn
+        return
+    async with engine.connect() as conn:
+        await conn.exec_driver_sql(f"SELECT pg_advisory_lock({START_LOCK_KEY})")
+        await conn.commit()  # the lock is the session's; the work gets a transaction of its own
+        try:
+            async with conn.begin():
+                yield conn
+        finally:
+            await _advisory_unlock(conn)
+
+
+async def _advisory_unlock(conn: AsyncConnection) -> None:
+    try:
+        await conn.exec_driver_sql(f"SELECT pg_advisory_unlock({START_LOCK_KEY})")
+        await conn.commit()
+    except (sa_exc.DBAPIError, OSError):
+        # Never return a connection that may still hold the lock to the pool: closing the
+        # session releases it.
+        await conn.invalidate()
 
 
 async def dispose(engine: AsyncEngine) -> None:
@@ -185,5 +271,6 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
 def _on_sqlite_begin(conn: Connection) -> None:
     # Reads run without BEGIN (autocommit, each statement its own WAL snapshot): a SELECT never
     # takes a lock worth holding, and skipping BEGIN saves a round trip to aiosqlite's thread.
-    if conn.get_execution_options().get(WRITE_OPTION, False):
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    mode = conn.get_execution_options().get(WRITE_OPTION, False)
+    if mode:
+        conn.exec_driver_sql("BEGIN EXCLUSIVE" if mode == EXCLUSIVE else "BEGIN IMMEDIATE")

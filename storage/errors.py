@@ -29,6 +29,18 @@ class StorageError(GraphRuntimeError):
     code = "internal"
 
 
+class SchemaTooNew(StorageError):
+    """The database's schema is newer than this graph-runtime: run the release that wrote it, or a newer one."""
+
+    code = "schema_too_new"
+
+
+class SchemaUnknown(StorageError):
+    """The database has tables that are not a schema any graph-runtime release made."""
+
+    code = "schema_unknown"
+
+
 # Errors that say "the database is there but cannot serve us now": locked, refused, dropped.
 _UNAVAILABLE = (
     sa_exc.OperationalError,
