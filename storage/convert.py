@@ -58,8 +58,13 @@ def task(row: Row[Any], nodes: dict[str, NodeRun]) -> Task:
         nodes=nodes,
         claims=row.claims,
         interruptions=row.interruptions,
-        lease=Lease(row.lease_owner, row.claims) if row.lease_owner is not None and row.status == "running" else None,
+        lease=lease(row),
     )
+
+
+def lease(row: Row[Any]) -> Lease | None:
+    """The lease a ``task`` row is running under, or None when no worker holds it."""
+    return Lease(row.lease_owner, row.claims) if row.lease_owner is not None and row.status == "running" else None
 
 
 def node_run(row: Row[Any]) -> NodeRun:
