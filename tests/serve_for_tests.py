@@ -3,9 +3,9 @@
     python -m tests.serve_for_tests --db URL --port N [any other flag of graph-runtime serve]
 
 Same flags, settings and production app (``http_api.app.create_app``) as ``graph-runtime serve``;
-the registry is the core types plus :class:`tests.recording.Record`. On an empty database it
-prints a first admin key as ``GRAPH_RUNTIME_KEY=<token>``, like ``serve``. The repository root
-must be importable (run from it, or with it on ``PYTHONPATH``).
+the registry is the core types plus :class:`tests.recording.Record` and :class:`tests.crashing.Crash`.
+On an empty database it prints a first admin key as ``GRAPH_RUNTIME_KEY=<token>``, like ``serve``.
+The repository root must be importable (run from it, or with it on ``PYTHONPATH``).
 """
 
 from __future__ import annotations
@@ -22,12 +22,14 @@ from http_api.access_log import MaskingAccessLogger
 from http_api.app import create_app
 from http_api.cli import StructuredFormatter, _parser, _settings
 from nodes.registry import Registry, default_registry
+from tests.crashing import Crash
 from tests.recording import Record
 
 
 def registry() -> Registry:
     reg = default_registry(plugins=False)
     reg.register(Record)
+    reg.register(Crash)
     return reg
 
 
