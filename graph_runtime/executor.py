@@ -14,7 +14,7 @@ import dataclasses
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -24,9 +24,11 @@ from graph_runtime.attempts import run_attempts
 from graph_runtime.commits import GroupCommitter
 from graph_runtime.models import NodeRun, NodeStatus, Task, TaskOutcome, TaskStatus, start_order_key
 from graph_runtime.ports import TaskStore
+from graph_runtime.resolve import ParamResolver, redact
 from graph_runtime.shielding import outlast_cancel
 from nodes import errors as node_errors
-from nodes.contract import RunContext
+from nodes.contract import NodeType, RunContext
+from nodes.files import FileStore
 from nodes.limits import Limits
 from nodes.registry import Registry
 
@@ -56,6 +58,8 @@ class Executor:
     http: Any = None
     allow_private: bool = False
     limits: Limits = dataclasses.field(default_factory=Limits)
+    files: FileStore | None = None  # handed to every node as ctx.files
+    resolvers: Sequence[ParamResolver] = ()  # run in order on a node's parameters before its first try
     listener: Listener | None = None
     draining: bool = False  # set at shutdown: running nodes finish, no new node starts
     committer: GroupCommitter | None = None
@@ -266,14 +270,18 @@ class _TaskRun:
             # cut short by a crash does not use up one of its retries.
             return RunContext(task_id=self.task.id, node_id=node_id, flow_id=self.task.flow_id, attempt=run.attempts,
                               timeout_s=timeout, http=self.ex.http, allow_private=self.ex.allow_private,
-                              limits=self.ex.limits)
+                              limits=self.ex.limits, files=self.ex.files)
 
         async def before_attempt() -> None:
             self.node_started(run)
             await self.save(run)
 
+        secrets: frozenset[str] = frozenset()
         try:
-            output, cost = await run_attempts(instance, self._params(node_id), make_context, before_attempt)
+            params, secrets = await self._resolved(node_id, instance, self._params(node_id))
+            output, cost = await run_attempts(instance, params, make_context, before_attempt)
+            if secrets:
+                output = redact(output, secrets)
         except errors.LeaseLost:
             raise  # not this node's failure: the task is another worker's now
         except asyncio.CancelledError:
@@ -282,6 +290,8 @@ class _TaskRun:
             raise
         except node_errors.GraphRuntimeError as exc:
             exc.node_id = node_id
+            if secrets:
+                exc.message = redact(exc.message, secrets)
             self._end_node(run, NodeStatus.FAILED, started, error=exc.as_dict())
             await self.save(run)
             self.failure = self.failure or exc.as_dict()  # the first failure names the task's error
@@ -300,6 +310,14 @@ class _TaskRun:
         await self.save(run)
         self.dirty.discard(node_id)
         log.debug("node finished", extra={"action": "node_finished", "task_id": self.task.id, "node_id": node_id})
+
+    async def _resolved(self, node_id: str, instance: NodeType, params: dict[str, Any]) -> tuple[dict[str, Any], frozenset[str]]:
+        """``params`` with their references (files, secrets…) resolved, and the secret values to redact."""
+        secrets: frozenset[str] = frozenset()
+        for resolver in self.ex.resolvers:
+            resolved = await resolver.resolve(self.task, node_id, type(instance), params)
+            params, secrets = resolved.params, secrets | resolved.redact
+        return params, secrets
 
     def _params(self, node_id: str) -> dict[str, Any]:
         """Settings merged with node_settings, then every inbound edge's value on top."""

@@ -33,7 +33,9 @@ async def open_services(settings: Settings, registry: Registry | None = None) ->
     registry = registry or default_registry()
     if settings.flows_dir is not None:
         await load_flows_dir(settings.flows_dir, repo, registry)
-    executor = Executor(store=repo, registry=registry, allow_private=settings.http_allow_private,
+    # One guarded HTTP client per process, for the server and `graph-runtime run` alike.
+    http = make_http_session(allow_private=settings.http_allow_private)
+    executor = Executor(store=repo, registry=registry, http=http, allow_private=settings.http_allow_private,
                         limits=settings.limits())
     scheduler = Scheduler(repo, executor, max_concurrent=settings.max_concurrent_jobs,
                           poll_interval_s=settings.poll_interval_s, lease_s=settings.lease_s,
@@ -61,7 +63,6 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
     """Build the aiohttp application for ``settings``; the database opens on startup."""
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         services = await open_services(settings, registry)
-        services.executor.http = make_http_session(allow_private=settings.http_allow_private)
         app[SERVICES] = services
         checker.repo = services.repo
         await services.scheduler.start()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from nodes.limits import Limits
@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     max_response_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     template_memory_bytes: int = Field(default=512 * 1024 * 1024, ge=64 * 1024 * 1024)
     template_cpu_s: float = Field(default=10.0, gt=0)
+    secrets_key: SecretStr | None = None  # base64 of 32 bytes; else a 0600 key file next to the database
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
 
     def limits(self) -> Limits:

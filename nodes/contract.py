@@ -36,6 +36,7 @@ import pydantic
 from pydantic import BaseModel, ConfigDict
 
 from nodes import errors
+from nodes.files import FileStore
 from nodes.limits import Limits
 
 T = TypeVar("T")
@@ -95,6 +96,8 @@ class RunContext:
         stop: a ``threading.Event`` set when the try is cancelled or times out, for code in a thread.
         limits: the server's ceilings (output size, response size, template resources); a
             node never lets a parameter raise them.
+        files: the file store (:class:`nodes.files.FileStore`): read a ``File`` parameter's
+            bytes, store the files the node produces. None only where no store is configured.
     """
 
     task_id: int
@@ -106,6 +109,7 @@ class RunContext:
     allow_private: bool = False
     usage: dict[str, float] = field(default_factory=dict)
     limits: Limits = field(default_factory=Limits)
+    files: FileStore | None = None
 
     @functools.cached_property
     def stop(self) -> threading.Event:

@@ -88,6 +88,18 @@ class OutputTooLarge(NodeFailed):
     code = "output_too_large"
 
 
+class InvalidInput(NodeFailed):
+    """The node's input is not what it can work on (not an image, truncated media, a decompression bomb)."""
+
+    code = "invalid_input"
+
+
+class StorageFull(NodeFailed):
+    """The file store is full; nothing was kept."""
+
+    code = "storage_full"
+
+
 class UnexpectedError(NodeFailed):
     """The node raised an unexpected exception."""
 
