@@ -108,6 +108,8 @@ class TaskRow(SQLModel, table=True):
     # How many times its worker died (or lost its lease) while running it: the second time, the
     # task ends `crashed` instead of taking down process after process.
     interruptions: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    # `prod` or `dev` (SPEC §7 Modes): which value of each secret its nodes get.
+    mode: str = Field(default="prod", max_length=8, sa_column_kwargs={"server_default": "prod"})
     # Which worker runs it and until when, renewed by its heartbeat; an expired lease means the
     # worker died and the task goes back to the queue.
     lease_owner: str | None = Field(default=None, max_length=128)
@@ -148,8 +150,22 @@ class ApiKeyRow(SQLModel, table=True):
     revoked: datetime | None = _now_column(nullable=True)
 
 
+class SecretRow(SQLModel, table=True):
+    """One value of a secret for one mode, AES-GCM encrypted (``storage.secrets``); never plaintext."""
+
+    __tablename__ = "secret"
+
+    name: str = Field(primary_key=True, max_length=64)
+    mode: str = Field(primary_key=True, max_length=8)
+    nonce: bytes = Field(sa_type=sa.LargeBinary, nullable=False)
+    ciphertext: bytes = Field(sa_type=sa.LargeBinary, nullable=False)
+    created: datetime = _now_column()
+    updated: datetime = _now_column()
+
+
 flow = FlowRow.__table__
 flow_revision = FlowRevisionRow.__table__
 task = TaskRow.__table__
 node_run = NodeRunRow.__table__
 api_key = ApiKeyRow.__table__
+secret = SecretRow.__table__
