@@ -35,7 +35,7 @@ import aiohttp
 import pydantic
 from pydantic import BaseModel, ConfigDict
 
-from nodes import errors
+from nodes import errors, file_params
 from nodes.files import FileStore
 from nodes.limits import Limits
 
@@ -204,6 +204,9 @@ def validate_params(
     Parameters named in ``linked`` are fed by edges and may be missing; when any of them is
     missing, nothing is returned (the model cannot be built yet) but everything else is checked.
 
+    A file parameter (:mod:`nodes.file_params`) may hold an ``http(s)`` URL instead of a file
+    value: it is fetched before the node runs, so it is valid here.
+
     ``limits`` are the server's ceilings, given to the model's validators as pydantic's
     validation context (``info.context``), so a parameter above a ceiling is refused before
     the node runs; ``run`` must check again, as the context is None where it is not given.
@@ -211,6 +214,9 @@ def validate_params(
     Raises:
         errors.InvalidParams: the first problem, with ``field`` as a dotted path inside the node.
     """
+    shapes = file_params.file_params(node_type.Params)
+    if shapes:  # a URL where a file goes is fetched before the node runs: valid here
+        params = file_params.with_url_placeholders(params, shapes)
     try:
         return node_type.Params.model_validate(dict(params), context=limits)
     except pydantic.ValidationError as exc:
