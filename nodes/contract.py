@@ -98,6 +98,10 @@ class RunContext:
             node never lets a parameter raise them.
         files: the file store (:class:`nodes.files.FileStore`): read a ``File`` parameter's
             bytes, store the files the node produces. None only where no store is configured.
+        prices: the server's model price table (``LLM_PRICES``): ``{model: {"input": …,
+            "output": …}}`` in credits per 1M tokens, read once at start-up; empty when unset.
+            ``llm.*`` nodes price the tokens an answer reports with it (unless their
+            ``prices`` parameter is given) and report the result as usage.
     """
 
     task_id: int
@@ -110,6 +114,7 @@ class RunContext:
     usage: dict[str, float] = field(default_factory=dict)
     limits: Limits = field(default_factory=Limits)
     files: FileStore | None = None
+    prices: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
 
     @functools.cached_property
     def stop(self) -> threading.Event:
