@@ -163,9 +163,32 @@ class SecretRow(SQLModel, table=True):
     updated: datetime = _now_column()
 
 
+class FileRow(SQLModel, table=True):
+    """A stored file's record (SPEC §7); its bytes are the blob named by ``sha256`` in the file store.
+
+    Several records may share one blob (equal bytes are stored once). ``used`` turns true once a
+    task references the file: an upload never used is deleted after a day.
+    """
+
+    __tablename__ = "file"
+    __table_args__ = (
+        sa.Index("ix_file_sha256", "sha256"),
+        sa.Index("ix_file_created", "created"),
+    )
+
+    id: str = Field(primary_key=True, max_length=64)
+    sha256: str = Field(max_length=64)
+    size: int = Field(sa_type=sa.BigInteger())
+    name: str = Field(max_length=255)
+    content_type: str = Field(max_length=255)
+    created: datetime = _now_column()
+    used: bool = Field(default=False)
+
+
 flow = FlowRow.__table__
 flow_revision = FlowRevisionRow.__table__
 task = TaskRow.__table__
 node_run = NodeRunRow.__table__
 api_key = ApiKeyRow.__table__
+file = FileRow.__table__
 secret = SecretRow.__table__

@@ -18,6 +18,7 @@ from http_api.app import create_app
 from http_api.body import SERVICES
 from http_api.settings import Settings
 from storage import engine as storage_engine
+from storage.files import LocalFileStore
 from tests.support import Blocking, Echo, Sleep, eventually, registry_with_test_types
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,6 +62,16 @@ def db_url(template_db: Path, tmp_path: Path) -> str:
     target = tmp_path / "graph_runtime.db"
     shutil.copy(template_db, target)
     return f"sqlite+aiosqlite:///{target}"
+
+
+@pytest_asyncio.fixture
+async def file_store(db_url: str, tmp_path: Path) -> AsyncIterator[LocalFileStore]:
+    """A real file store: blobs under ``tmp_path/files``, records in the test's SQLite file (``db_url``)."""
+    engine = storage_engine.create_engine(db_url)
+    try:
+        yield LocalFileStore(tmp_path / "files", engine)
+    finally:
+        await storage_engine.dispose(engine)
 
 
 @pytest.fixture
