@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from importlib import metadata
 
 from nodes import errors
@@ -14,12 +15,37 @@ ENTRY_POINT_GROUP = "graph_runtime.nodes"
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class PluginFailure:
+    """An entry point that could not be loaded: its name, value, package and the error."""
+
+    entry_point: str
+    value: str
+    distribution: str | None
+    error: str
+
+
+def _plugin_failed(entry_point: metadata.EntryPoint, exc: Exception) -> PluginFailure:
+    """Record and log (once, one line) a plugin that failed; the traceback only at DEBUG."""
+    dist = getattr(entry_point, "dist", None)
+    package = f"{dist.name} {dist.version}" if dist is not None else None
+    failure = PluginFailure(entry_point=entry_point.name, value=entry_point.value, distribution=package,
+                            error=f"{type(exc).__name__}: {exc}")
+    log.warning("plugin %s (entry point %r = %r in group %s) failed to load and is skipped: %s",
+                package or entry_point.module, entry_point.name, entry_point.value, ENTRY_POINT_GROUP,
+                failure.error, extra={"action": "plugin_failed", "entry_point": entry_point.name})
+    log.debug("plugin %s failed", entry_point.name, exc_info=exc)
+    return failure
+
+
 class Registry:
     """Node types by their ``type`` name; registering a name twice is an error."""
 
     def __init__(self, node_types: Iterable[type[NodeType]] = ()) -> None:
         self._types: dict[str, type[NodeType]] = {}
         self._instances: dict[str, NodeType] = {}
+        self.failed_plugins: list[PluginFailure] = []
+        """Entry points that could not be loaded, in load order (see :meth:`load_entry_points`)."""
         for node_type in node_types:
             self.register(node_type)
 
@@ -74,16 +100,35 @@ class Registry:
 
         An entry point names either a :class:`NodeType` subclass or a callable that takes this
         registry and registers its types.
+
+        A plugin that fails (its import raises, its callable raises, or it takes a registered
+        name) is skipped whole and reported once, as a WARNING naming its package and the error,
+        and kept in :attr:`failed_plugins`; every other type keeps working.
         """
         if entry_points is None:
             entry_points = metadata.entry_points(group=ENTRY_POINT_GROUP)
         for entry_point in entry_points:
+            try:
+                self._load_plugin(entry_point)
+            except Exception as exc:  # any error a third-party import can raise; BaseException still stops us
+                self.failed_plugins.append(_plugin_failed(entry_point, exc))
+                continue
+            log.info("node types loaded from entry point %r = %r", entry_point.name, entry_point.value,
+                     extra={"action": "plugin_loaded", "entry_point": entry_point.name})
+
+    def _load_plugin(self, entry_point: metadata.EntryPoint) -> None:
+        """Register one entry point's types, all or none: a callable that fails halfway is undone."""
+        before = set(self._types)
+        try:
             target = entry_point.load()
             if isinstance(target, type) and issubclass(target, NodeType):
                 self.register(target)
             else:
                 target(self)
-            log.info("node types loaded", extra={"action": "plugin_loaded", "entry_point": entry_point.name})
+        except Exception:
+            for name in set(self._types) - before:
+                del self._types[name], self._instances[name]
+            raise
 
 
 def default_registry(*, plugins: bool = True) -> Registry:
