@@ -22,7 +22,7 @@ from typing import Any
 from graph_runtime import errors, selection
 from graph_runtime.attempts import run_attempts
 from graph_runtime.commits import GroupCommitter
-from graph_runtime.models import NodeRun, NodeStatus, Task, TaskOutcome, TaskStatus, start_order_key
+from graph_runtime.models import NodeRun, NodeStatus, RunError, Task, TaskOutcome, TaskStatus, start_order_key
 from graph_runtime.ports import TaskStore
 from graph_runtime.resolve import ParamResolver, redact
 from graph_runtime.shielding import outlast_cancel
@@ -95,7 +95,7 @@ class Executor:
                 await asyncio.shield(run.abandon())
                 raise
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
-            run.stop_with(TaskStatus.CANCELLED, errors.TaskCancelled("cancelled by request").as_dict())
+            run.stop_with(TaskStatus.CANCELLED, RunError.of(errors.TaskCancelled("cancelled by request")))
         except errors.LeaseLost:
             _log_lease_lost(task)
             return task
@@ -142,7 +142,7 @@ class _TaskRun:
         self.plan: selection.Plan | None = None
         self.running: dict[str, asyncio.Task[None]] = {}
         self.dirty: set[str] = set()
-        self.failure: dict[str, Any] | None = None
+        self.failure: RunError | None = None
         self.final_status: TaskStatus | None = None
         self.waiting: dict[str, int] = {}  # unfinished predecessors per node
         self.remaining = 0  # nodes of the plan not succeeded yet
@@ -201,7 +201,7 @@ class _TaskRun:
             node_id=suspect.node_id,
         )
         for run in running:
-            run.status, run.finished, run.error = NodeStatus.FAILED, utcnow(), crash.as_dict()
+            run.status, run.finished, run.error = NodeStatus.FAILED, utcnow(), RunError.of(crash)
             self.dirty.add(run.node_id)
         return crash
 
@@ -285,16 +285,16 @@ class _TaskRun:
         except errors.LeaseLost:
             raise  # not this node's failure: the task is another worker's now
         except asyncio.CancelledError:
-            cancelled = {"node_id": node_id, "code": "cancelled", "message": "cancelled"}
-            self._end_node(run, NodeStatus.CANCELLED, started, error=cancelled)
+            self._end_node(run, NodeStatus.CANCELLED, started, error=RunError("cancelled", "cancelled", node_id))
             raise
         except node_errors.GraphRuntimeError as exc:
             exc.node_id = node_id
             if secrets:
                 exc.message = redact(exc.message, secrets)
-            self._end_node(run, NodeStatus.FAILED, started, error=exc.as_dict())
+            failure = RunError.of(exc)
+            self._end_node(run, NodeStatus.FAILED, started, error=failure)
             await self.save(run)
-            self.failure = self.failure or exc.as_dict()  # the first failure names the task's error
+            self.failure = self.failure or failure  # the first failure names the task's error
             log.warning("node failed: %s", exc.message, extra={"action": "node_failed", "task_id": self.task.id,
                                                                "node_id": node_id, "status": exc.code})
             return
@@ -344,7 +344,7 @@ class _TaskRun:
         self._notify(run)
 
     def _end_node(self, run: NodeRun, status: NodeStatus, started: float, *, output: Any = None,
-                  cost: float | None = None, error: dict[str, Any] | None = None) -> None:
+                  cost: float | None = None, error: RunError | None = None) -> None:
         run.status, run.finished = status, utcnow()
         run.execution_time = round(time.perf_counter() - started, 6)
         run.output, run.cost, run.error = output, cost if cost is not None else 0.0, error
@@ -356,9 +356,9 @@ class _TaskRun:
             self.ex.listener(self.task, run)
 
     def fail(self, exc: node_errors.GraphRuntimeError) -> None:
-        self.failure = self.failure or exc.as_dict()
+        self.failure = self.failure or RunError.of(exc)
 
-    def stop_with(self, status: TaskStatus, error: dict[str, Any]) -> None:
+    def stop_with(self, status: TaskStatus, error: RunError) -> None:
         self.final_status, self.failure = status, error
 
     async def save(self, run: NodeRun) -> None:
@@ -411,7 +411,7 @@ class _TaskRun:
         except (TypeError, ValueError) as exc:
             # Something in the result could not be stored: end the task truthfully without it.
             log.error("task result cannot be stored: %s", exc, extra={"action": "task_store_failed", "task_id": task.id})
-            error = errors.GraphRuntimeError(f"the task's result cannot be stored: {exc}").as_dict()
+            error = RunError.of(errors.GraphRuntimeError(f"the task's result cannot be stored: {exc}"))
             outcome = dataclasses.replace(outcome, status=TaskStatus.FAILED, result=None, error=error)
             for run in runs:
                 run.output = None

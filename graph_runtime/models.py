@@ -20,6 +20,37 @@ from datetime import UTC, datetime
 from typing import Any
 
 
+@dataclass(frozen=True)
+class RunError:
+    """Why a node run or a task did not succeed: the ``error`` of SPEC §3, as a value.
+
+    Attributes:
+        code: a stable snake_case code (``node_failed``, ``node_timeout``, ``crashed``…).
+        message: what happened, for a person.
+        node_id: the node it happened in; None for the task as a whole (a cancel before start).
+    """
+
+    code: str
+    message: str
+    node_id: str | None = None
+
+    @classmethod
+    def of(cls, exc: Any, node_id: str | None = None) -> RunError:
+        """The error of an exception with ``code`` and ``message`` (a ``GraphRuntimeError``)."""
+        return cls(exc.code, exc.message, node_id if node_id is not None else exc.node_id)
+
+    @classmethod
+    def from_dict(cls, value: dict[str, Any] | None) -> RunError | None:
+        """From its stored or wire form (``None`` stays ``None``)."""
+        if value is None:
+            return None
+        return cls(str(value.get("code", "internal")), str(value.get("message", "")), value.get("node_id"))
+
+    def as_dict(self) -> dict[str, Any]:
+        """The stored and wire form: ``{"node_id", "code", "message"}``."""
+        return {"node_id": self.node_id, "code": self.code, "message": self.message}
+
+
 class TaskStatus(enum.StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
@@ -102,7 +133,7 @@ class NodeRun:
     execution_time: float | None = None
     cost: float | None = None
     attempts: int = 0
-    error: dict[str, Any] | None = None
+    error: RunError | None = None
     output: dict[str, Any] | None = None
 
     def copy(self) -> NodeRun:
@@ -139,7 +170,7 @@ class Task:
     result: dict[str, Any] | None = None
     execution_time: float | None = None
     execution_cost: float | None = None
-    error: dict[str, Any] | None = None
+    error: RunError | None = None
     nodes: dict[str, NodeRun] = field(default_factory=dict)
     claims: int = 0  # how many times a worker took it; above 1 it is being resumed
     interruptions: int = 0  # how many times the worker running it died or lost its lease
@@ -169,4 +200,4 @@ class TaskOutcome:
     execution_time: float
     execution_cost: float
     result: dict[str, Any] | None = None
-    error: dict[str, Any] | None = None
+    error: RunError | None = None

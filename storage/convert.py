@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy.engine import Row
 
-from graph_runtime.models import Lease, NodeRun, NodeStatus, Task, TaskRequest, TaskStatus, start_order_key
+from graph_runtime.models import Lease, NodeRun, NodeStatus, RunError, Task, TaskRequest, TaskStatus, start_order_key
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ def task(row: Row[Any], nodes: dict[str, NodeRun]) -> Task:
         result=row.result,
         execution_time=row.execution_time,
         execution_cost=row.execution_cost,
-        error=row.error,
+        error=RunError.from_dict(row.error),
         nodes=nodes,
         claims=row.claims,
         interruptions=row.interruptions,
@@ -77,7 +77,7 @@ def node_run(row: Row[Any]) -> NodeRun:
         execution_time=row.execution_time,
         cost=row.cost,
         attempts=row.attempts,
-        error=row.error,
+        error=RunError.from_dict(row.error),
         output=row.output,
     )
 
@@ -102,7 +102,7 @@ def node_run_values(task_id: int, run: NodeRun) -> dict[str, Any]:
         "execution_time": run.execution_time,
         "cost": run.cost,
         "attempts": run.attempts,
-        "error": run.error,
+        "error": run.error.as_dict() if run.error else None,
         "output": run.output,
     }
 

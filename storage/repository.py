@@ -27,6 +27,7 @@ from storage.convert import ApiKeyRecord
 from storage.repository_flows import FlowMethods
 from storage.repository_keys import KeyMethods
 from storage.repository_leases import LeaseMethods
+from storage.secrets import SecretMethods
 from storage.tables import node_run as run_t
 from storage.tables import task as task_t
 from storage.task_history import TaskHistoryMethods
@@ -60,7 +61,7 @@ CANCELLED_BEFORE_START = {"node_id": None, "code": "cancelled", "message": "canc
 """The ``error`` of a task cancelled while it was still queued."""
 
 
-class Repository(FlowMethods, KeyMethods, LeaseMethods, TaskHistoryMethods):
+class Repository(FlowMethods, KeyMethods, LeaseMethods, SecretMethods, TaskHistoryMethods):
     """Persistence for graph-runtime; implements :class:`graph_runtime.ports.TaskStore`.
 
     Args:
@@ -363,7 +364,7 @@ class Repository(FlowMethods, KeyMethods, LeaseMethods, TaskHistoryMethods):
             "execution_time": outcome.execution_time,
             "execution_cost": outcome.execution_cost,
             "result": outcome.result,
-            "error": outcome.error,
+            "error": outcome.error.as_dict() if outcome.error else None,
             "lease_owner": None,
             "lease_expires": None,
         }

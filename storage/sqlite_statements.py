@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from graph_runtime.models import Lease, NodeRun, NodeStatus, Task, TaskRequest, TaskStatus
+from graph_runtime.models import Lease, NodeRun, NodeStatus, RunError, Task, TaskRequest, TaskStatus
 from nodes import codec
 
 _TASK_COLUMNS = (
@@ -94,7 +94,7 @@ def run_params(task_id: int, run: NodeRun) -> tuple[Any, ...]:
     """One node run's ``_UPSERT_RUNS`` parameters."""
     return (
         task_id, run.node_id, NodeStatus(run.status).value, dt(run.started), dt(run.finished), run.execution_time,
-        run.cost, run.attempts, json_text(run.error), json_text(run.output),
+        run.cost, run.attempts, json_text(run.error.as_dict() if run.error else None), json_text(run.output),
     )
 
 
@@ -113,15 +113,15 @@ def _task(row: Sequence[Any], nodes: dict[str, NodeRun]) -> Task:
     return Task(
         id=row[0], flow_id=row[1], revision=row[2], request=TaskRequest.from_data(codec.loads(row[4])),
         status=_TASK_STATUS[row[3]], created=_parse_dt(row[5]), started=_parse_dt(row[6]), finished=_parse_dt(row[7]),
-        result=_json(row[8]), execution_time=row[9], execution_cost=row[10], error=_json(row[11]), nodes=nodes,
-        claims=row[12], interruptions=row[14], lease=lease,
+        result=_json(row[8]), execution_time=row[9], execution_cost=row[10], error=RunError.from_dict(_json(row[11])),
+        nodes=nodes, claims=row[12], interruptions=row[14], lease=lease,
     )
 
 
 def _node_run(row: Sequence[Any]) -> NodeRun:
     return NodeRun(
         node_id=row[1], status=_NODE_STATUS[row[2]], started=_parse_dt(row[3]), finished=_parse_dt(row[4]),
-        execution_time=row[5], cost=row[6], attempts=row[7], error=_json(row[8]), output=_json(row[9]),
+        execution_time=row[5], cost=row[6], attempts=row[7], error=RunError.from_dict(_json(row[8])), output=_json(row[9]),
     )
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from graph_runtime.models import NodeRun, NodeStatus, Task, TaskRequest, TaskStatus
+from graph_runtime.models import NodeRun, NodeStatus, RunError, Task, TaskRequest, TaskStatus
 from storage import convert, task_rows
 from storage.repository_base import RepositoryBase
 from storage.tables import node_run as run_t
@@ -72,7 +72,7 @@ class TaskSummary:
     finished: datetime | None
     execution_time: float | None
     execution_cost: float | None
-    error: dict[str, Any] | None
+    error: RunError | None
     node_counts: Mapping[NodeStatus, int]
     request: TaskRequest | None = None
     result: dict[str, Any] | None = None
@@ -249,7 +249,7 @@ def _summary(row: sa.Row[Any], counts: Mapping[NodeStatus, int], include: frozen
         finished=row.finished,
         execution_time=row.execution_time,
         execution_cost=row.execution_cost,
-        error=row.error,
+        error=RunError.from_dict(row.error),
         node_counts={status: counts.get(status, 0) for status in NodeStatus},
         request=TaskRequest.from_data(row.data) if "data" in include else None,
         result=row.result if "result" in include else None,

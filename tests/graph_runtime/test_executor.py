@@ -110,7 +110,7 @@ async def test_a_cancel_recorded_by_another_process_stops_the_task(repo: Reposit
     finally:
         await scheduler.stop()
     assert done.status is TaskStatus.CANCELLED and done.nodes["z"].status is NodeStatus.CANCELLED
-    assert done.error["code"] == "cancelled"
+    assert done.error.code == "cancelled"
 
 
 async def test_an_output_too_deep_to_store_fails_its_node_not_the_bookkeeping(repo: Repository) -> None:
@@ -131,8 +131,8 @@ async def test_an_output_too_deep_to_store_fails_its_node_not_the_bookkeeping(re
     finally:
         await scheduler.stop()
     assert done.status is TaskStatus.FAILED
-    assert done.error["code"] == "node_failed" and "cannot be stored" in done.error["message"]
-    failed = done.nodes[done.error["node_id"]]
+    assert done.error.code == "node_failed" and "cannot be stored" in done.error.message
+    failed = done.nodes[done.error.node_id]
     assert failed.status is NodeStatus.FAILED and failed.output is None
 
 
@@ -145,8 +145,8 @@ async def test_a_task_whose_node_type_was_uninstalled_ends_crashed(repo: Reposit
         done = await eventually(lambda: _ended(repo, task.id))
     finally:
         await scheduler.stop()
-    assert done.status is TaskStatus.FAILED and done.error["code"] == "crashed"
-    assert "test.echo" in done.error["message"]
+    assert done.status is TaskStatus.FAILED and done.error.code == "crashed"
+    assert "test.echo" in done.error.message
 
 
 async def test_a_stop_while_the_end_is_being_written_still_records_the_end(repo: Repository) -> None:

@@ -132,8 +132,8 @@ async def test_a_task_whose_process_died_twice_in_a_node_ends_crashed_naming_it(
     finally:
         await scheduler.stop()
     assert done.status is TaskStatus.FAILED and done.interruptions == 2
-    assert done.error is not None and done.error["code"] == "crashed" and done.error["node_id"] == "a"
-    assert "died 2 times" in done.error["message"]
+    assert done.error is not None and done.error.code == "crashed" and done.error.node_id == "a"
+    assert "died 2 times" in done.error.message
     assert done.nodes["a"].status is NodeStatus.FAILED and done.nodes["a"].attempts == 2
     assert done.nodes["e"].status is NodeStatus.SKIPPED and done.nodes["s"].status is NodeStatus.SUCCEEDED
     assert Echo.runs == [], "the crashing node is not run a third time"
@@ -163,8 +163,8 @@ async def test_an_output_over_max_output_bytes_fails_the_node(repo: Repository, 
         await scheduler.stop()
     if fails:
         assert done.status is TaskStatus.FAILED
-        assert done.error is not None and done.error["code"] == "output_too_large" and done.error["node_id"] == "a"
-        assert "MAX_OUTPUT_BYTES" in done.error["message"] and done.nodes["a"].output is None
+        assert done.error is not None and done.error.code == "output_too_large" and done.error.node_id == "a"
+        assert "MAX_OUTPUT_BYTES" in done.error.message and done.nodes["a"].output is None
         assert done.nodes["a"].attempts == 1, "a deterministic failure is not retried"
     else:
         assert done.status is TaskStatus.SUCCEEDED and len(done.result["a"]["text"]) == 20_000  # type: ignore[index]

@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from graph_runtime.flow import Flow
-from graph_runtime.models import NodeRun, NodeStatus, TaskOutcome, TaskStatus
+from graph_runtime.models import NodeRun, NodeStatus, RunError, TaskOutcome, TaskStatus
 from nodes import codec
 from storage.repository import Repository
 from storage.task_history import HistoryPage
@@ -39,7 +39,7 @@ def statements() -> Iterator[list[str]]:
 
 
 async def add_task(repo: Repository, flow_id: str = "demo", *, big: bool = True, end: TaskStatus | None = None,
-                   error: dict[str, Any] | None = None) -> int:
+                   error: RunError | None = None) -> int:
     """A task with data, node runs with outputs and (if ``end``) a result; all large if ``big``."""
     text = BIG if big else "small"
     task, _ = await repo.create_task(flow_id, 1, make_request(text=text), node_ids=["start", "end"])
@@ -65,7 +65,7 @@ def included_bytes(page: HistoryPage) -> list[int]:
 async def test_summaries_read_no_large_column_and_count_nodes(repo: Repository, saved_flow: SavedFlow) -> None:
     await saved_flow()
     queued = await add_task(repo)
-    failure = {"node_id": "end", "code": "node_failed", "message": "boom"}
+    failure = RunError("node_failed", "boom", "end")
     failed = await add_task(repo, end=TaskStatus.FAILED, error=failure)
     succeeded = await add_task(repo, end=TaskStatus.SUCCEEDED)
 

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 import storage
 from graph_runtime import errors
 from graph_runtime.flow import Flow
-from graph_runtime.models import NodeRun, NodeStatus, TaskOutcome, TaskStatus
+from graph_runtime.models import NodeRun, NodeStatus, RunError, TaskOutcome, TaskStatus
 from nodes import codec
 from storage import convert, tables
 from storage import engine as engines
@@ -52,7 +52,7 @@ def db_file(repo: Repository) -> str:
 
 def full_run(node_id: str, started: datetime, cost: float = 0.1 + 0.2) -> NodeRun:
     """A node run with every field populated: unicode, nested JSON, floats, microseconds."""
-    error = {"node_id": node_id, "code": "node_failed", "message": "échec ✗ 猫"}
+    error = RunError("node_failed", "échec ✗ 猫", node_id)
     output = {"z": {"list": [1, 2.5, None, True, "日本語"], "empty": {}}, "a": 2**53, "f": 1e-300}
     return NodeRun(node_id, NodeStatus.FAILED, started, started + timedelta(seconds=1, microseconds=7), 1.000007, cost, 3,
                    error, output)
@@ -79,7 +79,7 @@ async def test_inline_writes_read_back_identically_through_sqlalchemy(repo: Repo
     zeta, alpha = full_run("zeta", T0.astimezone(PARIS)), full_run("alpha", T0 + timedelta(seconds=2), cost=0.0)
     await repo.save_node_runs(task.id, [alpha, zeta])
     outcome = TaskOutcome(TaskStatus.FAILED, T0.replace(microsecond=0) + timedelta(hours=1), 3600.5, 0.30000000000000004,
-                          result={"ü": [1.5, {"b": None}], "a": "✓"}, error={"node_id": "zeta", "code": "node_failed"})
+                          result={"ü": [1.5, {"b": None}], "a": "✓"}, error=RunError("node_failed", "", "zeta"))
     await repo.finish_task(task.id, outcome, [NodeRun("end", NodeStatus.SKIPPED)])
 
     inline, (through_sqlalchemy,) = await repo.get_task(task.id), await repo.list_tasks()

@@ -11,7 +11,7 @@ import pytest
 
 from graph_runtime import errors
 from graph_runtime.flow import Flow
-from graph_runtime.models import NodeRun, NodeStatus, TaskOutcome, TaskStatus
+from graph_runtime.models import NodeRun, NodeStatus, RunError, TaskOutcome, TaskStatus
 from storage.repository import CANCELLED_BEFORE_START, Repository
 from tests.storage.conftest import make_request
 
@@ -77,7 +77,7 @@ async def test_a_failed_task_keeps_its_error(repo: Repository, saved_flow: Saved
     await saved_flow()
     task, _ = await repo.create_task("demo", 1, make_request())
     await repo.claim_next_task()
-    error = {"node_id": "end", "code": "node_failed", "message": "boom"}
+    error = RunError("node_failed", "boom", "end")
     failed = NodeRun("end", NodeStatus.FAILED, T0, T0, execution_time=0.0, cost=0.0, attempts=3, error=error)
     await repo.finish_task(task.id, TaskOutcome(TaskStatus.FAILED, T0, 0.0, 0.0, error=error), [failed])
     final = await repo.get_task(task.id)
@@ -179,7 +179,7 @@ async def test_cancelling_a_queued_task_ends_it_at_once(repo: Repository, saved_
     assert cancelled.status is TaskStatus.CANCELLED
     assert is_utc(cancelled.finished) and cancelled.started is None
     assert (cancelled.execution_time, cancelled.execution_cost) == (None, 0.0)
-    assert cancelled.error == CANCELLED_BEFORE_START
+    assert cancelled.error is not None and cancelled.error.as_dict() == CANCELLED_BEFORE_START
     assert await repo.get_task(task.id) == cancelled
     assert await repo.claim_next_task() is None
 
