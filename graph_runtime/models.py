@@ -95,9 +95,10 @@ class TaskRequest:
     node_settings: dict[str, Any] = field(default_factory=dict)
     init_context: dict[str, Any] = field(default_factory=dict)
     timeout_s: float | None = None
+    mode: str = "prod"  # "prod" or "dev" (SPEC §7 Modes): which value of each secret its nodes get
 
     def as_data(self) -> dict[str, Any]:
-        """Scade's ``data`` echo: ``node_id`` first and always null."""
+        """Scade's ``data`` echo: ``node_id`` first and always null; ``mode`` only when not ``prod``."""
         data: dict[str, Any] = {
             "node_id": None,
             "start_node_id": self.start_node_id,
@@ -108,6 +109,8 @@ class TaskRequest:
         }
         if self.timeout_s is not None:
             data["timeout_s"] = self.timeout_s
+        if self.mode != "prod":  # Scade's echo stays exactly Scade's for the default mode
+            data["mode"] = self.mode
         return data
 
     @classmethod
@@ -119,6 +122,7 @@ class TaskRequest:
             node_settings=data.get("node_settings") or {},
             init_context=data.get("init_context") or {},
             timeout_s=data.get("timeout_s"),
+            mode=data.get("mode") or "prod",
         )
 
 

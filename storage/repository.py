@@ -144,7 +144,7 @@ class Repository(FlowMethods, KeyMethods, LeaseMethods, SecretMethods, TaskHisto
         assert self._inline is not None
         key = values["idempotency_key"]
         params = (values["flow_id"], values["revision"], lite.json_text(values["data"]), lite.dt(values["created"]),
-                  key, values["request_fingerprint"], values["key_id"])
+                  key, values["request_fingerprint"], values["key_id"], values["mode"])
         node_ids = [run.node_id for run in pending]
         try:
             task_id = await self._inline.write(lambda c: lite.create_task_work(c, params, key is not None, node_ids))

@@ -25,7 +25,7 @@ _RUN_COLUMNS = "task_id, node_id, status, started, finished, execution_time, cos
 
 _INSERT_TASK = (
     "INSERT INTO task (flow_id, revision, status, data, created, cancel_requested, claims, idempotency_key,"
-    " request_fingerprint, key_id) VALUES (?, ?, 'queued', ?, ?, 0, 0, ?, ?, ?)"
+    " request_fingerprint, key_id, mode) VALUES (?, ?, 'queued', ?, ?, 0, 0, ?, ?, ?, ?)"
 )
 _INSERT_TASK_ONCE = _INSERT_TASK + " ON CONFLICT (flow_id, idempotency_key) DO NOTHING"
 _INSERT_PENDING = "INSERT INTO node_run (task_id, node_id, status, attempts) VALUES (?, ?, 'pending', 0)"

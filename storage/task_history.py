@@ -37,7 +37,7 @@ NODE_VIEW_BYTES = 180
 SIZE_CHUNK = 8
 
 _SUMMARY = (task_t.c.id, task_t.c.flow_id, task_t.c.revision, task_t.c.status, task_t.c.created, task_t.c.started,
-            task_t.c.finished, task_t.c.execution_time, task_t.c.execution_cost, task_t.c.error)
+            task_t.c.finished, task_t.c.execution_time, task_t.c.execution_cost, task_t.c.error, task_t.c.mode)
 _LARGE = {"data": task_t.c.data, "result": task_t.c.result}
 _IDS: sa.BindParameter[list[int]] = sa.bindparam("ids", expanding=True)
 _STATUS_COUNTS = (
@@ -58,6 +58,7 @@ class TaskSummary:
 
     Attributes:
         node_counts: how many of its node runs are in each status (every status, zeros included).
+        mode: ``prod`` or ``dev``, the mode it ran in.
         request: its request (Scade's ``data``), only when ``data`` was included.
         result: its result, only when ``result`` was included (else None).
         nodes: its node runs without their outputs, only when ``nodes`` was included.
@@ -74,6 +75,7 @@ class TaskSummary:
     execution_cost: float | None
     error: RunError | None
     node_counts: Mapping[NodeStatus, int]
+    mode: str = "prod"
     request: TaskRequest | None = None
     result: dict[str, Any] | None = None
     nodes: Mapping[str, NodeRun] | None = None
@@ -105,6 +107,7 @@ class TaskHistoryMethods(RepositoryBase):
         limit: int = 50,
         before: int | None = None,
         include: Collection[str] = (),
+        mode: str | None = None,
         budget_bytes: int,
     ) -> HistoryPage:
         """Tasks newest first (by id) as summaries, with ``include``'s parts under ``budget_bytes``.
@@ -115,6 +118,7 @@ class TaskHistoryMethods(RepositoryBase):
             limit: at most this many tasks.
             before: only tasks whose id is lower (the previous page's ``next_before``).
             include: any of :data:`INCLUDABLE`.
+            mode: only tasks run in this mode (``prod`` or ``dev``).
             budget_bytes: with ``include``, tasks are added while the JSON bytes of what they
                 include fit in this (the first task always does); ``next_before`` continues.
 
@@ -125,7 +129,7 @@ class TaskHistoryMethods(RepositoryBase):
         if unknown := wanted - set(INCLUDABLE):
             raise ValueError(f"cannot include {sorted(unknown)}; only {', '.join(INCLUDABLE)}")
         async with self._read() as conn:
-            rows = list((await conn.execute(_summaries(flow_id, status, before, limit + 1))).all())
+            rows = list((await conn.execute(_summaries(flow_id, status, before, limit + 1, mode))).all())
             more = len(rows) > limit
             rows = rows[:limit]
             counts = await _status_counts(conn, [row.id for row in rows])
@@ -183,20 +187,24 @@ class TaskHistoryMethods(RepositoryBase):
         status: TaskStatus | None = None,
         limit: int = 50,
         before: int | None = None,
+        mode: str | None = None,
     ) -> list[Task]:
         """Whole tasks newest first (by id), node outputs included: for in-process callers and tests.
 
         Everything of every task is read: :meth:`task_history` is what a client's page uses.
         """
         query = sa.select(task_t).order_by(task_t.c.id.desc()).limit(limit)
-        query = _filtered(query, flow_id, status, before)
+        query = _filtered(query, flow_id, status, before, mode)
         async with self._read() as conn:
             rows = (await conn.execute(query)).all()
             nodes = await task_rows.node_runs(conn, [row.id for row in rows])
         return [convert.task(row, nodes.get(row.id, {})) for row in rows]
 
 
-def _filtered(query: sa.Select[Any], flow_id: str | None, status: TaskStatus | None, before: int | None) -> sa.Select[Any]:
+def _filtered(query: sa.Select[Any], flow_id: str | None, status: TaskStatus | None, before: int | None,
+              mode: str | None = None) -> sa.Select[Any]:
+    if mode is not None:
+        query = query.where(task_t.c.mode == mode)
     if flow_id is not None:
         query = query.where(task_t.c.flow_id == flow_id)
     if status is not None:
@@ -206,8 +214,9 @@ def _filtered(query: sa.Select[Any], flow_id: str | None, status: TaskStatus | N
     return query
 
 
-def _summaries(flow_id: str | None, status: TaskStatus | None, before: int | None, limit: int) -> sa.Select[Any]:
-    return _filtered(sa.select(*_SUMMARY).order_by(task_t.c.id.desc()).limit(limit), flow_id, status, before)
+def _summaries(flow_id: str | None, status: TaskStatus | None, before: int | None, limit: int,
+               mode: str | None = None) -> sa.Select[Any]:
+    return _filtered(sa.select(*_SUMMARY).order_by(task_t.c.id.desc()).limit(limit), flow_id, status, before, mode)
 
 
 async def _status_counts(conn: AsyncConnection, ids: list[int]) -> dict[int, dict[NodeStatus, int]]:
@@ -251,6 +260,7 @@ def _summary(row: sa.Row[Any], counts: Mapping[NodeStatus, int], include: frozen
         execution_cost=row.execution_cost,
         error=RunError.from_dict(row.error),
         node_counts={status: counts.get(status, 0) for status in NodeStatus},
+        mode=row.mode,
         request=TaskRequest.from_data(row.data) if "data" in include else None,
         result=row.result if "result" in include else None,
         nodes=nodes if "nodes" in include else None,

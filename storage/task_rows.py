@@ -43,6 +43,7 @@ def queued_task_values(
         "idempotency_key": idempotency_key,
         "request_fingerprint": fingerprint,
         "key_id": key_id,
+        "mode": request.mode,
     }
 
 
