@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from graph_runtime.flow import Flow
-from http_api import routes_tasks, schemas, wire
+from http_api import routes_tasks, schemas, wire, yaml_body
 
 OPENAPI_PATH = "/api/v1/openapi.json"
 SCHEMA_REF = "#/components/schemas/{model}"
@@ -38,7 +38,7 @@ TASK_ID = {"type": "integer", "minimum": 1, "maximum": 10**18 - 1}
 REVISION = {"type": "integer", "minimum": 1, "maximum": 2**31}
 
 ERRORS: dict[int, str] = {
-    400: "The body is not JSON, or not a JSON object.",
+    400: "The body is not JSON (or YAML, where YAML is offered), or not an object.",
     401: "No valid server key: missing, unknown or revoked.",
     403: "The key's scope does not allow this; it needs an admin key.",
     404: "Unknown flow, revision, task or key (or no such route: the id cannot be routed).",
@@ -97,6 +97,7 @@ class Operation:
     body: type[BaseModel] | str | None = None  # a model, or a component derived from one (FLOW_PUT)
     body_required: bool = True
     body_example: dict[str, Any] | None = None
+    body_yaml: bool = False  # the body may also be YAML (yaml_body.YAML_TYPES), read as a flow file is
 
 
 def _param(name: str, where: str, schema: dict[str, Any], description: str, **extra: Any) -> dict[str, Any]:
@@ -185,7 +186,7 @@ OPERATIONS: tuple[Operation, ...] = (
               {201: Answer("A revision was added.", wire.FlowView, links=FLOW_LINKS),
                200: Answer("The definition was unchanged.", wire.FlowView)},
               (*BODY_ERRORS, 401, 403, 404, 503), scope="admin",
-              parameters=(PUT_FLOW_PATH,), body=FLOW_PUT, body_example=EXAMPLE_FLOW),
+              parameters=(PUT_FLOW_PATH,), body=FLOW_PUT, body_example=EXAMPLE_FLOW, body_yaml=True),
     Operation("delete", "/api/v1/flows/{flow_id}", "deleteFlow", "Delete a flow; its tasks stay readable.", "flows",
               {204: Answer("Deleted.", None)}, (401, 403, 404, 503), scope="admin",
               parameters=(_param("flow_id", "path", FLOW_ID, "The flow's id.", example=EXAMPLE_FLOW["id"]),)),
@@ -261,7 +262,8 @@ def _operation(op: Operation) -> dict[str, Any]:
         media: dict[str, Any] = {"schema": _ref(op.body)}
         if op.body_example is not None:
             media["example"] = op.body_example
-        out["requestBody"] = {"required": op.body_required, "content": {JSON: media}}
+        content = {JSON: media, **{yaml: {"schema": media["schema"]} for yaml in yaml_body.YAML_TYPES if op.body_yaml}}
+        out["requestBody"] = {"required": op.body_required, "content": content}
     out["responses"] = responses
     return out
 

@@ -8,7 +8,7 @@ from graph_runtime import flow as flow_model
 from graph_runtime import selection, validation
 from graph_runtime.flow import Flow
 from http_api.auth import public, requires
-from http_api.body import SERVICES, int_query, json_object, json_response
+from http_api.body import SERVICES, int_query, json_or_yaml_object, json_response
 from http_api.services import Services
 from http_api.views import flow_view
 
@@ -43,9 +43,12 @@ async def get_flow(request: web.Request) -> web.Response:
 @routes.put("/api/v1/flows/{flow_id}")
 @requires("admin")
 async def put_flow(request: web.Request) -> web.Response:
-    """Create a flow or add a revision; 201 when a revision was added, 200 when unchanged."""
+    """Create a flow or add a revision; 201 when a revision was added, 200 when unchanged.
+
+    The body is JSON, or YAML (``Content-Type: application/yaml``) read as a flow file is.
+    """
     services = _services(request)
-    data = await json_object(request)
+    data = await json_or_yaml_object(request)
     flow = flow_model.parse(data, flow_id=request.match_info["flow_id"])
     validation.validate(flow, services.registry)
     revision, created = await services.repo.save_flow(flow)
