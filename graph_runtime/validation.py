@@ -14,9 +14,9 @@ from nodes.registry import Registry
 def validate(flow: Flow, registry: Registry) -> Flow:
     """Check ``flow`` against ``registry``; return it unchanged when it is valid.
 
-    Checks: unique node ids, known node types, settings valid for their type (parameters fed by
-    edges may be missing), edges between existing nodes into inputs the type accepts, no input
-    fed twice, no cycles, defaults naming existing nodes.
+    Checks: unique node ids, known node types whose extra is installed, settings valid for their
+    type (parameters fed by edges may be missing), edges between existing nodes into inputs the
+    type accepts, no input fed twice, no cycles, defaults naming existing nodes.
 
     Raises:
         errors.FlowInvalid: listing every problem found.
@@ -78,6 +78,10 @@ def _settings_problems(flow: Flow, registry: Registry) -> list[str]:
             node_type = registry.get(node.type)
         except node_errors.UnknownNodeType as exc:
             problems.append(f"nodes.{i}.type: {exc.message} (node {node.id!r})")
+            continue
+        missing_extra = node_type.unavailable_reason()
+        if missing_extra is not None:
+            problems.append(f"nodes.{i}.type: {missing_extra} (node {node.id!r})")
             continue
         try:
             _, params = contract.split_policy(node.settings, node_type.policy)

@@ -74,6 +74,8 @@ async def node_types(request: web.Request) -> web.Response:
             "output_schema": t.Output.model_json_schema(),
             "cost": t.cost.model_dump(),
             "policy": t.policy.model_dump(),
+            "extra": t.extra,
+            "available": t.available(),
         }
         for t in registry
     ]})

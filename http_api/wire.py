@@ -200,6 +200,8 @@ class NodeTypeView(Wire):
     output_schema: dict[str, Any]
     cost: CostModel
     policy: RunPolicy
+    extra: str | None = Field(description="The extra the type needs: `pip install 'graph-runtime[<extra>]'`.")
+    available: bool = Field(description="False when that extra is not installed: a flow using the type is refused.")
 
 
 class NodeTypeList(Wire):

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -149,6 +150,22 @@ class NodeType:
     Output: ClassVar[type[BaseModel]]
     cost: ClassVar[CostModel] = CostModel()
     policy: ClassVar[RunPolicy] = RunPolicy()
+    extra: ClassVar[str | None] = None
+    """The optional-dependency extra the type needs, e.g. ``"media"`` for ``graph-runtime[media]``."""
+    requires: ClassVar[tuple[str, ...]] = ()
+    """Modules that extra installs; the type is available when every one of them imports."""
+
+    @classmethod
+    def available(cls) -> bool:
+        """Whether every module in ``requires`` imports (the type's extra is installed)."""
+        return all(_importable(name) for name in cls.requires)
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        """None when the type can run; else a message naming the extra to install."""
+        if cls.available():
+            return None
+        return f"node type {cls.type} needs the {cls.extra} extra: pip install 'graph-runtime[{cls.extra}]'"
 
     async def run(self, params: Any, ctx: RunContext) -> BaseModel:
         """Do the node's work and return an ``Output`` instance."""
@@ -175,6 +192,18 @@ class NodeType:
     def accepts_input(cls, name: str) -> bool:
         """Whether an edge may deliver a value under input ``name``."""
         return cls.accepts_extra() or name in cls.Params.model_fields
+
+
+@functools.cache
+def _importable(module: str) -> bool:
+    # Cached for the process's life: installing an extra needs a restart anyway, and a failed
+    # import is slow to repeat on every flow load. Any error counts: a broken install of an
+    # extra makes its types unavailable, never the node-types listing a 500.
+    try:
+        importlib.import_module(module)
+    except Exception:
+        return False
+    return True
 
 
 def split_policy(settings: Mapping[str, Any], default: RunPolicy) -> tuple[RunPolicy, dict[str, Any]]:

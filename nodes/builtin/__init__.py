@@ -5,6 +5,7 @@ from __future__ import annotations
 from nodes.builtin.basic import Constant, End, Guard, Merge, Pick, Start
 from nodes.builtin.delay import Delay
 from nodes.builtin.http_request import HttpRequest, make_http_session
+from nodes.builtin.image import IMAGE_TYPES
 from nodes.builtin.template import Template
 from nodes.contract import NodeType
 
@@ -18,6 +19,7 @@ CORE_TYPES: tuple[type[NodeType], ...] = (
     Pick,
     Merge,
     HttpRequest,
+    *IMAGE_TYPES,  # need the media extra; listed with "available": false without it
 )
 
 __all__ = [
