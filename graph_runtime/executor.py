@@ -14,7 +14,7 @@ import dataclasses
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -59,6 +59,7 @@ class Executor:
     allow_private: bool = False
     limits: Limits = dataclasses.field(default_factory=Limits)
     files: FileStore | None = None  # handed to every node as ctx.files
+    prices: Mapping[str, Mapping[str, float]] = dataclasses.field(default_factory=dict)  # LLM_PRICES, as ctx.prices
     resolvers: Sequence[ParamResolver] = ()  # run in order on a node's parameters before its first try
     listener: Listener | None = None
     draining: bool = False  # set at shutdown: running nodes finish, no new node starts
@@ -270,7 +271,7 @@ class _TaskRun:
             # cut short by a crash does not use up one of its retries.
             return RunContext(task_id=self.task.id, node_id=node_id, flow_id=self.task.flow_id, attempt=run.attempts,
                               timeout_s=timeout, http=self.ex.http, allow_private=self.ex.allow_private,
-                              limits=self.ex.limits, files=self.ex.files)
+                              limits=self.ex.limits, files=self.ex.files, prices=self.ex.prices)
 
         async def before_attempt() -> None:
             self.node_started(run)

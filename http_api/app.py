@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 async def open_services(settings: Settings, registry: Registry | None = None) -> Services:
     """Open the database, load the flows directory and build the executor and scheduler."""
+    prices = settings.llm_price_table()  # a bad LLM_PRICES file stops the start before anything opens
     engine = storage_engine.create_engine(settings.database_url)
     await storage_engine.create_schema(engine)
     repo = Repository(engine)
@@ -34,9 +35,9 @@ async def open_services(settings: Settings, registry: Registry | None = None) ->
     if settings.flows_dir is not None:
         await load_flows_dir(settings.flows_dir, repo, registry)
     # One guarded HTTP client per process, for the server and `graph-runtime run` alike.
-    http = make_http_session(allow_private=settings.http_allow_private)
+    http = make_http_session(allow_private=settings.http_allow_private, allow_hosts=settings.http_allow_hosts)
     executor = Executor(store=repo, registry=registry, http=http, allow_private=settings.http_allow_private,
-                        limits=settings.limits())
+                        limits=settings.limits(), prices=prices)
     scheduler = Scheduler(repo, executor, max_concurrent=settings.max_concurrent_jobs,
                           poll_interval_s=settings.poll_interval_s, lease_s=settings.lease_s,
                           open_renewer=lease_renewer(engine))

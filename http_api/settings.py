@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from nodes.builtin.ssrf import AllowedHosts
 from nodes.limits import Limits
+
+
+class TokenPrice(BaseModel):
+    """One model's price in the ``LLM_PRICES`` table, in credits per 1M tokens."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: float = Field(ge=0)
+    output: float = Field(default=0.0, ge=0)
+
+
+_PRICE_TABLE = TypeAdapter(dict[str, TokenPrice])
 
 
 class Settings(BaseSettings):
@@ -25,6 +39,9 @@ class Settings(BaseSettings):
     header_timeout_s: float = Field(default=10.0, gt=0)
     body_timeout_s: float = Field(default=30.0, gt=0)
     http_allow_private: bool = False
+    # host or host:port entries reachable on private addresses while the SSRF guard stays on
+    http_allow_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    llm_prices: Path | None = None  # JSON/YAML {model: {input, output}}, credits per 1M tokens
     poll_interval_s: float = Field(default=1.0, gt=0)
     lease_s: float = Field(default=10.0, ge=1)
     shutdown_grace_s: float = Field(default=10.0, ge=0)
@@ -34,6 +51,40 @@ class Settings(BaseSettings):
     template_cpu_s: float = Field(default=10.0, gt=0)
     secrets_key: SecretStr | None = None  # base64 of 32 bytes; else a 0600 key file next to the database
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+
+    @field_validator("http_allow_hosts", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        # From the environment or a flag: "ollama.lan:11434,10.0.0.7" (a JSON list also works).
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return yaml.safe_load(text)
+            return [item.strip() for item in text.split(",") if item.strip()]
+        return value
+
+    @field_validator("http_allow_hosts")
+    @classmethod
+    def _readable_hosts(cls, value: list[str]) -> list[str]:
+        AllowedHosts.parse(value)  # a ValueError names the bad entry
+        return value
+
+    def llm_price_table(self) -> dict[str, dict[str, float]]:
+        """The ``LLM_PRICES`` file read and checked: ``{model: {input, output}}`` per 1M tokens.
+
+        Read once at start-up (``open_services``); an empty table when no file is set.
+
+        Raises:
+            ValueError: the file cannot be read or is not such a table (naming the file).
+        """
+        if self.llm_prices is None:
+            return {}
+        try:
+            data = yaml.safe_load(self.llm_prices.read_text(encoding="utf-8"))  # YAML reads JSON too
+            table = _PRICE_TABLE.validate_python(data or {})
+        except (OSError, yaml.YAMLError, ValueError) as exc:
+            raise ValueError(f"LLM_PRICES {self.llm_prices}: {exc}") from exc
+        return {model: price.model_dump() for model, price in table.items()}
 
     def limits(self) -> Limits:
         """The ceilings every node run gets (``RunContext.limits``)."""

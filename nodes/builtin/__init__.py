@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from nodes.builtin.basic import Constant, End, Guard, Merge, Pick, Start
 from nodes.builtin.delay import Delay
+from nodes.builtin.file_fetch import FileFetch
 from nodes.builtin.http_request import HttpRequest, make_http_session
 from nodes.builtin.image import IMAGE_TYPES
+from nodes.builtin.llm import LLM_TYPES
 from nodes.builtin.template import Template
 from nodes.contract import NodeType
 
@@ -19,6 +21,8 @@ CORE_TYPES: tuple[type[NodeType], ...] = (
     Pick,
     Merge,
     HttpRequest,
+    FileFetch,
+    *LLM_TYPES,
     *IMAGE_TYPES,  # need the media extra; listed with "available": false without it
 )
 
@@ -27,6 +31,7 @@ __all__ = [
     "Constant",
     "Delay",
     "End",
+    "FileFetch",
     "Guard",
     "HttpRequest",
     "Merge",

@@ -8,6 +8,7 @@ is switched off for its requests.
 from __future__ import annotations
 
 import zlib
+from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
 
@@ -29,9 +30,19 @@ async def read(resp: aiohttp.ClientResponse, max_bytes: int, shown_url: str) -> 
     The node decodes gzip and deflate itself, in bounded steps, so that a few compressed
     bytes that inflate to gigabytes never take more than ``max_bytes`` of memory.
     """
-    too_large = errors.NodeFailed(
-        f"response from {shown_url} is larger than {max_bytes} bytes"
-    )
+    body = bytearray()
+    async for piece in chunks(resp, max_bytes, shown_url):
+        body += piece
+    return bytes(body)
+
+
+async def chunks(resp: aiohttp.ClientResponse, max_bytes: int, shown_url: str) -> AsyncIterator[bytes]:
+    """The decoded body in pieces of at most ~256 KiB, for streaming it into the file store.
+
+    Raises:
+        errors.NodeFailed: more than ``max_bytes`` decoded, or an unsupported or corrupt encoding.
+    """
+    too_large = errors.NodeFailed(f"response from {shown_url} is larger than {max_bytes} bytes")
     encoding = ", ".join(resp.headers.getall("Content-Encoding", ())).strip().lower()
     inflater = _Inflater(encoding) if encoding in _ZLIB_WBITS else None
     # Deflate grows a body by at most ~0.03% plus a header (zlib's compressBound): more on the
@@ -39,24 +50,24 @@ async def read(resp: aiohttp.ClientResponse, max_bytes: int, shown_url: str) -> 
     wire_limit = max_bytes if inflater is None else max_bytes + max_bytes // 64 + 4096
     if resp.content_length is not None and resp.content_length > wire_limit:
         raise too_large
-    body = bytearray()
-    wire = 0
+    decoded = wire = 0
     try:
         async for chunk in resp.content.iter_chunked(_CHUNK_BYTES):
             wire += len(chunk)
-            if inflater is not None:
-                inflater.feed(chunk, body, max_bytes + 1)
-            elif encoding in ("", "identity"):
-                body += chunk
-            else:
-                raise _unsupported_encoding(shown_url, encoding)
-            if len(body) > max_bytes or wire > wire_limit:
+            if inflater is None and encoding not in ("", "identity"):
+                raise _unsupported_encoding(shown_url, encoding)  # only once there is a body to decode
+            pieces = [chunk] if inflater is None else inflater.pieces(chunk, max_bytes + 1 - decoded)
+            for piece in pieces:
+                decoded += len(piece)
+                if decoded > max_bytes:
+                    raise too_large
+                yield piece
+            if wire > wire_limit:
                 raise too_large
     except zlib.error as exc:
         raise errors.NodeFailed(
             f"response from {shown_url} is not valid {encoding}: {exc}"
         ) from exc
-    return bytes(body)
 
 
 def _unsupported_encoding(shown_url: str, encoding: str) -> errors.NodeFailed:
@@ -78,6 +89,17 @@ class _Inflater:
         self._member: zlib._Decompress | None = None
         self._members = 0
         self._held = b""  # input not inflated yet because the output reached its limit
+
+    def pieces(self, data: bytes, limit: int) -> Iterator[bytes]:
+        """``data`` inflated, in pieces of at most one step, stopping after ``limit`` bytes."""
+        while limit > 0:
+            out = bytearray()
+            self.feed(data, out, min(_INFLATE_STEP, limit))
+            data = b""
+            if not out:
+                return
+            limit -= len(out)
+            yield bytes(out)
 
     def feed(self, data: bytes, body: bytearray, limit: int) -> None:
         """Inflate ``data`` onto the end of ``body``, stopping once ``body`` holds ``limit`` bytes.

@@ -1,11 +1,11 @@
-"""The ``http_request`` node type and the HTTP client session the runtime gives it."""
+"""The ``http_request`` node type: one HTTP request, its answer as JSON, text or a stored file."""
 
 from __future__ import annotations
 
 import contextlib
+import email.message
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
 from typing import Annotated, Any, ClassVar, Literal
 
 import aiohttp
@@ -15,42 +15,26 @@ from pydantic import BaseModel, ConfigDict, Field
 from yarl import URL
 
 from nodes import codec, errors
-from nodes.builtin import http_body, ssrf
+from nodes.builtin import file_fetch, http_body, http_client
+from nodes.builtin.http_client import Request, make_http_session, shown_url
 from nodes.contract import CostModel, NodeType, RunContext, RunPolicy
+from nodes.files import File
 from nodes.limits import Limits
 
-MAX_REDIRECTS = 10
-CONNECT_TIMEOUT_S = 10.0
+__all__ = ["HttpRequest", "HttpRequestOutput", "HttpRequestParams", "make_http_session"]
 
-_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-# Credentials meant for one origin must not be handed to the origin a redirect points at.
-_ORIGIN_BOUND_HEADERS = ("Authorization", "Proxy-Authorization", "Cookie")
-_BODY_HEADERS = ("Content-Type", "Content-Length", "Content-Encoding", "Transfer-Encoding")
+# Kept for code written before these moved to http_client (use http_client.shown_url/ssrf_cause).
+_shown = shown_url
+_ssrf_cause = http_client.ssrf_cause
 
 Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 Status = Annotated[int, Field(ge=100, le=599)]
+ResponseMode = Literal["auto", "json", "text", "file"]
 
-
-def make_http_session(*, allow_private: bool) -> aiohttp.ClientSession:
-    """The client session ``http_request`` nodes share (``RunContext.http``).
-
-    Its connector resolves hostnames through :class:`ssrf.SsrfSafeResolver`, so every
-    connection, redirects included, is refused when the host resolves to a non-public address
-    (unless ``allow_private``). Cookies are not kept: the session is shared by every task, and
-    one task's cookies must not reach another's requests. Environment proxies are ignored, as a
-    proxy would resolve hostnames where the policy cannot see. Call it with an event loop
-    running, and close the session when done.
-
-    Args:
-        allow_private: allow loopback, private and other non-public addresses.
-    """
-    connector = aiohttp.TCPConnector(resolver=ssrf.SsrfSafeResolver(allow_private=allow_private))
-    return aiohttp.ClientSession(
-        connector=connector,
-        cookie_jar=aiohttp.DummyCookieJar(),
-        json_serialize=codec.dumps_str,
-        trust_env=False,
-    )
+# Media types that "auto" reads as text; anything else with a body becomes a file.
+_TEXT_TYPES = ("text/", "application/json", "application/xml", "application/javascript",
+               "application/x-www-form-urlencoded", "application/x-ndjson", "application/yaml")
+_TEXT_SUFFIXES = ("+json", "+xml")
 
 
 @contextlib.contextmanager
@@ -77,6 +61,16 @@ with _json_field_allowed():
         body: str | None = Field(None, description="A text body, sent as UTF-8.")
         expect_status: list[Status] | None = Field(
             None, min_length=1, description="Statuses that count as success; null means any 2xx."
+        )
+        response: ResponseMode = Field(
+            "auto",
+            description="How the body is returned: auto (a non-text content type becomes a file), "
+            "json (must parse), text, or file (always stored as a file).",
+        )
+        files: dict[str, File] | None = Field(
+            None,
+            description="Files sent as a multipart/form-data body, by part name; the top-level "
+            "keys of a json object become text parts beside them.",
         )
         max_response_bytes: int | None = Field(
             None,
@@ -124,6 +118,8 @@ with _json_field_allowed():
         def _one_body(self) -> HttpRequestParams:
             if self.json is not None and self.body is not None:
                 raise ValueError("give either json or body, not both")
+            if self.files and (self.body is not None or (self.json is not None and not isinstance(self.json, dict))):
+                raise ValueError("with files, only a json object (its keys become form fields) may be given")
             return self
 
     class HttpRequestOutput(BaseModel):
@@ -134,24 +130,9 @@ with _json_field_allowed():
             description="Response headers, names in lower case, repeated ones joined by ', '."
         )
         json: Any = Field(description="The body parsed as JSON, or null when it is not JSON.")
-        text: str = Field(description="The body decoded with its charset (default UTF-8).")
-
-
-@dataclass(frozen=True)
-class _Request:
-    method: str
-    url: URL
-    headers: CIMultiDict[str]
-    data: bytes | None
-
-
-@dataclass(frozen=True)
-class _Response:
-    url: URL
-    status: int
-    headers: dict[str, str]
-    body: bytes
-    charset: str | None
+        text: str = Field(description="The body decoded with its charset (default UTF-8); "
+                          "empty when the body became a file.")
+        file: File | None = Field(None, description="The body as a stored file, or null unless it became one.")
 
 
 class HttpRequest(NodeType):
@@ -159,9 +140,11 @@ class HttpRequest(NodeType):
 
     type = "http_request"
     description = (
-        "Sends an HTTP request and returns the response's status, headers, text and parsed "
-        "JSON. Hosts that resolve to private, loopback or other non-public addresses are "
-        "refused unless HTTP_ALLOW_PRIVATE is on."
+        "Sends an HTTP request (JSON, text or multipart with files) and returns the response's "
+        "status, headers, text and parsed JSON, or its body as a stored file (response: auto "
+        "stores any non-text content type). Hosts that resolve to private, loopback or other "
+        "non-public addresses are refused unless HTTP_ALLOW_PRIVATE is on or the host is in "
+        "HTTP_ALLOW_HOSTS."
     )
     Params = HttpRequestParams
     Output = HttpRequestOutput
@@ -171,26 +154,26 @@ class HttpRequest(NodeType):
     async def run(self, params: HttpRequestParams, ctx: RunContext) -> HttpRequestOutput:
         """Send the request through ``ctx.http`` (or a session of its own) and read the answer.
 
-        The body is read up to ``params.max_response_bytes``, which may not exceed the
-        server's ceiling ``ctx.limits.max_response_bytes`` (and is the ceiling when null).
+        A body read into the output is bounded by ``params.max_response_bytes``, which may not
+        exceed the server's ceiling ``ctx.limits.max_response_bytes`` (and is the ceiling when
+        null); a body stored as a file streams into ``ctx.files``, bounded by MAX_FILE_BYTES.
 
         Raises:
-            errors.InvalidParams: ``max_response_bytes`` is above the server's ceiling.
+            errors.InvalidParams: ``max_response_bytes`` is above the server's ceiling, or a
+                file in ``files`` does not exist.
             errors.SsrfBlocked: a host on the way is not public.
             errors.ConnectionFailed: DNS or connection failure.
             errors.NodeTimeout: the attempt's ``ctx.timeout_s`` ran out.
             errors.HttpStatusError: the final status is not the expected one.
             errors.NodeFailed: too many redirects, a bad redirect, a body larger than the
-                limit (decoded), or one in an unsupported or corrupt Content-Encoding.
+                limit (decoded), one in an unsupported or corrupt Content-Encoding, or not
+                JSON when ``response`` is ``json``.
         """
         max_bytes = _response_limit(params.max_response_bytes, ctx.limits)
-        if ctx.http is not None:
-            response = await _send(ctx.http, params, max_bytes, ctx)
-        else:
-            async with make_http_session(allow_private=ctx.allow_private) as session:
-                response = await _send(session, params, max_bytes, ctx)
-        _check_status(params, response)
-        return _output(response)
+        request = _first_request(params, ctx)
+        async with http_client.session_for(ctx) as session, \
+                http_client.open_final(session, request, ctx) as resp:
+            return await _answer(params, resp, ctx, max_bytes)
 
 
 def _above_ceiling(value: int, ceiling: int) -> str:
@@ -209,135 +192,92 @@ def _response_limit(requested: int | None, limits: Limits) -> int:
     return requested
 
 
-async def _send(
-    session: aiohttp.ClientSession, params: HttpRequestParams, max_bytes: int, ctx: RunContext
-) -> _Response:
-    """Follow the request to its final response, turning aiohttp's errors into ours."""
-    request = _first_request(params)
-    try:
-        return await _follow(session, request, max_bytes, ctx)
-    except TimeoutError as exc:
-        raise errors.NodeTimeout(
-            f"{request.method} {_shown(request.url)} took longer than {ctx.timeout_s} s"
-        ) from exc
-    except aiohttp.InvalidURL as exc:
-        raise errors.InvalidParams(f"url: {exc}", field="url") from exc
-    except aiohttp.ClientError as exc:
-        blocked = _ssrf_cause(exc)
-        if blocked is not None:
-            raise blocked from exc
-        raise errors.ConnectionFailed(
-            f"{request.method} {_shown(request.url)} failed: {exc}"
-        ) from exc
-
-
-def _first_request(params: HttpRequestParams) -> _Request:
+def _first_request(params: HttpRequestParams, ctx: RunContext) -> Request:
     headers: CIMultiDict[str] = CIMultiDict(params.headers)
     headers.setdefault("Accept-Encoding", http_body.ACCEPT_ENCODING)
-    data: bytes | None = None
-    if params.json is not None:
+    data: bytes | http_client.BodyFactory | None = None
+    if params.files:
+        data = _multipart(params.json or {}, params.files, ctx)
+        headers.popall("Content-Type", None)  # the writer's, with its boundary
+    elif params.json is not None:
         data = codec.dumps(params.json)
         headers.setdefault("Content-Type", "application/json")
     elif params.body is not None:
         data = params.body.encode()
         headers.setdefault("Content-Type", "text/plain; charset=utf-8")
-    return _Request(params.method, URL(params.url), headers, data)
+    return Request(params.method, URL(params.url), headers, data)
 
 
-async def _follow(
-    session: aiohttp.ClientSession, request: _Request, max_bytes: int, ctx: RunContext
-) -> _Response:
-    """Send ``request``, and each redirect it leads to, checking every hop's host."""
-    timeout = _client_timeout(ctx.timeout_s)
-    for _hop in range(MAX_REDIRECTS + 1):
-        ssrf.check_url(request.url, allow_private=ctx.allow_private)
-        async with session.request(
-            request.method,
-            request.url,
-            headers=request.headers,
-            data=request.data,
-            allow_redirects=False,
-            timeout=timeout,
-            auto_decompress=False,  # http_body.read decodes, counting the decoded size
-        ) as resp:
-            location = resp.headers.get("Location") if resp.status in _REDIRECT_STATUSES else None
-            if location is None:
-                body = await http_body.read(resp, max_bytes, _shown(resp.url))
-                return _Response(request.url, resp.status, _header_dict(resp), body, resp.charset)
-        request = _redirected(request, resp.status, location)
-    raise errors.NodeFailed(
-        f"more than {MAX_REDIRECTS} redirects, the last to {_shown(request.url)}"
-    )
+def _multipart(fields: dict[str, Any], files: dict[str, File], ctx: RunContext) -> http_client.BodyFactory:
+    """A body factory: ``fields`` as text parts, then each file streamed from the store."""
+    async def make(stack: contextlib.AsyncExitStack) -> aiohttp.MultipartWriter:
+        writer = aiohttp.MultipartWriter("form-data")
+        for name, value in fields.items():
+            part = writer.append(value if isinstance(value, str) else codec.dumps_str(value))
+            part.set_content_disposition("form-data", name=name)
+        for name, given in files.items():
+            file = await file_fetch.stored(ctx, given, f"files.{name}")
+            path = await stack.enter_async_context(file_fetch.store_of(ctx).local_path(file))
+            handle = stack.enter_context(path.open("rb"))
+            part = writer.append(handle, {"Content-Type": file.content_type})
+            part.set_content_disposition("form-data", name=name, filename=file.name)
+        return writer
+
+    return make
 
 
-def _shown(url: URL) -> str:
-    # Error messages end up on the task, readable by every key that may poll it: leave out
-    # the parts of a URL that commonly carry secrets (credentials, API keys in the query).
-    return str(url.with_user(None).with_query(None).with_fragment(None))
-
-
-def _client_timeout(total: float | None) -> aiohttp.ClientTimeout:
-    # With no node timeout (timeout_s: null) there is no total limit, but a dead host must
-    # still not hold the node forever while connecting.
-    connect = CONNECT_TIMEOUT_S if total is None else min(CONNECT_TIMEOUT_S, total)
-    return aiohttp.ClientTimeout(total=total, connect=connect)
-
-
-def _redirected(request: _Request, status: int, location: str) -> _Request:
-    """The request a redirect asks for, as browsers and aiohttp would send it."""
+async def _answer(params: HttpRequestParams, resp: aiohttp.ClientResponse, ctx: RunContext,
+                  max_bytes: int) -> HttpRequestOutput:
+    shown = shown_url(resp.url)
+    headers = http_client.header_dict(resp)
+    if _status_ok(params, resp.status) and _becomes_file(params, resp):
+        file = await file_fetch.store_response(resp, ctx, shown)
+        return HttpRequestOutput(status=resp.status, headers=headers, json=None, text="", file=file)
+    body = await http_body.read(resp, max_bytes, shown)
+    _check_status(params, resp.status, body, resp.charset, shown)
+    text = _decode(body, resp.charset)
+    if params.response == "text":
+        return HttpRequestOutput(status=resp.status, headers=headers, json=None, text=text, file=None)
     try:
-        target = request.url.join(URL(location))
-    except ValueError as exc:
-        raise errors.NodeFailed(f"{_shown(request.url)} redirected to an invalid URL") from exc
-    if target.scheme not in ("http", "https") or not target.host:
-        raise errors.NodeFailed(
-            f"{_shown(request.url)} redirected to a {target.scheme or 'relative'} URL, not http(s)"
-        )
-    headers = request.headers.copy()
-    if target.origin() != request.url.origin():
-        for name in _ORIGIN_BOUND_HEADERS:
-            headers.popall(name, None)
-    # 303 always means "now GET it"; 301/302 after a POST do too, by long-standing practice.
-    to_get = (status == 303 and request.method != "HEAD") or (
-        status in (301, 302) and request.method == "POST"
-    )
-    if not to_get:
-        return replace(request, url=target, headers=headers)
-    for name in _BODY_HEADERS:
-        headers.popall(name, None)
-    return _Request("GET", target, headers, None)
+        parsed = codec.loads(body) if body else None
+    except codec.DecodeError:
+        if params.response == "json":
+            raise errors.NodeFailed(f"{params.method} {shown} answered a body that is not JSON: {text[:200]}") from None
+        parsed = None
+    return HttpRequestOutput(status=resp.status, headers=headers, json=parsed, text=text, file=None)
 
 
-def _header_dict(resp: aiohttp.ClientResponse) -> dict[str, str]:
-    headers: dict[str, str] = {}
-    for name, value in resp.headers.items():
-        key = name.lower()
-        headers[key] = f"{headers[key]}, {value}" if key in headers else value
-    return headers
+def _becomes_file(params: HttpRequestParams, resp: aiohttp.ClientResponse) -> bool:
+    """Whether the body is stored as a file: ``file`` mode, or ``auto`` and not text."""
+    if params.method == "HEAD" or resp.status in (204, 304) or params.response in ("json", "text"):
+        return False
+    if params.response == "file":
+        return True
+    if resp.content_length == 0 or "Content-Type" not in resp.headers:
+        return False  # nothing to store, or nothing says it is not text (as before "auto")
+    kind = _media_type(resp.headers["Content-Type"])
+    return not (kind.startswith(_TEXT_TYPES) or kind.endswith(_TEXT_SUFFIXES))
 
 
-def _ssrf_cause(exc: BaseException) -> errors.SsrfBlocked | None:
-    """The SsrfBlocked an aiohttp error wraps, if any (the resolver raised it)."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, errors.SsrfBlocked):
-            return current
-        seen.add(id(current))
-        current = getattr(current, "os_error", None) or current.__cause__ or current.__context__
-    return None
+def _media_type(header: str) -> str:
+    message = email.message.Message()
+    message["Content-Type"] = header
+    return message.get_content_type()
 
 
-def _check_status(params: HttpRequestParams, response: _Response) -> None:
+def _status_ok(params: HttpRequestParams, status: int) -> bool:
     expected = params.expect_status
-    if (200 <= response.status < 300) if expected is None else (response.status in expected):
+    return (200 <= status < 300) if expected is None else (status in expected)
+
+
+def _check_status(params: HttpRequestParams, status: int, body: bytes, charset: str | None, shown: str) -> None:
+    if _status_ok(params, status):
         return
+    expected = params.expect_status
     wanted = "a 2xx status" if expected is None else f"one of {expected}"
-    snippet = _decode(response.body[:800], response.charset)[:200]
+    snippet = _decode(body[:800], charset)[:200]
     raise errors.HttpStatusError(
-        f"{params.method} {_shown(response.url)} answered {response.status}, "
-        f"expected {wanted}: {snippet}",
-        status=response.status,
+        f"{params.method} {shown} answered {status}, expected {wanted}: {snippet}", status=status
     )
 
 
@@ -347,16 +287,3 @@ def _decode(body: bytes, charset: str | None) -> str:
     except LookupError:
         # An unknown charset name in Content-Type: UTF-8 is the best guess.
         return body.decode("utf-8", errors="replace")
-
-
-def _output(response: _Response) -> HttpRequestOutput:
-    try:
-        parsed = codec.loads(response.body) if response.body else None
-    except codec.DecodeError:
-        parsed = None
-    return HttpRequestOutput(
-        status=response.status,
-        headers=response.headers,
-        json=parsed,
-        text=_decode(response.body, response.charset),
-    )

@@ -76,11 +76,11 @@ async def _slow(request: web.Request) -> web.Response:
 
 
 async def _big(request: web.Request) -> web.Response:
-    return web.Response(body=b"x" * 2000)
+    return web.Response(body=b"x" * 2000, content_type="text/plain")
 
 
 async def _big_streamed(request: web.Request) -> web.StreamResponse:
-    response = web.StreamResponse()
+    response = web.StreamResponse(headers={"Content-Type": "text/plain"})
     await response.prepare(request)  # no Content-Length: chunked
     for _ in range(20):
         await response.write(b"y" * 100)
@@ -147,7 +147,7 @@ async def _encoded(request: web.Request) -> web.Response:
 
 async def _endless_deflate(request: web.Request) -> web.StreamResponse:
     """2 GiB of zeros as a deflate stream of ~2 MB, written as fast as the client takes it."""
-    response = web.StreamResponse(headers={"Content-Encoding": "deflate"})
+    response = web.StreamResponse(headers={"Content-Encoding": "deflate", "Content-Type": "text/plain"})
     await response.prepare(request)
     try:
         for part in _zeros(15, 2048):
@@ -159,7 +159,7 @@ async def _endless_deflate(request: web.Request) -> web.StreamResponse:
 
 async def _empty_blocks(request: web.Request) -> web.StreamResponse:
     """A deflate stream of empty blocks: it never ends and never inflates to a byte."""
-    response = web.StreamResponse(headers={"Content-Encoding": "deflate"})
+    response = web.StreamResponse(headers={"Content-Encoding": "deflate", "Content-Type": "text/plain"})
     await response.prepare(request)  # no Content-Length: chunked
     try:
         await response.write(b"\x78\x01")  # zlib header
@@ -171,7 +171,7 @@ async def _empty_blocks(request: web.Request) -> web.StreamResponse:
 
 
 async def _trickle(request: web.Request) -> web.StreamResponse:
-    response = web.StreamResponse()
+    response = web.StreamResponse(headers={"Content-Type": "text/plain"})
     await response.prepare(request)
     await response.write(b"x")
     await request.app[RELEASE].wait()

@@ -1,0 +1,41 @@
+"""What every ``llm.*`` node type shares: where the API is, its key, the model, prices, cost and policy."""
+
+from __future__ import annotations
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field
+from yarl import URL
+
+from nodes.builtin.llm.client import TokenPrices
+from nodes.contract import CostModel, RunPolicy
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+LLM_COST = CostModel(per_unit={"token_credits": 1.0})
+"""Tokens priced by the node (``prices`` or ``LLM_PRICES``) and reported as ``token_credits``."""
+
+LLM_POLICY = RunPolicy(timeout_s=120, retries=3, retry_backoff_s=1)
+"""Models are slow and rate-limited: two minutes a try, and three retries of transient failures."""
+
+
+class LlmParams(BaseModel):
+    """The parameters every ``llm.*`` node type takes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str = Field(DEFAULT_BASE_URL, description="The API's base URL, e.g. http://ollama.lan:11434/v1.")
+    api_key: str | None = Field(None, description='Sent as a Bearer token; normally {"$secret": NAME}.')
+    model: str = Field(min_length=1, description="The model's name at that API.")
+    prices: TokenPrices | None = Field(
+        None, description="Credits per 1M tokens {input, output}; null uses the server's LLM_PRICES.")
+
+    @pydantic.field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        try:
+            url = URL(value)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"not a valid URL: {exc}") from None
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError("must be an absolute http:// or https:// URL")
+        return value
