@@ -10,6 +10,8 @@ from aiohttp import web
 
 from tests.conftest import SAMPLE_FLOWS, Api
 
+PIPELINES = {"product-photo-sizes"}
+
 
 @pytest.fixture
 async def github_stand_in(aiohttp_server: Callable[..., Awaitable[Any]]) -> Any:
@@ -30,12 +32,14 @@ async def github_stand_in(aiohttp_server: Callable[..., Awaitable[Any]]) -> Any:
 
 def test_every_sample_flow_is_covered_here() -> None:
     shipped = {p.stem for p in SAMPLE_FLOWS.iterdir()}
-    assert shipped == {"caption-image", "fan-out-fan-in", "two-starts-two-ends", "http-fetch", "guarded-summary"}
+    assert shipped == {"caption-image", "fan-out-fan-in", "two-starts-two-ends", "http-fetch", "guarded-summary",
+                       *PIPELINES}  # the pipelines run in test_sample_pipelines.py
 
 
 async def test_all_sample_flows_are_loaded(api: Api) -> None:
     flows = (await api.json("GET", "/api/v1/flows", 200))["flows"]
-    assert {f["id"] for f in flows} == {"caption-image", "fan-out-fan-in", "two-starts-two-ends", "http-fetch", "1607"}
+    assert {f["id"] for f in flows} == {"caption-image", "fan-out-fan-in", "two-starts-two-ends", "http-fetch", "1607",
+                                        *PIPELINES}
 
 
 async def test_fan_out_fan_in_runs_its_branches_together(api: Api) -> None:
