@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import gzip
+import hashlib
 import ipaddress
 import socket
 import struct
@@ -603,3 +604,116 @@ async def test_shared_session_keeps_no_cookies(server) -> None:
         output = await _request(http=session, url=_url(server, "/echo"))
 
     assert output.json["cookie"] is None
+
+
+# --- response modes, multipart files, HTTP_ALLOW_HOSTS (issue 9) ---------------------------
+
+PNG_BYTES = b"\x89PNG\r\n\x1a\n" + b"\x00" * 100
+
+
+async def _binary(request: web.Request) -> web.Response:
+    return web.Response(body=PNG_BYTES, content_type="image/png")
+
+
+async def _multipart_echo(request: web.Request) -> web.Response:
+    parts = {}
+    async for part in await request.multipart():
+        data = await part.read()
+        parts[part.name] = ({"filename": part.filename, "type": part.headers.get("Content-Type"),
+                             "sha256": hashlib.sha256(data).hexdigest()} if part.filename else data.decode())
+    return web.json_response({"content_type": request.content_type, "parts": parts})
+
+
+@pytest.fixture
+async def files_server(aiohttp_server) -> AsyncIterator:
+    app = web.Application()
+    app.router.add_get("/binary.png", _binary)
+    app.router.add_get("/json", _json)
+    app.router.add_get("/text", _text)
+    app.router.add_post("/upload", _multipart_echo)
+    yield await aiohttp_server(app)
+
+
+async def _run_with_files(file_store, **params):
+    node_params = contract.validate_params(HttpRequest, params)
+    return (await HttpRequest().run(node_params, make_ctx(allow_private=True, files=file_store))).model_dump(mode="json")
+
+
+async def test_auto_stores_a_binary_body_as_a_file(files_server, file_store) -> None:
+    out = await _run_with_files(file_store, url=str(files_server.make_url("/binary.png")))
+
+    assert (out["status"], out["json"], out["text"]) == (200, None, "")
+    assert out["file"] == {"$file": out["file"]["$file"], "name": "binary.png", "content_type": "image/png",
+                           "size": len(PNG_BYTES), "sha256": hashlib.sha256(PNG_BYTES).hexdigest()}
+
+
+async def test_auto_keeps_text_and_json_in_the_output(files_server, file_store) -> None:
+    out = await _run_with_files(file_store, url=str(files_server.make_url("/json")))
+    assert (out["json"], out["file"]) == ({"hello": "world"}, None)
+
+
+@pytest.mark.parametrize("path, mode, expected", [
+    ("/json", "file", "file"),
+    ("/binary.png", "text", "text"),
+    ("/json", "text", "text"),
+])
+async def test_the_response_mode_decides(files_server, file_store, path, mode, expected) -> None:
+    out = await _run_with_files(file_store, url=str(files_server.make_url(path)), response=mode)
+    assert (out["file"] is not None) == (expected == "file")
+    if mode == "text":
+        assert out["json"] is None and out["text"]
+
+
+async def test_json_mode_fails_on_a_body_that_is_not_json(files_server, file_store) -> None:
+    with pytest.raises(errors.NodeFailed, match="not JSON"):
+        await _run_with_files(file_store, url=str(files_server.make_url("/text")), response="json")
+
+
+async def test_files_are_sent_as_multipart_with_json_keys_as_fields(files_server, file_store) -> None:
+    photo = await file_store.put_bytes(PNG_BYTES, name="cat.png", content_type="image/png")
+
+    out = await _run_with_files(file_store, method="POST", url=str(files_server.make_url("/upload")),
+                                files={"photo": {"$file": photo.id}}, json={"caption": "a cat", "n": 2})
+
+    assert out["json"] == {"content_type": "multipart/form-data", "parts": {
+        "caption": "a cat", "n": "2",
+        "photo": {"filename": "cat.png", "type": "image/png", "sha256": hashlib.sha256(PNG_BYTES).hexdigest()}}}
+
+
+async def test_an_unknown_file_fails_naming_its_part(files_server, file_store) -> None:
+    with pytest.raises(errors.InvalidParams) as caught:
+        await _run_with_files(file_store, method="POST", url=str(files_server.make_url("/upload")),
+                              files={"photo": {"$file": "missing"}})
+    assert caught.value.field == "files.photo"
+
+
+def test_files_with_a_text_body_are_refused() -> None:
+    with pytest.raises(errors.InvalidParams, match="only a json object"):
+        contract.validate_params(HttpRequest, {"url": "http://x/", "body": "b", "files": {"f": {"$file": "i"}}})
+
+
+async def test_allow_hosts_lets_a_listed_private_literal_through_and_only_it(server) -> None:
+    url = _url(server, "/json")
+    async with make_http_session(allow_private=False, allow_hosts=[f"127.0.0.1:{server.port}"]) as listed:
+        assert (await _request(allow_private=False, http=listed, url=url)).json == {"hello": "world"}
+        with pytest.raises(errors.SsrfBlocked):
+            await _request(allow_private=False, http=listed, url=url.replace("127.0.0.1", "127.0.0.2"))
+
+
+@pytest.mark.parametrize("entries, host, port, allowed", [
+    (["ollama.lan:11434"], "ollama.lan", 11434, True),
+    (["ollama.lan:11434"], "ollama.lan", 80, False),
+    (["Ollama.LAN."], "ollama.lan", 8080, True),
+    (["10.0.0.7"], "10.0.0.7", 1, True),
+    (["[::1]:8080"], "::1", 8080, True),
+    (["::1"], "0:0:0:0:0:0:0:1", 9, True),
+    (["10.0.0.7"], "10.0.0.8", 1, False),
+])
+def test_allowed_hosts_match_host_and_port(entries, host, port, allowed) -> None:
+    assert ssrf.AllowedHosts.parse(entries).allows(host, port) is allowed
+
+
+@pytest.mark.parametrize("entry", ["", "host:port", "host:0", "[::1]:99999"])
+def test_unreadable_allow_hosts_entries_are_refused(entry) -> None:
+    with pytest.raises(ValueError):
+        ssrf.AllowedHosts.parse([entry])
