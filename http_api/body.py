@@ -27,7 +27,7 @@ _DIGITS = re.compile(r"[0-9]{1,18}")
 DECODERS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
 
-def _too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+def too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
     """Whether ``value`` nests objects/arrays deeper than ``limit`` (iterative: no recursion limit)."""
     stack = [(value, 1)]
     while stack:
@@ -111,6 +111,12 @@ async def read_body(request: web.Request) -> bytes:
         raise _unread(request, exc, settings.body_timeout_s) from None
 
 
+def unreadable(request: web.Request, exc: Exception) -> errors.GraphRuntimeError:
+    """Why a body being streamed (a multipart execute) could not be read; reads nothing more from the connection."""
+    _stop_reading(request)
+    return _unread(request, exc, request.app[SERVICES].settings.body_timeout_s)  # type: ignore[attr-defined]
+
+
 def _unread(request: web.Request, exc: Exception, timeout_s: float) -> errors.GraphRuntimeError:
     """Why the body could not be read, as the error to answer (every one closes the connection)."""
     if isinstance(exc, errors.BodyUnreadable):
@@ -140,7 +146,7 @@ async def json_object(request: web.Request) -> dict[str, Any]:
         raise errors.BodyNotJson(f"the body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise errors.BodyNotObject(f"the body must be a JSON object, not {type(data).__name__}")
-    if _too_deep(data):
+    if too_deep(data):
         raise errors.RequestInvalid(f"the body nests deeper than {MAX_JSON_DEPTH} levels")
     return data
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from graph_runtime.flow import Flow
 from graph_runtime.models import NodeRun, Task
+from nodes.files import FILE_KEY, file_values, is_file_value
 from storage.convert import ApiKeyRecord
 from storage.task_history import HistoryPage, TaskSummary
 
@@ -95,6 +97,35 @@ def task_summary_view(task: TaskSummary, include: frozenset[str]) -> dict[str, A
 def history_view(page: HistoryPage) -> dict[str, Any]:
     """``GET /api/v1/tasks``: ``{"tasks": [...], "next_before": id | null}``."""
     return {"tasks": [task_summary_view(task, page.include) for task in page.tasks], "next_before": page.next_before}
+
+
+def with_file_links(view: dict[str, Any], link: Callable[[dict[str, Any]], str]) -> dict[str, Any]:
+    """``view`` with a signed ``url`` in every file value and ``file_result_link`` filled (SPEC §7).
+
+    Links are made per answer and never stored. ``file_result_link`` is the ``url`` of the first
+    file value in ``result``, depth-first in key order. Callers skip this for views whose JSON has
+    no ``"$file"`` (:data:`FILE_MARK`): the hot poll path pays one substring search, not a walk.
+    """
+    linked = _linked(view, link)
+    if "file_result_link" in linked:
+        first = next((value for value in file_values(linked.get("result")) if "url" in value), None)
+        linked["file_result_link"] = first["url"] if first is not None else None
+    return linked
+
+
+FILE_MARK = b'"$file"'
+"""How a file value's key looks in JSON: a view without it has no file to link."""
+
+
+def _linked(value: Any, link: Callable[[dict[str, Any]], str]) -> Any:
+    """A copy of ``value`` with ``url`` added to each file value (one whose id is not a string stays as it is)."""
+    if isinstance(value, dict):
+        if is_file_value(value):
+            return {**value, "url": link(value)} if isinstance(value[FILE_KEY], str) else value
+        return {key: _linked(item, link) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_linked(item, link) for item in value]
+    return value
 
 
 def flow_view(flow: Flow, revision: int, updated: datetime, defaults: dict[str, str | None]) -> dict[str, Any]:

@@ -81,7 +81,8 @@ class TaskView(Wire):
     task_type: Literal[4]
     is_hide: bool
     public_access_token: None
-    file_result_link: None
+    file_result_link: str | None = Field(description="The signed url of the first file value in `result` "
+                                                     "(depth-first, key order), else null.")
     flow_id: str
     revision: int = Field(ge=1)
     started: Timestamp | None
@@ -118,7 +119,7 @@ class TaskSummaryView(Wire):
     task_type: Literal[4]
     is_hide: bool
     public_access_token: None
-    file_result_link: None
+    file_result_link: str | None = Field(description="As in the task; null unless `include=result`.")
     flow_id: str
     revision: int = Field(ge=1)
     started: Timestamp | None

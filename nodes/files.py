@@ -37,7 +37,8 @@ class File(BaseModel):
         sha256: the hex SHA-256 of its bytes (the store keeps equal bytes once).
     """
 
-    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
+    # serialize_by_alias: a File in a node's Output is stored (model_dump) as the "$file" value.
+    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore", serialize_by_alias=True)
 
     id: str = Field(alias=FILE_KEY, min_length=1, max_length=128)
     name: str = "file"

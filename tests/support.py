@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -11,6 +12,7 @@ from pydantic import BaseModel, ConfigDict
 
 from nodes import errors
 from nodes.contract import CostModel, NodeType, RunContext, RunPolicy
+from nodes.files import File
 from nodes.registry import Registry, default_registry
 
 
@@ -139,7 +141,54 @@ class Big(NodeType):
         return self.Output(text="x" * params.chars)
 
 
-TEST_TYPES = (Echo, Fail, Sleep, Blocking, LoopBlocker, Big)
+class FileSize(NodeType):
+    type = "test.file_size"
+    description = "Reads its file through ctx.files: size, sha256, name and content type (and of `more`)."
+
+    class Params(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        file: File
+        more: list[File] = []
+
+    class Output(BaseModel):
+        size: int
+        sha256: str
+        name: str
+        content_type: str
+        more_sizes: list[int]
+
+    async def run(self, params: Any, ctx: RunContext) -> Any:
+        assert ctx.files is not None
+        digest, size = hashlib.sha256(), 0
+        async for chunk in ctx.files.read(params.file):
+            digest.update(chunk)
+            size += len(chunk)
+        return self.Output(size=size, sha256=digest.hexdigest(), name=params.file.name,
+                           content_type=params.file.content_type, more_sizes=[f.size for f in params.more])
+
+
+class FileMake(NodeType):
+    type = "test.file_make"
+    description = "Stores `text` (repeated `times`) as a file and returns it."
+
+    class Params(BaseModel):
+        model_config = ConfigDict(extra="allow")
+        text: str = "hello"
+        times: int = 1
+        name: str = "made.txt"
+
+    class Output(BaseModel):
+        label: str
+        file: File
+
+    async def run(self, params: Any, ctx: RunContext) -> Any:
+        assert ctx.files is not None
+        made = await ctx.files.put_bytes((params.text * params.times).encode(), name=params.name,
+                                         content_type="text/plain")
+        return self.Output(label="made", file=made)
+
+
+TEST_TYPES = (Echo, Fail, Sleep, Blocking, LoopBlocker, Big, FileSize, FileMake)
 
 
 def registry_with_test_types() -> Registry:
