@@ -86,7 +86,7 @@ async def test_a_ciphertext_moved_to_another_secret_or_key_does_not_open(secret_
         await conn.execute(sa.text(
             "UPDATE secret SET nonce = (SELECT nonce FROM secret WHERE name = 'A'),"
             " ciphertext = (SELECT ciphertext FROM secret WHERE name = 'A') WHERE name = 'B'"))
-    with pytest.raises(StorageError, match="'B'.*cannot be decrypted"):
+    with pytest.raises(StorageError, match=r"'B'.*cannot be decrypted"):
         await secret_repo.secret_values(cipher, ["B"], "prod")
     other = SecretCipher.from_master(master_key.MasterKey(secrets.token_bytes(32)))
     with pytest.raises(StorageError, match="another master key"):
