@@ -10,8 +10,9 @@ from aiohttp import web
 
 from graph_runtime.executor import Executor
 from graph_runtime.scheduler import Scheduler
-from http_api import errors, routes_flows, routes_keys, routes_openapi, routes_tasks
+from http_api import errors, file_links, routes_files, routes_flows, routes_keys, routes_openapi, routes_tasks
 from http_api.auth import KeyChecker, make_auth_middleware
+from http_api.file_links import FileLinks
 from http_api.body import SERVICES
 from http_api.flows_dir import load_flows_dir
 from http_api.services import Services
@@ -19,6 +20,9 @@ from http_api.settings import Settings
 from nodes.builtin import make_http_session
 from nodes.registry import Registry, default_registry
 from storage import engine as storage_engine
+from storage import master_key
+from storage.files import LocalFileStore
+from storage.files.retention import RetentionSweeper
 from storage.repository import Repository
 from storage.repository_leases import lease_renewer
 
@@ -31,17 +35,22 @@ async def open_services(settings: Settings, registry: Registry | None = None) ->
     engine = storage_engine.create_engine(settings.database_url)
     await storage_engine.create_schema(engine)
     repo = Repository(engine)
+    secrets_key = settings.secrets_key.get_secret_value() if settings.secrets_key else None
+    files = LocalFileStore(settings.files_dir, engine, max_bytes=settings.max_file_bytes)
+    links = FileLinks(master_key.load(settings.database_url, secrets_key).derive(file_links.PURPOSE),
+                      settings.file_link_ttl_s)
     registry = registry or default_registry()
     if settings.flows_dir is not None:
         await load_flows_dir(settings.flows_dir, repo, registry)
     # One guarded HTTP client per process, for the server and `graph-runtime run` alike.
     http = make_http_session(allow_private=settings.http_allow_private, allow_hosts=settings.http_allow_hosts)
     executor = Executor(store=repo, registry=registry, http=http, allow_private=settings.http_allow_private,
-                        limits=settings.limits(), prices=prices)
+                        limits=settings.limits(), files=files, prices=prices)
     scheduler = Scheduler(repo, executor, max_concurrent=settings.max_concurrent_jobs,
                           poll_interval_s=settings.poll_interval_s, lease_s=settings.lease_s,
                           open_renewer=lease_renewer(engine))
-    return Services(settings=settings, repo=repo, registry=registry, executor=executor, scheduler=scheduler)
+    return Services(settings=settings, repo=repo, registry=registry, executor=executor, scheduler=scheduler,
+                    files=files, links=links)
 
 
 async def close_services(services: Services) -> None:
@@ -67,7 +76,11 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
         app[SERVICES] = services
         checker.repo = services.repo
         await services.scheduler.start()
+        # Every hour, and once at start: files no recent task references go (SPEC §7 retention).
+        sweeper = RetentionSweeper(services.files, retention_days=settings.files_retention_days)
+        sweeper.start()
         yield
+        await sweeper.stop()
         services.accepting = False
         await services.scheduler.drain(settings.shutdown_grace_s)
         await checker.close()
@@ -82,7 +95,8 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
     errors.quiet_malformed_requests()
     app.cleanup_ctx.append(lifecycle)
     app.on_shutdown.append(_stop_accepting)
-    for table in (routes_tasks.routes, routes_flows.routes, routes_keys.routes, routes_openapi.routes):
+    for table in (routes_tasks.routes, routes_flows.routes, routes_keys.routes, routes_openapi.routes,
+                  routes_files.routes):
         app.router.add_routes(table)
     cors = aiohttp_cors.setup(app, defaults={"*": aiohttp_cors.ResourceOptions(
         allow_headers="*", allow_methods="*", expose_headers="*", max_age=3600)})

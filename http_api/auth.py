@@ -180,6 +180,12 @@ def public(handler: Handler) -> Handler:
     return handler
 
 
+def signed_link(handler: Handler) -> Handler:
+    """Mark a handler that serves signed links: with ``?signature=`` it checks the link itself, no key."""
+    handler.signed_link = True  # type: ignore[attr-defined]
+    return handler
+
+
 def make_auth_middleware(checker: KeyChecker) -> Any:
     @web.middleware
     async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -187,6 +193,8 @@ def make_auth_middleware(checker: KeyChecker) -> Any:
         is_preflight = request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers
         if is_preflight or getattr(route_handler, "public", False) or request.match_info.http_exception:
             return await handler(request)
+        if getattr(route_handler, "signed_link", False) and "signature" in request.query:
+            return await handler(request)  # the link is the credential: the handler verifies it
         key = await checker.check(token_from(request))
         if getattr(route_handler, "scope", "execute") == "admin" and key.scope != "admin":
             raise errors.Forbidden(f"key {key.id!r} has scope {key.scope!r}; this needs an admin key")

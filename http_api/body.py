@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import zlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -109,6 +110,32 @@ async def read_body(request: web.Request) -> bytes:
             aiohttp.http_exceptions.HttpProcessingError, RequestPayloadError) as exc:
         _stop_reading(request)
         raise _unread(request, exc, settings.body_timeout_s) from None
+
+
+def stop_reading(request: web.Request) -> None:
+    """Read no more of this request's body; the connection closes after the answer (see ``_stop_reading``)."""
+    _stop_reading(request)
+
+
+async def streamed(request: web.Request, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """A streamed body's chunks (an upload), each within BODY_TIMEOUT_S of the one before.
+
+    Not capped by MAX_BODY_BYTES (the caller caps it), and BODY_TIMEOUT_S bounds each pause, not
+    the whole transfer: a 1 GiB upload takes longer than 30 s on most links. A stalled, broken or
+    abandoned body raises the same errors as :func:`read_body` and closes the connection.
+    """
+    timeout_s = request.app[SERVICES].settings.body_timeout_s  # type: ignore[attr-defined]
+    while True:
+        try:
+            async with asyncio.timeout(timeout_s):
+                chunk = await anext(chunks, None)
+        except (TimeoutError, ConnectionResetError, aiohttp.http_exceptions.HttpProcessingError,
+                RequestPayloadError) as exc:
+            _stop_reading(request)
+            raise _unread(request, exc, timeout_s) from None
+        if chunk is None:
+            return
+        yield chunk
 
 
 def unreadable(request: web.Request, exc: Exception) -> errors.GraphRuntimeError:

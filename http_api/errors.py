@@ -11,7 +11,7 @@ from aiohttp.http_exceptions import BadHttpMessage
 from graph_runtime import errors as flow_errors
 from http_api import redaction
 from nodes import codec
-from nodes.errors import GraphRuntimeError, UnknownNodeType
+from nodes.errors import GraphRuntimeError, StorageFull, UnknownNodeType
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +143,7 @@ STATUS_BY_ERROR: dict[type[BaseException], int] = {
     ClientDisconnected: 499,
     flow_errors.StoreUnavailable: 503,
     ShuttingDown: 503,
+    StorageFull: 507,  # the file store's disk is full (WebDAV's Insufficient Storage)
 }
 # The request's framing is lost (or its client gone): answer, then close instead of reading on.
 CLOSES_CONNECTION = (BodyUnreadable, BodyTimeout, ClientDisconnected)
@@ -199,7 +200,10 @@ async def error_middleware(
         return await handler(request)
     except GraphRuntimeError as exc:
         status = status_for(exc)
-        if status >= 500 and status != 503:
+        if status == 507:  # the operator's problem, not a bug: no traceback
+            log.warning("%s %s: %s", request.method, request.path, exc.message,
+                        extra={"action": exc.code, "path": request.path})
+        elif status >= 500 and status != 503:
             log.exception("request failed", extra={"action": "request_failed", "path": request.path})
         elif isinstance(exc, (ClientDisconnected, BodyTimeout)):
             log.info("%s %s: %s", request.method, request.path, exc.message,

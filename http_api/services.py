@@ -16,6 +16,8 @@ from http_api.schemas import ExecuteBody
 from http_api.settings import Settings
 from nodes import codec
 from nodes.registry import Registry
+from http_api.file_links import FileLinks
+from storage.files import BlobFileStore
 from storage.repository import Repository
 
 log = logging.getLogger(__name__)
@@ -28,6 +30,8 @@ class Services:
     registry: Registry
     executor: Executor
     scheduler: Scheduler
+    files: BlobFileStore
+    links: FileLinks
     accepting: bool = True
 
 

@@ -49,6 +49,11 @@ class Settings(BaseSettings):
     max_response_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     template_memory_bytes: int = Field(default=512 * 1024 * 1024, ge=64 * 1024 * 1024)
     template_cpu_s: float = Field(default=10.0, gt=0)
+    files_dir: Path = Path("graph_runtime_files")  # content-addressed blobs: <dir>/<sha[:2]>/<sha>
+    files_url: str | None = None  # s3://bucket/prefix: comes with the scale-out work (issue 11)
+    max_file_bytes: int = Field(default=1024**3, ge=1)
+    file_link_ttl_s: int = Field(default=86400, ge=1, le=10 * 365 * 86400)
+    files_retention_days: int = Field(default=7, ge=1)
     secrets_key: SecretStr | None = None  # base64 of 32 bytes; else a 0600 key file next to the database
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
 
@@ -85,6 +90,14 @@ class Settings(BaseSettings):
         except (OSError, yaml.YAMLError, ValueError) as exc:
             raise ValueError(f"LLM_PRICES {self.llm_prices}: {exc}") from exc
         return {model: price.model_dump() for model, price in table.items()}
+
+    @field_validator("files_url")
+    @classmethod
+    def _no_remote_files_yet(cls, value: str | None) -> str | None:
+        if value:
+            raise ValueError("S3 file stores come with the scale-out work (issue 11); unset FILES_URL "
+                             "to keep files in FILES_DIR")
+        return value
 
     def limits(self) -> Limits:
         """The ceilings every node run gets (``RunContext.limits``)."""

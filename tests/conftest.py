@@ -75,8 +75,9 @@ async def file_store(db_url: str, tmp_path: Path) -> AsyncIterator[LocalFileStor
 
 
 @pytest.fixture
-def settings(db_url: str) -> Settings:
-    return Settings(database_url=db_url, flows_dir=SAMPLE_FLOWS, poll_interval_s=0.2, http_allow_private=True)
+def settings(db_url: str, tmp_path: Path) -> Settings:
+    return Settings(database_url=db_url, flows_dir=SAMPLE_FLOWS, poll_interval_s=0.2, http_allow_private=True,
+                    files_dir=tmp_path / "files")
 
 
 class Api:

@@ -8,6 +8,7 @@ from nodes.builtin.file_fetch import FileFetch
 from nodes.builtin.http_request import HttpRequest, make_http_session
 from nodes.builtin.image import IMAGE_TYPES
 from nodes.builtin.llm import LLM_TYPES
+from nodes.builtin.media import MEDIA_TYPES
 from nodes.builtin.template import Template
 from nodes.contract import NodeType
 
@@ -23,7 +24,8 @@ CORE_TYPES: tuple[type[NodeType], ...] = (
     HttpRequest,
     FileFetch,
     *LLM_TYPES,
-    *IMAGE_TYPES,  # need the media extra; listed with "available": false without it
+    *IMAGE_TYPES,  # image.* and media.* need the media extra: "available": false without it
+    *MEDIA_TYPES,
 )
 
 __all__ = [

@@ -232,7 +232,7 @@ def watermark_text(image: Image.Image, text: str, position: str, opacity: float)
     draw = ImageDraw.Draw(layer)
     stroke = max(1, size // 15)
     left, top, right, bottom = draw.textbbox((0, 0), text, font=font, stroke_width=stroke)
-    x, y = place(image.size, (right - left, bottom - top), position)
+    x, y = place(image.size, (round(right - left), round(bottom - top)), position)
     alpha = round(255 * opacity)
     draw.text((x - left, y - top), text, font=font, fill=(255, 255, 255, alpha),
               stroke_width=stroke, stroke_fill=(0, 0, 0, alpha))

@@ -69,6 +69,11 @@ class FileRecords(RepositoryBase):
                 changed += result.rowcount or 0
         return changed
 
+    async def fetch(self, query: sa.Select[Any]) -> list[Any]:
+        """The rows of a read-only query (the retention scan's pages over tasks)."""
+        async with self._read() as conn:
+            return list((await conn.execute(query)).all())
+
     async def older_than(self, cutoff: datetime) -> AsyncIterator[list[tuple[str, bool]]]:
         """Pages of ``(id, used)`` of files created before ``cutoff``, oldest first."""
         after = ""

@@ -89,6 +89,10 @@ class BlobFileStore:
 
     async def delete(self, file_id: str) -> bool:
         """Delete a file; its blob goes when no other file has the same bytes. False: no such file."""
+        # Shielded: a cancel between the record and the blob would leave bytes nobody can reach.
+        return await asyncio.shield(self._delete(file_id))
+
+    async def _delete(self, file_id: str) -> bool:
         file = await self.records.delete(file_id)
         if file is None:
             return False
