@@ -96,6 +96,7 @@ class Sizes:
     clients_per_load_process: int = 32
     rss_nodes: int = 10_000
     rss_queued: int = 10_000
+    llm_calls: int = 1000
 
     def repeats_for(self, shape: Shape) -> int:
         return self.big_repeats if shape.node_count >= self.big_nodes else self.repeats
@@ -111,7 +112,8 @@ class Sizes:
 DEFAULT = Sizes()
 SMOKE = Sizes(chain=5, wide=10, sequential_flows=5, prefect_sequential_flows=2, growth=(5, 10, 20),
               prefect_max_nodes=22, repeats=2, big_repeats=2, big_nodes=20, prefect_repeats=2, http_repeats=2,
-              rss_repeats=1, http_latency_requests=10, http_seconds=0.5, reference_seconds=0.2, rss_nodes=20, rss_queued=20)
+              rss_repeats=1, http_latency_requests=10, http_seconds=0.5, reference_seconds=0.2, rss_nodes=20, rss_queued=20,
+              llm_calls=20)
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,7 @@ def cases(sizes: Sizes) -> list[Case]:
     found.append(Case("http-polls", "http", f"HTTP GET /task/{{id}} requests/s, {sizes.poll_clients} clients"))
     found.append(Case("rss-task", "rss", f"peak RSS, one wide-{sizes.rss_nodes} task"))
     found.append(Case("rss-queued", "rss", f"peak RSS, {sizes.rss_queued} queued {chain.name} tasks"))
+    found.append(Case("llm-chat", "llm", f"llm.chat vs the OpenAI stand-in: overhead per call, {sizes.llm_calls} calls"))
     return found
 
 
@@ -152,5 +155,5 @@ def select(all_cases: list[Case], only: list[str] | None) -> list[Case]:
     unknown = [o for o in only if not any(c.name == o or c.group == o or c.name.startswith(o) for c in all_cases)]
     if unknown:
         names = ", ".join(c.name for c in all_cases)
-        raise SystemExit(f"unknown case {', '.join(unknown)}; cases: {names}; groups: inprocess, growth, http, rss")
+        raise SystemExit(f"unknown case {', '.join(unknown)}; cases: {names}; groups: inprocess, growth, http, rss, llm")
     return chosen

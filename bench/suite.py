@@ -23,7 +23,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from bench import http, prefect_ref, references
+from bench import http, llm, prefect_ref, references
 from bench.cases import Case, Shape, Sizes
 from bench.figures import Figure, percentile
 from bench.inprocess import OurEngine
@@ -59,6 +59,8 @@ class Suite:
                 self._http()
             if any(c.group == "rss" for c in self.selected):
                 self._rss()
+            if self.wants("llm-chat"):
+                asyncio.run(self._llm())
         return self.rows
 
     # -- in-process: chain, wide, per flow, growth -----------------------------------------
@@ -356,6 +358,18 @@ class Suite:
         self.rows.append(row)
 
     # -- peak memory, each in a fresh process ----------------------------------------------
+
+    async def _llm(self) -> None:
+        case = self.case("llm-chat")
+        bar = self.progress.add_task(case.title, total=1)
+        figures = await llm.measure(self.sizes.llm_calls)
+        row = Row(case, "ms/call")
+        row.figures[OURS], row.figures[FLOOR] = figures["ours"], figures["floor"]
+        row.targets.append(Target("overhead ≤ 1 ms per call (median)", figures["ours"].median, 1.0))
+        row.notes.append("node run (validation, request, guarded session, parse, pricing) minus the stand-in's "
+                         "handler time; floor = a bare session.post of the same body, same subtraction")
+        self.progress.advance(bar)
+        self.rows.append(row)
 
     def _rss(self) -> None:
         sizes = self.sizes
