@@ -34,7 +34,8 @@ async def measure(calls: int) -> dict[str, Figure]:
     server = TestServer(make_app(), host="127.0.0.1")
     await server.start_server()
     state = server.app[STANDIN]
-    params = {**PARAMS, "base_url": str(server.make_url("/v1"))}
+    base_url = str(server.make_url("/v1"))
+    params = {**PARAMS, "base_url": base_url}
     ours, floor = Figure(unit="ms/call"), Figure(unit="ms/call")
     try:
         async with make_http_session(allow_private=True) as http:
@@ -54,7 +55,7 @@ async def measure(calls: int) -> dict[str, Figure]:
                                                                  {"role": "user", "content": "Caption a cat photo."}]})
 
             async def one_post() -> None:
-                async with http.post(params["base_url"] + "/chat/completions", data=body,
+                async with http.post(base_url + "/chat/completions", data=body,
                                      headers={"Content-Type": "application/json"}) as resp:
                     json.loads(await resp.read())
 
