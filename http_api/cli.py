@@ -1,4 +1,4 @@
-"""The ``graph-runtime`` command: serve, migrate, keys, flows, run."""
+"""The ``graph-runtime`` command: serve, migrate, keys, secrets, flows, run."""
 
 from __future__ import annotations
 
@@ -66,6 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     revoke = keys.add_parser("revoke", parents=[common], help="revoke a key")
     revoke.add_argument("key_id")
 
+    _secrets_parser(sub, common)
+
     flows = sub.add_parser("flows", help="list or validate flows").add_subparsers(dest="flows_command", required=True)
     flows.add_parser("list", parents=[common], help="load the flows directory and list stored flows")
     show = flows.add_parser("show", parents=[common], help="draw a flow's DAG; with --start/--end, mark the run set")
@@ -85,6 +87,18 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--revision", type=int)
     run.add_argument("--timeout", type=float, help="task timeout in seconds")
     return parser
+
+
+def _secrets_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    secrets = sub.add_parser("secrets", help="manage secrets (values are never shown)")
+    commands = secrets.add_subparsers(dest="secrets_command", required=True)
+    put = commands.add_parser("set", parents=[common], help="set a secret; the value is read from standard input")
+    put.add_argument("name")
+    put.add_argument("--mode", choices=("prod", "dev"), default="prod")
+    commands.add_parser("list", parents=[common], help="list secrets and their modes (no values)")
+    delete = commands.add_parser("delete", parents=[common], help="delete a secret (every mode, or --mode's)")
+    delete.add_argument("name")
+    delete.add_argument("--mode", choices=("prod", "dev"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

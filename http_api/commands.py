@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import logging
 import re
 import sys
@@ -13,7 +14,7 @@ from aiohttp import web
 
 from graph_runtime import errors as flow_errors
 from graph_runtime import selection
-from http_api import auth, heap
+from http_api import auth, errors, heap
 from http_api.access_log import MaskingAccessLogger
 from http_api.app import close_services, create_app, open_services
 from http_api.body import SERVICES
@@ -26,6 +27,7 @@ from nodes import codec
 from nodes.errors import GraphRuntimeError
 from nodes.registry import default_registry
 from storage import engine as storage_engine
+from storage.secrets import NAME_PATTERN
 
 log = logging.getLogger("graph_runtime.cli")
 
@@ -34,6 +36,8 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "flows" and args.flows_command == "validate":
         return validate_files(args.paths)
     try:
+        if args.command == "secrets" and args.secrets_command == "set":
+            args.value = read_secret_value(args.name)  # before anything opens: it may wait for a person
         if args.command == "serve":
             return serve(settings)
         if args.command == "migrate":
@@ -52,6 +56,8 @@ async def _dispatch_async(args: argparse.Namespace, settings: Settings) -> int:
     try:
         if args.command == "keys":
             return await keys_command(services, args)
+        if args.command == "secrets":
+            return await secrets_command(services, args)
         if args.command == "flows" and args.flows_command == "show":
             return await show_flow(services, args)
         if args.command == "flows":
@@ -140,6 +146,34 @@ async def keys_command(services: Services, args: argparse.Namespace) -> int:
     else:
         record = await services.repo.revoke_key(args.key_id)
         print(f"revoked key {record.id} ({record.name})")
+    return 0
+
+
+def read_secret_value(name: str) -> str:
+    """The value for ``secrets set``: typed without echo at a terminal, else standard input
+    (one trailing newline dropped, so ``echo "$KEY" | graph-runtime secrets set NAME`` stores ``$KEY``)."""
+    if not NAME_PATTERN.fullmatch(name):
+        raise errors.RequestInvalid(f"{name!r} is not a secret name: 1 to 64 letters, digits or underscores")
+    if sys.stdin.isatty():
+        value = getpass.getpass(f"value of {name} (not shown): ")
+    else:
+        value = sys.stdin.read()
+        value = value[:-2] if value.endswith("\r\n") else value.removesuffix("\n")
+    if not value:
+        raise errors.RequestInvalid("no value given on standard input")
+    return value
+
+
+async def secrets_command(services: Services, args: argparse.Namespace) -> int:
+    if args.secrets_command == "set":
+        await services.repo.put_secret(services.cipher, args.name, args.mode, args.value)
+        print(f"set secret {args.name} ({args.mode})")
+    elif args.secrets_command == "list":
+        for secret in await services.repo.list_secrets():
+            print(f"{secret.name:<32} {','.join(secret.modes):<9} updated {timestamp_text(secret.updated)}")
+    else:
+        await services.repo.delete_secret(args.name, args.mode)
+        print(f"deleted secret {args.name}{f' ({args.mode})' if args.mode else ''}")
     return 0
 
 

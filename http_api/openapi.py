@@ -23,10 +23,10 @@ OPENAPI_PATH = "/api/v1/openapi.json"
 SCHEMA_REF = "#/components/schemas/{model}"
 JSON = "application/json"
 
-REQUEST_MODELS: tuple[type[BaseModel], ...] = (schemas.ExecuteBody, schemas.KeyCreateBody, Flow)
+REQUEST_MODELS: tuple[type[BaseModel], ...] = (schemas.ExecuteBody, schemas.KeyCreateBody, schemas.SecretPutBody, Flow)
 RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     wire.TaskView, wire.TaskList, wire.FlowList, wire.FlowView, wire.KeyCreated, wire.KeyList,
-    wire.NodeTypeList, wire.Health, wire.ErrorBody,
+    wire.NodeTypeList, wire.Health, wire.ErrorBody, wire.FileUploaded, wire.SecretList,
 )
 
 # Path ids: what the server can route and store. Flow ids are the flow model's ids, except "." and
@@ -41,13 +41,15 @@ ERRORS: dict[int, str] = {
     400: "The body is not JSON (or YAML, where YAML is offered), or not an object.",
     401: "No valid server key: missing, unknown or revoked.",
     403: "The key's scope does not allow this; it needs an admin key.",
-    404: "Unknown flow, revision, task or key (or no such route: the id cannot be routed).",
+    404: "Unknown flow, revision, task, key or secret (or no such route: the id cannot be routed).",
     408: "The body did not arrive within GRAPH_RUNTIME_BODY_TIMEOUT_S; the connection is closed.",
     409: "Conflict: an Idempotency-Key reused with another request, or a task that already ended.",
     413: "The body is larger than the server accepts (GRAPH_RUNTIME_MAX_BODY_BYTES).",
     415: "The body is not sent as JSON, or its Content-Encoding is not gzip or deflate.",
+    416: "The Range starts past the file's end; `Content-Range: bytes */<size>` gives its size.",
     422: "Valid JSON that does not make sense; `field` is a dotted path to the problem.",
     503: "The database is unavailable or the server is shutting down; retry shortly.",
+    507: "The file store's disk is full; nothing was kept.",
 }
 ERROR_HEADERS: dict[int, dict[str, Any]] = {
     401: {"WWW-Authenticate": {"required": True, "schema": {"type": "string"},
@@ -78,6 +80,7 @@ class Answer:
     description: str
     model: type[BaseModel] | dict[str, Any] | None
     headers: dict[str, Any] = field(default_factory=dict)
+    media: str = JSON  # the answer's media type (a download: "*/*")
     links: dict[str, Any] = field(default_factory=dict)
 
 
@@ -97,6 +100,7 @@ class Operation:
     body: type[BaseModel] | str | None = None  # a model, or a component derived from one (FLOW_PUT)
     body_required: bool = True
     body_example: dict[str, Any] | None = None
+    body_content: dict[str, Any] | None = None  # a request body that is not JSON (file uploads)
     body_yaml: bool = False  # the body may also be YAML (yaml_body.YAML_TYPES), read as a flow file is
 
 
@@ -124,6 +128,8 @@ EXECUTE_PARAMS = (
            "the same key with another body or revision is a 409. Empty: no key."),
     _param("executionId", "query", {"type": "string", "minLength": 1, "maxLength": 255},
            "Ziggy's name for the Idempotency-Key header."),
+    _param("executionEnvironmentMode", "query", {"type": "string", "pattern": "^(?i:dev|prod)$"},
+           "Ziggy's name for the body's `mode` (DEV or PROD, any case); a body `mode` that disagrees is a 422."),
 )
 EXAMPLE_FLOW = {"id": "hello", "name": "Hello", "nodes": [{"id": "in", "type": "start", "settings": {"data": {"x": 1}}},
                                                      {"id": "out", "type": "end"}],
@@ -139,6 +145,27 @@ TASK_LINKS = {"GetTask": _link("getTask", "task_id", "Poll the task."),
 EXECUTE_ERRORS = (*BODY_ERRORS, 401, 404, 409, 503)
 FLOW_PUT = "FlowPut"  # the body of PUT /flows/{flow_id}: a Flow whose `id` the path gives (see _flow_put)
 INCLUDE = {"type": "string", "pattern": r"^((data|result|nodes)(,(data|result|nodes))*)?$"}
+MODE = {"enum": ["prod", "dev"]}
+SECRET_NAME = _param("name", "path", {"type": "string", "pattern": "^[A-Za-z0-9_]{1,64}$"}, "The secret's name.",
+                     example="OPENAI_API_KEY")
+SECRET_MODE = _param("mode", "query", MODE, "The mode whose value this is (default prod; dev falls back to prod).")
+FILE_ID = _param("file_id", "path", {"type": "string", "minLength": 1}, "The file's id (`$file`).")
+FILE_NAME = {"type": "string", "maxLength": 255, "pattern": r"^[^/\\\x00-\x1f]*$"}
+FILE_BYTES = {"type": "string", "format": "binary"}
+UPLOAD_BODY = {"multipart/form-data": {"schema": {"type": "object", "required": ["file"], "additionalProperties": False,
+                                                  "properties": {"file": FILE_BYTES}}},
+               "application/octet-stream": {"schema": FILE_BYTES}, "*/*": {"schema": FILE_BYTES}}
+FILE_HEADERS = {name: {"required": True, "schema": {"type": "string"}, "description": text} for name, text in (
+    ("ETag", "The file's SHA-256 in quotes."), ("Accept-Ranges", "bytes"),
+    ("Content-Disposition", "attachment, with the file's name (RFC 6266 `filename*` beyond ASCII)."))}
+DOWNLOAD_PARAMS = (
+    FILE_ID,
+    _param("expires", "query", {"type": "string", "pattern": "^[0-9]{1,12}$"},
+           "A signed link's expiry (unix seconds); with `signature`, no key is needed until then."),
+    _param("signature", "query", {"type": "string"}, "A signed link's hex HMAC-SHA256 (see the answers' `url`)."),
+    _param("Range", "header", {"type": "string"}, "One byte range, e.g. `bytes=0-1023` (206); several: the whole file."),
+    _param("If-None-Match", "header", {"type": "string"}, "The ETag you have: 304 when it is still this file."),
+)
 STATUS_FILTER = {"anyOf": [{"type": "integer", "minimum": 1, "maximum": 5},
                            {"enum": ["queued", "running", "succeeded", "failed", "cancelled"]}]}
 
@@ -176,6 +203,7 @@ OPERATIONS: tuple[Operation, ...] = (
                          "of them (at least one task); `next_before` continues."),
                   _param("before", "query", {"type": "integer", "minimum": 1, "maximum": 10**18 - 1},
                          "Only tasks with a smaller id (the previous page's `next_before`)."),
+                  _param("mode", "query", MODE, "Only tasks run in this mode."),
               )),
     Operation("get", "/api/v1/flows", "listFlows", "Every flow, with its latest revision and run defaults.", "flows",
               {200: Answer("The flows.", wire.FlowList)}, (401, 503)),
@@ -199,6 +227,31 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("delete", "/api/v1/keys/{key_id}", "revokeKey", "Revoke a server key (refused within a second everywhere).",
               "keys", {200: Answer("The key, revoked.", wire.KeyView)}, (401, 403, 404, 503), scope="admin",
               parameters=(_param("key_id", "path", {"type": "string", "minLength": 1}, "The key's id."),)),
+    Operation("put", "/api/v1/secrets/{name}", "putSecret", "Set a secret's value for a mode (stored encrypted).",
+              "secrets", {204: Answer("Stored; the value is never shown again.", None)},
+              (*BODY_ERRORS, 401, 403, 503), scope="admin", parameters=(SECRET_NAME, SECRET_MODE),
+              body=schemas.SecretPutBody, body_example={"value": "sk-…"}),
+    Operation("get", "/api/v1/secrets", "listSecrets", "Every secret's name and modes, never a value.", "secrets",
+              {200: Answer("The secrets.", wire.SecretList)}, (401, 403, 503), scope="admin"),
+    Operation("delete", "/api/v1/secrets/{name}", "deleteSecret", "Delete a secret (every mode, or `?mode=`'s).",
+              "secrets", {204: Answer("Deleted.", None)}, (401, 403, 404, 422, 503), scope="admin",
+              parameters=(SECRET_NAME, _param("mode", "query", MODE, "Delete only this mode's value."))),
+    Operation("post", "/api/v1/files", "uploadFile", "Store a file (multipart part `file`, or the raw body), "
+              "streamed; 413 past GRAPH_RUNTIME_MAX_FILE_BYTES.", "files",
+              {201: Answer("The file value, with its signed `url`.", wire.FileUploaded,
+                           {"Location": {"required": True, "schema": {"type": "string"},
+                                         "description": "/api/v1/files/{id}"}})},
+              (400, 408, 413, 415, 422, 401, 503, 507),
+              parameters=(_param("name", "query", FILE_NAME, "The file's name (a raw body's; default `file`)."),),
+              body_content=UPLOAD_BODY),
+    Operation("get", "/api/v1/files/{file_id}", "downloadFile", "The file's bytes (any key, or a signed link).", "files",
+              {200: Answer("The bytes, with the file's Content-Type.", FILE_BYTES, FILE_HEADERS, media="*/*"),
+               206: Answer("The requested range, with Content-Range.", FILE_BYTES, FILE_HEADERS, media="*/*"),
+               304: Answer("The file is the one your If-None-Match names.", None)},
+              (401, 403, 404, 416, 503), parameters=DOWNLOAD_PARAMS),
+    Operation("delete", "/api/v1/files/{file_id}", "deleteFile", "Delete a file; its bytes go once no other file "
+              "shares them.", "files", {204: Answer("Deleted.", None)}, (401, 404, 503), scope="admin",
+              parameters=(FILE_ID,)),
     Operation("get", "/api/v1/node-types", "listNodeTypes", "Every registered node type.", "node-types",
               {200: Answer("Parameter and output JSON schemas, cost model, run policy.", wire.NodeTypeList)},
               (401, 503)),
@@ -231,9 +284,9 @@ def _ref(model: type[BaseModel] | str) -> dict[str, str]:
 def _answer(answer: Answer) -> dict[str, Any]:
     out: dict[str, Any] = {"description": answer.description}
     if isinstance(answer.model, dict):
-        out["content"] = {JSON: {"schema": answer.model}}
+        out["content"] = {answer.media: {"schema": answer.model}}
     elif answer.model is not None:
-        out["content"] = {JSON: {"schema": _ref(answer.model)}}
+        out["content"] = {answer.media: {"schema": _ref(answer.model)}}
     if answer.headers:
         out["headers"] = answer.headers
     if answer.links:
@@ -264,6 +317,8 @@ def _operation(op: Operation) -> dict[str, Any]:
             media["example"] = op.body_example
         content = {JSON: media, **{yaml: {"schema": media["schema"]} for yaml in yaml_body.YAML_TYPES if op.body_yaml}}
         out["requestBody"] = {"required": op.body_required, "content": content}
+    if op.body_content is not None:
+        out["requestBody"] = {"required": op.body_required, "content": op.body_content}
     out["responses"] = responses
     return out
 

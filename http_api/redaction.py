@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterable
 
 MASK = "***"
+SECRET_MASK = "[secret]"  # what a stored secret's value becomes, as in node outputs
+MAX_HIDDEN_VALUES = 10_000  # secrets are few; a bound all the same, as values change over months
 # The attributes every LogRecord has; any other string attribute came in through ``extra``.
 _STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 _FORMATTER = logging.Formatter()
@@ -44,23 +47,42 @@ def redact(text: str) -> str:
 
 
 class RedactSecrets(logging.Filter):
-    """Masks server keys in a record before any handler formats it; it never drops a record."""
+    """Masks server keys, and the values of secrets this process resolved, in a record before any
+    handler formats it; it never drops a record."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._values: tuple[str, ...] = ()  # longest first, so no part of a longer value is left over
+
+    def hide(self, values: Iterable[str]) -> None:
+        """Mask these values (stored secrets, as resolved for a node) in every record from now on."""
+        new = {value for value in values if value} - set(self._values)
+        if new:
+            kept = (*self._values, *new)[-MAX_HIDDEN_VALUES:]
+            self._values = tuple(sorted(kept, key=len, reverse=True))
+
+    def _redact(self, text: str) -> str:
+        text = redact(text)
+        for value in self._values:
+            if value in text:
+                text = text.replace(value, SECRET_MASK)
+        return text
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
         except Exception:  # arguments that do not fit the message: the handler reports it, key-free
             message = f"{record.msg} (with arguments that could not be formatted)"
-        record.msg, record.args = redact(message), ()
+        record.msg, record.args = self._redact(message), ()
         if record.exc_info and not record.exc_text:
             record.exc_text = _FORMATTER.formatException(record.exc_info)  # what format() would show
         if record.exc_text:
-            record.exc_text = redact(record.exc_text)
+            record.exc_text = self._redact(record.exc_text)
         if record.stack_info:
-            record.stack_info = redact(record.stack_info)
+            record.stack_info = self._redact(record.stack_info)
         for name, value in vars(record).items():
             if name not in _STANDARD and isinstance(value, str):
-                setattr(record, name, redact(value))
+                setattr(record, name, self._redact(value))
         return True
 
 

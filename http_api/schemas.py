@@ -24,6 +24,9 @@ class ExecuteBody(BaseModel):
     init_context: dict[str, Any] = {}
     node_id: None = Field(default=None, description="Scade echoes it; must be null.")
     timeout_s: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
+    mode: Literal["prod", "dev"] | None = Field(
+        default=None, description="Which value of each secret the nodes get (default prod; "
+                                  "also ?executionEnvironmentMode=DEV|PROD).")
 
 
 class KeyCreateBody(BaseModel):
@@ -33,6 +36,14 @@ class KeyCreateBody(BaseModel):
 
     name: str = Field(min_length=1, max_length=200)
     scope: Literal["admin", "execute"] = "execute"
+
+
+class SecretPutBody(BaseModel):
+    """``PUT /api/v1/secrets/{name}``: the value, stored encrypted and never shown again."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    value: str = Field(min_length=1, max_length=64 * 1024)
 
 
 def parse_body(model: type[BaseModel], data: dict[str, Any]) -> Any:

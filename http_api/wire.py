@@ -22,6 +22,7 @@ TaskStatusNumber = Literal[1, 2, 3, 4, 5]
 TaskStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 NodeStatusName = Literal["pending", "running", "succeeded", "failed", "skipped", "cancelled"]
 Scope = Literal["admin", "execute"]
+Mode = Literal["prod", "dev"]
 
 
 class Wire(BaseModel):
@@ -49,6 +50,7 @@ class TaskData(Wire):
     init_context: dict[str, Any]
     node_settings: dict[str, Any]
     timeout_s: float | None = Field(default=None, description="Present only when the request gave one.")
+    mode: Literal["dev"] | None = Field(default=None, description="Present only for a task run in `dev` mode.")
 
 
 class NodeRunView(Wire):
@@ -87,6 +89,7 @@ class TaskView(Wire):
     revision: int = Field(ge=1)
     started: Timestamp | None
     error: RunError | None
+    mode: Mode = Field(description="Which value of each secret its nodes get (`dev` falls back to `prod`).")
     nodes: dict[str, NodeRunView] = Field(description="Empty while queued; then every run-set node.")
 
 
@@ -124,6 +127,7 @@ class TaskSummaryView(Wire):
     revision: int = Field(ge=1)
     started: Timestamp | None
     error: RunError | None
+    mode: Mode
     nodes: dict[str, NodeRunView] | None = Field(default=None, description="Only with `include=nodes`.")
     node_counts: NodeCounts
 
@@ -192,6 +196,21 @@ class KeyList(Wire):
     keys: list[KeyView]
 
 
+class SecretView(Wire):
+    """A secret as listed: the modes that have a value of their own, never a value."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_]{1,64}$")
+    modes: list[Mode] = Field(description="`prod` first; a mode without its own value uses `prod`'s.")
+    created: Timestamp
+    updated: Timestamp
+
+
+class SecretList(Wire):
+    """``GET /api/v1/secrets``."""
+
+    secrets: list[SecretView]
+
+
 class NodeTypeView(Wire):
     """A registered node type: JSON schemas of its parameters and outputs, cost model, run policy."""
 
@@ -216,6 +235,25 @@ class Health(Wire):
 
     status: Literal["ok"]
     running_tasks: int = Field(ge=0)
+
+
+class FileValue(Wire):
+    """A file value as the API answers it (SPEC §7): the bytes live in the file store, ``url`` downloads them."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    file: str = Field(alias="$file", description="The file's id.")
+    name: str
+    content_type: str
+    size: int = Field(ge=0)
+    sha256: str = Field(pattern="^[0-9a-f]{64}$")
+    url: str = Field(description="A signed download link, usable without a key until its `expires`.")
+
+
+class FileUploaded(Wire):
+    """``POST /api/v1/files``: the stored file."""
+
+    file: FileValue
 
 
 class MissingInput(Wire):
