@@ -26,6 +26,10 @@ CORE_NAMES = {
     "pick",
     "merge",
     "http_request",
+    "file.fetch",
+    "llm.chat", "llm.transcribe", "llm.embed", "llm.image",
+    "image.info", "image.resize", "image.crop", "image.convert", "image.watermark",
+    "media.probe", "media.transcode", "media.extract_audio", "media.frames", "media.trim",
 }
 
 
@@ -37,7 +41,7 @@ def test_default_registry_has_every_core_type() -> None:
     registry = default_registry(plugins=False)
 
     assert {t.type for t in registry} == CORE_NAMES
-    assert len(registry) == len(CORE_TYPES) == 9
+    assert len(registry) == len(CORE_TYPES) == len(CORE_NAMES)
 
 
 @pytest.mark.parametrize("node_type", CORE_TYPES, ids=lambda t: t.type)
@@ -48,10 +52,11 @@ def test_core_types_describe_themselves(node_type) -> None:
     assert node_type.Output.model_json_schema()["type"] == "object"
 
 
-def test_only_http_request_costs_credits() -> None:
+def test_only_the_fetching_types_charge_per_run() -> None:
+    # The others are free or priced by the usage they report (tokens, megapixels, media seconds).
     costs = {t.type: t.cost.price(seconds=10, usage={}) for t in CORE_TYPES}
 
-    assert costs.pop("http_request") > 0
+    assert costs.pop("http_request") > 0 and costs.pop("file.fetch") > 0
     assert set(costs.values()) == {0.0}
 
 
@@ -85,7 +90,7 @@ def test_entry_point_naming_a_callable_lets_it_register() -> None:
     registry.load_entry_points([_entry_point("tests.nodes.plugin_sample:register")])
 
     assert "acme.whisper" in registry
-    assert len(registry) == 10
+    assert len(registry) == len(CORE_TYPES) + 1
 
 
 def test_plugin_cannot_take_a_registered_name_and_is_skipped() -> None:
@@ -94,7 +99,7 @@ def test_plugin_cannot_take_a_registered_name_and_is_skipped() -> None:
 
     registry.load_entry_points([_entry_point("tests.nodes.plugin_sample:Shout")])
 
-    assert registry.get("acme.shout") is Shout and len(registry) == 10
+    assert registry.get("acme.shout") is Shout and len(registry) == len(CORE_TYPES) + 1
     [failure] = registry.failed_plugins
     assert failure.error == "DuplicateNodeType: node type 'acme.shout' is already registered"
 
