@@ -9,12 +9,14 @@ import aiohttp_cors
 from aiohttp import web
 
 from graph_runtime.executor import Executor
+from graph_runtime.resolve import ParamResolver
 from graph_runtime.scheduler import Scheduler
-from http_api import errors, file_links, routes_files, routes_flows, routes_keys, routes_openapi, routes_tasks
+from http_api import errors, file_links, routes_files, routes_flows, routes_keys, routes_openapi, routes_secrets, routes_tasks
 from http_api.auth import KeyChecker, make_auth_middleware
 from http_api.file_links import FileLinks
 from http_api.body import SERVICES
 from http_api.flows_dir import load_flows_dir
+from http_api.secret_resolver import SecretResolver
 from http_api.services import Services
 from http_api.settings import Settings
 from nodes.builtin import make_http_session
@@ -25,6 +27,7 @@ from storage.files import LocalFileStore
 from storage.files.retention import RetentionSweeper
 from storage.repository import Repository
 from storage.repository_leases import lease_renewer
+from storage.secrets import SecretCipher
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,8 @@ async def open_services(settings: Settings, registry: Registry | None = None) ->
     await storage_engine.create_schema(engine)
     repo = Repository(engine)
     secrets_key = settings.secrets_key.get_secret_value() if settings.secrets_key else None
+    cipher = SecretCipher.from_master(master_key.load(settings.database_url, secrets_key))
+    resolvers: list[ParamResolver] = [SecretResolver(repo, cipher)]
     files = LocalFileStore(settings.files_dir, engine, max_bytes=settings.max_file_bytes)
     links = FileLinks(master_key.load(settings.database_url, secrets_key).derive(file_links.PURPOSE),
                       settings.file_link_ttl_s)
@@ -45,12 +50,12 @@ async def open_services(settings: Settings, registry: Registry | None = None) ->
     # One guarded HTTP client per process, for the server and `graph-runtime run` alike.
     http = make_http_session(allow_private=settings.http_allow_private, allow_hosts=settings.http_allow_hosts)
     executor = Executor(store=repo, registry=registry, http=http, allow_private=settings.http_allow_private,
-                        limits=settings.limits(), files=files, prices=prices)
+                        limits=settings.limits(), files=files, prices=prices, resolvers=resolvers)
     scheduler = Scheduler(repo, executor, max_concurrent=settings.max_concurrent_jobs,
                           poll_interval_s=settings.poll_interval_s, lease_s=settings.lease_s,
                           open_renewer=lease_renewer(engine))
     return Services(settings=settings, repo=repo, registry=registry, executor=executor, scheduler=scheduler,
-                    files=files, links=links)
+                    files=files, cipher=cipher, links=links)
 
 
 async def close_services(services: Services) -> None:
@@ -96,7 +101,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
     app.cleanup_ctx.append(lifecycle)
     app.on_shutdown.append(_stop_accepting)
     for table in (routes_tasks.routes, routes_flows.routes, routes_keys.routes, routes_openapi.routes,
-                  routes_files.routes):
+                  routes_files.routes, routes_secrets.routes):
         app.router.add_routes(table)
     cors = aiohttp_cors.setup(app, defaults={"*": aiohttp_cors.ResourceOptions(
         allow_headers="*", allow_methods="*", expose_headers="*", max_age=3600)})

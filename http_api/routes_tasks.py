@@ -16,6 +16,7 @@ from http_api.schemas import ExecuteBody, parse_body
 from http_api.services import Services, submit
 from http_api.views import history_view, task_view
 from storage import task_history
+from storage.secrets import MODES
 
 routes = web.RouteTableDef()
 
@@ -41,7 +42,7 @@ async def _execute(request: web.Request, created_status: int) -> web.Response:
     if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
         raise errors.RequestInvalid("Idempotency-Key must be 1 to 255 characters", field="Idempotency-Key")
     raw = await json_object(request)
-    body = parse_body(ExecuteBody, raw)
+    body = _with_query_mode(request, parse_body(ExecuteBody, raw))
     key = request.get(auth.REQUEST_KEY)
     task, created = await submit(
         services, flow_id, body, revision=revision, idempotency_key=idempotency_key,
@@ -51,6 +52,21 @@ async def _execute(request: web.Request, created_status: int) -> web.Response:
         task = await _wait_for_end(services, task, wait)
     status = created_status if created else 200
     return json_response(task_view(task), status=status, headers={"Location": f"/api/v1/task/{task.id}"})
+
+
+def _with_query_mode(request: web.Request, body: ExecuteBody) -> ExecuteBody:
+    """The body with Ziggy's ``?executionEnvironmentMode=DEV|PROD`` (any case) as its ``mode``; a body
+    ``mode`` that says otherwise is a 422 rather than a guess."""
+    value = request.query.get("executionEnvironmentMode")
+    if not value:
+        return body
+    mode = value.lower()
+    if mode not in MODES:
+        raise errors.RequestInvalid("executionEnvironmentMode must be DEV or PROD", field="executionEnvironmentMode")
+    if body.mode is not None and body.mode != mode:
+        raise errors.RequestInvalid(f"the body's mode {body.mode!r} and executionEnvironmentMode={value} disagree",
+                                    field="mode")
+    return body.model_copy(update={"mode": mode})
 
 
 async def _wait_for_end(services: Services, task: Task, seconds: float) -> Task:
@@ -118,13 +134,16 @@ async def list_tasks(request: web.Request) -> web.Response:
     limit = int_query(request, "limit", low=1, high=HISTORY_MAX_LIMIT, default=HISTORY_DEFAULT_LIMIT)
     before = int_query(request, "before", low=1, high=2**62)
     include = _parse_include(request)
+    mode = request.query.get("mode") or None
+    if mode is not None and mode not in MODES:
+        raise errors.RequestInvalid(f"mode must be one of {', '.join(MODES)}", field="mode")
     status_value = request.query.get("status")
     status = None
     if status_value:
         status = _parse_status(status_value)
     page = await _services(request).repo.task_history(
         flow_id=request.query.get("flow_id") or None, status=status, limit=limit or HISTORY_DEFAULT_LIMIT,
-        before=before, include=include, budget_bytes=HISTORY_PAGE_BYTES,
+        before=before, include=include, budget_bytes=HISTORY_PAGE_BYTES, mode=mode,
     )
     return json_response(history_view(page))
 

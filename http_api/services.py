@@ -12,6 +12,7 @@ from graph_runtime.executor import Executor
 from graph_runtime.flow import Flow
 from graph_runtime.models import Task, TaskRequest
 from graph_runtime.scheduler import Scheduler
+from http_api import secret_resolver
 from http_api.schemas import ExecuteBody
 from http_api.settings import Settings
 from nodes import codec
@@ -19,6 +20,7 @@ from nodes.registry import Registry
 from http_api.file_links import FileLinks
 from storage.files import BlobFileStore
 from storage.repository import Repository
+from storage.secrets import SecretCipher
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +34,17 @@ class Services:
     scheduler: Scheduler
     files: BlobFileStore
     links: FileLinks
+    cipher: SecretCipher  # seals and opens secrets (storage.secrets); derived from the master key
     accepting: bool = True
 
 
-def fingerprint(body: dict[str, Any], revision: int | None) -> str:
-    """Idempotency compares the parsed request (key order aside) plus the pinned revision."""
-    return hashlib.sha256(codec.canonical({"body": body, "revision": revision})).hexdigest()
+def fingerprint(body: dict[str, Any], revision: int | None, mode: str = "prod") -> str:
+    """Idempotency compares the parsed request (key order aside) plus the pinned revision and the mode
+    (which ``?executionEnvironmentMode=`` may give outside the body)."""
+    compared: dict[str, Any] = {"body": body, "revision": revision}
+    if mode != "prod":  # left out for prod: keys stored before modes existed keep their fingerprint
+        compared["mode"] = mode
+    return hashlib.sha256(codec.canonical(compared)).hexdigest()
 
 
 def build_request(flow: Flow, body: ExecuteBody) -> TaskRequest:
@@ -45,6 +52,7 @@ def build_request(flow: Flow, body: ExecuteBody) -> TaskRequest:
     return TaskRequest(
         start_node_id=s, end_node_id=e, result_node_id=r,
         node_settings=body.node_settings, init_context=body.init_context, timeout_s=body.timeout_s,
+        mode=body.mode or "prod",
     )
 
 
@@ -62,7 +70,8 @@ async def submit(
 
     Returns the task and whether it was created (False: an idempotent replay).
     """
-    request_print = fingerprint(raw_body or {}, revision) if idempotency_key else None
+    secret_resolver.refuse_in_request(body.node_settings)
+    request_print = fingerprint(raw_body or {}, revision, body.mode or "prod") if idempotency_key else None
     if idempotency_key is not None and request_print is not None:
         # A replay returns the first task even if the flow has changed since.
         earlier = await services.repo.find_idempotent_task(flow_id, idempotency_key, request_print)
@@ -71,6 +80,7 @@ async def submit(
     flow, rev, _ = await services.repo.get_flow(flow_id, revision)
     request = build_request(flow, body)
     plan = selection.plan(flow, services.registry, request, limits=services.executor.limits)
+    await secret_resolver.check_known(services.repo, plan, request.mode)
     task, created = await services.repo.create_task(
         flow_id, rev, request,
         idempotency_key=idempotency_key,

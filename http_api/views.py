@@ -10,6 +10,7 @@ from graph_runtime.flow import Flow
 from graph_runtime.models import NodeRun, Task
 from nodes.files import FILE_KEY, file_values, is_file_value
 from storage.convert import ApiKeyRecord
+from storage.secrets import SecretInfo
 from storage.task_history import HistoryPage, TaskSummary
 
 TASK_TYPE_FLOW = 4  # Scade's task_type for a flow execution
@@ -70,6 +71,7 @@ def task_view(task: Task) -> dict[str, Any]:
         "revision": task.revision,
         "started": timestamp(task.started),
         "error": task.error.as_dict() if task.error else None,
+        "mode": task.request.mode,
         "nodes": {node_id: node_view(run) for node_id, run in task.nodes.items()},
     }
 
@@ -87,7 +89,7 @@ def task_summary_view(task: TaskSummary, include: frozenset[str]) -> dict[str, A
     view.update(execution_time=task.execution_time, execution_cost=task.execution_cost, parent_id=None,
                 ref_id=f"flow:{task.flow_id};", task_type=TASK_TYPE_FLOW, is_hide=False, public_access_token=None,
                 file_result_link=None, flow_id=task.flow_id, revision=task.revision, started=timestamp(task.started),
-                error=task.error.as_dict() if task.error else None)
+                error=task.error.as_dict() if task.error else None, mode=task.mode)
     if "nodes" in include:
         view["nodes"] = {node_id: node_view(run) for node_id, run in (task.nodes or {}).items()}
     view["node_counts"] = {status.value: count for status, count in task.node_counts.items()}
@@ -138,6 +140,12 @@ def flow_view(flow: Flow, revision: int, updated: datetime, defaults: dict[str, 
         "defaults": defaults,
         "definition": flow.definition(),
     }
+
+
+def secret_view(secret: SecretInfo) -> dict[str, Any]:
+    """A secret as listed: its name and which modes have a value, never a value."""
+    return {"name": secret.name, "modes": list(secret.modes), "created": timestamp(secret.created),
+            "updated": timestamp(secret.updated)}
 
 
 def key_view(key: ApiKeyRecord) -> dict[str, Any]:
