@@ -32,7 +32,7 @@ OTHER = 5  # small tasks of another flow, after the large ones
 # The summary fields of the task view; data, result and nodes come only when included.
 SUMMARY_FIELDS = ["id", "status", "status_name", "created", "finished", "execution_time", "execution_cost",
                   "parent_id", "ref_id", "task_type", "is_hide", "public_access_token", "file_result_link",
-                  "flow_id", "revision", "started", "error", "node_counts"]
+                  "flow_id", "revision", "started", "error", "mode", "node_counts"]
 
 
 def request_for(tag: int, size: int) -> TaskRequest:
