@@ -13,8 +13,9 @@ from graph_runtime.resolve import ParamResolver
 from graph_runtime.scheduler import Scheduler
 from http_api import errors, file_links, routes_files, routes_flows, routes_keys, routes_openapi, routes_secrets, routes_tasks
 from http_api.auth import KeyChecker, make_auth_middleware
-from http_api.file_links import FileLinks
 from http_api.body import SERVICES
+from http_api.file_links import FileLinks
+from http_api.file_resolver import FileResolver
 from http_api.flows_dir import load_flows_dir
 from http_api.secret_resolver import SecretResolver
 from http_api.services import Services
@@ -49,6 +50,9 @@ async def open_services(settings: Settings, registry: Registry | None = None) ->
         await load_flows_dir(settings.flows_dir, repo, registry)
     # One guarded HTTP client per process, for the server and `graph-runtime run` alike.
     http = make_http_session(allow_private=settings.http_allow_private, allow_hosts=settings.http_allow_hosts)
+    # Files before the node runs: ids completed from the store, URLs fetched through the guarded session.
+    resolvers.append(FileResolver(files, http, allow_private=settings.http_allow_private,
+                                  max_bytes=settings.max_file_bytes))
     executor = Executor(store=repo, registry=registry, http=http, allow_private=settings.http_allow_private,
                         limits=settings.limits(), files=files, prices=prices, resolvers=resolvers)
     scheduler = Scheduler(repo, executor, max_concurrent=settings.max_concurrent_jobs,

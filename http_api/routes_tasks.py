@@ -5,16 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from typing import Any
 
 from aiohttp import web
 
 from graph_runtime import errors as flow_errors
 from graph_runtime.models import Task, TaskStatus, in_start_order
-from http_api import auth, errors
-from http_api.body import SERVICES, int_query, json_object, json_response, path_int
+from http_api import auth, errors, execute_form
+from http_api.body import SERVICES, int_query, json_object, path_int
 from http_api.schemas import ExecuteBody, parse_body
 from http_api.services import Services, submit
-from http_api.views import history_view, task_view
+from http_api.views import FILE_MARK, history_view, task_view, with_file_links
+from nodes import codec
 from storage import task_history
 from storage.secrets import MODES
 
@@ -41,17 +43,42 @@ async def _execute(request: web.Request, created_status: int) -> web.Response:
     idempotency_key = request.headers.get("Idempotency-Key") or request.query.get("executionId")
     if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
         raise errors.RequestInvalid("Idempotency-Key must be 1 to 255 characters", field="Idempotency-Key")
-    raw = await json_object(request)
+    raw, printed = await _execute_body(request, services)
     body = _with_query_mode(request, parse_body(ExecuteBody, raw))
     key = request.get(auth.REQUEST_KEY)
     task, created = await submit(
         services, flow_id, body, revision=revision, idempotency_key=idempotency_key,
-        raw_body=raw, key_id=key.id if key else None,
+        raw_body=printed, key_id=key.id if key else None,
     )
     if wait and not task.status.ended:
         task = await _wait_for_end(services, task, wait)
     status = created_status if created else 200
-    return json_response(task_view(task), status=status, headers={"Location": f"/api/v1/task/{task.id}"})
+    return _answer(services, task_view(task), status=status, headers={"Location": f"/api/v1/task/{task.id}"})
+
+
+async def _execute_body(request: web.Request, services: Services) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The execute body, and what idempotency compares of it: JSON, or a multipart form with files."""
+    if execute_form.is_form(request):
+        return await execute_form.read_form(request, services.files, max_file_bytes=services.settings.max_file_bytes)
+    raw = await json_object(request)
+    return raw, raw
+
+
+def _answer(services: Services, view: dict[str, Any], status: int = 200,
+            headers: dict[str, str] | None = None, *, page: bool = False) -> web.Response:
+    """A task view (or a history ``page``) as JSON, each file value with a signed ``url`` and
+    ``file_result_link`` filled.
+
+    Links are made per answer, never stored. Most tasks hold no file: their JSON is encoded once
+    and searched for ``"$file"`` (memchr-fast), not walked.
+    """
+    data = codec.dumps(view)
+    if FILE_MARK in data:
+        link = services.links.url_for
+        view = ({**view, "tasks": [with_file_links(task, link) for task in view["tasks"]]} if page
+                else with_file_links(view, link))
+        data = codec.dumps(view)
+    return web.Response(body=data, status=status, content_type="application/json", headers=headers)
 
 
 def _with_query_mode(request: web.Request, body: ExecuteBody) -> ExecuteBody:
@@ -107,7 +134,7 @@ async def execute_scade(request: web.Request) -> web.Response:
 async def get_task(request: web.Request) -> web.Response:
     task_id = path_int(request, "task_id", flow_errors.TaskNotFound)
     task = await _services(request).repo.get_task(task_id)
-    return json_response(task_view(task))
+    return _answer(_services(request), task_view(task))
 
 
 @routes.post("/api/v1/task/{task_id}/cancel")
@@ -121,7 +148,7 @@ async def cancel_task(request: web.Request) -> web.Response:
             task = await _wait_for_end(services, task, 5)
     else:
         services.scheduler.mark_ended(task_id)
-    return json_response(task_view(task), status=202)
+    return _answer(services, task_view(task), status=202)
 
 
 @routes.get("/api/v1/tasks")
@@ -145,7 +172,7 @@ async def list_tasks(request: web.Request) -> web.Response:
         flow_id=request.query.get("flow_id") or None, status=status, limit=limit or HISTORY_DEFAULT_LIMIT,
         before=before, include=include, budget_bytes=HISTORY_PAGE_BYTES, mode=mode,
     )
-    return json_response(history_view(page))
+    return _answer(_services(request), history_view(page), page=True)
 
 
 def _parse_include(request: web.Request) -> frozenset[str]:

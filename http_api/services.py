@@ -13,11 +13,12 @@ from graph_runtime.flow import Flow
 from graph_runtime.models import Task, TaskRequest
 from graph_runtime.scheduler import Scheduler
 from http_api import secret_resolver
+from http_api.file_links import FileLinks
+from http_api.file_resolver import check_request_files
 from http_api.schemas import ExecuteBody
 from http_api.settings import Settings
 from nodes import codec
 from nodes.registry import Registry
-from http_api.file_links import FileLinks
 from storage.files import BlobFileStore
 from storage.repository import Repository
 from storage.secrets import SecretCipher
@@ -80,6 +81,7 @@ async def submit(
     flow, rev, _ = await services.repo.get_flow(flow_id, revision)
     request = build_request(flow, body)
     plan = selection.plan(flow, services.registry, request, limits=services.executor.limits)
+    files = await check_request_files(services.files, request.node_settings)
     await secret_resolver.check_known(services.repo, plan, request.mode)
     task, created = await services.repo.create_task(
         flow_id, rev, request,
@@ -89,6 +91,8 @@ async def submit(
         node_ids=plan.order,
     )
     if created:
+        if files:  # a used upload is kept while tasks reference it, not swept as unused after a day
+            await services.files.mark_used({file.id for file in files})
         services.scheduler.notify()
         log.info("task queued", extra={"action": "task_queued", "task_id": task.id, "flow_id": flow_id, "revision": rev})
     return task, created
