@@ -304,3 +304,13 @@ async def test_a_listed_name_is_reached_through_the_resolver(standin: Server) ->
     async with make_http_session(allow_private=False, allow_hosts=["localhost"]) as listed:
         ran = await run(LlmChat, params, http=listed, allow_private=False)
     assert ran.output["finish_reason"] == "stop"
+
+
+async def test_a_secret_reference_validates_at_load_and_must_be_resolved_to_run(standin: Server) -> None:
+    from nodes import contract
+
+    assert contract.validate_params(LlmChat, chat(standin, prompt="x", api_key={"$secret": "OPENAI_API_KEY"}))
+    with pytest.raises(errors.InvalidParams) as caught:
+        await run(LlmChat, chat(standin, prompt="x", api_key={"$secret": "OPENAI_API_KEY"}))
+    assert caught.value.field == "api_key"
+    assert standin.state.requests == []

@@ -53,8 +53,15 @@ def endpoint(base_url: str, path: str) -> URL:
     return URL(base_url.rstrip("/") + path)
 
 
-def auth_headers(api_key: str | None) -> CIMultiDict[str]:
+def auth_headers(api_key: Any) -> CIMultiDict[str]:
+    """The headers of every call: JSON accepted, and the key as a Bearer token.
+
+    Raises:
+        errors.InvalidParams: ``api_key`` is still a ``{"$secret": …}`` reference (nothing resolved it).
+    """
     headers: CIMultiDict[str] = CIMultiDict({"Accept": "application/json"})
+    if api_key is not None and not isinstance(api_key, str):
+        raise errors.InvalidParams("api_key: the secret reference was not resolved before the run", field="api_key")
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
     return headers

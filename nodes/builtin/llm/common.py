@@ -18,13 +18,22 @@ LLM_POLICY = RunPolicy(timeout_s=120, retries=3, retry_backoff_s=1)
 """Models are slow and rate-limited: two minutes a try, and three retries of transient failures."""
 
 
+class SecretRef(BaseModel):
+    """A ``{"$secret": NAME}`` reference: valid in a flow's settings, replaced by its value before the run."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+    name: str = Field(alias="$secret", min_length=1)
+
+
 class LlmParams(BaseModel):
     """The parameters every ``llm.*`` node type takes."""
 
     model_config = ConfigDict(extra="forbid")
 
     base_url: str = Field(DEFAULT_BASE_URL, description="The API's base URL, e.g. http://ollama.lan:11434/v1.")
-    api_key: str | None = Field(None, description='Sent as a Bearer token; normally {"$secret": NAME}.')
+    api_key: str | SecretRef | None = Field(
+        None, description='Sent as a Bearer token; normally {"$secret": NAME}, resolved just before the node runs.')
     model: str = Field(min_length=1, description="The model's name at that API.")
     prices: TokenPrices | None = Field(
         None, description="Credits per 1M tokens {input, output}; null uses the server's LLM_PRICES.")
