@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import time
 from typing import Any
 from urllib.parse import quote
@@ -18,6 +19,8 @@ from http_api import errors
 from nodes.files import FILE_KEY, File
 
 FILES_PATH = "/api/v1/files"
+_DIGITS = re.compile(r"[0-9]{1,12}")
+_HEX = re.compile(r"[0-9a-fA-F]{64}")
 PURPOSE = "file-links"
 """The master-key purpose whose derived key signs links."""
 
@@ -67,10 +70,10 @@ class FileLinks:
             LinkInvalid: the signature is not this file's for this expiry (or is malformed).
             LinkExpired: the signature is right but the link's time is up.
         """
-        if not expires.isdigit() or len(expires) > 12:
+        if not _DIGITS.fullmatch(expires):
             raise LinkInvalid(field="expires")
         expected = self.signature(file_id, int(expires))
-        if not hmac.compare_digest(expected, signature.lower()):
+        if not _HEX.fullmatch(signature) or not hmac.compare_digest(expected, signature.lower()):
             raise LinkInvalid(field="signature")
         if int(expires) < (time.time() if now is None else now):
             raise LinkExpired(field="expires")

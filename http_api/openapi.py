@@ -80,8 +80,8 @@ class Answer:
     description: str
     model: type[BaseModel] | dict[str, Any] | None
     headers: dict[str, Any] = field(default_factory=dict)
-    media: str = JSON  # the answer's media type (a download: "*/*")
     links: dict[str, Any] = field(default_factory=dict)
+    media: str = JSON  # the answer's media type (a download: "*/*")
 
 
 @dataclass(frozen=True)
@@ -158,6 +158,9 @@ UPLOAD_BODY = {"multipart/form-data": {"schema": {"type": "object", "required": 
 FILE_HEADERS = {name: {"required": True, "schema": {"type": "string"}, "description": text} for name, text in (
     ("ETag", "The file's SHA-256 in quotes."), ("Accept-Ranges", "bytes"),
     ("Content-Disposition", "attachment, with the file's name (RFC 6266 `filename*` beyond ASCII)."))}
+FILE_LINKS = {name: {"operationId": op, "parameters": {"file_id": "$response.body#/file/$file"},
+                      "description": text} for name, op, text in (
+    ("DownloadFile", "downloadFile", "Download the file."), ("DeleteFile", "deleteFile", "Delete the file."))}
 DOWNLOAD_PARAMS = (
     FILE_ID,
     _param("expires", "query", {"type": "string", "pattern": "^[0-9]{1,12}$"},
@@ -240,7 +243,7 @@ OPERATIONS: tuple[Operation, ...] = (
               "streamed; 413 past GRAPH_RUNTIME_MAX_FILE_BYTES.", "files",
               {201: Answer("The file value, with its signed `url`.", wire.FileUploaded,
                            {"Location": {"required": True, "schema": {"type": "string"},
-                                         "description": "/api/v1/files/{id}"}})},
+                                         "description": "/api/v1/files/{id}"}}, FILE_LINKS)},
               (400, 408, 413, 415, 422, 401, 503, 507),
               parameters=(_param("name", "query", FILE_NAME, "The file's name (a raw body's; default `file`)."),),
               body_content=UPLOAD_BODY),

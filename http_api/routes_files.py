@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import BodyPartReader, MultipartReader, hdrs, web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
 from graph_runtime import errors as flow_errors
@@ -54,6 +55,9 @@ async def upload(request: web.Request) -> web.Response:
         body.stop_reading(request)
         raise FileTooLarge(_too_large_message(limit), field=FILE_PART)
     name = _query_name(request)
+    if not request.body_exists:
+        raise UploadInvalid("the request has no body: send the file (multipart part 'file', or the raw bytes)",
+                            field=FILE_PART)
     if request.content_type.startswith("multipart/"):
         file = await _store_multipart(request, services, name)
     else:
@@ -88,7 +92,7 @@ async def _next_part(request: web.Request, reader: MultipartReader) -> BodyPartR
     """The next part, which must be the ``file`` part; None at the end."""
     try:
         part = await reader.next()
-    except ValueError as exc:  # aiohttp's word for a malformed multipart body
+    except (ValueError, HttpProcessingError) as exc:  # aiohttp's words for a malformed multipart body
         await _discard_rest(request)
         raise UploadInvalid(f"the multipart body is malformed: {exc}", field=FILE_PART) from None
     if part is None:
