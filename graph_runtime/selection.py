@@ -238,7 +238,8 @@ def _checked_settings(
     merged = deep_merge(node.settings, override)
     try:
         _, params = contract.split_policy(merged, node_type.policy)
-        contract.validate_params(node_type, params, frozenset(edge.input_name for edge in inbound), limits=limits)
+        contract.validate_params(node_type, params, frozenset(edge.input_name for edge in inbound), limits=limits,
+                                 unresolved=True)
     except node_errors.InvalidParams as exc:
         raise errors.InvalidSettings(
             f"node {node_id!r}: {exc.message}", node_id=node_id, field=f"node_settings.{node_id}.{exc.field or ''}".rstrip(".")

@@ -85,7 +85,7 @@ def _settings_problems(flow: Flow, registry: Registry) -> list[str]:
             continue
         try:
             _, params = contract.split_policy(node.settings, node_type.policy)
-            contract.validate_params(node_type, params, frozenset(linked.get(node.id, ())))
+            contract.validate_params(node_type, params, frozenset(linked.get(node.id, ())), unresolved=True)
         except node_errors.InvalidParams as exc:
             where = f"nodes.{i}.settings" + (f".{exc.field}" if exc.field else "")
             problems.append(f"{where}: {exc.message} (node {node.id!r})")

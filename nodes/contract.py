@@ -226,12 +226,28 @@ def split_policy(settings: Mapping[str, Any], default: RunPolicy) -> tuple[RunPo
     return policy, rest
 
 
+SECRET_KEY = "$secret"
+SECRET_PLACEHOLDER = "[secret]"
+
+
+def _secret_placeholders(value: Any) -> Any:
+    """``value`` with each ``{"$secret": NAME}`` replaced by a placeholder string (a copy)."""
+    if isinstance(value, Mapping):
+        if len(value) == 1 and isinstance(value.get(SECRET_KEY), str):
+            return SECRET_PLACEHOLDER
+        return {key: _secret_placeholders(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_secret_placeholders(item) for item in value]
+    return value
+
+
 def validate_params(
     node_type: type[NodeType],
     params: Mapping[str, Any],
     linked: frozenset[str] = frozenset(),
     *,
     limits: Limits | None = None,
+    unresolved: bool = False,
 ) -> BaseModel | None:
     """Validate ``params`` against the type's ``Params`` model.
 
@@ -240,6 +256,10 @@ def validate_params(
 
     A file parameter (:mod:`nodes.file_params`) may hold an ``http(s)`` URL instead of a file
     value: it is fetched before the node runs, so it is valid here.
+
+    ``unresolved``: ``params`` are settings whose references are not resolved yet (at flow load
+    and execute): a flow's ``{"$secret": NAME}`` becomes a string just before the node runs, so
+    it counts as a string here. At run time references are resolved and this walk is skipped.
 
     ``limits`` are the server's ceilings, given to the model's validators as pydantic's
     validation context (``info.context``), so a parameter above a ceiling is refused before
@@ -251,6 +271,8 @@ def validate_params(
     shapes = file_params.file_params(node_type.Params)
     if shapes:  # a URL where a file goes is fetched before the node runs: valid here
         params = file_params.with_url_placeholders(params, shapes)
+    if unresolved:
+        params = _secret_placeholders(params)
     try:
         return node_type.Params.model_validate(dict(params), context=limits)
     except pydantic.ValidationError as exc:
