@@ -173,13 +173,22 @@ STATUS_FILTER = {"anyOf": [{"type": "integer", "minimum": 1, "maximum": 5},
                            {"enum": ["queued", "running", "succeeded", "failed", "cancelled"]}]}
 
 
+EXECUTE_FORM = {"multipart/form-data": {"schema": {
+    "type": "object", "additionalProperties": False,
+    "description": "Execute with files in one request: the JSON body in part `body` (or `json`), and each file in "
+                   "a part named by the setting it fills, e.g. `node_settings.SYnn-start.data.image`.",
+    "properties": {name: {"contentMediaType": "application/json", "description": "The execute body as JSON."}
+                   for name in ("body", "json")},
+    "patternProperties": {r"^node_settings\.[^.]+\.[^.]+(\.[^.]+)*$": FILE_BYTES}}}}
+
+
 def _execute(path: str, operation_id: str, created: int, summary: str) -> Operation:
     replay = "The task this Idempotency-Key created before."
     answers = {created: Answer("The task, queued (or as it is after `wait`).", wire.TaskView, LOCATION, TASK_LINKS)}
     answers.setdefault(200, Answer(replay, wire.TaskView, LOCATION, TASK_LINKS))
     return Operation("post", path, operation_id, summary, "tasks", answers, EXECUTE_ERRORS,
                      parameters=EXECUTE_PARAMS, body=schemas.ExecuteBody, body_required=False,
-                     body_example=EXAMPLE_EXECUTE)
+                     body_example=EXAMPLE_EXECUTE, body_content=EXECUTE_FORM)
 
 
 OPERATIONS: tuple[Operation, ...] = (
@@ -320,8 +329,9 @@ def _operation(op: Operation) -> dict[str, Any]:
             media["example"] = op.body_example
         content = {JSON: media, **{yaml: {"schema": media["schema"]} for yaml in yaml_body.YAML_TYPES if op.body_yaml}}
         out["requestBody"] = {"required": op.body_required, "content": content}
-    if op.body_content is not None:
-        out["requestBody"] = {"required": op.body_required, "content": op.body_content}
+    if op.body_content is not None:  # beside the JSON body (execute's form), or the only one (uploads)
+        content = out.get("requestBody", {}).get("content", {})
+        out["requestBody"] = {"required": op.body_required, "content": {**content, **op.body_content}}
     out["responses"] = responses
     return out
 
