@@ -97,6 +97,9 @@ class Sizes:
     rss_nodes: int = 10_000
     rss_queued: int = 10_000
     llm_calls: int = 1000
+    media_runs: int = 10
+    media_tasks: int = 20
+    media_size: tuple[int, int] = (4000, 3000)  # 12 megapixels
 
     def repeats_for(self, shape: Shape) -> int:
         return self.big_repeats if shape.node_count >= self.big_nodes else self.repeats
@@ -113,7 +116,7 @@ DEFAULT = Sizes()
 SMOKE = Sizes(chain=5, wide=10, sequential_flows=5, prefect_sequential_flows=2, growth=(5, 10, 20),
               prefect_max_nodes=22, repeats=2, big_repeats=2, big_nodes=20, prefect_repeats=2, http_repeats=2,
               rss_repeats=1, http_latency_requests=10, http_seconds=0.5, reference_seconds=0.2, rss_nodes=20, rss_queued=20,
-              llm_calls=20)
+              llm_calls=20, media_runs=1, media_tasks=2, media_size=(400, 300))
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,9 @@ def cases(sizes: Sizes) -> list[Case]:
     found.append(Case("rss-task", "rss", f"peak RSS, one wide-{sizes.rss_nodes} task"))
     found.append(Case("rss-queued", "rss", f"peak RSS, {sizes.rss_queued} queued {chain.name} tasks"))
     found.append(Case("llm-chat", "llm", f"llm.chat vs the OpenAI stand-in: overhead per call, {sizes.llm_calls} calls"))
+    megapixels = sizes.media_size[0] * sizes.media_size[1] / 1e6
+    found.append(Case("image-resize", "media", f"image.resize of a {megapixels:.0f} MP JPEG vs Pillow called directly"))
+    found.append(Case("image-pipeline", "media", f"{sizes.media_tasks} resize → watermark tasks at 10 concurrent jobs"))
     return found
 
 
@@ -155,5 +161,5 @@ def select(all_cases: list[Case], only: list[str] | None) -> list[Case]:
     unknown = [o for o in only if not any(c.name == o or c.group == o or c.name.startswith(o) for c in all_cases)]
     if unknown:
         names = ", ".join(c.name for c in all_cases)
-        raise SystemExit(f"unknown case {', '.join(unknown)}; cases: {names}; groups: inprocess, growth, http, rss, llm")
+        raise SystemExit(f"unknown case {', '.join(unknown)}; cases: {names}; groups: inprocess, growth, http, rss, llm, media")
     return chosen

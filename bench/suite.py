@@ -23,7 +23,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from bench import http, llm, prefect_ref, references
+from bench import http, llm, media, prefect_ref, references
 from bench.cases import Case, Shape, Sizes
 from bench.figures import Figure, percentile
 from bench.inprocess import OurEngine
@@ -61,6 +61,8 @@ class Suite:
                 self._rss()
             if self.wants("llm-chat"):
                 asyncio.run(self._llm())
+            if any(c.group == "media" for c in self.selected):
+                asyncio.run(self._media())
         return self.rows
 
     # -- in-process: chain, wide, per flow, growth -----------------------------------------
@@ -370,6 +372,32 @@ class Suite:
                          "handler time; floor = a bare session.post of the same body, same subtraction")
         self.progress.advance(bar)
         self.rows.append(row)
+
+    async def _media(self) -> None:
+        sizes, workdir = self.sizes, self.workdir / "media"
+        bar = self.progress.add_task("image.* on Pillow", total=2)
+        if self.wants("image-resize"):
+            (workdir / "resize").mkdir(parents=True)
+            figures = await media.measure_resize(sizes.media_runs, workdir / "resize", sizes.media_size)
+            row = Row(self.case("image-resize"), "ms")
+            row.figures[OURS], row.figures[FLOOR] = figures["ours"], figures["floor"]
+            row.targets.append(Target("≤ 1.3× Pillow called directly (median)", row.ratio(FLOOR), 1.3))
+            row.notes.append("node as the executor drives it (params, store read, thread, store write) vs open/"
+                             "resize/encode in the same process; runs alternate")
+            self.rows.append(row)
+        self.progress.advance(bar)
+        if self.wants("image-pipeline"):
+            (workdir / "pipeline").mkdir(parents=True)
+            found = await media.measure_pipeline(sizes.media_tasks, workdir / "pipeline", size=sizes.media_size)
+            row = Row(self.case("image-pipeline"), "s")
+            row.figure(OURS).add(found["wall_s"])
+            row.figure(FLOOR).add(found["direct"]["wall_s"])
+            row.extra.update({"cores used": round(found["cores"], 2), "floor cores used": round(found["direct"]["cores"], 2)})
+            row.targets.append(Target("uses both cores (CPU s ÷ wall s ≥ 1.6)", found["cores"], 1.6, at_most=False))
+            row.notes.append("real scheduler and executor at MAX_CONCURRENT_JOBS 10; floor = the same Pillow work on 10 "
+                             "plain threads; cores = the process's CPU seconds ÷ wall seconds")
+            self.rows.append(row)
+        self.progress.advance(bar)
 
     def _rss(self) -> None:
         sizes = self.sizes
