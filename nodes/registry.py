@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from importlib import metadata
 
 from nodes import errors
-from nodes.contract import NodeType
+from nodes.contract import CostModel, NodeType
 
 ENTRY_POINT_GROUP = "graph_runtime.nodes"
 
@@ -77,6 +77,20 @@ class Registry:
         """The shared instance whose ``run`` executes nodes of type ``name``."""
         self.get(name)
         return self._instances[name]
+
+    def set_cost(self, name: str, cost: CostModel) -> None:
+        """Price type ``name`` with ``cost`` in this registry only (a deployment's own rates).
+
+        The registered class is replaced by a subclass that differs in ``cost`` alone, so other
+        registries, and the class itself, keep the default.
+
+        Raises:
+            errors.UnknownNodeType: nothing is registered under ``name``.
+        """
+        base = self.get(name)
+        priced = type(base.__name__, (base,), {"cost": cost, "__module__": base.__module__, "__doc__": base.__doc__})
+        self._types[name] = priced
+        self._instances[name] = priced()
 
     async def aclose(self) -> None:
         """Call every instance's ``close`` hook (at shutdown); one failing does not skip the rest."""

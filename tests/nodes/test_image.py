@@ -18,8 +18,9 @@ from PIL import Image
 
 from nodes import contract, errors
 from nodes.builtin import image as image_nodes
-from nodes.contract import NodeType
+from nodes.contract import CostModel, NodeType
 from nodes.files import File
+from nodes.registry import default_registry
 from storage.files.store import LocalFileStore
 from tests.nodes.helpers import make_ctx
 
@@ -206,3 +207,14 @@ async def test_a_bad_overlay_is_invalid_input(file_store: LocalFileStore) -> Non
 
 async def _bytes(store: LocalFileStore, file: File) -> bytes:
     return b"".join([chunk async for chunk in store.read(file)])
+
+
+def test_a_deployment_can_set_its_own_megapixel_price() -> None:
+    registry = default_registry(plugins=False)
+    registry.set_cost("image.resize", CostModel(per_unit={"megapixels": 0.01}))
+
+    priced = registry.get("image.resize")
+    assert issubclass(priced, image_nodes.ImageResize) and type(registry.instance("image.resize")) is priced
+    assert priced.cost.price(seconds=1, usage={"megapixels": 12}) == 0.12
+    assert image_nodes.ImageResize.cost == image_nodes.IMAGE_COST  # the class and other registries keep the default
+    assert default_registry(plugins=False).get("image.resize").cost == image_nodes.IMAGE_COST
