@@ -195,3 +195,19 @@ async def test_curl_dash_F_executes_with_a_file_in_one_request(files_api: Api, t
     assert task["result"]["sha256"] == PHOTO_SHA and task["result"]["name"] == "cat photo.jpg"
     assert task["result"]["content_type"] == "image/jpeg"
     assert await download(files_api, task["data"]["node_settings"]["size"]["file"]["url"]) == PHOTO
+
+
+async def test_a_file_part_over_max_file_bytes_is_a_413_and_nothing_is_kept(
+        aiohttp_client: Any, settings: Settings) -> None:
+    small = settings.model_copy(update={"max_file_bytes": 1024})
+    client = await aiohttp_client(create_app(small, registry=registry_with_test_types()))
+    services = client.server.app[SERVICES]
+    _, token = await auth.issue_key(services.repo, "admin", "admin")
+    api = Api(client, token)
+    await api.put_flow(FILES_FLOW)
+    error = (await api.json("POST", "/api/v1/flow/files/execute", 413,
+                            data=form(ONE, node_settings__size__file=PHOTO)))["error"]
+    assert error["code"] == "file_too_large" and error["field"] == "node_settings.size.file"
+    assert (await api.json("GET", "/api/v1/tasks", 200))["tasks"] == []
+    blobs = [path for path in Path(small.files_dir).rglob("*") if path.is_file()]
+    assert blobs == [], "no blob kept"
