@@ -97,6 +97,7 @@ class Sizes:
     rss_nodes: int = 10_000
     rss_queued: int = 10_000
     llm_calls: int = 1000
+    files_mib: int = 1024
     media_runs: int = 10
     media_tasks: int = 20
     media_size: tuple[int, int] = (4000, 3000)  # 12 megapixels
@@ -116,7 +117,7 @@ DEFAULT = Sizes()
 SMOKE = Sizes(chain=5, wide=10, sequential_flows=5, prefect_sequential_flows=2, growth=(5, 10, 20),
               prefect_max_nodes=22, repeats=2, big_repeats=2, big_nodes=20, prefect_repeats=2, http_repeats=2,
               rss_repeats=1, http_latency_requests=10, http_seconds=0.5, reference_seconds=0.2, rss_nodes=20, rss_queued=20,
-              llm_calls=20, media_runs=1, media_tasks=2, media_size=(400, 300))
+              llm_calls=20, files_mib=8, media_runs=1, media_tasks=2, media_size=(400, 300))
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,7 @@ def cases(sizes: Sizes) -> list[Case]:
     found.append(Case("rss-task", "rss", f"peak RSS, one wide-{sizes.rss_nodes} task"))
     found.append(Case("rss-queued", "rss", f"peak RSS, {sizes.rss_queued} queued {chain.name} tasks"))
     found.append(Case("llm-chat", "llm", f"llm.chat vs the OpenAI stand-in: overhead per call, {sizes.llm_calls} calls"))
+    found.append(Case("files-transfer", "files", f"upload then download of a {sizes.files_mib} MiB file over loopback"))
     megapixels = sizes.media_size[0] * sizes.media_size[1] / 1e6
     found.append(Case("image-resize", "media", f"image.resize of a {megapixels:.0f} MP JPEG vs Pillow called directly"))
     found.append(Case("image-pipeline", "media", f"{sizes.media_tasks} resize → watermark tasks at 10 concurrent jobs"))

@@ -23,7 +23,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from bench import http, llm, media, prefect_ref, references
+from bench import files, http, llm, media, prefect_ref, references
 from bench.cases import Case, Shape, Sizes
 from bench.figures import Figure, percentile
 from bench.inprocess import OurEngine
@@ -61,6 +61,8 @@ class Suite:
                 self._rss()
             if self.wants("llm-chat"):
                 asyncio.run(self._llm())
+            if self.wants("files-transfer"):
+                asyncio.run(self._files())
             if any(c.group == "media" for c in self.selected):
                 asyncio.run(self._media())
         return self.rows
@@ -397,6 +399,22 @@ class Suite:
             row.notes.append("real scheduler and executor at MAX_CONCURRENT_JOBS 10; floor = the same Pillow work on 10 "
                              "plain threads; cores = the process's CPU seconds ÷ wall seconds")
             self.rows.append(row)
+        self.progress.advance(bar)
+
+    async def _files(self) -> None:
+        bar = self.progress.add_task("files over loopback", total=1)
+        (self.workdir / "files").mkdir()
+        found = await files.measure(self.sizes.files_mib, self.workdir / "files")
+        row = Row(self.case("files-transfer"), "MB/s")
+        row.figure(OURS).add(found["upload_mb_s"])
+        row.figure(FLOOR).add(found["floor_mb_s"])
+        row.extra.update({"download MB/s": found["download_mb_s"], "RSS growth MiB": found["rss_growth_mib"]})
+        row.targets += [Target("upload ≥ 300 MB/s", found["upload_mb_s"], 300, at_most=False),
+                        Target("download ≥ 300 MB/s", found["download_mb_s"], 300, at_most=False),
+                        Target("RSS growth < 50 MiB (server and client together)", found["rss_growth_mib"], 50)]
+        row.notes.append("ours = POST /api/v1/files streamed (hash, write, fsync, rename); floor = the same bytes "
+                         "hashed and written by one thread, no HTTP")
+        self.rows.append(row)
         self.progress.advance(bar)
 
     def _rss(self) -> None:

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, Any, Protocol
 
 from nodes.errors import OutputTooLarge, StorageFull
 
@@ -81,7 +81,7 @@ class LocalBlobs:
     async def stage(self, chunks: AsyncIterable[bytes], max_bytes: int | None) -> Staged:
         tmp = await asyncio.to_thread(self._open_tmp)
         digest, size = hashlib.sha256(), 0
-        pending: asyncio.Future[None] | None = None
+        pending: asyncio.Future[Any] | None = None
         try:
             with tmp[1] as out:
                 async for chunk in chunks:
@@ -90,8 +90,10 @@ class LocalBlobs:
                         raise OutputTooLarge(f"the file is larger than {max_bytes} bytes")
                     if pending is not None:
                         await pending
-                    # Hash and write this chunk on a thread while the next one arrives.
-                    pending = asyncio.ensure_future(asyncio.to_thread(_write, out, digest, chunk))
+                    # Hash and write this chunk on two threads (both release the GIL) while the
+                    # next one arrives: one after the other they capped uploads near 190 MB/s.
+                    pending = asyncio.gather(asyncio.to_thread(digest.update, chunk),
+                                             asyncio.to_thread(_write, out, chunk))
                 if pending is not None:
                     await pending
                 await asyncio.to_thread(_sync, out)
@@ -185,8 +187,7 @@ class LocalBlobs:
         return removed
 
 
-def _write(out: IO[bytes], digest: hashlib._Hash, chunk: bytes) -> None:
-    digest.update(chunk)
+def _write(out: IO[bytes], chunk: bytes) -> None:
     view = memoryview(chunk)
     while view:
         written = out.write(view)
