@@ -8,12 +8,19 @@ Ollama), with the key from the secret ``OPENAI_API_KEY`` the flows name.
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import imageio_ffmpeg
+import pytest_asyncio
 from PIL import Image
 
+from tests import openai_standin
 from tests.conftest import Api
 
 START = "start"
@@ -86,3 +93,84 @@ async def test_product_photo_sizes_refuses_a_file_that_is_not_an_image(api: Api)
     task = await api.execute("product-photo-sizes", body, params={"wait": "30"})
 
     assert task["status_name"] == "failed" and task["error"]["code"] == "invalid_input"
+
+
+# --- the model pipelines, against the OpenAI-compatible stand-in -------------------------------
+
+CAPTION = "A gradient with a purple glow"
+SECRET_VALUE = "sk-sample-pipelines-0123456789"
+
+
+@pytest_asyncio.fixture
+async def standin(aiohttp_server: Any) -> Any:
+    return await aiohttp_server(openai_standin.make_app())
+
+
+async def with_key(api: Api) -> None:
+    response = await api.request("PUT", "/api/v1/secrets/OPENAI_API_KEY", json={"value": SECRET_VALUE})
+    assert response.status == 204, await response.text()
+
+
+def at(standin: Any, *node_ids: str) -> dict[str, Any]:
+    """node_settings pointing these model nodes at the stand-in, as a user points them at vLLM or Ollama."""
+    return {node_id: {"base_url": str(standin.make_url("/v1"))} for node_id in node_ids}
+
+
+def video(path: Path, seconds: float = 2.0) -> bytes:
+    """A real MP4: a test pattern with a 440 Hz tone, encoded by the FFmpeg the media extra installs."""
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i",
+               f"testsrc=size=160x120:rate=10:duration={seconds}", "-f", "lavfi", "-i",
+               f"sine=frequency=440:duration={seconds}", "-c:v", "mpeg4", "-c:a", "aac", "-shortest", "-y", str(path)]
+    subprocess.run(command, check=True, capture_output=True, timeout=30)
+    return path.read_bytes()
+
+
+async def test_caption_and_watermark_captions_the_image_and_draws_the_caption(api: Api, standin: Any) -> None:
+    await with_key(api)
+    standin.app[openai_standin.STANDIN].chat_text = CAPTION
+    original = photo(640, 400)
+    uploaded = await upload(api, original, "cat.jpg", "image/jpeg")
+    body = {"node_settings": {START: {"data": {"image": {"$file": uploaded["$file"]}}}, **at(standin, "caption")}}
+
+    task = await api.execute("caption-and-watermark", body, params={"wait": "30"})
+
+    assert task["status_name"] == "succeeded", task["error"]
+    assert task["result"]["caption"] == CAPTION
+    marked = await download(api, task["file_result_link"])
+    assert task["result"]["image"]["$file"] != uploaded["$file"] and marked != original
+    assert opened(marked).size == (640, 400)
+    [call] = standin.app[openai_standin.STANDIN].requests
+    assert call.path == "/v1/chat/completions" and call.headers["Authorization"] == f"Bearer {SECRET_VALUE}"
+    [image_part] = [p for p in call.json["messages"][-1]["content"] if p["type"] == "image_url"]
+    sent = f"[image image/jpeg;base64 {len(original)} bytes sha256:{hashlib.sha256(original).hexdigest()[:12]}]"
+    assert openai_standin.describe_part(image_part) == sent  # the uploaded bytes, inline as a data URL
+    assert SECRET_VALUE not in json.dumps(task)
+
+
+async def test_video_to_summary_extracts_transcribes_and_summarises(api: Api, standin: Any, tmp_path: Path) -> None:
+    await with_key(api)
+    uploaded = await upload(api, video(tmp_path / "talk.mp4"), "talk.mp4", "video/mp4")
+    body = {"node_settings": {START: {"data": {"video": {"$file": uploaded["$file"]}}},
+                              **at(standin, "transcript", "summary")}}
+
+    task = await api.execute("video-to-summary", body, params={"wait": "60"})
+
+    assert task["status_name"] == "succeeded", task["error"]
+    transcribe, chat = standin.app[openai_standin.STANDIN].requests
+    filename, _, audio = transcribe.form["file"]
+    assert transcribe.path == "/v1/audio/transcriptions" and transcribe.form["model"] == "whisper-1"
+    assert audio[:3] == b"ID3" or audio[0] == 0xFF, "the audio sent is not MP3"
+    result = task["result"]
+    assert result["transcript"] == f"heard {len(audio)} bytes of {filename} in auto"
+    assert abs(result["duration_s"] - 2.0) < 0.2
+    assert chat.json["messages"][-1] == {"role": "user", "content": result["transcript"]}
+    assert result["summary"].endswith(f"user: {result['transcript']}")  # the stand-in echoes what it was sent
+
+
+async def test_the_model_pipelines_need_the_key_secret(api: Api) -> None:
+    uploaded = await upload(api, photo(64, 64), "cat.jpg", "image/jpeg")
+    body = {"node_settings": {START: {"data": {"image": {"$file": uploaded["$file"]}}}}}
+
+    error = (await api.execute("caption-and-watermark", body, status=422))["error"]
+
+    assert error["code"] == "secret_unknown" and "OPENAI_API_KEY" in error["message"]
