@@ -10,6 +10,7 @@ import io
 import resource
 import struct
 import time
+import warnings
 import zlib
 from typing import Any
 
@@ -218,3 +219,13 @@ def test_a_deployment_can_set_its_own_megapixel_price() -> None:
     assert priced.cost.price(seconds=1, usage={"megapixels": 12}) == 0.12
     assert image_nodes.ImageResize.cost == image_nodes.IMAGE_COST  # the class and other registries keep the default
     assert default_registry(plugins=False).get("image.resize").cost == image_nodes.IMAGE_COST
+
+
+async def test_a_bomb_is_refused_where_pillow_only_warns(file_store: LocalFileStore) -> None:
+    # In production Pillow's DecompressionBombWarning is just a warning (pytest makes it an
+    # error): our own header check must refuse the image all the same.
+    file = await stored(file_store, bomb_png(12_000, 10_000))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with pytest.raises(errors.InvalidInput, match=r"12000×10000 \(120.0 megapixels\), over the limit"):
+            await run(image_nodes.ImageResize, file_store, image=file, width=10)

@@ -205,3 +205,12 @@ async def test_a_cancelled_node_kills_ffmpeg(file_store: LocalFileStore, tmp_pat
     assert time.perf_counter() - started < 1.0
     found = subprocess.run(["pgrep", "-f", str(ffmpeg.executable()) + ".*libvpx"], capture_output=True, text=True, check=False)
     assert found.stdout == ""
+
+
+async def test_ffmpeg_runs_under_its_memory_limit(tmp_path: Path, clip: bytes) -> None:
+    source = tmp_path / "clip.mp4"
+    source.write_bytes(clip)
+    args = [*ffmpeg.input_args(source), "-f", "null", "-"]
+    assert (await ffmpeg.run(args))[0] == 0
+    status, _ = await ffmpeg.run(args, ffmpeg.Bounds(memory_bytes=16 * 1024 * 1024))
+    assert status != 0  # the same work cannot even start in 16 MiB of address space
