@@ -41,7 +41,7 @@ from nodes.builtin.image import ImageResize
 from nodes.contract import RunContext
 
 SIZE = (4000, 3000)
-TARGET = {"width": 1200, "height": 900, "fit": "inside", "quality": 85}
+TARGET: dict[str, Any] = {"width": 1200, "height": 900, "fit": "inside", "quality": 85}
 PIPELINE = {
     "id": "bench-media", "nodes": [
         {"id": "in", "type": "start"},
