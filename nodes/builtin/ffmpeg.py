@@ -47,6 +47,8 @@ os.execv(sys.argv[5], sys.argv[5:])
 """
 
 STDERR_KEPT = 64 * 1024
+PROBE_TIMEOUT_S = 30
+"""Reading a file's header takes milliseconds; one that takes this long is hostile (or a dead disk)."""
 
 
 @dataclass(frozen=True)
@@ -193,9 +195,14 @@ async def probe(path: Path, what: str = "the media") -> Probe:
     """Open ``path`` with FFmpeg and report its container, duration and streams.
 
     Raises:
-        errors.InvalidInput: FFmpeg cannot read it as media (garbage, truncated header, a playlist).
+        errors.InvalidInput: FFmpeg cannot read it as media (garbage, truncated header, a playlist),
+            or not within :data:`PROBE_TIMEOUT_S`.
     """
-    _, report = await run([*input_args(path)], Bounds(cpu_s=60))
+    try:
+        async with asyncio.timeout(PROBE_TIMEOUT_S):
+            _, report = await run([*input_args(path)], Bounds(cpu_s=PROBE_TIMEOUT_S))
+    except TimeoutError:
+        raise errors.InvalidInput(f"{what} could not be read within {PROBE_TIMEOUT_S} s") from None
     found = parse_probe(report)
     if found is None or not found.streams:
         raise errors.InvalidInput(f"{what} cannot be read as audio or video: {last_line(report)}")
