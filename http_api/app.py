@@ -39,20 +39,21 @@ async def open_services(settings: Settings, registry: Registry | None = None) ->
     engine = storage_engine.create_engine(settings.database_url)
     await storage_engine.create_schema(engine)
     repo = Repository(engine)
-    secrets_key = settings.secrets_key.get_secret_value() if settings.secrets_key else None
-    cipher = SecretCipher.from_master(master_key.load(settings.database_url, secrets_key))
-    resolvers: list[ParamResolver] = [SecretResolver(repo, cipher)]
+    key = master_key.load(settings.database_url,
+                          settings.secrets_key.get_secret_value() if settings.secrets_key else None)
+    cipher = SecretCipher.from_master(key)
     files = LocalFileStore(settings.files_dir, engine, max_bytes=settings.max_file_bytes)
-    links = FileLinks(master_key.load(settings.database_url, secrets_key).derive(file_links.PURPOSE),
-                      settings.file_link_ttl_s)
+    links = FileLinks(key.derive(file_links.PURPOSE), settings.file_link_ttl_s)
     registry = registry or default_registry()
     if settings.flows_dir is not None:
         await load_flows_dir(settings.flows_dir, repo, registry)
     # One guarded HTTP client per process, for the server and `graph-runtime run` alike.
     http = make_http_session(allow_private=settings.http_allow_private, allow_hosts=settings.http_allow_hosts)
-    # Files before the node runs: ids completed from the store, URLs fetched through the guarded session.
-    resolvers.append(FileResolver(files, http, allow_private=settings.http_allow_private,
-                                  max_bytes=settings.max_file_bytes))
+    resolvers: list[ParamResolver] = [
+        SecretResolver(repo, cipher),
+        # Files before the node runs: ids completed from the store, URLs fetched through the guarded session.
+        FileResolver(files, http, allow_private=settings.http_allow_private, max_bytes=settings.max_file_bytes),
+    ]
     executor = Executor(store=repo, registry=registry, http=http, allow_private=settings.http_allow_private,
                         limits=settings.limits(), files=files, prices=prices, resolvers=resolvers)
     scheduler = Scheduler(repo, executor, max_concurrent=settings.max_concurrent_jobs,

@@ -55,6 +55,12 @@ class ChatParams(LlmParams):
     response_format: Literal["text", "json"] | dict[str, Any] = Field(
         "text", description='"text", "json" (a JSON object), or a JSON schema the answer must follow.')
 
+    @pydantic.field_validator("images", mode="before")
+    @classmethod
+    def _one_image(cls, value: Any) -> Any:
+        # An edge from a start's `image` delivers one file or URL: a list of one, as in ComfyUI.
+        return value if isinstance(value, list) else [value]
+
     @pydantic.field_validator("images")
     @classmethod
     def _image_urls(cls, value: list[File | str]) -> list[File | str]:
