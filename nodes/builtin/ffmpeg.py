@@ -70,9 +70,15 @@ class Bounds:
 
 @functools.cache
 def executable() -> str:
-    """The path of the ffmpeg binary imageio-ffmpeg installed."""
-    import imageio_ffmpeg  # the media extra; imported here so the module loads without it
+    """The path of the ffmpeg binary imageio-ffmpeg installed.
 
+    Raises:
+        errors.NodeFailed: the media extra is not installed (a flow stored before it was removed).
+    """
+    try:
+        import imageio_ffmpeg  # the media extra; imported here so the module loads without it
+    except ImportError as exc:
+        raise errors.NodeFailed(f"media nodes need the media extra: pip install 'graph-runtime[media]' ({exc})") from None
     return str(imageio_ffmpeg.get_ffmpeg_exe())
 
 
