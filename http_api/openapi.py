@@ -154,7 +154,10 @@ FILE_NAME = {"type": "string", "maxLength": 255, "pattern": r"^[^/\\\x00-\x1f]*$
 FILE_BYTES = {"type": "string", "format": "binary"}
 UPLOAD_BODY = {"multipart/form-data": {"schema": {"type": "object", "required": ["file"], "additionalProperties": False,
                                                   "properties": {"file": FILE_BYTES}}},
-               "application/octet-stream": {"schema": FILE_BYTES}, "*/*": {"schema": FILE_BYTES}}
+               # Any other Content-Type is accepted as well (the file keeps it; see the operation's text). It
+               # is not listed as */*: a client generating bodies would then pick types such as YAML and
+               # expect the download, served with that type, to parse as one.
+               "application/octet-stream": {"schema": FILE_BYTES}}
 FILE_HEADERS = {name: {"required": True, "schema": {"type": "string"}, "description": text} for name, text in (
     ("ETag", "The file's SHA-256 in quotes."), ("Accept-Ranges", "bytes"),
     ("Content-Disposition", "attachment, with the file's name (RFC 6266 `filename*` beyond ASCII)."))}
@@ -248,8 +251,8 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("delete", "/api/v1/secrets/{name}", "deleteSecret", "Delete a secret (every mode, or `?mode=`'s).",
               "secrets", {204: Answer("Deleted.", None)}, (401, 403, 404, 422, 503), scope="admin",
               parameters=(SECRET_NAME, _param("mode", "query", MODE, "Delete only this mode's value."))),
-    Operation("post", "/api/v1/files", "uploadFile", "Store a file (multipart part `file`, or the raw body), "
-              "streamed; 413 past GRAPH_RUNTIME_MAX_FILE_BYTES.", "files",
+    Operation("post", "/api/v1/files", "uploadFile", "Store a file (multipart part `file`, or the raw body with "
+              "any Content-Type, which the file keeps), streamed; 413 past GRAPH_RUNTIME_MAX_FILE_BYTES.", "files",
               {201: Answer("The file value, with its signed `url`.", wire.FileUploaded,
                            {"Location": {"required": True, "schema": {"type": "string"},
                                          "description": "/api/v1/files/{id}"}}, FILE_LINKS)},
