@@ -40,7 +40,7 @@ class File(BaseModel):
     # serialize_by_alias: a File in a node's Output is stored (model_dump) as the "$file" value.
     model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore", serialize_by_alias=True)
 
-    id: str = Field(alias=FILE_KEY, min_length=1, max_length=128)
+    id: str = Field(alias="$file", min_length=1, max_length=128)
     name: str = "file"
     content_type: str = "application/octet-stream"
     size: int = Field(default=0, ge=0)
