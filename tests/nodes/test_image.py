@@ -9,6 +9,8 @@ from __future__ import annotations
 import io
 import resource
 import struct
+import subprocess
+import sys
 import time
 import warnings
 import zlib
@@ -19,6 +21,7 @@ from PIL import Image
 
 from nodes import contract, errors
 from nodes.builtin import image as image_nodes
+from nodes.builtin.media import MEDIA_TYPES
 from nodes.contract import CostModel, NodeType
 from nodes.files import File
 from nodes.registry import default_registry
@@ -229,3 +232,25 @@ async def test_a_bomb_is_refused_where_pillow_only_warns(file_store: LocalFileSt
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         with pytest.raises(errors.InvalidInput, match=r"12000×10000 \(120.0 megapixels\), over the limit"):
             await run(image_nodes.ImageResize, file_store, image=file, width=10)
+
+
+def test_without_the_media_extra_the_types_load_and_say_so() -> None:
+    # A fresh interpreter where Pillow and imageio-ffmpeg cannot be imported, as after a plain
+    # `pip install graph-runtime`: the registry still builds, and a flow is refused naming the extra.
+    script = """
+import sys
+sys.modules["PIL"] = None
+sys.modules["imageio_ffmpeg"] = None
+from graph_runtime import errors, flow, validation
+from nodes.registry import default_registry
+registry = default_registry(plugins=False)
+print(sorted(t.type for t in registry if not t.available()))
+try:
+    validation.validate(flow.parse({"id": "f", "nodes": [{"id": "r", "type": "image.resize"}]}), registry)
+except errors.FlowInvalid as exc:
+    print(exc.problems)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=True)
+    unavailable, problems = done.stdout.splitlines()
+    assert unavailable == str(sorted(t.type for t in (*image_nodes.IMAGE_TYPES, *MEDIA_TYPES)))
+    assert "nodes.0.type: node type image.resize needs the media extra: pip install 'graph-runtime[media]'" in problems
