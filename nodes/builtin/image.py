@@ -28,6 +28,9 @@ MAX_IMAGE_PIXELS = 100_000_000
 """The largest canvas an ``image.*`` node decodes (100 megapixels: 400 MB as RGBA at most).
 Bigger headers are refused before any pixel is decoded (decompression bombs)."""
 
+MAX_OVERLAY_PIXELS = 16_000_000
+"""The largest ``image.watermark`` overlay (16 megapixels): a logo, not a second photo."""
+
 IMAGE_COST = CostModel(per_unit={"megapixels": 0.0001})
 """Default price of ``image.*``: 0.0001 credits per megapixel decoded (a 12 MP resize: 0.0012)."""
 
@@ -98,9 +101,8 @@ class _ImageOut(BaseModel):
 def _transform(path: Path, edit: Any, fmt: str | None, quality: int) -> imaging.Encoded:
     """Decode, apply ``edit(image)``, encode: the thread body of resize and crop."""
     im = ops()
-    image, source = im.load(path, MAX_IMAGE_PIXELS)
-    decoded = im.megapixels(image)
-    return im.encode(edit(image), fmt or source or "png", quality, decoded)
+    with im.loaded(path, MAX_IMAGE_PIXELS) as (image, source):
+        return im.encode(edit(image), fmt or source or "png", quality, im.megapixels(image))
 
 
 class ImageInfo(ImageNode):
@@ -250,18 +252,20 @@ class ImageWatermark(ImageNode):
 
 def _with_text(path: Path, params: ImageWatermark.Params) -> imaging.Encoded:
     im = ops()
-    image, source = im.load(path, MAX_IMAGE_PIXELS)
-    marked = im.watermark_text(image, params.text, params.position, params.opacity)
-    return im.encode(marked, params.format or source or "png", params.quality, im.megapixels(image))
+    with im.loaded(path, MAX_IMAGE_PIXELS) as (image, source):
+        marked = im.watermark_text(image, params.text, params.position, params.opacity)
+        return im.encode(marked, params.format or source or "png", params.quality, im.megapixels(image))
 
 
 def _with_overlay(path: Path, overlay_path: Path, params: ImageWatermark.Params) -> imaging.Encoded:
     im = ops()
-    image, source = im.load(path, MAX_IMAGE_PIXELS)
-    overlay, _ = im.load(overlay_path, MAX_IMAGE_PIXELS, "the overlay")
-    marked = im.watermark_overlay(image, overlay, params.position, params.opacity)
-    decoded = im.megapixels(image) + im.megapixels(overlay)
-    return im.encode(marked, params.format or source or "png", params.quality, decoded)
+    # The overlay (a logo) is capped lower and outside the budget: two holds by one thread could
+    # wait on each other across threads.
+    overlay, _ = im.load(overlay_path, MAX_OVERLAY_PIXELS, "the overlay")
+    with im.loaded(path, MAX_IMAGE_PIXELS) as (image, source):
+        marked = im.watermark_overlay(image, overlay, params.position, params.opacity)
+        decoded = im.megapixels(image) + im.megapixels(overlay)
+        return im.encode(marked, params.format or source or "png", params.quality, decoded)
 
 
 IMAGE_TYPES: tuple[type[NodeType], ...] = (ImageInfo, ImageResize, ImageCrop, ImageConvert, ImageWatermark)

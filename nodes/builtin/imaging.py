@@ -23,7 +23,10 @@ from __future__ import annotations
 
 import io
 import struct
+import threading
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,6 +83,39 @@ class Info:
     mode: str
 
 
+class PixelBudget:
+    """A cap on the pixels being decoded and worked on at once in this process.
+
+    One image is bounded by ``max_pixels``, but ten nodes at once (``MAX_CONCURRENT_JOBS``) each
+    on a 99-megapixel image would hold 4 GB. A node waits (on its thread) until its image fits
+    in what the others leave; an image larger than the whole budget waits to run alone.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._used = 0
+        self._changed = threading.Condition()
+
+    @contextmanager
+    def hold(self, pixels: int) -> Iterator[None]:
+        """Reserve ``pixels`` for the block (blocking the calling thread until they fit)."""
+        pixels = min(pixels, self.capacity)
+        with self._changed:
+            self._changed.wait_for(lambda: self._used + pixels <= self.capacity)
+            self._used += pixels
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._used -= pixels
+                self._changed.notify_all()
+
+
+BUDGET = PixelBudget(200_000_000)
+"""The process's pixel budget: 200 megapixels, 800 MB as RGBA, shared by every ``image.*`` node.
+One per process because memory is per process (like the thread pool the nodes run on)."""
+
+
 def _check_pixels(width: int, height: int, max_pixels: int, what: str = "the image") -> None:
     if width * height > max_pixels:
         raise errors.InvalidInput(
@@ -131,6 +167,15 @@ def load(path: Path, max_pixels: int, what: str = "the image") -> tuple[Image.Im
         raise errors.InvalidInput(f"{what} cannot be decoded: {_reason(exc)}") from None
 
 
+@contextmanager
+def loaded(path: Path, max_pixels: int, what: str = "the image") -> Iterator[tuple[Image.Image, str | None]]:
+    """:func:`load` under :data:`BUDGET`, its pixels held until the block ends (the work on them)."""
+    header = _open(path, max_pixels, what)
+    header.close()
+    with BUDGET.hold(header.width * header.height):
+        yield load(path, max_pixels, what)
+
+
 def _normalised(image: Image.Image) -> Image.Image:
     if image.mode in _KEPT_MODES:
         return image
@@ -151,7 +196,8 @@ def info(path: Path, max_pixels: int) -> Info:
             if image.getexif().get(0x0112) in _ROTATED:
                 width, height = height, width
             image.draft(mode, (max(1, width // 8), max(1, height // 8)))
-            image.load()
+            with BUDGET.hold(width * height):
+                image.load()
             return Info(width=width, height=height, format=(image.format or "").lower(), mode=mode)
     except _DECODE_ERRORS as exc:
         raise errors.InvalidInput(f"the image cannot be decoded: {_reason(exc)}") from None

@@ -11,6 +11,7 @@ import resource
 import struct
 import subprocess
 import sys
+import threading
 import time
 import warnings
 import zlib
@@ -254,3 +255,34 @@ except errors.FlowInvalid as exc:
     unavailable, problems = done.stdout.splitlines()
     assert unavailable == str(sorted(t.type for t in (*image_nodes.IMAGE_TYPES, *MEDIA_TYPES)))
     assert "nodes.0.type: node type image.resize needs the media extra: pip install 'graph-runtime[media]'" in problems
+
+
+def test_the_pixel_budget_makes_big_images_wait_their_turn() -> None:
+    from nodes.builtin.imaging import PixelBudget
+
+    budget, order = PixelBudget(100), []
+    first_in, release_first = threading.Event(), threading.Event()
+
+    def big() -> None:
+        with budget.hold(80):
+            order.append("big in")
+            first_in.set()
+            release_first.wait(5)
+            order.append("big out")  # inside: the waiter can only start after this
+
+    def second(pixels: int) -> None:
+        with budget.hold(pixels):
+            order.append(f"{pixels} in")
+
+    holder = threading.Thread(target=big)
+    holder.start()
+    assert first_in.wait(5)
+    second(20)  # fits beside the 80: no wait
+    waiter = threading.Thread(target=second, args=(500,))  # over the whole budget: waits to run alone
+    waiter.start()
+    waiter.join(0.2)
+    assert waiter.is_alive() and order == ["big in", "20 in"]
+    release_first.set()
+    for thread in (holder, waiter):
+        thread.join(5)
+    assert order == ["big in", "20 in", "big out", "500 in"]
