@@ -63,7 +63,6 @@ def test_serve_prints_a_first_admin_key_once_and_it_lists_the_sample_flows(
         status, body = server.request("GET", "/api/v1/flows", token=token)
         assert status == 200, body
         assert {flow["id"] for flow in body["flows"]} == sample_flow_ids()
-        assert len(body["flows"]) == 5
         assert server.request("GET", "/api/v1/flows")[0] == 401
         assert server.stop(signal.SIGINT) == 0, server.describe()
         assert_clean_failure(server.stderr)
