@@ -14,7 +14,7 @@ import pytest
 from http_api import auth
 from tests.conftest import SAMPLE_FLOWS, Api
 from tests.processes import cli_command, http_json, process_env, serving, sqlite_url, wait_until
-from tests.support import FlowBuilder
+from tests.support import FlowBuilder, eventually
 
 
 async def test_flow_get_shows_definition_revision_and_run_defaults(api: Api) -> None:
@@ -54,8 +54,12 @@ async def test_keys_are_shown_once_listed_without_secrets_and_revocable(api: Api
     assert "key" not in ci and "secret_hash" not in ci and ci["name"] == "ci"
     assert all(created["key"] not in str(k) for k in listed)
     await api.request("GET", "/api/v1/flows", token=created["key"])
-    after_use = next(k for k in (await api.json("GET", "/api/v1/keys", 200))["keys"] if k["id"] == created["id"])
-    assert after_use["last_used"] is not None
+
+    async def last_used() -> str | None:  # written in the background, so a poll never waits for it
+        keys = (await api.json("GET", "/api/v1/keys", 200))["keys"]
+        return next(k for k in keys if k["id"] == created["id"])["last_used"]
+
+    assert await eventually(last_used, timeout=5)
     revoked = await api.json("DELETE", f"/api/v1/keys/{created['id']}", 200)
     assert revoked["revoked"] is True
     assert (await api.request("DELETE", "/api/v1/keys/knope")).status == 404
