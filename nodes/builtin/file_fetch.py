@@ -7,7 +7,6 @@ from email.message import Message
 from typing import ClassVar
 
 import aiohttp
-import pydantic
 from multidict import CIMultiDict
 from pydantic import BaseModel, ConfigDict, Field
 from yarl import URL
@@ -25,21 +24,11 @@ class FileFetchParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    url: str = Field(description="Absolute http:// or https:// URL of the file.")
+    url: http_client.HttpUrl = Field(description="Absolute http:// or https:// URL of the file.")
     max_bytes: int | None = Field(
         None, ge=1, description="Largest file accepted; null means the server's MAX_FILE_BYTES, "
         "which also caps a larger value.")
 
-    @pydantic.field_validator("url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        try:
-            url = URL(value)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"not a valid URL: {exc}") from None
-        if url.scheme not in ("http", "https") or not url.host:
-            raise ValueError("must be an absolute http:// or https:// URL")
-        return value
 
 
 class FileFetchOutput(BaseModel):

@@ -10,9 +10,10 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Annotated, Any
 
 import aiohttp
+import pydantic
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -130,6 +131,21 @@ async def _send(session: aiohttp.ClientSession, request: Request, ctx: RunContex
         timeout=client_timeout(ctx.timeout_s),
         auto_decompress=False,  # http_body decodes, counting the decoded size
     ))
+
+
+def check_http_url(value: str) -> str:
+    """``value`` if it is an absolute http(s) URL with a host; else ValueError (pydantic's 422 message)."""
+    try:
+        url = URL(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"not a valid URL: {exc}") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError("must be an absolute http:// or https:// URL")
+    return value
+
+
+HttpUrl = Annotated[str, pydantic.AfterValidator(check_http_url)]
+"""A parameter holding an absolute http:// or https:// URL (kept as the string given)."""
 
 
 def shown_url(url: URL) -> str:

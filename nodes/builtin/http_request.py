@@ -23,10 +23,6 @@ from nodes.limits import Limits
 
 __all__ = ["HttpRequest", "HttpRequestOutput", "HttpRequestParams", "make_http_session"]
 
-# Kept for code written before these moved to http_client (use http_client.shown_url/ssrf_cause).
-_shown = shown_url
-_ssrf_cause = http_client.ssrf_cause
-
 Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 Status = Annotated[int, Field(ge=100, le=599)]
 ResponseMode = Literal["auto", "json", "text", "file"]
@@ -55,7 +51,7 @@ with _json_field_allowed():
         model_config = ConfigDict(extra="forbid")
 
         method: Method = Field("GET", description="HTTP method; lower case is accepted.")
-        url: str = Field(description="Absolute http:// or https:// URL.")
+        url: http_client.HttpUrl = Field(description="Absolute http:// or https:// URL.")
         headers: dict[str, str] = Field(default_factory=dict, description="Request headers.")
         json: Any = Field(None, description="A value sent as a JSON body; null sends none.")
         body: str | None = Field(None, description="A text body, sent as UTF-8.")
@@ -84,16 +80,6 @@ with _json_field_allowed():
         def _upper_method(cls, value: Any) -> Any:
             return value.upper() if isinstance(value, str) else value
 
-        @pydantic.field_validator("url")
-        @classmethod
-        def _http_url(cls, value: str) -> str:
-            try:
-                url = URL(value)
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"not a valid URL: {exc}") from None
-            if url.scheme not in ("http", "https") or not url.host:
-                raise ValueError("must be an absolute http:// or https:// URL")
-            return value
 
         @pydantic.field_validator("headers")
         @classmethod

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import pydantic
 from pydantic import BaseModel, ConfigDict, Field
-from yarl import URL
 
+from nodes.builtin import http_client
 from nodes.builtin.llm.client import TokenPrices
 from nodes.contract import CostModel, RunPolicy
 
@@ -31,20 +30,10 @@ class LlmParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    base_url: str = Field(DEFAULT_BASE_URL, description="The API's base URL, e.g. http://ollama.lan:11434/v1.")
+    base_url: http_client.HttpUrl = Field(DEFAULT_BASE_URL, description="The API's base URL, e.g. http://ollama.lan:11434/v1.")
     api_key: str | SecretRef | None = Field(
         None, description='Sent as a Bearer token; normally {"$secret": NAME}, resolved just before the node runs.')
     model: str = Field(min_length=1, description="The model's name at that API.")
     prices: TokenPrices | None = Field(
         None, description="Credits per 1M tokens {input, output}; null uses the server's LLM_PRICES.")
 
-    @pydantic.field_validator("base_url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        try:
-            url = URL(value)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"not a valid URL: {exc}") from None
-        if url.scheme not in ("http", "https") or not url.host:
-            raise ValueError("must be an absolute http:// or https:// URL")
-        return value
