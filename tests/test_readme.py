@@ -79,7 +79,7 @@ def test_set_up_has_exactly_the_two_commands_and_ci_runs_the_test_one() -> None:
     assert all(len(lines) == 1 for lines in commands), commands
     serve, test = commands[0][0], commands[1][0]
     assert serve.startswith("python3 -m venv .venv && ") and serve.endswith(" && graph-runtime serve"), serve
-    assert "pip install -e ." in serve
+    assert "pip install -e '.[media]'" in serve, "serving the sample pipelines needs the media extra"
     assert test.startswith("python3 -m venv .venv && ") and test.endswith(" && pytest"), test
     assert "pip install -q -e '.[test]'" in test
 
