@@ -21,7 +21,7 @@ async def test_flow_get_shows_definition_revision_and_run_defaults(api: Api) -> 
     flow = await api.json("GET", "/api/v1/flows/caption-image", 200)
     assert flow["revision"] == 1
     assert flow["defaults"] == {"start_node_id": "SYnn-start", "end_node_id": "y5iI-end", "result_node_id": "y5iI-end"}
-    assert [n["id"] for n in flow["definition"]["nodes"]] == ["SYnn-start", "prompt", "y5iI-end"]
+    assert [n["id"] for n in flow["definition"]["nodes"]] == ["SYnn-start", "prompt", "y5iI-end", "caption", "caption-end"]
     assert flow["definition"]["edges"][0]["from"] == "SYnn-start"
     selection = await api.json("GET", "/api/v1/flows/two-starts-two-ends", 200)
     assert selection["defaults"] == {"start_node_id": None, "end_node_id": None, "result_node_id": None}

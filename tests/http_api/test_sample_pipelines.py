@@ -174,3 +174,32 @@ async def test_the_model_pipelines_need_the_key_secret(api: Api) -> None:
     error = (await api.execute("caption-and-watermark", body, status=422))["error"]
 
     assert error["code"] == "secret_unknown" and "OPENAI_API_KEY" in error["message"]
+
+
+# --- caption-image: the prompt alone by default, the model's caption at caption-end ---------------
+
+
+async def test_caption_image_ends_at_the_prompt_by_default_and_calls_the_model_at_caption_end(
+        api: Api, standin: Any) -> None:
+    data = {"image_url": "https://example.com/dog.jpg", "style": "long"}
+    prompt_only = await api.execute("caption-image", {"node_settings": {"SYnn-start": {"data": data}}},
+                                    params={"wait": "30"})
+    assert prompt_only["status_name"] == "succeeded" and "caption" not in prompt_only["nodes"], "no key, no model"
+
+    await with_key(api)
+    standin.app[openai_standin.STANDIN].chat_text = CAPTION
+    model = at(standin, "caption")
+    model["caption"]["prices"] = {"input": 0.15, "output": 0.6}  # credits per 1M tokens
+    body = {"end_node_id": "caption-end", "node_settings": {"SYnn-start": {"data": data}, **model}}
+    task = await api.execute("caption-image", body, params={"wait": "30"})
+
+    assert task["status_name"] == "succeeded", task["error"]
+    assert task["result"]["caption"] == CAPTION and task["result"]["usage"]["total_tokens"] > 0
+    [call] = standin.app[openai_standin.STANDIN].requests
+    content = call.json["messages"][-1]["content"]
+    assert {"type": "text", "text": "Describe the image at https://example.com/dog.jpg in a long sentence."} in content
+    assert {"type": "image_url", "image_url": {"url": "https://example.com/dog.jpg"}} in [
+        {"type": p["type"], "image_url": {"url": p["image_url"]["url"]}} for p in content if p["type"] == "image_url"]
+    usage = task["result"]["usage"]
+    expected = (usage["prompt_tokens"] * 0.15 + usage["completion_tokens"] * 0.6) / 1e6
+    assert abs(task["execution_cost"] - expected) < 1e-9 and expected > 0, "the tokens are priced"
