@@ -76,6 +76,13 @@ class ImageNode(NodeType):
     cost: ClassVar[CostModel] = IMAGE_COST
     policy: ClassVar[RunPolicy] = RunPolicy(timeout_s=120)
 
+    async def _edited(self, ctx: RunContext, source: File, edit: Any, fmt: str | None, quality: int) -> tuple[
+            File, imaging.Encoded]:
+        """Decode ``source``, apply ``edit(image)`` and encode on a thread; store the result."""
+        async with store_of(ctx).local_path(source) as path:
+            encoded = await ctx.to_thread(_transform, path, edit, fmt, quality)
+        return await self._store(ctx, source, encoded), encoded
+
     async def _store(self, ctx: RunContext, source: File, encoded: imaging.Encoded) -> File:
         ctx.report_usage("megapixels", encoded.megapixels)
         return await store_of(ctx).put_bytes(
@@ -160,9 +167,7 @@ class ImageResize(ImageNode):
         def edit(image: Any) -> Any:
             return ops().resize(image, params.width, params.height, params.fit)
 
-        async with store_of(ctx).local_path(params.image) as path:
-            encoded = await ctx.to_thread(_transform, path, edit, params.format, params.quality)
-        stored = await self._store(ctx, params.image, encoded)
+        stored, encoded = await self._edited(ctx, params.image, edit, params.format, params.quality)
         return _ImageOut(image=stored, width=encoded.width, height=encoded.height)
 
 
@@ -186,9 +191,7 @@ class ImageCrop(ImageNode):
         def edit(image: Any) -> Any:
             return ops().crop(image, params.left, params.top, params.width, params.height)
 
-        async with store_of(ctx).local_path(params.image) as path:
-            encoded = await ctx.to_thread(_transform, path, edit, params.format, params.quality)
-        stored = await self._store(ctx, params.image, encoded)
+        stored, encoded = await self._edited(ctx, params.image, edit, params.format, params.quality)
         return _ImageOut(image=stored, width=encoded.width, height=encoded.height)
 
 
@@ -208,9 +211,8 @@ class ImageConvert(ImageNode):
 
     async def run(self, params: Params, ctx: RunContext) -> Output:
         """Decode, encode in the new format, store."""
-        async with store_of(ctx).local_path(params.image) as path:
-            encoded = await ctx.to_thread(_transform, path, lambda image: image, params.format, params.quality)
-        return self.Output(image=await self._store(ctx, params.image, encoded))
+        stored, _ = await self._edited(ctx, params.image, lambda image: image, params.format, params.quality)
+        return self.Output(image=stored)
 
 
 class ImageWatermark(ImageNode):
