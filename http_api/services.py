@@ -12,12 +12,13 @@ from graph_runtime.executor import Executor
 from graph_runtime.flow import Flow
 from graph_runtime.models import Task, TaskRequest
 from graph_runtime.scheduler import Scheduler
-from http_api import secret_resolver
+from http_api import rerun, secret_resolver
 from http_api.file_links import FileLinks
 from http_api.file_resolver import check_request_files
 from http_api.schemas import ExecuteBody
 from http_api.settings import Settings
 from nodes import codec
+from nodes.files import File
 from nodes.registry import Registry
 from storage.files import BlobFileStore
 from storage.repository import Repository
@@ -57,6 +58,34 @@ def build_request(flow: Flow, body: ExecuteBody) -> TaskRequest:
     )
 
 
+@dataclass(frozen=True)
+class Checked:
+    """A request that passed every check execute makes: what ``submit`` persists and ``plan`` describes."""
+
+    flow: Flow
+    revision: int
+    request: TaskRequest
+    plan: selection.Plan
+    files: list[File]  # the uploads the request names, each known to the store
+
+
+async def check(services: Services, flow_id: str, body: ExecuteBody, *, revision: int | None = None) -> Checked:
+    """Every check of an execute request, writing nothing (execute and the dry run share it).
+
+    Raises the same errors execute answers with: unknown flow or revision, selection, settings,
+    missing inputs, unknown files, secrets in the request or unknown to the server.
+    """
+    secret_resolver.refuse_in_request(body.node_settings)
+    flow, rev, _ = await services.repo.get_flow(flow_id, revision)
+    request = build_request(flow, body)
+    if body.from_task_id is not None:
+        request = await rerun.with_inputs_from_task(services, flow, rev, request, body.from_task_id)
+    plan = selection.plan(flow, services.registry, request, limits=services.executor.limits)
+    files = await check_request_files(services.files, request.node_settings)
+    await secret_resolver.check_known(services.repo, plan, request.mode)
+    return Checked(flow, rev, request, plan, files)
+
+
 async def submit(
     services: Services,
     flow_id: str,
@@ -71,18 +100,14 @@ async def submit(
 
     Returns the task and whether it was created (False: an idempotent replay).
     """
-    secret_resolver.refuse_in_request(body.node_settings)
     request_print = fingerprint(raw_body or {}, revision, body.mode or "prod") if idempotency_key else None
     if idempotency_key is not None and request_print is not None:
         # A replay returns the first task even if the flow has changed since.
         earlier = await services.repo.find_idempotent_task(flow_id, idempotency_key, request_print)
         if earlier is not None:
             return earlier, False
-    flow, rev, _ = await services.repo.get_flow(flow_id, revision)
-    request = build_request(flow, body)
-    plan = selection.plan(flow, services.registry, request, limits=services.executor.limits)
-    files = await check_request_files(services.files, request.node_settings)
-    await secret_resolver.check_known(services.repo, plan, request.mode)
+    checked = await check(services, flow_id, body, revision=revision)
+    request, plan, files, rev = checked.request, checked.plan, checked.files, checked.revision
     task, created = await services.repo.create_task(
         flow_id, rev, request,
         idempotency_key=idempotency_key,
