@@ -87,10 +87,29 @@ class Flow(BaseModel):
     defaults: Defaults = Defaults()
     nodes: list[Node] = Field(min_length=1)
     edges: list[Edge] = []
+    inputs: dict[str, Any] | None = Field(
+        default=None,
+        description="A JSON Schema for the `data` of the flow's only start node, or {start node id: schema}.",
+    )
 
     @functools.cached_property
     def _by_id(self) -> dict[str, Node]:
         return {node.id: node for node in self.nodes}
+
+    @functools.cached_property
+    def input_schemas(self) -> dict[str, Any]:
+        """``inputs`` keyed by start node id, whichever form the flow uses; ``{}`` without inputs.
+
+        The keyed form is recognised by every key naming a ``start`` node; otherwise ``inputs`` is
+        one schema for the flow's only start node (with several, it is keyed by nobody: validation
+        reports it).
+        """
+        if not self.inputs:
+            return {}
+        starts = [node.id for node in self.nodes if node.type == "start"]
+        if all(key in starts for key in self.inputs):
+            return dict(self.inputs)
+        return {starts[0]: self.inputs} if len(starts) == 1 else {}
 
     def node(self, node_id: str) -> Node:
         return self._by_id[node_id]

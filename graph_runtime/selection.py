@@ -11,7 +11,7 @@ from typing import Any
 
 import networkx as nx
 
-from graph_runtime import errors
+from graph_runtime import errors, inputs
 from graph_runtime.flow import Edge, Flow
 from graph_runtime.models import TaskRequest
 from nodes import contract
@@ -140,6 +140,8 @@ def plan(flow: Flow, registry: Registry, request: TaskRequest, limits: Limits | 
         raise errors.MissingInputs(missing)
     settings = {n: _checked_settings(flow, registry, n, overrides[n], topo.inbound[n], limits) if n in overrides
                 else topo.settings(flow, registry, n) for n in topo.order}
+    if flow.input_schemas:  # typed inputs (SPEC §9); a flow without them pays nothing here
+        inputs.check(flow, topo.order, settings)
     return Plan(flow, request, topo.order, topo.predecessors, topo.successors, topo.inbound, settings)
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import jinja2
+import jinja2.meta
 import networkx as nx
+import pydantic
 
-from graph_runtime import errors
-from graph_runtime.flow import Flow
+from graph_runtime import errors, inputs
+from graph_runtime.flow import Flow, Node
 from nodes import contract
 from nodes import errors as node_errors
 from nodes.registry import Registry
@@ -16,7 +19,9 @@ def validate(flow: Flow, registry: Registry) -> Flow:
 
     Checks: unique node ids, known node types whose extra is installed, settings valid for their
     type (parameters fed by edges may be missing), edges between existing nodes into inputs the
-    type accepts, no input fed twice, no cycles, defaults naming existing nodes.
+    type accepts, no input fed twice, no cycles, defaults naming existing nodes, edge outputs the
+    upstream type produces (when its Output model is fixed), template variables something supplies,
+    and valid JSON Schemas in ``inputs``.
 
     Raises:
         errors.FlowInvalid: listing every problem found.
@@ -30,6 +35,9 @@ def validate(flow: Flow, registry: Registry) -> Flow:
         seen.add(node_id)
     problems += _edge_problems(flow, seen, registry)
     problems += _settings_problems(flow, registry)
+    problems += _output_problems(flow, registry)
+    problems += _template_problems(flow)
+    problems += inputs.schema_problems(flow)
     for name in ("start_node_id", "end_node_id", "result_node_id"):
         value = getattr(flow.defaults, name)
         if value is not None and value not in seen:
@@ -90,3 +98,48 @@ def _settings_problems(flow: Flow, registry: Registry) -> list[str]:
             where = f"nodes.{i}.settings" + (f".{exc.field}" if exc.field else "")
             problems.append(f"{where}: {exc.message} (node {node.id!r})")
     return problems
+
+
+def _output_problems(flow: Flow, registry: Registry) -> list[str]:
+    """Edges naming an output their upstream type never produces (fixed Output models only)."""
+    problems: list[str] = []
+    types = {node.id: node.type for node in flow.nodes}
+    for i, edge in enumerate(flow.edges):
+        type_name = types.get(edge.source)
+        if edge.output is None or type_name is None or type_name not in registry:
+            continue
+        output_model: type[pydantic.BaseModel] = registry.get(type_name).Output
+        if output_model.model_config.get("extra") == "allow" or edge.output in output_model.model_fields:
+            continue
+        produced = ", ".join(output_model.model_fields) or "nothing"
+        problems.append(f"edges.{i}.output: node {edge.source!r} ({type_name}) has no output {edge.output!r} "
+                        f"(it produces: {produced})")
+    return problems
+
+
+_PLAIN = jinja2.Environment()  # parse only, never render: the sandbox does that
+
+
+def _template_problems(flow: Flow) -> list[str]:
+    """Template variables that neither the node's settings, an inbound edge nor ``overridable`` supply."""
+    problems: list[str] = []
+    fed: dict[str, set[str]] = {}
+    for edge in flow.edges:
+        fed.setdefault(edge.target, set()).add(edge.input_name)
+    for i, node in enumerate(flow.nodes):
+        source = node.settings.get("template")
+        if node.type != "template" or not isinstance(source, str) or "template" in fed.get(node.id, ()):
+            continue
+        try:
+            wanted = jinja2.meta.find_undeclared_variables(_PLAIN.parse(source))
+        except jinja2.TemplateSyntaxError:
+            continue  # the node's own check names the line when it runs
+        missing = sorted(wanted - _supplied(node, fed.get(node.id, set())) - set(_PLAIN.globals))
+        if missing:
+            problems.append(f"nodes.{i}.settings.template: no setting or edge supplies {', '.join(map(repr, missing))} "
+                            f"(node {node.id!r}; list a variable given only at execute in its overridable)")
+    return problems
+
+
+def _supplied(node: Node, fed: set[str]) -> set[str]:
+    return set(node.settings) | fed | set(node.overridable)
