@@ -96,6 +96,9 @@ class TaskRequest:
     init_context: dict[str, Any] = field(default_factory=dict)
     timeout_s: float | None = None
     mode: str = "prod"  # "prod" or "dev" (SPEC §7 Modes): which value of each secret its nodes get
+    from_task_id: int | None = None  # rerun from a node (SPEC §9): the earlier task the inputs came from
+    # {node: {input: value}} taken from that task, kept here so a resumed task never needs it again
+    from_task_inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def as_data(self) -> dict[str, Any]:
         """Scade's ``data`` echo: ``node_id`` first and always null; ``mode`` only when not ``prod``."""
@@ -111,6 +114,9 @@ class TaskRequest:
             data["timeout_s"] = self.timeout_s
         if self.mode != "prod":  # Scade's echo stays exactly Scade's for the default mode
             data["mode"] = self.mode
+        if self.from_task_id is not None:
+            data["from_task_id"] = self.from_task_id
+            data["from_task_inputs"] = self.from_task_inputs
         return data
 
     @classmethod
@@ -123,6 +129,8 @@ class TaskRequest:
             init_context=data.get("init_context") or {},
             timeout_s=data.get("timeout_s"),
             mode=data.get("mode") or "prod",
+            from_task_id=data.get("from_task_id"),
+            from_task_inputs=data.get("from_task_inputs") or {},
         )
 
 

@@ -127,7 +127,9 @@ def plan(flow: Flow, registry: Registry, request: TaskRequest, limits: Limits | 
         )
     overrides = request.node_settings
     _check_node_settings(flow, overrides, topo.selected)
-    missing = [(target, name, source) for target, name, source in topo.outside if name not in overrides.get(target, {})]
+    taken = request.from_task_inputs
+    missing = [(target, name, source) for target, name, source in topo.outside
+               if name not in overrides.get(target, {}) and name not in taken.get(target, {})]
     for edge in (edge for n in overrides for edge in topo.inbound[n]):
         if edge.input_name in overrides[edge.target]:
             # The edge would silently win over the setting; say so instead.
@@ -138,7 +140,8 @@ def plan(flow: Flow, registry: Registry, request: TaskRequest, limits: Limits | 
             )
     if missing:
         raise errors.MissingInputs(missing)
-    settings = {n: _checked_settings(flow, registry, n, overrides[n], topo.inbound[n], limits) if n in overrides
+    settings = {n: _checked_settings(flow, registry, n, {**taken.get(n, {}), **overrides.get(n, {})},
+                                     topo.inbound[n], limits) if n in overrides or n in taken
                 else topo.settings(flow, registry, n) for n in topo.order}
     if flow.input_schemas:  # typed inputs (SPEC §9); a flow without them pays nothing here
         inputs.check(flow, topo.order, settings)
@@ -247,3 +250,13 @@ def _checked_settings(
             f"node {node_id!r}: {exc.message}", node_id=node_id, field=f"node_settings.{node_id}.{exc.field or ''}".rstrip(".")
         ) from None
     return merged
+
+
+def fed_from_outside(flow: Flow, registry: Registry, start: str, end: str) -> tuple[Edge, ...]:
+    """The edges that feed run-set nodes of (``start``, ``end``) from nodes outside the run set.
+
+    Raises:
+        errors.SelectionError: ``start`` is not upstream of ``end``.
+    """
+    selected = _topology(flow, registry, start, end).selected
+    return tuple(edge for edge in flow.edges if edge.target in selected and edge.source not in selected)

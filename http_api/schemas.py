@@ -27,6 +27,10 @@ class ExecuteBody(BaseModel):
     mode: Literal["prod", "dev"] | None = Field(
         default=None, description="Which value of each secret the nodes get (default prod; "
                                   "also ?executionEnvironmentMode=DEV|PROD).")
+    from_task_id: int | None = Field(
+        default=None, ge=1, le=2**63 - 1, strict=True,
+        description="Rerun from a node: inputs fed from outside the run set come from this earlier task "
+                    "of the same flow (node_settings still win).")
 
 
 class KeyCreateBody(BaseModel):

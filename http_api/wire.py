@@ -51,6 +51,9 @@ class TaskData(Wire):
     node_settings: dict[str, Any]
     timeout_s: float | None = Field(default=None, description="Present only when the request gave one.")
     mode: Literal["dev"] | None = Field(default=None, description="Present only for a task run in `dev` mode.")
+    from_task_id: int | None = Field(default=None, description="Present only for a rerun from a node.")
+    from_task_inputs: dict[str, dict[str, Any]] | None = Field(
+        default=None, description="With `from_task_id`: {node: {input: value}} taken from that task.")
 
 
 class NodeRunView(Wire):
@@ -260,6 +263,23 @@ class MissingInput(Wire):
     node_id: str
     input: str
     from_: str = Field(alias="from")
+
+
+class CostRangeView(Wire):
+    """Credits a run may cost (``graph_runtime.plan.estimate`` says how each end is counted)."""
+
+    min: float = Field(ge=0)
+    max: float = Field(ge=0)
+
+
+class PlanView(Wire):
+    """The dry run (SPEC §9 "Plan"): what execute would run, in parallel levels, at what cost."""
+
+    run_set: list[str] = Field(description="The nodes that would run, in a topological order.")
+    levels: list[list[str]] = Field(description="Topological generations: a level's nodes may run together.")
+    missing_inputs: list[MissingInput] = Field(description="Always empty: a missing input is a 422, as for execute.")
+    cached: list[str] = Field(description="Nodes the output cache would answer; empty until the cache exists.")
+    estimated_cost: CostRangeView
 
 
 class ErrorDetail(BaseModel):

@@ -1,0 +1,129 @@
+"""Rerun from a node (SPEC §9): execute's ``from_task_id`` feeds the run set from an earlier task."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from graph_runtime.models import TaskRequest
+from tests.conftest import Api
+from tests.support import FlowBuilder
+
+
+def chain(flow_id: str = "chain", *, a_template: str = "{{ text }}!", b_template: str = "{{ text }}?") -> dict[str, Any]:
+    """s → a → b, each edge carrying ``text``."""
+    return (FlowBuilder(flow_id, defaults={"end_node_id": "b"})
+            .node("s", "start", data={"text": "hi"})
+            .node("a", "template", template=a_template)
+            .node("b", "template", template=b_template)
+            .edge("s", "a", output="text", input="text")
+            .edge("a", "b", output="text", input="text")
+            .build())
+
+
+async def run(api: Api, flow_id: str, body: dict[str, Any] | None = None) -> Any:
+    return await api.execute(flow_id, body or {}, params={"wait": "10"})
+
+
+async def rerun(api: Api, flow_id: str, task_id: int, status: int = 201, **body: Any) -> Any:
+    body = {"start_node_id": "b", "from_task_id": task_id, **body}
+    if status != 201:
+        return await api.execute(flow_id, body, status=status)
+    return await api.execute(flow_id, body, params={"wait": "10"})
+
+
+async def test_only_the_start_node_runs_with_its_input_from_the_earlier_task(api: Api) -> None:
+    await api.put_flow(chain())
+    first = await run(api, "chain")
+    assert first["result"] == {"text": "hi!?"}
+    again = await rerun(api, "chain", first["id"], node_settings={"b": {"template": "{{ text }}#"}})
+    assert again["status_name"] == "succeeded", again
+    assert again["result"] == {"text": "hi!#"}
+    assert set(again["nodes"]) == {"b"}
+    assert again["data"]["from_task_id"] == first["id"]
+    assert again["data"]["from_task_inputs"] == {"b": {"text": "hi!"}}
+
+
+async def test_the_stored_request_is_self_contained(api: Api) -> None:
+    await api.put_flow(chain())
+    first = await run(api, "chain")
+    again = await rerun(api, "chain", first["id"])
+    await api.json("DELETE", f"/api/v1/task/{first['id']}", None)  # a resume must not need it
+    stored = await api.services.repo.get_task(again["id"])
+    assert stored.request == TaskRequest.from_data(stored.request.as_data())
+    assert stored.request.from_task_inputs == {"b": {"text": "hi!"}}
+
+
+async def test_a_whole_output_edge_takes_the_whole_object(api: Api) -> None:
+    flow = (FlowBuilder("whole", defaults={"end_node_id": "b"}).node("s", "start", data={"x": 1, "y": [2]})
+            .node("a", "test.echo").node("b", "test.echo").edge("s", "a", input="in").edge("a", "b").build())
+    await api.put_flow(flow)
+    first = await run(api, "whole")
+    again = await rerun(api, "whole", first["id"])
+    assert again["result"] == {"a": {"in": {"x": 1, "y": [2]}}}
+
+
+async def test_node_settings_win_over_the_earlier_task(api: Api) -> None:
+    await api.put_flow(chain())
+    first = await run(api, "chain")
+    again = await rerun(api, "chain", first["id"], node_settings={"b": {"text": "given"}})
+    assert again["result"] == {"text": "given?"}
+    assert again["data"]["from_task_inputs"] == {}
+
+
+async def test_another_revision_with_the_upstream_unchanged(api: Api) -> None:
+    await api.put_flow(chain())
+    first = await run(api, "chain")
+    await api.put_flow(chain(b_template="{{ text }}~"))  # only the rerun node changed
+    again = await rerun(api, "chain", first["id"])
+    assert again["result"] == {"text": "hi!~"}
+
+
+async def test_another_revision_with_the_upstream_changed_is_refused(api: Api) -> None:
+    await api.put_flow(chain())
+    first = await run(api, "chain")
+    await api.put_flow(chain(a_template="{{ text }}."))
+    error = (await rerun(api, "chain", first["id"], status=422))["error"]
+    assert error["field"] == "from_task_id" and "'a'" in error["message"]
+    assert await api.services.repo.count_tasks() == 1
+
+
+async def test_a_task_of_another_flow_or_none_is_refused(api: Api) -> None:
+    await api.put_flow(chain())
+    await api.put_flow(chain("other"))
+    other = await run(api, "other")
+    for task_id in (other["id"], 999999):
+        error = (await rerun(api, "chain", task_id, status=422))["error"]
+        assert error["field"] == "from_task_id" and error["code"] == "invalid_selection", error
+        assert f"no task {task_id}" in error["message"]
+    assert await api.services.repo.count_tasks() == 1
+
+
+async def test_an_upstream_without_output_is_named(api: Api) -> None:
+    flow = (FlowBuilder("failing", defaults={"end_node_id": "b"}).node("s", "start", data={"x": 1})
+            .node("f", "test.fail").node("b", "test.echo").edge("s", "f").edge("f", "b", output="attempt").build())
+    await api.put_flow(flow)
+    first = await run(api, "failing")
+    assert first["status_name"] == "failed"
+    error = (await api.execute("failing", {"start_node_id": "b", "from_task_id": first["id"]}, status=422))["error"]
+    assert error["code"] == "missing_inputs" and error["field"] == "from_task_id"
+    assert "node(s) f " in error["message"]
+    assert error["missing"] == [{"node_id": "b", "input": "f", "from": "f"}]
+    assert await api.services.repo.count_tasks() == 1
+
+
+async def test_bad_from_task_ids_are_422(api: Api) -> None:
+    await api.put_flow(chain())
+    for value in (0, -1, "1", 1.5, True):
+        error = (await api.execute("chain", {"from_task_id": value}, status=422))["error"]
+        assert error["field"] == "from_task_id", (value, error)
+
+
+async def test_idempotency_fingerprint_includes_from_task_id(api: Api) -> None:
+    await api.put_flow(chain())
+    first = await run(api, "chain")
+    second = await run(api, "chain")
+    headers = {"Idempotency-Key": "rerun-1"}
+    await api.execute("chain", {"start_node_id": "b", "from_task_id": first["id"]}, headers=headers)
+    conflict = await api.execute("chain", {"start_node_id": "b", "from_task_id": second["id"]}, status=409,
+                                 headers=headers)
+    assert conflict["error"]["code"] == "idempotency_conflict"
