@@ -26,7 +26,7 @@ JSON = "application/json"
 REQUEST_MODELS: tuple[type[BaseModel], ...] = (schemas.ExecuteBody, schemas.KeyCreateBody, schemas.SecretPutBody, Flow)
 RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     wire.TaskView, wire.TaskList, wire.FlowList, wire.FlowView, wire.KeyCreated, wire.KeyList,
-    wire.NodeTypeList, wire.Health, wire.ErrorBody, wire.FileUploaded, wire.SecretList,
+    wire.NodeTypeList, wire.Health, wire.ErrorBody, wire.FileUploaded, wire.SecretList, wire.PlanView,
 )
 
 # Path ids: what the server can route and store. Flow ids are the flow model's ids, except "." and
@@ -199,6 +199,11 @@ OPERATIONS: tuple[Operation, ...] = (
              "Queue a task for the selected subgraph (201 and Location)."),
     _execute("/api/v1/scade/flow/{flow_id}/execute", "executeFlowScade", 200,
              "Scade's path: the same, answering 200 because Scade's clients check for exactly 200."),
+    Operation("post", "/api/v1/flow/{flow_id}/plan", "planFlow", "The dry run: what execute would run, in which "
+              "parallel levels, at what cost; the same 4xx as execute. Writes nothing; JSON body only.", "tasks",
+              {200: Answer("The run set, its levels and the estimated cost range.", wire.PlanView)},
+              (*BODY_ERRORS, 401, 404, 503), parameters=(FLOW_PATH, REVISION_QUERY, EXECUTE_PARAMS[-1]),
+              body=schemas.ExecuteBody, body_required=False, body_example=EXAMPLE_EXECUTE),
     Operation("get", "/api/v1/task/{task_id}", "getTask", "The task: poll until `status` is 3 (or 4, 5).", "tasks",
               {200: Answer("The task.", wire.TaskView)}, (401, 404, 503), parameters=(TASK_PATH,)),
     Operation("post", "/api/v1/task/{task_id}/cancel", "cancelTask", "Cancel a queued or running task.", "tasks",
