@@ -8,12 +8,14 @@ merged ``data`` of each start node a request runs (:func:`check`), before anythi
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import Any
 
 import jsonschema
 import jsonschema.exceptions
 import jsonschema.protocols
+import referencing
+import referencing.exceptions
 
 from graph_runtime import errors
 from graph_runtime.flow import Flow
@@ -41,8 +43,13 @@ def schema_problems(flow: Flow) -> list[str]:
 def _one_schema_problems(schema: Any) -> list[str]:
     if not isinstance(schema, Mapping):
         return [f"a JSON Schema must be an object, not {type(schema).__name__}"]
+    cls = _validator_class(schema)
+    if cls is None:
+        return [f"$schema {schema['$schema']!r} is not a JSON Schema draft this server knows"]
+    remote = sorted(ref for ref in _refs(schema) if not ref.startswith("#"))
+    if remote:
+        return [f"$ref {remote[0]!r}: only references inside the schema ('#/...') are allowed"]
     try:
-        cls = jsonschema.validators.validator_for(schema)
         cls.check_schema(schema)
     except jsonschema.exceptions.SchemaError as exc:
         path = ".".join(str(p) for p in exc.absolute_path)
@@ -53,6 +60,29 @@ def _one_schema_problems(schema: Any) -> list[str]:
     return []
 
 
+def _validator_class(schema: Mapping[str, Any]) -> type[jsonschema.protocols.Validator] | None:
+    """The draft ``$schema`` names (the latest without one); None for an unknown ``$schema``."""
+    if "$schema" not in schema:
+        return jsonschema.validators.validator_for(schema)
+    if not isinstance(schema["$schema"], str):
+        return None
+    # default=None: an unknown $schema is refused, not validated by the latest draft with a warning.
+    return jsonschema.validators.validator_for(schema, default=None)
+
+
+def _refs(value: Any) -> Iterator[str]:
+    """Every ``$ref`` string inside a schema."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if key == "$ref" and isinstance(item, str):
+                yield item
+            else:
+                yield from _refs(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _refs(item)
+
+
 def validator(flow: Flow, node_id: str) -> jsonschema.protocols.Validator | None:
     """The compiled validator of ``node_id``'s schema (kept in the flow's memo), or None."""
     schema = flow.input_schemas.get(node_id)
@@ -61,8 +91,10 @@ def validator(flow: Flow, node_id: str) -> jsonschema.protocols.Validator | None
     key = ("inputs", node_id)
     found = flow.memo.get(key)
     if found is None:
-        cls = jsonschema.validators.validator_for(schema)
-        found = flow.memo[key] = cls(schema, format_checker=cls.FORMAT_CHECKER)
+        cls = _validator_class(schema)
+        assert cls is not None, "validation refused this schema at load"
+        # An empty registry: a $ref is never fetched over the network (jsonschema's default would).
+        found = flow.memo[key] = cls(schema, format_checker=cls.FORMAT_CHECKER, registry=referencing.Registry())
     return found
 
 
@@ -78,7 +110,11 @@ def check(flow: Flow, run_set: Iterable[str], settings: Mapping[str, Mapping[str
         if found is None:
             continue
         data = settings[node_id].get("data", {})
-        error = jsonschema.exceptions.best_match(found.iter_errors(data))
+        try:
+            error = jsonschema.exceptions.best_match(found.iter_errors(data))
+        except referencing.exceptions.Unresolvable as exc:
+            raise errors.InvalidSettings(f"node {node_id!r}: the flow's inputs schema cannot be used: {exc}",
+                                         node_id=node_id, field=f"node_settings.{node_id}.data") from None
         if error is not None:
             path, message = _where(error)
             field = ".".join(["node_settings", node_id, "data", *path])

@@ -89,6 +89,10 @@ def test_a_flow_without_inputs_needs_no_validator() -> None:
     ({"type": "string"}, "the schema's type is 'string'"),
     ({"in": "not a schema"}, "inputs.in: a JSON Schema must be an object"),
     ({"type": "object", "required": "n"}, "inputs: not a valid JSON Schema"),
+    ({"$schema": "https://example.com/mine"}, "is not a JSON Schema draft this server knows"),
+    ({"$schema": {}}, "is not a JSON Schema draft this server knows"),
+    ({"properties": {"n": {"$ref": "https://example.com/n.json"}}}, "only references inside the schema"),
+    ({"properties": {"n": {"pattern": "(["}}}, "inputs: not a valid JSON Schema"),
 ])
 def test_broken_schemas_are_load_problems(inputs: Any, words: str) -> None:
     built = FlowBuilder("bad", inputs=inputs).node("in", "start").node("out", "end").edge("in", "out").build()
@@ -116,3 +120,15 @@ def test_inputs_are_part_of_the_definition_and_digest() -> None:
     assert typed.definition()["inputs"] == {"type": "object"} and "inputs" not in plain.definition()
     assert typed.digest() != plain.digest()
     assert typed.input_schemas == {"in": {"type": "object"}}
+
+
+def test_local_refs_work_and_a_dangling_one_is_a_422_not_a_crash() -> None:
+    defs = {"$defs": {"size": {"type": "integer", "minimum": 1}}, "type": "object"}
+    flow = _flow({**defs, "properties": {"w": {"$ref": "#/$defs/size"}}})
+    with pytest.raises(errors.InvalidSettings) as info:
+        _run(flow, {"w": 0})
+    assert info.value.field == "node_settings.in.data.w"
+    dangling = _flow({**defs, "properties": {"w": {"$ref": "#/$defs/nope"}}})
+    with pytest.raises(errors.InvalidSettings) as info:
+        _run(dangling, {"w": 0})
+    assert info.value.field == "node_settings.in.data" and "cannot be used" in info.value.message
