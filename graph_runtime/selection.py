@@ -6,6 +6,7 @@ Run set = E and its ancestors, minus the strict ancestors of S.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
@@ -201,7 +202,7 @@ def _topology(flow: Flow, registry: Registry, s: str, e: str) -> _Topology:
     return found
 
 
-def _check_node_settings(flow: Flow, node_settings: Mapping[str, Any], selected: set[str]) -> None:
+def _check_node_settings(flow: Flow, node_settings: Mapping[str, Any], selected: AbstractSet[str]) -> None:
     ids = {node.id for node in flow.nodes}
     for node_id, value in node_settings.items():
         field = f"node_settings.{node_id}"
