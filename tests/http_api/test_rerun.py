@@ -127,3 +127,14 @@ async def test_idempotency_fingerprint_includes_from_task_id(api: Api) -> None:
     conflict = await api.execute("chain", {"start_node_id": "b", "from_task_id": second["id"]}, status=409,
                                  headers=headers)
     assert conflict["error"]["code"] == "idempotency_conflict"
+
+
+async def test_the_readme_example_on_caption_image(api: Api) -> None:
+    data = {"image_url": "https://example.com/dog.jpg", "style": "long"}
+    first = await run(api, "caption-image", {"node_settings": {"SYnn-start": {"data": data}}})
+    again = await api.execute("caption-image", {
+        "start_node_id": "prompt", "from_task_id": first["id"],
+        "node_settings": {"prompt": {"template": "A {{ style }} caption for {{ image_url }}."}}}, params={"wait": "10"})
+    assert set(again["nodes"]) == {"prompt", "y5iI-end"}
+    assert again["result"]["caption"] == "A long caption for https://example.com/dog.jpg."
+    assert again["result"]["request"] == first["result"]["request"]
