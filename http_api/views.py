@@ -138,6 +138,8 @@ def flow_view(flow: Flow, revision: int, updated: datetime, defaults: dict[str, 
         "revision": revision,
         "updated": timestamp(updated),
         "defaults": defaults,
+        # Keyed by start node id whichever form the flow uses, so a form can be built per node.
+        "inputs": flow.input_schemas or None,
         "definition": flow.definition(),
     }
 

@@ -173,6 +173,9 @@ class FlowView(Wire):
     revision: int = Field(ge=1)
     updated: Timestamp
     defaults: RunDefaults
+    inputs: dict[str, dict[str, Any]] | None = Field(
+        description="The flow's typed inputs: a JSON Schema for each typed start node's `data`, by node id "
+                    "(null when the flow declares none).")
     definition: Flow
 
 
