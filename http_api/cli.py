@@ -74,6 +74,10 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("flow_id")
     show.add_argument("--start")
     show.add_argument("--end")
+    show.add_argument("--plan", action="store_true",
+                      help="after the DAG, print the dry run: the parallel levels and the estimated cost range")
+    show.add_argument("--set", action="append", default=[], metavar="NODE.PATH=VALUE",
+                      help="with --plan: a node setting, as for run (a start's data, an input fed from outside)")
     validate = flows.add_parser("validate", parents=[common], help="validate flow files; exit 1 on any problem")
     validate.add_argument("paths", nargs="+", type=Path)
 

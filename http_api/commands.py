@@ -14,13 +14,15 @@ from aiohttp import web
 
 from graph_runtime import errors as flow_errors
 from graph_runtime import selection
+from graph_runtime.plan import dry_run
 from http_api import auth, errors, heap
 from http_api.access_log import MaskingAccessLogger
 from http_api.app import close_services, create_app, open_services
 from http_api.body import SERVICES
 from http_api.flows_dir import check_file
 from http_api.progress import run_with_progress
-from http_api.services import Services
+from http_api.schemas import ExecuteBody, parse_body
+from http_api.services import Services, check
 from http_api.settings import Settings
 from http_api.views import key_view, timestamp_text
 from nodes import codec
@@ -184,7 +186,7 @@ async def list_flows(services: Services) -> int:
 
 
 async def show_flow(services: Services, args: argparse.Namespace) -> int:
-    """Print the DAG as a text tree; with --start/--end, ● marks the nodes that would run."""
+    """Print the DAG as a text tree; with --start/--end, ● marks the nodes that would run; --plan adds the dry run."""
     flow, revision, _ = await services.repo.get_flow(args.flow_id)
     chosen = None
     if args.start or args.end:
@@ -195,7 +197,26 @@ async def show_flow(services: Services, args: argparse.Namespace) -> int:
         print(line)
     if chosen is not None:
         print(f"● runs ({len(chosen)} nodes)   ○ does not run")
+    if args.plan:
+        await print_plan(services, flow.id, args.start, args.end, parse_sets(args.set))
     return 0
+
+
+async def print_plan(services: Services, flow_id: str, start: str | None, end: str | None,
+                     node_settings: dict[str, Any]) -> None:
+    """The dry run of executing ``flow_id`` from ``start`` to ``end``: levels, then the cost range.
+
+    Checked as execute checks it; a request execute would refuse raises its error (exit 1).
+    """
+    given = {"start_node_id": start, "end_node_id": end, "node_settings": node_settings}
+    body = parse_body(ExecuteBody, {k: v for k, v in given.items() if v})
+    checked = await check(services, flow_id, body)
+    run = dry_run(checked.plan, services.registry, services.executor.prices)
+    print(f"plan: {len(run.run_set)} nodes in {len(run.levels)} levels (a level's nodes may run together)")
+    for number, level in enumerate(run.levels, 1):
+        print(f"  {number}. {', '.join(level)}")
+    cost = run.estimated_cost
+    print(f"estimated cost: {cost.min:g} to {cost.max:g} credits")
 
 
 def validate_files(paths: list[Any]) -> int:

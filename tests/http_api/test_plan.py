@@ -13,7 +13,8 @@ import pytest
 from graph_runtime import plan
 from http_api import wire
 from http_api.settings import Settings
-from tests.conftest import Api
+from tests.conftest import SAMPLE_FLOWS, Api
+from tests.processes import run_cli_concurrently, sqlite_url
 from tests.support import FlowBuilder
 
 PRICED = (FlowBuilder("priced").node("s", "start", data={"question": "why?"}).node("echo", "test.echo")
@@ -103,3 +104,22 @@ async def test_a_plan_writes_nothing(api: Api) -> None:
     assert (await api.json("GET", "/api/v1/tasks", 200))["tasks"] == []
     created = await api.request("POST", "/api/v1/flow/files/execute", json=body, headers=key)
     assert created.status == 201, "the plan's Idempotency-Key was not kept"
+
+
+def test_flows_show_plan_prints_the_levels_and_cost_after_the_dag(tmp_path: Path) -> None:
+    common = ["--flows", str(SAMPLE_FLOWS)]
+    selected = ["two-starts-two-ends", "--start", "greet", "--end", "card-end", "--plan"]
+    shown, refused = run_cli_concurrently([
+        (["flows", "show", *selected, "--set", "greet.name=Bob", "--db", sqlite_url(tmp_path / "a.db"), *common],
+         tmp_path),
+        (["flows", "show", *selected, "--db", sqlite_url(tmp_path / "b.db"), *common], tmp_path),
+    ])
+    assert shown.returncode == 0, shown.stderr
+    dag, _, planned = shown.stdout.partition("plan: ")
+    assert "● greet (template)" in dag, "the DAG comes first"
+    assert planned.splitlines() == ["5 nodes in 4 levels (a level's nodes may run together)",
+                                    "  1. lang-start, greet", "  2. language", "  3. card", "  4. card-end",
+                                    "estimated cost: 0 to 0 credits"]
+    assert refused.returncode == 1 and "plan:" not in refused.stdout
+    assert "error: these inputs come from nodes outside the run set" in refused.stderr
+    assert "greet.name" in refused.stderr and "Traceback" not in refused.stderr
