@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
+
+from graph_runtime import selection
 from graph_runtime.models import TaskRequest
-from tests.conftest import Api
+from http_api import auth
+from http_api.app import create_app
+from http_api.body import SERVICES
+from http_api.settings import Settings
+from tests import pg
+from tests.conftest import SAMPLE_FLOWS, Api
 from tests.support import FlowBuilder
 
 
@@ -47,10 +56,12 @@ async def test_the_stored_request_is_self_contained(api: Api) -> None:
     await api.put_flow(chain())
     first = await run(api, "chain")
     again = await rerun(api, "chain", first["id"])
-    await api.json("DELETE", f"/api/v1/task/{first['id']}", None)  # a resume must not need it
     stored = await api.services.repo.get_task(again["id"])
     assert stored.request == TaskRequest.from_data(stored.request.as_data())
-    assert stored.request.from_task_inputs == {"b": {"text": "hi!"}}
+    # What a worker resuming the task plans from: the stored request alone, no read of the first task.
+    flow, _, _ = await api.services.repo.get_flow("chain", stored.revision)
+    plan = selection.plan(flow, api.services.registry, stored.request)
+    assert plan.order == ("b",) and plan.settings["b"]["text"] == "hi!"
 
 
 async def test_a_whole_output_edge_takes_the_whole_object(api: Api) -> None:
@@ -127,6 +138,27 @@ async def test_idempotency_fingerprint_includes_from_task_id(api: Api) -> None:
     conflict = await api.execute("chain", {"start_node_id": "b", "from_task_id": second["id"]}, status=409,
                                  headers=headers)
     assert conflict["error"]["code"] == "idempotency_conflict"
+
+
+@pytest.fixture
+async def pg_api(aiohttp_client: Any) -> AsyncIterator[Api]:
+    """The sample flows served from a fresh PostgreSQL database."""
+    user, reason = await pg.find_user()
+    if user is None:
+        pytest.skip(f"PostgreSQL is not reachable at {pg.PG_HOST} ({reason})")
+    url = await pg.create_database(user)
+    try:
+        client = await aiohttp_client(create_app(Settings(database_url=url, flows_dir=SAMPLE_FLOWS, poll_interval_s=0.2)))
+        _, token = await auth.issue_key(client.server.app[SERVICES].repo, "pg-admin", "admin")
+        yield Api(client, token)
+        await client.close()
+    finally:
+        await pg.drop_database(url)
+
+
+@pytest.mark.postgres
+async def test_the_readme_example_on_postgres(pg_api: Api) -> None:
+    await test_the_readme_example_on_caption_image(pg_api)
 
 
 async def test_the_readme_example_on_caption_image(api: Api) -> None:
