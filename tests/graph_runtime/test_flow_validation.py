@@ -94,3 +94,45 @@ def test_yaml_ids_that_look_like_numbers_keep_their_text(tmp_path: Path) -> None
 def test_dot_ids_are_refused(bad: str) -> None:
     with pytest.raises(errors.FlowInvalid):
         parse({"id": bad, "nodes": [{"id": "s", "type": "start"}]})
+
+
+def _problems(data: dict) -> list[str]:
+    try:
+        validation.validate(parse(data), REGISTRY)
+    except errors.FlowInvalid as exc:
+        return exc.problems
+    return []
+
+
+def test_an_edge_naming_an_output_the_type_never_produces_is_reported() -> None:
+    data = (FlowBuilder("out").node("s", "start").node("c", "constant", value=1).node("e", "end")
+            .edge("s", "e", output="anything", input="a").edge("c", "e", output="valu", input="b")
+            .edge("c", "e", output="value", input="c").build())
+    assert _problems(data) == ["edges.1.output: node 'c' (constant) has no output 'valu' (it produces: value)"]
+
+
+@pytest.mark.parametrize(("template", "settings", "overridable", "missing"), [
+    ("{{ a }} {{ b }}", {}, [], "'b'"),                        # a comes by edge, b from nowhere
+    ("{{ a }} {{ b }}", {"b": 1}, [], None),                   # own setting
+    ("{{ a }} {{ b }}", {}, ["b"], None),                      # declared as given at execute
+    ("{% for x in a %}{{ x }}{{ loop.index }}{% endfor %}{% set y = 1 %}{{ y }}{{ range(2) }}", {}, [], None),
+    ("{{ a }} {% if %}", {}, [], None),                        # a syntax error is the node's to report
+    ("{{ zeta }}{{ alpha }}", {}, [], "'alpha', 'zeta'"),
+])
+def test_template_variables_nothing_supplies_are_reported(
+        template: str, settings: dict, overridable: list[str], missing: str | None) -> None:
+    data = (FlowBuilder("tpl").node("s", "start", data={"a": [1]}).node("t", "template", template=template, **settings)
+            .edge("s", "t", output="a", input="a").build())
+    data["nodes"][1]["overridable"] = overridable
+    problems = _problems(data)
+    if missing is None:
+        assert problems == []
+    else:
+        assert problems == [f"nodes.1.settings.template: no setting or edge supplies {missing} (node 't'; "
+                            "list a variable given only at execute in its overridable)"]
+
+
+def test_a_template_fed_by_an_edge_is_not_parsed() -> None:
+    data = (FlowBuilder("fed").node("s", "start", data={"src": "{{ nope }}"}).node("t", "template", template="{{ x }}")
+            .edge("s", "t", output="src", input="template").build())
+    assert _problems(data) == []
