@@ -98,6 +98,25 @@ async def test_another_revision_with_the_upstream_changed_is_refused(api: Api) -
     assert await api.services.repo.count_tasks() == 1
 
 
+async def test_an_upstream_node_new_in_this_revision_is_refused(api: Api) -> None:
+    flow = chain()
+    flow["nodes"] = [node for node in flow["nodes"] if node["id"] != "a"]
+    flow["edges"] = [{"from": "s", "output": "text", "to": "b", "input": "text"}]
+    await api.put_flow(flow)
+    first = await run(api, "chain")
+    await api.put_flow(chain())  # now s → a → b: b's input comes from a, which task 1 never had
+    error = (await rerun(api, "chain", first["id"], status=422))["error"]
+    assert error["field"] == "from_task_id" and "'a' did not exist in revision 1" in error["message"]
+
+
+async def test_a_rerun_task_holds_only_its_run_set(api: Api) -> None:
+    await api.put_flow(chain())
+    first = await run(api, "chain")
+    again = await rerun(api, "chain", first["id"])
+    error = (await rerun(api, "chain", again["id"], status=422))["error"]
+    assert error["code"] == "missing_inputs" and "node(s) a " in error["message"]
+
+
 async def test_a_task_of_another_flow_or_none_is_refused(api: Api) -> None:
     await api.put_flow(chain())
     await api.put_flow(chain("other"))
