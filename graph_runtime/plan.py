@@ -72,13 +72,27 @@ def dry_run(chosen: selection.Plan, registry: Registry,
     return DryRun(chosen.order, levels(chosen), (), (), estimate(chosen, registry, prices or {}))
 
 
+_LEVELS_PER_FLOW = 64
+
+
 def levels(chosen: selection.Plan) -> tuple[tuple[str, ...], ...]:
-    """The run set's topological generations, each in the flow's node order."""
+    """The run set's topological generations, each in the flow's node order.
+
+    Kept per flow revision and run set, as selection keeps its topology: building the graph is
+    most of a 1,000-node plan's time, and a client planning before each execute asks again.
+    """
+    key = ("plan-levels", chosen.order)
+    found = chosen.flow.memo.get(key)
+    if found is not None:
+        return found  # type: ignore[no-any-return]
     graph = nx.DiGraph()
     graph.add_nodes_from(chosen.order)
     graph.add_edges_from((p, n) for n, preds in chosen.predecessors.items() for p in preds)
     position = {node.id: i for i, node in enumerate(chosen.flow.nodes)}
-    return tuple(tuple(sorted(level, key=position.__getitem__)) for level in nx.topological_generations(graph))
+    found = tuple(tuple(sorted(level, key=position.__getitem__)) for level in nx.topological_generations(graph))
+    if len(chosen.flow.memo) < _LEVELS_PER_FLOW:
+        chosen.flow.memo[key] = found
+    return found
 
 
 def estimate(chosen: selection.Plan, registry: Registry, prices: Mapping[str, Mapping[str, float]]) -> CostRange:
