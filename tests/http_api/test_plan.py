@@ -141,3 +141,13 @@ async def test_a_thousand_node_flow_plans_in_milliseconds(api: Api) -> None:
     # Measured: 17 ms for the first (selection checks every node's settings once), 2-4 ms after, over HTTP;
     # the bound is loose because the test machine is shared.
     assert sorted(took)[2] < 0.1, took
+
+
+async def test_a_rerun_from_a_node_plans_only_its_run_set(api: Api) -> None:
+    earlier = await api.execute("caption-image", {}, params={"wait": 10})
+    body = {"start_node_id": "prompt", "from_task_id": earlier["id"]}
+    answer = await plan_of(api, "caption-image", body)
+    assert answer["levels"] == [["prompt"], ["y5iI-end"]]
+    refused = await api.json("POST", "/api/v1/flow/caption-image/plan", 422, json={"start_node_id": "prompt"})
+    assert refused["error"]["code"] == "missing_inputs"
+    assert await api.services.repo.count_tasks() == 1
