@@ -73,3 +73,14 @@ async def test_put_refuses_unknown_outputs_and_unsupplied_template_variables(api
     message = (await api.put_flow(bad, status=422))["error"]["message"]
     assert "edges.1.output: node 't' (template) has no output 'txt' (it produces: text)" in message
     assert "no setting or edge supplies 'mood'" in message
+
+
+async def test_the_caption_sample_refuses_a_misspelt_input(api: Api) -> None:
+    body = {"node_settings": {"SYnn-start": {"data": {"imageurl": "https://example.com/dog.jpg"}}}}
+    error = (await api.execute("caption-image", body, status=422))["error"]
+    assert error["field"] == "node_settings.SYnn-start.data.imageurl"
+    assert error["message"] == ("node 'SYnn-start' input 'imageurl': is not an input of this flow "
+                                "(known: image_url, style)")
+    shown = (await api.json("GET", "/api/v1/flows/caption-image", 200))["inputs"]
+    assert set(shown["SYnn-start"]["properties"]) == {"image_url", "style"}
+    assert await api.services.repo.count_tasks() == 0
