@@ -84,3 +84,10 @@ async def test_the_caption_sample_refuses_a_misspelt_input(api: Api) -> None:
     shown = (await api.json("GET", "/api/v1/flows/caption-image", 200))["inputs"]
     assert set(shown["SYnn-start"]["properties"]) == {"image_url", "style"}
     assert await api.services.repo.count_tasks() == 0
+
+
+async def test_plan_gives_the_same_422(api: Api) -> None:
+    body = {"node_settings": {"SYnn-start": {"data": {"style": 3}}}}
+    planned = await api.json("POST", "/api/v1/flow/caption-image/plan", 422, json=body)
+    executed = await api.execute("caption-image", body, status=422)
+    assert planned == executed and planned["error"]["field"] == "node_settings.SYnn-start.data.style"
