@@ -23,7 +23,7 @@ from graph_runtime.flow import Flow
 
 def schema_problems(flow: Flow) -> list[str]:
     """Load problems of ``flow.inputs``: its shape, the nodes it names and each schema's validity."""
-    if flow.inputs is None:
+    if not flow.inputs:  # absent, or {}: the schema that accepts anything
         return []
     starts = [node.id for node in flow.nodes if node.type == "start"]
     if not starts:

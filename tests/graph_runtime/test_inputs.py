@@ -78,8 +78,9 @@ def test_keyed_form_types_each_start_node_and_only_those_that_run() -> None:
     assert _run(flow, {"n": 1}, start="a", end="ea").settings["a"]["data"] == {"n": 1}
 
 
-def test_a_flow_without_inputs_needs_no_validator() -> None:
-    flow = _flow(None, anything="goes")
+@pytest.mark.parametrize("inputs", [None, {}])
+def test_a_flow_without_inputs_needs_no_validator(inputs: Any) -> None:
+    flow = _flow(inputs, anything="goes")
     _run(flow, {"more": 1})
     assert not any(isinstance(key, tuple) and key[0] == "inputs" for key in flow.memo)
 
