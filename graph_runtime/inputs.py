@@ -135,7 +135,15 @@ def _where(error: jsonschema.exceptions.ValidationError) -> tuple[list[str], str
         if extra is not None:
             known = sorted(error.schema.get("properties", {}))
             return [*path, extra], f"is not an input of this flow (known: {', '.join(known) or 'none'})"
-    return path, error.message
+    return path, _short(error.message)
+
+
+_MESSAGE_CHARS = 300
+
+
+def _short(message: str) -> str:
+    # jsonschema quotes the offending value whole: a megabyte string must not come back in a 422.
+    return message if len(message) <= _MESSAGE_CHARS else message[:_MESSAGE_CHARS] + "…"
 
 
 def _unexpected(instance: Mapping[str, Any], schema: Mapping[str, Any]) -> Iterable[str]:

@@ -133,3 +133,10 @@ def test_local_refs_work_and_a_dangling_one_is_a_422_not_a_crash() -> None:
     with pytest.raises(errors.InvalidSettings) as info:
         _run(dangling, {"w": 0})
     assert info.value.field == "node_settings.in.data" and "cannot be used" in info.value.message
+
+
+def test_a_huge_bad_value_is_not_echoed_whole() -> None:
+    flow = _flow(SCHEMA, image_url="https://example.com/cat.jpg")
+    with pytest.raises(errors.InvalidSettings) as info:
+        _run(flow, {"size": {"width": "x" * 1_000_000}})
+    assert info.value.field == "node_settings.in.data.size.width" and len(info.value.message) < 400
