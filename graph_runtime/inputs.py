@@ -57,7 +57,15 @@ def _one_schema_problems(schema: Any) -> list[str]:
     kind = schema.get("type", "object")
     if kind != "object" and not (isinstance(kind, list) and "object" in kind):
         return [f"a start node's data is an object; the schema's type is {kind!r}"]
+    try:  # a trial on {} finds a dangling $ref or one that refers to itself without end
+        cls(schema, registry=referencing.Registry()).is_valid({})
+    except (referencing.exceptions.Unresolvable, RecursionError) as exc:
+        return [f"the schema cannot be used: {_unusable(exc)}"]
     return []
+
+
+def _unusable(exc: Exception) -> str:
+    return "a $ref refers to itself without end" if isinstance(exc, RecursionError) else str(exc)
 
 
 def _validator_class(schema: Mapping[str, Any]) -> type[jsonschema.protocols.Validator] | None:
@@ -112,8 +120,8 @@ def check(flow: Flow, run_set: Iterable[str], settings: Mapping[str, Mapping[str
         data = settings[node_id].get("data", {})
         try:
             error = jsonschema.exceptions.best_match(found.iter_errors(data))
-        except referencing.exceptions.Unresolvable as exc:
-            raise errors.InvalidSettings(f"node {node_id!r}: the flow's inputs schema cannot be used: {exc}",
+        except (referencing.exceptions.Unresolvable, RecursionError) as exc:
+            raise errors.InvalidSettings(f"node {node_id!r}: the flow's inputs schema cannot be used: {_unusable(exc)}",
                                          node_id=node_id, field=f"node_settings.{node_id}.data") from None
         if error is not None:
             path, message = _where(error)

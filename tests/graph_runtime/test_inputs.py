@@ -94,6 +94,8 @@ def test_a_flow_without_inputs_needs_no_validator(inputs: Any) -> None:
     ({"$schema": {}}, "is not a JSON Schema draft this server knows"),
     ({"properties": {"n": {"$ref": "https://example.com/n.json"}}}, "only references inside the schema"),
     ({"properties": {"n": {"pattern": "(["}}}, "inputs: not a valid JSON Schema"),
+    ({"$ref": "#"}, "inputs: the schema cannot be used: a $ref refers to itself without end"),
+    ({"allOf": [{"$ref": "#/$defs/gone"}]}, "inputs: the schema cannot be used"),
 ])
 def test_broken_schemas_are_load_problems(inputs: Any, words: str) -> None:
     built = FlowBuilder("bad", inputs=inputs).node("in", "start").node("out", "end").edge("in", "out").build()
@@ -133,6 +135,9 @@ def test_local_refs_work_and_a_dangling_one_is_a_422_not_a_crash() -> None:
     with pytest.raises(errors.InvalidSettings) as info:
         _run(dangling, {"w": 0})
     assert info.value.field == "node_settings.in.data" and "cannot be used" in info.value.message
+    endless = _flow({"$defs": {"x": {"$ref": "#/$defs/x"}}, "properties": {"w": {"$ref": "#/$defs/x"}}})
+    with pytest.raises(errors.InvalidSettings, match="refers to itself without end"):
+        _run(endless, {"w": 0})
 
 
 def test_a_huge_bad_value_is_not_echoed_whole() -> None:
