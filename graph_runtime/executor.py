@@ -22,6 +22,7 @@ from typing import Any
 from graph_runtime import errors, selection
 from graph_runtime.attempts import run_attempts
 from graph_runtime.commits import GroupCommitter
+from graph_runtime.flow import Edge
 from graph_runtime.models import NodeRun, NodeStatus, RunError, Task, TaskOutcome, TaskStatus, start_order_key
 from graph_runtime.ports import TaskStore
 from graph_runtime.resolve import ParamResolver, redact
@@ -207,7 +208,10 @@ class _TaskRun:
         return crash
 
     def _initially_ready(self) -> list[str]:
-        """Count each node's unfinished predecessors once; the nodes at zero can start."""
+        """Count each node's unfinished predecessors once; the nodes at zero can start.
+
+        Skips are never trusted from the store: on a resume they are decided again here, from
+        the succeeded nodes' outputs (a switch's says which case it took)."""
         assert self.plan is not None
         nodes = self.task.nodes
         self.remaining = sum(1 for n in self.plan.order if nodes[n].status is not NodeStatus.SUCCEEDED)
@@ -215,7 +219,7 @@ class _TaskRun:
             n: sum(1 for p in self.plan.predecessors[n] if nodes[p].status is not NodeStatus.SUCCEEDED)
             for n in self.plan.order
         }
-        return [n for n in self.plan.order if nodes[n].status is NodeStatus.PENDING and self.waiting[n] == 0]
+        return self._settle([n for n in self.plan.order if nodes[n].status is NodeStatus.PENDING and self.waiting[n] == 0])
 
     def _successors_ready(self, node_id: str) -> list[str]:
         """``node_id`` succeeded: the successors it was the last input of (O(successors), not O(graph))."""
@@ -225,7 +229,44 @@ class _TaskRun:
             self.waiting[successor] -= 1
             if self.waiting[successor] == 0:
                 ready.append(successor)
+        return self._settle(ready)
+
+    def _settle(self, decided: list[str]) -> list[str]:
+        """Of nodes whose predecessors have all ended, those that run; the others are skipped,
+        and a skip counts as an ended predecessor downstream, so skips propagate."""
+        assert self.plan is not None
+        ready, queue = [], list(decided)
+        while queue:
+            node_id = queue.pop(0)
+            if self._reached(node_id):
+                ready.append(node_id)
+                continue
+            run = self.task.nodes[node_id]
+            run.status = NodeStatus.SKIPPED  # recorded with the task's next writes; resume decides it again
+            self.remaining -= 1
+            self.dirty.add(node_id)
+            self._notify(run)
+            for successor in self.plan.successors[node_id]:
+                self.waiting[successor] -= 1
+                if self.waiting[successor] == 0:
+                    queue.append(successor)
         return ready
+
+    def _reached(self, node_id: str) -> bool:
+        """Whether a node whose predecessors have all ended runs: all of them reached it (or,
+        with ``join: any``, one did). A predecessor reaches it when it succeeded and one of its
+        edges here is taken (no ``when``, or the case its switch took)."""
+        assert self.plan is not None
+        reached = {edge.source for edge in self.plan.inbound[node_id] if self._taken(edge)}
+        if self.plan.flow.node(node_id).joins_any:
+            return bool(reached) or not self.plan.predecessors[node_id]
+        return len(reached) == len(self.plan.predecessors[node_id])
+
+    def _taken(self, edge: Edge) -> bool:
+        upstream = self.task.nodes[edge.source]
+        if upstream.status is not NodeStatus.SUCCEEDED:
+            return False
+        return edge.when is None or (upstream.output or {}).get("case") == edge.when
 
     async def drive(self) -> None:
         """Start ready nodes; as each ends, its successors start; stop at the first failure."""
@@ -325,6 +366,8 @@ class _TaskRun:
         assert self.plan is not None
         params = dict(self.plan.settings[node_id])
         for edge in self.plan.inbound[node_id]:
+            if not edge.carries_value or not self._taken(edge):
+                continue  # a control edge, or a branch not taken (join: any)
             upstream = self.task.nodes[edge.source].output or {}
             if edge.output is None:
                 params[edge.input_name] = upstream

@@ -47,12 +47,22 @@ class Node(BaseModel):
     settings: dict[str, Any] = {}
     overridable: list[str] = []
     description: str | None = None
+    join: Literal["all", "any"] | None = Field(
+        default=None,
+        description="`any`: run when at least one predecessor succeeded and the others were skipped "
+                    "(the merge after a switch); `all` (the default): a skipped predecessor skips this node.",
+    )
+
+    @property
+    def joins_any(self) -> bool:
+        return self.join == "any"
 
 
 class Edge(BaseModel):
     """A link: ``from``'s output ``output`` (all of it if absent) feeds ``to``'s input ``input``.
 
-    Without ``input`` the value arrives under the upstream node's id.
+    Without ``input`` the value arrives under the upstream node's id. ``when`` (edges from a
+    ``switch`` only) names the case this edge is taken for.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
@@ -61,10 +71,17 @@ class Edge(BaseModel):
     output: str | None = None
     target: Id = Field(alias="to")
     input: str | None = None
+    when: str | None = Field(default=None, description="From a switch: the case this edge is taken for.")
 
     @property
     def input_name(self) -> str:
         return self.input if self.input is not None else self.source
+
+    @property
+    def carries_value(self) -> bool:
+        """False for a control edge (``when`` with neither ``input`` nor ``output``): it only
+        says the branch is taken, so any node type can follow a switch."""
+        return self.when is None or self.input is not None or self.output is not None
 
 
 class Defaults(BaseModel):

@@ -187,7 +187,7 @@ def _topology(flow: Flow, registry: Registry, s: str, e: str) -> _Topology:
         if edge.target in selected:
             if edge.source in selected:
                 inbound[edge.target].append(edge)
-            else:
+            elif edge.carries_value:  # a control edge from outside brings nothing to miss
                 outside.append((edge.target, edge.input_name, edge.source))
     order = tuple(n for n in nx.topological_sort(graph) if n in selected)
     preds = {n: tuple(sorted({edge.source for edge in inbound[n]})) for n in order}

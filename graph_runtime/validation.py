@@ -21,7 +21,8 @@ def validate(flow: Flow, registry: Registry) -> Flow:
     type (parameters fed by edges may be missing), edges between existing nodes into inputs the
     type accepts, no input fed twice, no cycles, defaults naming existing nodes, edge outputs the
     upstream type produces (when its Output model is fixed), template variables something supplies,
-    and valid JSON Schemas in ``inputs``.
+    valid JSON Schemas in ``inputs``, ``when`` only on edges from a switch and naming one of its
+    cases, and ``join: any`` only on a node with two predecessors or more.
 
     Raises:
         errors.FlowInvalid: listing every problem found.
@@ -37,6 +38,7 @@ def validate(flow: Flow, registry: Registry) -> Flow:
     problems += _settings_problems(flow, registry)
     problems += _output_problems(flow, registry)
     problems += _template_problems(flow)
+    problems += _branch_problems(flow)
     problems += inputs.schema_problems(flow)
     for name in ("start_node_id", "end_node_id", "result_node_id"):
         value = getattr(flow.defaults, name)
@@ -60,6 +62,9 @@ def _edge_problems(flow: Flow, ids: set[str], registry: Registry) -> list[str]:
                 problems.append(f"{where}.{end}: no node has id {node_id!r}")
         if edge.source not in ids or edge.target not in ids:
             continue
+        graph.add_edge(edge.source, edge.target)
+        if not edge.carries_value:
+            continue  # a control edge (when:) feeds no input
         key = (edge.target, edge.input_name)
         if key in fed:
             problems.append(f"{where}: input {edge.input_name!r} of {edge.target!r} is already fed by edges.{fed[key]}")
@@ -68,7 +73,6 @@ def _edge_problems(flow: Flow, ids: set[str], registry: Registry) -> list[str]:
             problems.append(f"{where}.input: {edge.input_name!r} is a run setting (timeout/retries), not an input")
         elif types[edge.target] in registry and not registry.get(types[edge.target]).accepts_input(edge.input_name):
             problems.append(f"{where}.input: node {edge.target!r} ({types[edge.target]}) has no parameter {edge.input_name!r}")
-        graph.add_edge(edge.source, edge.target)
     if not nx.is_directed_acyclic_graph(graph):
         cycle = nx.find_cycle(graph)
         path = " -> ".join([a for a, _ in cycle] + [cycle[0][0]])
@@ -143,3 +147,28 @@ def _template_problems(flow: Flow) -> list[str]:
 
 def _supplied(node: Node, fed: set[str]) -> set[str]:
     return set(node.settings) | fed | set(node.overridable)
+
+
+def _branch_problems(flow: Flow) -> list[str]:
+    """``when`` on an edge not from a switch or naming no case; ``join: any`` where nothing can merge."""
+    problems: list[str] = []
+    nodes = {node.id: node for node in flow.nodes}
+    parents: dict[str, set[str]] = {}
+    for i, edge in enumerate(flow.edges):
+        parents.setdefault(edge.target, set()).add(edge.source)
+        source = nodes.get(edge.source)
+        if edge.when is None or source is None:
+            continue
+        if source.type != "switch":
+            problems.append(f"edges.{i}.when: node {edge.source!r} ({source.type}) is not a switch; "
+                            "only edges from a switch take a case")
+            continue
+        cases = source.settings.get("cases")
+        if isinstance(cases, dict) and edge.when not in cases:  # cases fed by an edge: known only at run
+            problems.append(f"edges.{i}.when: switch {edge.source!r} has no case {edge.when!r} "
+                            f"(its cases: {', '.join(map(str, cases)) or 'none'})")
+    for i, node in enumerate(flow.nodes):
+        if node.joins_any and len(parents.get(node.id, ())) < 2:
+            problems.append(f"nodes.{i}.join: 'any' needs two predecessors or more to choose from "
+                            f"(node {node.id!r} has {len(parents.get(node.id, ()))})")
+    return problems

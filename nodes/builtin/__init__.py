@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from nodes.builtin.basic import Constant, End, Guard, Merge, Pick, Start
+from nodes.builtin.control import Switch
 from nodes.builtin.delay import Delay
 from nodes.builtin.file_fetch import FileFetch
 from nodes.builtin.http_request import HttpRequest, make_http_session
@@ -21,6 +22,7 @@ CORE_TYPES: tuple[type[NodeType], ...] = (
     Guard,
     Pick,
     Merge,
+    Switch,
     HttpRequest,
     FileFetch,
     *LLM_TYPES,
@@ -39,6 +41,7 @@ __all__ = [
     "Merge",
     "Pick",
     "Start",
+    "Switch",
     "Template",
     "make_http_session",
 ]

@@ -25,6 +25,7 @@ CORE_NAMES = {
     "guard",
     "pick",
     "merge",
+    "switch",
     "http_request",
     "file.fetch",
     "llm.chat", "llm.transcribe", "llm.embed", "llm.image",

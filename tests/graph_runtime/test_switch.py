@@ -1,0 +1,143 @@
+"""``switch`` and ``join: any`` in the executor, on a real SQLite repository (SPEC §9)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from graph_runtime.executor import Executor
+from graph_runtime.flow import Flow, parse
+from graph_runtime.models import NodeRun, NodeStatus, Task, TaskRequest, TaskStatus
+from graph_runtime.scheduler import Scheduler
+from graph_runtime.validation import validate
+from nodes.builtin.control import same_value
+from storage import engine as storage_engine
+from storage.repository import Repository
+from tests.support import Echo, FlowBuilder, eventually, registry_with_test_types
+
+SKIPPED, SUCCEEDED = NodeStatus.SKIPPED, NodeStatus.SUCCEEDED
+
+
+def branch_flow(flow_id: str = "branch", *, join: str | None = "any", default: str | None = None) -> Flow:
+    """s → sw; sw -a→ A → A2, sw -b→ B → B2; A2, B2 → j (the merge) → e."""
+    switch: dict[str, Any] = {"cases": {"a": "a", "b": "b"}}
+    if default is not None:
+        switch["default"] = default
+    builder = (FlowBuilder(flow_id).node("s", "start", data={"kind": "a"}).node("sw", "switch", **switch)
+               .node("A", "test.echo").node("A2", "test.echo").node("B", "test.echo").node("B2", "test.echo")
+               .node("j", "merge").node("e", "end")
+               .edge("s", "sw", output="kind", input="value").edge("A", "A2").edge("B", "B2")
+               .edge("A2", "j").edge("B2", "j").edge("j", "e"))
+    data = builder.build()
+    data["edges"] += [{"from": "sw", "to": "A", "when": "a"}, {"from": "sw", "to": "B", "when": "b"}]
+    if join is not None:
+        next(n for n in data["nodes"] if n["id"] == "j")["join"] = join
+    return validate(parse(data), registry_with_test_types())
+
+
+@pytest.fixture
+async def repo(db_url: str) -> AsyncIterator[Repository]:
+    engine = storage_engine.create_engine(db_url)
+    repository = Repository(engine)
+    yield repository
+    await storage_engine.dispose(engine)
+
+
+async def run(repo: Repository, flow: Flow, kind: Any, *, end: str = "e") -> Task:
+    await repo.save_flow(flow)
+    request = TaskRequest("s", end, end, node_settings={"s": {"data": {"kind": kind}}})
+    task, _ = await repo.create_task(flow.id, 1, request)
+    claimed = await repo.claim_task(task.id, "w")
+    assert claimed is not None
+    await Executor(repo, registry_with_test_types()).execute(claimed)
+    return await repo.get_task(task.id)
+
+
+def statuses(task: Task) -> dict[str, NodeStatus]:
+    return {node_id: r.status for node_id, r in task.nodes.items()}
+
+
+@pytest.mark.parametrize(("kind", "taken", "untaken"), [("a", "A", "B"), ("b", "B", "A")])
+async def test_each_case_runs_its_branch_and_skips_the_other(repo: Repository, kind: str, taken: str,
+                                                             untaken: str) -> None:
+    done = await run(repo, branch_flow(), kind)
+    assert done.status is TaskStatus.SUCCEEDED and done.error is None
+    assert done.nodes["sw"].output == {"case": kind}
+    assert statuses(done) == {"s": SUCCEEDED, "sw": SUCCEEDED, taken: SUCCEEDED, f"{taken}2": SUCCEEDED,
+                              untaken: SKIPPED, f"{untaken}2": SKIPPED, "j": SUCCEEDED, "e": SUCCEEDED}
+    assert sorted(node for node, _ in Echo.runs) == [taken, f"{taken}2"], "a skipped node never runs"
+    # join: any merges only what the taken branch gave; the control edge carries no value.
+    assert done.result == {"j": {taken: {}}}
+
+
+async def test_no_match_takes_the_default_case(repo: Repository) -> None:
+    done = await run(repo, branch_flow(default="b"), "something else")
+    assert done.status is TaskStatus.SUCCEEDED
+    assert done.nodes["sw"].output == {"case": "b"} and done.nodes["A"].status is SKIPPED
+
+
+async def test_no_match_and_no_default_fails_naming_the_value(repo: Repository) -> None:
+    done = await run(repo, branch_flow(), "zebra")
+    assert done.status is TaskStatus.FAILED and done.error is not None
+    assert done.error.code == "node_failed" and done.error.node_id == "sw"
+    assert "'zebra'" in done.error.message
+    assert done.nodes["A"].status is SKIPPED and done.nodes["B"].status is SKIPPED and not Echo.runs
+
+
+async def test_a_plain_join_after_a_branch_is_skipped_and_the_task_succeeds_with_a_null_result(
+        repo: Repository) -> None:
+    done = await run(repo, branch_flow("plain", join=None), "a")
+    assert done.status is TaskStatus.SUCCEEDED and done.error is None
+    # Skips propagate: B → B2 → j (join: all) → e, transitively.
+    assert statuses(done) == {"s": SUCCEEDED, "sw": SUCCEEDED, "A": SUCCEEDED, "A2": SUCCEEDED,
+                              "B": SKIPPED, "B2": SKIPPED, "j": SKIPPED, "e": SKIPPED}
+    assert done.result is None, "the result node was skipped: the task succeeds with result null"
+
+
+async def test_a_value_edge_from_a_switch_feeds_its_case(repo: Repository) -> None:
+    data = (FlowBuilder("fed").node("s", "start", data={"kind": 2}).node("sw", "switch", cases={"two": 2, "one": 1})
+            .node("e", "end").edge("s", "sw", output="kind", input="value").build())
+    data["edges"].append({"from": "sw", "to": "e", "when": "two", "output": "case", "input": "picked"})
+    done = await run(repo, validate(parse(data), registry_with_test_types()), 2)
+    assert done.status is TaskStatus.SUCCEEDED and done.result == {"picked": "two"}
+
+
+async def test_resume_after_a_crash_mid_branch_decides_the_skips_again(repo: Repository) -> None:
+    flow = branch_flow()
+    await repo.save_flow(flow)
+    request = TaskRequest("s", "e", "e", node_settings={"s": {"data": {"kind": "b"}}})
+    task, _ = await repo.create_task(flow.id, 1, request)
+    claimed = await repo.claim_task(task.id, "a-worker-that-dies", lease_s=0.0)
+    assert claimed is not None
+    now = datetime.now(UTC)
+    # A process killed while B ran: s and the switch done (case b), B running on its first try.
+    await repo.save_node_runs(task.id, [
+        NodeRun("s", SUCCEEDED, now, now, 0.001, 0.0, 1, None, {"kind": "b"}),
+        NodeRun("sw", SUCCEEDED, now, now, 0.001, 0.0, 1, None, {"case": "b"}),
+        NodeRun("B", NodeStatus.RUNNING, now, None, None, None, 1, None, None),
+    ])
+    scheduler = Scheduler(repo, Executor(repo, registry_with_test_types()), poll_interval_s=0.05)
+    assert await scheduler.start() == 1, "the lapsed task is resumed"
+    try:
+        done = await eventually(lambda: _ended(repo, task.id))
+    finally:
+        await scheduler.stop()
+    assert done.status is TaskStatus.SUCCEEDED
+    assert [node for node, _ in Echo.runs] == ["B", "B2"], "only the taken branch's unfinished nodes run"
+    assert done.nodes["A"].status is SKIPPED and done.nodes["A2"].status is SKIPPED
+    assert done.nodes["B"].attempts == 2 and done.nodes["sw"].attempts == 1
+    assert done.result == {"j": {"B": {}}}
+
+
+async def _ended(repo: Repository, task_id: int) -> Task | None:
+    task = await repo.get_task(task_id)
+    return task if task.status.ended else None
+
+
+def test_json_equality_keeps_booleans_apart_from_numbers() -> None:
+    assert same_value(1, 1.0) and same_value({"a": [1, "x"]}, {"a": [1.0, "x"]})
+    assert not same_value(True, 1) and not same_value(0, False) and not same_value([1], {"1": 1})
+    assert same_value(None, None) and not same_value(None, 0)
