@@ -147,11 +147,13 @@ class NodeRun:
     attempts: int = 0
     error: RunError | None = None
     output: dict[str, Any] | None = None
+    cached: bool = False  # served from the output cache (SPEC §9): it did not run, its cost is 0
+    saved_cost: float | None = None  # when cached: what the run that filled the cache cost
 
     def copy(self) -> NodeRun:
         """A snapshot (shallow: error and output are shared, never mutated in place)."""
         return NodeRun(self.node_id, self.status, self.started, self.finished, self.execution_time, self.cost,
-                       self.attempts, self.error, self.output)
+                       self.attempts, self.error, self.output, self.cached, self.saved_cost)
 
 
 @dataclass(frozen=True)

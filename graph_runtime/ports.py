@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from graph_runtime.flow import Flow
 from graph_runtime.models import Lease, NodeRun, Task, TaskOutcome
@@ -57,3 +57,19 @@ class TaskStore(Protocol):
     async def requeue_expired(self, exclude_worker: str | None = None, *, running: Collection[int] = ()) -> int:
         """Requeue running tasks whose lease expired (their worker died or could not record their end),
         counting an interruption each; never the ``running`` tasks of ``exclude_worker``."""
+
+
+class OutputCache(Protocol):
+    """The persistent output cache of deterministic nodes (SPEC §9), keyed by
+    :func:`graph_runtime.output_cache.cache_key`. ``storage`` implements it, bounded by bytes (LRU).
+
+    A busy or unreachable database raises ``StoreUnavailable``; the executor then runs the node
+    as if nothing were cached, and skips storing its output.
+    """
+
+    async def get(self, key: str) -> tuple[dict[str, Any], float] | None:
+        """The output stored under ``key`` and what its run cost, marking it just used; None on a miss."""
+
+    async def put(self, key: str, node_type: str, output: dict[str, Any], cost: float) -> None:
+        """Store ``output`` under ``key`` (replacing any), then evict the least recently used
+        entries until the cache is within its byte bound."""

@@ -42,7 +42,7 @@ from nodes.limits import Limits
 
 T = TypeVar("T")
 
-POLICY_KEYS = ("timeout_s", "retries", "retry_backoff_s")
+POLICY_KEYS = ("timeout_s", "retries", "retry_backoff_s", "cache")
 
 
 class CostModel(BaseModel):
@@ -73,6 +73,8 @@ class RunPolicy(BaseModel):
         timeout_s: seconds one attempt may take; None means no limit.
         retries: how many times a transient failure is tried again.
         retry_backoff_s: base delay before a retry, doubled each time, with jitter.
+        cache: whether a deterministic type's node may be served from the output cache (SPEC §9);
+            ignored on a type that is not deterministic (it never is).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -80,6 +82,7 @@ class RunPolicy(BaseModel):
     timeout_s: float | None = pydantic.Field(default=None, gt=0)
     retries: int = pydantic.Field(default=0, ge=0, le=100, strict=True)
     retry_backoff_s: float = pydantic.Field(default=1.0, ge=0, le=3600)
+    cache: bool = pydantic.Field(default=True, strict=True)
 
 
 @dataclass
@@ -154,6 +157,11 @@ class NodeType:
     """The optional-dependency extra the type needs, e.g. ``"media"`` for ``graph-runtime[media]``."""
     requires: ClassVar[tuple[str, ...]] = ()
     """Modules that extra installs; the type is available when every one of them imports."""
+    version: ClassVar[str] = "1"
+    """Part of the output cache's key: change it when the same parameters start giving another output."""
+    deterministic: ClassVar[bool] = False
+    """Whether equal parameters always give an equal output, so the output cache may serve it
+    (SPEC §9). A type deterministic only for some parameters overrides :meth:`cacheable`."""
 
     @classmethod
     def available(cls) -> bool:
@@ -178,6 +186,11 @@ class NodeType:
         stops (e.g. to stop worker processes). A registry may serve again afterwards, so
         resources closed here should start again lazily if ``run`` is called.
         """
+
+    @classmethod
+    def cacheable(cls, params: Mapping[str, Any]) -> bool:
+        """Whether a run with these (resolved) ``params`` may be served from the output cache."""
+        return cls.deterministic
 
     def min_timeout(self, params: Any) -> float | None:
         """The least timeout a run with ``params`` needs (a delay never times out early)."""
@@ -207,7 +220,7 @@ def _importable(module: str) -> bool:
 
 
 def split_policy(settings: Mapping[str, Any], default: RunPolicy) -> tuple[RunPolicy, dict[str, Any]]:
-    """Take ``timeout_s``/``retries``/``retry_backoff_s`` out of ``settings``.
+    """Take ``timeout_s``/``retries``/``retry_backoff_s``/``cache`` out of ``settings``.
 
     Raises:
         errors.InvalidParams: with ``field`` naming the bad key.

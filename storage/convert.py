@@ -79,6 +79,8 @@ def node_run(row: Row[Any]) -> NodeRun:
         attempts=row.attempts,
         error=RunError.from_dict(row.error),
         output=row.output,
+        cached=bool(row.cached),
+        saved_cost=row.saved_cost,
     )
 
 
@@ -104,6 +106,8 @@ def node_run_values(task_id: int, run: NodeRun) -> dict[str, Any]:
         "attempts": run.attempts,
         "error": run.error.as_dict() if run.error else None,
         "output": run.output,
+        "cached": run.cached,
+        "saved_cost": run.saved_cost,
     }
 
 

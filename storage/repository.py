@@ -24,6 +24,7 @@ from storage import convert, task_rows
 from storage import sqlite_inline as lite_inline
 from storage import sqlite_statements as lite
 from storage.convert import ApiKeyRecord
+from storage.node_cache import NodeCacheMethods
 from storage.repository_flows import FlowMethods
 from storage.repository_keys import KeyMethods
 from storage.repository_leases import LeaseMethods
@@ -61,8 +62,9 @@ CANCELLED_BEFORE_START = {"node_id": None, "code": "cancelled", "message": "canc
 """The ``error`` of a task cancelled while it was still queued."""
 
 
-class Repository(FlowMethods, KeyMethods, LeaseMethods, SecretMethods, TaskHistoryMethods):
-    """Persistence for graph-runtime; implements :class:`graph_runtime.ports.TaskStore`.
+class Repository(FlowMethods, KeyMethods, LeaseMethods, NodeCacheMethods, SecretMethods, TaskHistoryMethods):
+    """Persistence for graph-runtime; implements :class:`graph_runtime.ports.TaskStore`; its
+    output cache is :class:`storage.node_cache.StoredOutputCache` over it.
 
     Args:
         engine: from :func:`storage.engine.create_engine`, with the schema created. The

@@ -21,7 +21,9 @@ _TASK_COLUMNS = (
     "id, flow_id, revision, status, data, created, started, finished, result, execution_time,"
     " execution_cost, error, claims, request_fingerprint, interruptions, lease_owner"
 )
-_RUN_COLUMNS = "task_id, node_id, status, started, finished, execution_time, cost, attempts, error, output"
+_RUN_COLUMNS = (
+    "task_id, node_id, status, started, finished, execution_time, cost, attempts, error, output, cached, saved_cost"
+)
 
 _INSERT_TASK = (
     "INSERT INTO task (flow_id, revision, status, data, created, cancel_requested, claims, idempotency_key,"
@@ -30,10 +32,11 @@ _INSERT_TASK = (
 _INSERT_TASK_ONCE = _INSERT_TASK + " ON CONFLICT (flow_id, idempotency_key) DO NOTHING"
 _INSERT_PENDING = "INSERT INTO node_run (task_id, node_id, status, attempts) VALUES (?, ?, 'pending', 0)"
 _UPSERT_RUNS = (
-    f"INSERT INTO node_run ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    f"INSERT INTO node_run ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     " ON CONFLICT (task_id, node_id) DO UPDATE SET status = excluded.status, started = excluded.started,"
     " finished = excluded.finished, execution_time = excluded.execution_time, cost = excluded.cost,"
-    " attempts = excluded.attempts, error = excluded.error, output = excluded.output"
+    " attempts = excluded.attempts, error = excluded.error, output = excluded.output, cached = excluded.cached,"
+    " saved_cost = excluded.saved_cost"
 )
 _CLAIM = (
     "UPDATE task SET status = 'running', started = ?, claims = claims + 1, lease_owner = ?, lease_expires = ?"
@@ -95,6 +98,7 @@ def run_params(task_id: int, run: NodeRun) -> tuple[Any, ...]:
     return (
         task_id, run.node_id, NodeStatus(run.status).value, dt(run.started), dt(run.finished), run.execution_time,
         run.cost, run.attempts, json_text(run.error.as_dict() if run.error else None), json_text(run.output),
+        1 if run.cached else 0, run.saved_cost,
     )
 
 
@@ -122,6 +126,7 @@ def _node_run(row: Sequence[Any]) -> NodeRun:
     return NodeRun(
         node_id=row[1], status=_NODE_STATUS[row[2]], started=_parse_dt(row[3]), finished=_parse_dt(row[4]),
         execution_time=row[5], cost=row[6], attempts=row[7], error=RunError.from_dict(_json(row[8])), output=_json(row[9]),
+        cached=bool(row[10]), saved_cost=row[11],
     )
 
 

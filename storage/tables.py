@@ -134,6 +134,9 @@ class NodeRunRow(SQLModel, table=True):
     attempts: int = Field(default=0)
     error: dict[str, Any] | None = Field(default=None, sa_type=JSONValue)
     output: dict[str, Any] | None = Field(default=None, sa_type=JSONValue)
+    # Served from the output cache (SPEC §9); saved_cost: what the run that filled it cost.
+    cached: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
+    saved_cost: float | None = None
 
 
 class ApiKeyRow(SQLModel, table=True):
@@ -185,6 +188,25 @@ class FileRow(SQLModel, table=True):
     used: bool = Field(default=False)
 
 
+class NodeCacheRow(SQLModel, table=True):
+    """One entry of the output cache (SPEC §9): a deterministic node's output under its key.
+
+    ``size`` is the output's JSON length in bytes; the cache is kept under ``CACHE_MAX_BYTES`` by
+    deleting the entries with the oldest ``last_hit`` first.
+    """
+
+    __tablename__ = "node_cache"
+    __table_args__ = (sa.Index("ix_node_cache_last_hit", "last_hit"),)
+
+    key: str = Field(primary_key=True, max_length=64)
+    node_type: str = Field(max_length=128)
+    output: dict[str, Any] = Field(sa_type=JSONValue, nullable=False)
+    cost: float = Field(default=0.0)
+    size: int = Field(sa_type=sa.BigInteger())
+    created: datetime = _now_column()
+    last_hit: datetime = _now_column()
+
+
 flow = FlowRow.__table__
 flow_revision = FlowRevisionRow.__table__
 task = TaskRow.__table__
@@ -192,3 +214,4 @@ node_run = NodeRunRow.__table__
 api_key = ApiKeyRow.__table__
 file = FileRow.__table__
 secret = SecretRow.__table__
+node_cache = NodeCacheRow.__table__

@@ -79,6 +79,7 @@ class Pick(NodeType):
     """Outputs the part of a value found at a dotted path."""
 
     type = "pick"
+    deterministic = True
     description = (
         "Outputs {value} found at a dotted path inside its value parameter: object keys and "
         "list indexes, e.g. 'items.0.name' (negative indexes count from the end)."
@@ -140,6 +141,7 @@ class Merge(NodeType):
     """Merges its inputs into one object."""
 
     type = "merge"
+    deterministic = True
     description = (
         "Merges its inputs into one object, in input-name order: object inputs are merged "
         "key by key (later names win), any other input is put under its input name."

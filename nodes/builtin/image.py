@@ -75,6 +75,7 @@ class ImageNode(NodeType):
     requires: ClassVar[tuple[str, ...]] = ("PIL",)
     cost: ClassVar[CostModel] = IMAGE_COST
     policy: ClassVar[RunPolicy] = RunPolicy(timeout_s=120)
+    deterministic: ClassVar[bool] = True  # same pixels and settings, same result: cacheable (SPEC §9)
 
     async def _edited(self, ctx: RunContext, source: File, edit: Any, fmt: str | None, quality: int) -> tuple[
             File, imaging.Encoded]:

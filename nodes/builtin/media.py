@@ -110,6 +110,7 @@ class MediaNode(NodeType):
     requires: ClassVar[tuple[str, ...]] = ("imageio_ffmpeg",)
     cost: ClassVar[CostModel] = MEDIA_COST
     policy: ClassVar[RunPolicy] = RunPolicy(timeout_s=600)
+    deterministic: ClassVar[bool] = True  # same media and settings, same result: cacheable (SPEC §9)
 
     async def _made(self, ctx: RunContext, path: Path, name: str, content_type: str) -> tuple[File, float]:
         """Store an output FFmpeg wrote and measure its duration."""

@@ -326,6 +326,7 @@ class Template(NodeType):
     """
 
     type = "template"
+    deterministic = True  # the sandbox offers no clock or randomness: equal variables, equal text
     description = (
         "Renders a Jinja2 template (sandboxed, no autoescaping) and outputs {text}. Every "
         "other parameter or input is a variable; an undefined variable is an error."

@@ -22,7 +22,7 @@ from tests import pg
 from tests.processes import ROOT, SAMPLE_FLOWS, ServerProcess, free_port, run_cli_concurrently, sample_flow_ids, sqlite_url
 
 FIRST_RELEASE_SQLITE = ROOT / "tests" / "storage" / "first_release_sqlite.sql"
-HEAD = "0004"
+HEAD = "0005"
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar, Literal
 
 import pydantic
@@ -108,6 +108,13 @@ class LlmChat(NodeType):
     )
     Params = ChatParams
     Output = ChatOutput
+
+    @classmethod
+    def cacheable(cls, params: Mapping[str, Any]) -> bool:
+        """Only at temperature 0 is an answer repeatable enough to serve from the output cache;
+        unset means the provider's default (not 0)."""
+        temperature = params.get("temperature")
+        return not isinstance(temperature, bool) and temperature == 0
     cost: ClassVar[CostModel] = LLM_COST
     policy: ClassVar[RunPolicy] = LLM_POLICY
 

@@ -1,0 +1,112 @@
+"""The output cache's store (SPEC §9): ``node_cache`` rows, bounded by bytes with LRU eviction.
+
+The repository's ``cache_get``/``cache_put``; :class:`StoredOutputCache` is them as the
+:class:`graph_runtime.ports.OutputCache` the executor is given. A put is an
+upsert (two tasks filling the same key at once both succeed, the later output wins — they are
+equal anyway), followed in the same transaction by an eviction pass: while the total size is
+above ``cache_max_bytes``, the entries with the oldest ``last_hit`` are deleted. A hit moves its
+entry's ``last_hit`` to now.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from nodes import codec
+from storage import convert
+from storage.repository_base import RepositoryBase
+from storage.tables import node_cache as cache_t
+
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+
+_KEY = sa.bindparam("b_key", type_=cache_t.c.key.type)
+_GET = sa.select(cache_t.c.output, cache_t.c.cost).where(cache_t.c.key == _KEY)
+_TOUCH = sa.update(cache_t).where(cache_t.c.key == _KEY).values(last_hit=sa.bindparam("b_now", type_=cache_t.c.last_hit.type))
+_TOTAL = sa.select(sa.func.coalesce(sa.func.sum(cache_t.c.size), 0))
+_PG_FILL_LOCK = sa.text("SELECT pg_advisory_xact_lock(7270561)")  # an arbitrary id of "the cache filler"
+_EVICT_PAGE = 100  # entries looked at per eviction round: one round frees a lot, rarely more than one
+
+
+class NodeCacheMethods(RepositoryBase):
+    """Get, put and evict output-cache entries. ``cache_max_bytes`` bounds the sum of their sizes."""
+
+    cache_max_bytes: int = DEFAULT_MAX_BYTES
+
+    async def cache_get(self, key: str) -> tuple[dict[str, Any], float] | None:
+        """The output under ``key`` and its run's cost, or None; a hit becomes the most recently used."""
+        async with self._read() as conn:
+            row = (await conn.execute(_GET, {"b_key": key})).first()
+        if row is None:
+            return None
+        async with self._write() as conn:
+            await conn.execute(_TOUCH, {"b_key": key, "b_now": convert.utcnow()})
+        return row.output, float(row.cost)
+
+    async def cache_put(self, key: str, node_type: str, output: dict[str, Any], cost: float) -> None:
+        """Store ``output`` under ``key`` (an upsert), then evict down to ``cache_max_bytes``.
+
+        An output larger than the whole bound is not stored (it would evict everything, then itself).
+        """
+        size = len(codec.dumps(output))
+        if size > self.cache_max_bytes:
+            return
+        now = convert.utcnow()
+        values = {"key": key, "node_type": node_type, "output": output, "cost": cost, "size": size,
+                  "created": now, "last_hit": now}
+        insert = self._insert(cache_t).values(**values)
+        upsert = insert.on_conflict_do_update(
+            index_elements=[cache_t.c.key],
+            set_={name: insert.excluded[name] for name in ("node_type", "output", "cost", "size", "last_hit")},
+        )
+        async with self._write() as conn:
+            if self._dialect == "postgresql":
+                # One filler at a time: two evictions deleting overlapping rows in different
+                # orders (or one behind another's upsert) would deadlock. SQLite's writers are
+                # serialised already.
+                await conn.execute(_PG_FILL_LOCK)
+            await conn.execute(upsert)
+            await _evict(conn, self.cache_max_bytes)
+
+    async def cache_size(self) -> tuple[int, int]:
+        """How many entries the cache holds and their total size in bytes."""
+        async with self._read() as conn:
+            row = (await conn.execute(sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(cache_t.c.size), 0))
+                                      .select_from(cache_t))).one()
+        return int(row[0]), int(row[1])
+
+
+async def _evict(conn: AsyncConnection, max_bytes: int) -> None:
+    """Delete least recently hit entries until their total is within ``max_bytes``."""
+    total = int((await conn.execute(_TOTAL)).scalar_one())
+    while total > max_bytes:
+        oldest = (await conn.execute(
+            sa.select(cache_t.c.key, cache_t.c.size).order_by(cache_t.c.last_hit, cache_t.c.key).limit(_EVICT_PAGE)
+        )).all()
+        doomed = []
+        for row in oldest:
+            if total <= max_bytes:
+                break
+            doomed.append(row.key)
+            total -= int(row.size)
+        if not doomed:
+            return
+        await conn.execute(sa.delete(cache_t).where(cache_t.c.key.in_(doomed)))
+
+
+@dataclass(frozen=True)
+class StoredOutputCache:
+    """:class:`graph_runtime.ports.OutputCache` on a repository (``Executor(cache=…)``)."""
+
+    repo: NodeCacheMethods
+
+    async def get(self, key: str) -> tuple[dict[str, Any], float] | None:
+        """See :meth:`NodeCacheMethods.cache_get`."""
+        return await self.repo.cache_get(key)
+
+    async def put(self, key: str, node_type: str, output: dict[str, Any], cost: float) -> None:
+        """See :meth:`NodeCacheMethods.cache_put`."""
+        await self.repo.cache_put(key, node_type, output, cost)
