@@ -149,6 +149,7 @@ class _TaskRun:
         self.waiting: dict[str, int] = {}  # unfinished predecessors per node
         self.remaining = 0  # nodes of the plan not succeeded yet
         self._ended_queue: asyncio.Queue[asyncio.Task[None]] = asyncio.Queue()
+        self._skips: list[NodeRun] = []  # skipped since the last _start, to record
 
     async def persist(self, write: Callable[[], Awaitable[None]]) -> None:
         """Run a store write, retrying while the database is busy or away: it costs latency,
@@ -242,7 +243,8 @@ class _TaskRun:
                 ready.append(node_id)
                 continue
             run = self.task.nodes[node_id]
-            run.status = NodeStatus.SKIPPED  # recorded with the task's next writes; resume decides it again
+            run.status = NodeStatus.SKIPPED  # recorded by _start's next call; a resume decides it again anyway
+            self._skips.append(run)
             self.remaining -= 1
             self.dirty.add(node_id)
             self._notify(run)
@@ -287,12 +289,22 @@ class _TaskRun:
 
     def _start(self, node_ids: list[str]) -> None:
         if self.ex.draining or self.failure is not None:
-            return
+            return  # the task's end records the skips
+        if self._skips:
+            # Recorded now (not only at the task's end) so the task view shows them while the
+            # taken branch runs; tracked like a node, so a lost lease surfaces in drive().
+            skips, self._skips = self._skips, []
+            saving = asyncio.create_task(self._save_skips(skips), name=f"skipped:{skips[0].node_id}")
+            saving.add_done_callback(self._ended_queue.put_nowait)
+            self.running[saving.get_name()] = saving
         for node_id in node_ids:
             if node_id not in self.running and self.task.nodes[node_id].status is NodeStatus.PENDING:
                 task = asyncio.create_task(self._run_node(node_id), name=node_id)
                 task.add_done_callback(self._ended_queue.put_nowait)
                 self.running[node_id] = task
+
+    async def _save_skips(self, runs: list[NodeRun]) -> None:
+        await asyncio.gather(*(self.save(run) for run in runs))
 
     async def _cancel_running(self) -> None:
         for pending in self.running.values():

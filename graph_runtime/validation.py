@@ -168,6 +168,11 @@ def _branch_problems(flow: Flow) -> list[str]:
             problems.append(f"edges.{i}.when: switch {edge.source!r} has no case {edge.when!r} "
                             f"(its cases: {', '.join(map(str, cases)) or 'none'})")
     for i, node in enumerate(flow.nodes):
+        cases, default = node.settings.get("cases"), node.settings.get("default")
+        if node.type == "switch" and isinstance(cases, dict) and isinstance(default, str) and default not in cases:
+            # The node's own check cannot run while its value is still to come from an edge.
+            problems.append(f"nodes.{i}.settings.default: {default!r} is not one of the cases "
+                            f"({', '.join(map(str, cases))}) (node {node.id!r})")
         if node.joins_any and len(parents.get(node.id, ())) < 2:
             problems.append(f"nodes.{i}.join: 'any' needs two predecessors or more to choose from "
                             f"(node {node.id!r} has {len(parents.get(node.id, ()))})")
