@@ -26,6 +26,7 @@ from storage import engine as storage_engine
 from storage import master_key
 from storage.files import LocalFileStore
 from storage.files.retention import RetentionSweeper
+from storage.node_cache import StoredOutputCache
 from storage.repository import Repository
 from storage.repository_leases import lease_renewer
 from storage.secrets import SecretCipher
@@ -39,6 +40,7 @@ async def open_services(settings: Settings, registry: Registry | None = None) ->
     engine = storage_engine.create_engine(settings.database_url)
     await storage_engine.create_schema(engine)
     repo = Repository(engine)
+    repo.cache_max_bytes = settings.cache_max_bytes
     key = master_key.load(settings.database_url,
                           settings.secrets_key.get_secret_value() if settings.secrets_key else None)
     cipher = SecretCipher.from_master(key)
@@ -55,7 +57,8 @@ async def open_services(settings: Settings, registry: Registry | None = None) ->
         FileResolver(files, http, allow_private=settings.http_allow_private, max_bytes=settings.max_file_bytes),
     ]
     executor = Executor(store=repo, registry=registry, http=http, allow_private=settings.http_allow_private,
-                        limits=settings.limits(), files=files, prices=prices, resolvers=resolvers)
+                        limits=settings.limits(), files=files, prices=prices, resolvers=resolvers,
+                        cache=StoredOutputCache(repo) if settings.cache_max_bytes > 0 else None)
     scheduler = Scheduler(repo, executor, max_concurrent=settings.max_concurrent_jobs,
                           poll_interval_s=settings.poll_interval_s, lease_s=settings.lease_s,
                           open_renewer=lease_renewer(engine))

@@ -54,6 +54,7 @@ class Settings(BaseSettings):
     max_file_bytes: int = Field(default=1024**3, ge=1)
     file_link_ttl_s: int = Field(default=86400, ge=1, le=10 * 365 * 86400)
     files_retention_days: int = Field(default=7, ge=1)
+    cache_max_bytes: int = Field(default=256 * 1024**2, ge=0)  # output cache bound (SPEC §9); 0 turns it off
     secrets_key: SecretStr | None = None  # base64 of 32 bytes; else a 0600 key file next to the database
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
 

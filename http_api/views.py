@@ -46,6 +46,8 @@ def node_view(run: NodeRun) -> dict[str, Any]:
         "cost": run.cost,
         "attempts": run.attempts,
         "error": run.error.as_dict() if run.error else None,
+        "cached": run.cached,
+        "saved_cost": run.saved_cost,
     }
 
 
@@ -72,8 +74,14 @@ def task_view(task: Task) -> dict[str, Any]:
         "started": timestamp(task.started),
         "error": task.error.as_dict() if task.error else None,
         "mode": task.request.mode,
+        "saved_cost": saved_cost(task),
         "nodes": {node_id: node_view(run) for node_id, run in task.nodes.items()},
     }
+
+
+def saved_cost(task: Task) -> float:
+    """What the task's nodes served from the output cache would have cost to run (SPEC §9)."""
+    return round(sum(run.saved_cost or 0.0 for run in task.nodes.values() if run.cached), 9)
 
 
 def task_summary_view(task: TaskSummary, include: frozenset[str]) -> dict[str, Any]:

@@ -66,6 +66,8 @@ class NodeRunView(Wire):
     cost: float | None
     attempts: int = Field(ge=0)
     error: RunError | None
+    cached: bool = Field(description="Served from the output cache: it did not run, its cost is 0.")
+    saved_cost: float | None = Field(description="When cached: what the run that filled the cache cost.")
 
 
 class TaskView(Wire):
@@ -93,6 +95,8 @@ class TaskView(Wire):
     started: Timestamp | None
     error: RunError | None
     mode: Mode = Field(description="Which value of each secret its nodes get (`dev` falls back to `prod`).")
+    saved_cost: float = Field(description="The sum of its cached nodes' `saved_cost`: what the output "
+                                          "cache saved this task.")
     nodes: dict[str, NodeRunView] = Field(description="Empty while queued; then every run-set node.")
 
 
