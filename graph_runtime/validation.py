@@ -55,6 +55,7 @@ def _edge_problems(flow: Flow, ids: set[str], registry: Registry) -> list[str]:
     graph = nx.DiGraph()
     graph.add_nodes_from(ids)
     types = {node.id: node.type for node in flow.nodes}
+    merges = {node.id for node in flow.nodes if node.joins_any}
     for i, edge in enumerate(flow.edges):
         where = f"edges.{i}"
         for end, node_id in (("from", edge.source), ("to", edge.target)):
@@ -66,7 +67,7 @@ def _edge_problems(flow: Flow, ids: set[str], registry: Registry) -> list[str]:
         if not edge.carries_value:
             continue  # a control edge (when:) feeds no input
         key = (edge.target, edge.input_name)
-        if key in fed:
+        if key in fed and edge.target not in merges:  # a merge after a branch: each branch may feed it
             problems.append(f"{where}: input {edge.input_name!r} of {edge.target!r} is already fed by edges.{fed[key]}")
         fed[key] = i
         if edge.input_name in contract.POLICY_KEYS:

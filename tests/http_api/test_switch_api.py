@@ -1,0 +1,67 @@
+"""A branch over HTTP: the untaken side is `skipped`, the task succeeds (status 3), load refuses bad branches."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.conftest import Api
+
+
+def greeting(**extra: Any) -> dict[str, Any]:
+    """start → switch on mood; happy → yay, sad → meh (templates); both feed e's text (join: any)."""
+    return {
+        "id": "greet",
+        "nodes": [
+            {"id": "s", "type": "start", "settings": {"data": {"mood": "happy", "name": "Ada"}}},
+            {"id": "sw", "type": "switch", "settings": {"cases": {"happy": "happy", "sad": "sad"}, "default": "sad"}},
+            {"id": "yay", "type": "template", "settings": {"template": "Great, {{ name }}!"}},
+            {"id": "meh", "type": "template", "settings": {"template": "Sorry, {{ name }}."}},
+            {"id": "e", "type": "end", "join": "any"},
+        ],
+        "edges": [
+            {"from": "s", "output": "mood", "to": "sw", "input": "value"},
+            {"from": "s", "output": "name", "to": "yay", "input": "name"},
+            {"from": "s", "output": "name", "to": "meh", "input": "name"},
+            {"from": "sw", "to": "yay", "when": "happy"},
+            {"from": "sw", "to": "meh", "when": "sad"},
+            {"from": "yay", "output": "text", "to": "e", "input": "text"},
+            {"from": "meh", "output": "text", "to": "e", "input": "text"},
+        ],
+        **extra,
+    }
+
+
+@pytest.mark.parametrize(("mood", "text", "skipped"), [
+    ("happy", "Great, Ada!", "meh"), ("sad", "Sorry, Ada.", "yay"), ("bored", "Sorry, Ada.", "yay"),
+])
+async def test_the_untaken_side_is_skipped_and_the_task_succeeds(api: Api, mood: str, text: str, skipped: str) -> None:
+    await api.put_flow(greeting())
+    body = {"node_settings": {"s": {"data": {"mood": mood}}}}
+    task = await api.execute("greet", body, params={"wait": "10"})
+    assert task["status"] == 3 and task["status_name"] == "succeeded" and task["error"] is None
+    assert task["result"] == {"text": text}
+    assert task["nodes"][skipped]["status"] == "skipped"
+    shown = await api.json("GET", f"/api/v1/task/{task['id']}", 200)
+    assert shown["nodes"][skipped]["status"] == "skipped"
+
+
+async def test_no_match_without_default_fails_naming_the_value(api: Api) -> None:
+    flow = greeting()
+    del flow["nodes"][1]["settings"]["default"]
+    await api.put_flow(flow)
+    task = await api.execute("greet", {"node_settings": {"s": {"data": {"mood": "bored"}}}}, params={"wait": "10"})
+    assert task["status"] == 4 and task["error"]["code"] == "node_failed" and task["error"]["node_id"] == "sw"
+    assert "'bored'" in task["error"]["message"]
+    assert {task["nodes"][n]["status"] for n in ("yay", "meh", "e")} == {"skipped"}
+
+
+async def test_put_refuses_a_when_naming_no_case_and_a_lonely_join_any(api: Api) -> None:
+    flow = greeting()
+    flow["edges"][4]["when"] = "angry"
+    flow["nodes"][0]["join"] = "any"
+    message = (await api.put_flow(flow, status=422))["error"]["message"]
+    assert "switch 'sw' has no case 'angry' (its cases: happy, sad)" in message
+    assert "nodes.0.join: 'any' needs two predecessors or more to choose from (node 's' has 0)" in message
+    assert (await api.json("GET", "/api/v1/flows/greet", 404))["error"]["code"]
