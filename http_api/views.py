@@ -97,7 +97,7 @@ def task_summary_view(task: TaskSummary, include: frozenset[str]) -> dict[str, A
     view.update(execution_time=task.execution_time, execution_cost=task.execution_cost, parent_id=None,
                 ref_id=f"flow:{task.flow_id};", task_type=TASK_TYPE_FLOW, is_hide=False, public_access_token=None,
                 file_result_link=None, flow_id=task.flow_id, revision=task.revision, started=timestamp(task.started),
-                error=task.error.as_dict() if task.error else None, mode=task.mode)
+                error=task.error.as_dict() if task.error else None, mode=task.mode, saved_cost=task.saved_cost)
     if "nodes" in include:
         view["nodes"] = {node_id: node_view(run) for node_id, run in (task.nodes or {}).items()}
     view["node_counts"] = {status.value: count for status, count in task.node_counts.items()}

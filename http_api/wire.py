@@ -135,6 +135,7 @@ class TaskSummaryView(Wire):
     started: Timestamp | None
     error: RunError | None
     mode: Mode
+    saved_cost: float = Field(description="As in the task: what the output cache saved it.")
     nodes: dict[str, NodeRunView] | None = Field(default=None, description="Only with `include=nodes`.")
     node_counts: NodeCounts
 

@@ -41,7 +41,8 @@ _SUMMARY = (task_t.c.id, task_t.c.flow_id, task_t.c.revision, task_t.c.status, t
 _LARGE = {"data": task_t.c.data, "result": task_t.c.result}
 _IDS: sa.BindParameter[list[int]] = sa.bindparam("ids", expanding=True)
 _STATUS_COUNTS = (
-    sa.select(run_t.c.task_id, run_t.c.status, sa.func.count().label("runs"))
+    sa.select(run_t.c.task_id, run_t.c.status, sa.func.count().label("runs"),
+              sa.func.sum(sa.case((run_t.c.cached, run_t.c.saved_cost), else_=0.0)).label("saved"))
     .where(run_t.c.task_id.in_(_IDS))
     .group_by(run_t.c.task_id, run_t.c.status)
 )
@@ -58,6 +59,7 @@ class TaskSummary:
 
     Attributes:
         node_counts: how many of its node runs are in each status (every status, zeros included).
+        saved_cost: what its nodes served from the output cache saved (SPEC §9).
         mode: ``prod`` or ``dev``, the mode it ran in.
         request: its request (Scade's ``data``), only when ``data`` was included.
         result: its result, only when ``result`` was included (else None).
@@ -76,6 +78,7 @@ class TaskSummary:
     error: RunError | None
     node_counts: Mapping[NodeStatus, int]
     mode: str = "prod"
+    saved_cost: float = 0.0
     request: TaskRequest | None = None
     result: dict[str, Any] | None = None
     nodes: Mapping[str, NodeRun] | None = None
@@ -132,13 +135,14 @@ class TaskHistoryMethods(RepositoryBase):
             rows = list((await conn.execute(_summaries(flow_id, status, before, limit + 1, mode))).all())
             more = len(rows) > limit
             rows = rows[:limit]
-            counts = await _status_counts(conn, [row.id for row in rows])
+            counts, saved = await _status_counts(conn, [row.id for row in rows])
             if wanted:
                 kept = await self._within_budget(conn, [row.id for row in rows], wanted, budget_bytes)
                 more = more or len(kept) < len(rows)
                 rows = await _with_large_columns(conn, rows[:len(kept)], wanted)
             nodes = await _runs_without_output(conn, [row.id for row in rows]) if "nodes" in wanted else {}
-        tasks = [_summary(row, counts.get(row.id, {}), wanted, nodes.get(row.id, {})) for row in rows]
+        tasks = [_summary(row, counts.get(row.id, {}), wanted, nodes.get(row.id, {}), saved.get(row.id, 0.0))
+                 for row in rows]
         return HistoryPage(tasks, tasks[-1].id if more and tasks else None, wanted)
 
     async def _within_budget(self, conn: AsyncConnection, ids: Sequence[int], include: frozenset[str],
@@ -219,12 +223,16 @@ def _summaries(flow_id: str | None, status: TaskStatus | None, before: int | Non
     return _filtered(sa.select(*_SUMMARY).order_by(task_t.c.id.desc()).limit(limit), flow_id, status, before, mode)
 
 
-async def _status_counts(conn: AsyncConnection, ids: list[int]) -> dict[int, dict[NodeStatus, int]]:
+async def _status_counts(conn: AsyncConnection, ids: list[int]) -> tuple[dict[int, dict[NodeStatus, int]],
+                                                                          dict[int, float]]:
+    """Node runs per status of each task, and what its cached nodes saved."""
     counts: dict[int, dict[NodeStatus, int]] = {}
+    saved: dict[int, float] = {}
     if ids:
         for row in await conn.execute(_STATUS_COUNTS, {"ids": ids}):
             counts.setdefault(row.task_id, {})[NodeStatus(row.status)] = row.runs
-    return counts
+            saved[row.task_id] = saved.get(row.task_id, 0.0) + float(row.saved or 0.0)
+    return counts, {task_id: round(total, 9) for task_id, total in saved.items()}
 
 
 async def _with_large_columns(conn: AsyncConnection, rows: list[sa.Row[Any]],
@@ -247,7 +255,7 @@ async def _runs_without_output(conn: AsyncConnection, ids: list[int]) -> dict[in
 
 
 def _summary(row: sa.Row[Any], counts: Mapping[NodeStatus, int], include: frozenset[str],
-             nodes: dict[str, NodeRun]) -> TaskSummary:
+             nodes: dict[str, NodeRun], saved_cost: float = 0.0) -> TaskSummary:
     return TaskSummary(
         id=row.id,
         flow_id=row.flow_id,
@@ -261,6 +269,7 @@ def _summary(row: sa.Row[Any], counts: Mapping[NodeStatus, int], include: frozen
         error=RunError.from_dict(row.error),
         node_counts={status: counts.get(status, 0) for status in NodeStatus},
         mode=row.mode,
+        saved_cost=saved_cost,
         request=TaskRequest.from_data(row.data) if "data" in include else None,
         result=row.result if "result" in include else None,
         nodes=nodes if "nodes" in include else None,

@@ -32,7 +32,7 @@ OTHER = 5  # small tasks of another flow, after the large ones
 # The summary fields of the task view; data, result and nodes come only when included.
 SUMMARY_FIELDS = ["id", "status", "status_name", "created", "finished", "execution_time", "execution_cost",
                   "parent_id", "ref_id", "task_type", "is_hide", "public_access_token", "file_result_link",
-                  "flow_id", "revision", "started", "error", "mode", "node_counts"]
+                  "flow_id", "revision", "started", "error", "mode", "saved_cost", "node_counts"]
 
 
 def request_for(tag: int, size: int) -> TaskRequest:
@@ -148,7 +148,8 @@ async def test_included_nodes_and_filters(api: Api) -> None:
     page = (await get(api, "flow_id=other&include=nodes"))[0]
     assert [tag_of_id for tag_of_id in (t["id"] for t in page["tasks"])] == list(range(LARGE + OTHER, LARGE, -1))
     assert all(set(t["nodes"]) == {"s", "e"} and "data" not in t and "result" not in t for t in page["tasks"])
-    assert all(set(n) == {"status", "started", "finished", "execution_time", "cost", "attempts", "error"}
+    assert all(set(n) == {"status", "started", "finished", "execution_time", "cost", "attempts", "error",
+                                            "cached", "saved_cost"}
                for t in page["tasks"] for n in t["nodes"].values())
     cancelled = (await get(api, "status=cancelled&flow_id=big&limit=200"))[0]["tasks"]
     assert len(cancelled) == LARGE // 4 and {t["status"] for t in cancelled} == {5}
