@@ -33,13 +33,13 @@ async def github_stand_in(aiohttp_server: Callable[..., Awaitable[Any]]) -> Any:
 def test_every_sample_flow_is_covered_here() -> None:
     shipped = {p.stem for p in SAMPLE_FLOWS.iterdir()}
     assert shipped == {"caption-image", "fan-out-fan-in", "two-starts-two-ends", "http-fetch", "guarded-summary",
-                       *PIPELINES}  # the pipelines run in test_sample_pipelines.py
+                       "branch-greeting", *PIPELINES}  # the pipelines run in test_sample_pipelines.py
 
 
 async def test_all_sample_flows_are_loaded(api: Api) -> None:
     flows = (await api.json("GET", "/api/v1/flows", 200))["flows"]
     assert {f["id"] for f in flows} == {"caption-image", "fan-out-fan-in", "two-starts-two-ends", "http-fetch", "1607",
-                                        *PIPELINES}
+                                        "branch-greeting", *PIPELINES}
 
 
 async def test_fan_out_fan_in_runs_its_branches_together(api: Api) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import Api
+from tests.processes import SAMPLE_FLOWS, last_json_line, run_cli, sqlite_url
 
 
 def greeting(**extra: Any) -> dict[str, Any]:
@@ -65,3 +67,22 @@ async def test_put_refuses_a_when_naming_no_case_and_a_lonely_join_any(api: Api)
     assert "switch 'sw' has no case 'angry' (its cases: happy, sad)" in message
     assert "nodes.0.join: 'any' needs two predecessors or more to choose from (node 's' has 0)" in message
     assert (await api.json("GET", "/api/v1/flows/greet", 404))["error"]["code"]
+
+
+@pytest.mark.parametrize(("mood", "text", "skipped"), [
+    ("happy", "Great to see you, Grace!", "console"), ("tired", "Sorry to hear that, Grace.", "cheer"),
+])
+async def test_the_shipped_branch_sample_takes_one_side(api: Api, mood: str, text: str, skipped: str) -> None:
+    body = {"node_settings": {"start": {"data": {"mood": mood, "name": "Grace"}}}}
+    task = await api.execute("branch-greeting", body, params={"wait": "10"})
+    assert task["status"] == 3 and task["result"] == {"text": text}
+    assert task["nodes"][skipped]["status"] == "skipped" and task["nodes"]["mood"]["status"] == "succeeded"
+
+
+def test_graph_runtime_run_takes_the_branch_the_input_names(tmp_path: Path) -> None:
+    result = run_cli("run", "branch-greeting", "--set", "start.data.mood=sad", "--db", sqlite_url(tmp_path / "x.db"),
+                     "--flows", str(SAMPLE_FLOWS), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    task = last_json_line(result.stdout)
+    assert task["status"] == 3 and task["result"] == {"text": "Sorry to hear that, Ada."}
+    assert task["nodes"]["cheer"]["status"] == "skipped"
