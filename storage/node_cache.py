@@ -3,9 +3,14 @@
 The repository's ``cache_get``/``cache_put``; :class:`StoredOutputCache` is them as the
 :class:`graph_runtime.ports.OutputCache` the executor is given. A put is an
 upsert (two tasks filling the same key at once both succeed, the later output wins — they are
-equal anyway), followed in the same transaction by an eviction pass: while the total size is
-above ``cache_max_bytes``, the entries with the oldest ``last_hit`` are deleted. A hit moves its
-entry's ``last_hit`` to now.
+equal anyway), followed in the same transaction, when due, by an eviction pass: while the total
+size is above ``cache_max_bytes``, the entries with the oldest ``last_hit`` are deleted. A hit
+moves its entry's ``last_hit`` to now.
+
+Summing the sizes reads the whole table, so a put does not do it every time: each repository
+keeps an estimate (the last exact total plus what it put since) and sums exactly when the
+estimate would pass the bound, or every ``CHECK_EVERY`` puts — which bounds what other processes
+sharing the database can add unseen between two checks.
 """
 
 from __future__ import annotations
@@ -31,10 +36,15 @@ _PG_FILL_LOCK = sa.text("SELECT pg_advisory_xact_lock(7270561)")  # an arbitrary
 _EVICT_PAGE = 100  # entries looked at per eviction round: one round frees a lot, rarely more than one
 
 
+CHECK_EVERY = 64
+
+
 class NodeCacheMethods(RepositoryBase):
     """Get, put and evict output-cache entries. ``cache_max_bytes`` bounds the sum of their sizes."""
 
     cache_max_bytes: int = DEFAULT_MAX_BYTES
+    _cache_estimate: int | None = None  # the total as this repository last knew it, plus its puts since
+    _puts_unchecked: int = 0
 
     async def cache_get(self, key: str) -> tuple[dict[str, Any], float] | None:
         """The output under ``key`` and its run's cost, or None; a hit becomes the most recently used."""
@@ -62,6 +72,8 @@ class NodeCacheMethods(RepositoryBase):
             index_elements=[cache_t.c.key],
             set_={name: insert.excluded[name] for name in ("node_type", "output", "cost", "size", "last_hit")},
         )
+        estimate = self._cache_estimate
+        due = estimate is None or estimate + size > self.cache_max_bytes or self._puts_unchecked + 1 >= CHECK_EVERY
         async with self._write() as conn:
             if self._dialect == "postgresql":
                 # One filler at a time: two evictions deleting overlapping rows in different
@@ -69,7 +81,17 @@ class NodeCacheMethods(RepositoryBase):
                 # serialised already.
                 await conn.execute(_PG_FILL_LOCK)
             await conn.execute(upsert)
-            await _evict(conn, self.cache_max_bytes)
+            total = await _evict(conn, self.cache_max_bytes) if due else (estimate or 0) + size
+        self._cache_estimate, self._puts_unchecked = total, 0 if due else self._puts_unchecked + 1
+
+    async def cache_evict(self) -> int:
+        """Evict down to ``cache_max_bytes`` now, whatever the estimate says; the total left."""
+        async with self._write() as conn:
+            if self._dialect == "postgresql":
+                await conn.execute(_PG_FILL_LOCK)
+            total = await _evict(conn, self.cache_max_bytes)
+        self._cache_estimate, self._puts_unchecked = total, 0
+        return total
 
     async def cache_size(self) -> tuple[int, int]:
         """How many entries the cache holds and their total size in bytes."""
@@ -79,8 +101,8 @@ class NodeCacheMethods(RepositoryBase):
         return int(row[0]), int(row[1])
 
 
-async def _evict(conn: AsyncConnection, max_bytes: int) -> None:
-    """Delete least recently hit entries until their total is within ``max_bytes``."""
+async def _evict(conn: AsyncConnection, max_bytes: int) -> int:
+    """Delete least recently hit entries until their total is within ``max_bytes``; the total left."""
     total = int((await conn.execute(_TOTAL)).scalar_one())
     while total > max_bytes:
         oldest = (await conn.execute(
@@ -93,8 +115,9 @@ async def _evict(conn: AsyncConnection, max_bytes: int) -> None:
             doomed.append(row.key)
             total -= int(row.size)
         if not doomed:
-            return
+            break
         await conn.execute(sa.delete(cache_t).where(cache_t.c.key.in_(doomed)))
+    return total
 
 
 @dataclass(frozen=True)

@@ -72,7 +72,11 @@ async def test_concurrent_puts_from_two_processes_all_succeed(make_repository: C
     cache_repo.cache_max_bytes = other.cache_max_bytes = 10 * _size({"value": 0})
     puts = [StoredOutputCache(repo).put(f"k{i % 12}", "merge", {"value": i % 12}, 0.1)
             for i in range(40) for repo in (cache_repo, other)]
-    await asyncio.gather(*puts)
+    await asyncio.gather(*puts)  # no deadlock, no error
+    count, total = await cache_repo.cache_size()
+    assert count <= 12
+    # Each process evicts on its own estimate: the other's puts show at its next check.
+    assert await cache_repo.cache_evict() <= cache_repo.cache_max_bytes
     count, total = await cache_repo.cache_size()
     assert count <= 10 and total <= cache_repo.cache_max_bytes
     for i in range(12):
@@ -88,3 +92,13 @@ async def test_node_runs_keep_cached_and_saved_cost(repo: Repository, saved_flow
     nodes = (await repo.get_task(task.id)).nodes
     assert (nodes["start"].cached, nodes["start"].saved_cost) == (True, 0.75)
     assert (nodes["end"].cached, nodes["end"].saved_cost) == (False, None)
+
+
+async def test_one_process_stays_within_the_bound_put_after_put(cache_repo: Repository) -> None:
+    cache = StoredOutputCache(cache_repo)
+    cache_repo.cache_max_bytes = 5 * _size({"value": 10}) + 3
+    for i in range(10, 90):
+        await cache.put(f"k{i}", "pick", {"value": i}, 0.0)
+        count, total = await cache_repo.cache_size()
+        assert total <= cache_repo.cache_max_bytes and count == min(5, i - 9)
+    assert await cache.get("k89") is not None and await cache.get("k84") is None
