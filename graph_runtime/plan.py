@@ -98,23 +98,42 @@ def levels(chosen: selection.Plan) -> tuple[tuple[str, ...], ...]:
 def estimate(chosen: selection.Plan, registry: Registry, prices: Mapping[str, Mapping[str, float]]) -> CostRange:
     """The cost range from each node type's :class:`CostModel`.
 
-    ``min`` sums every node's ``per_run`` (every node of the run set runs: nothing is skipped yet).
+    ``min`` sums the ``per_run`` of the nodes that run whatever a ``switch`` decides (a node behind
+    a ``when`` edge may be skipped, and so may what depends on it, unless a ``join: any`` has a
+    sure predecessor); ``max`` counts every node.
     ``max`` adds ``per_second`` × the node's timeout (:data:`DEFAULT_RUN_SECONDS` when it has none)
     and, for ``llm.*`` types, the tokens priced by the node's ``prices`` or ``prices[model]``:
     the input estimate (:data:`CHARS_PER_TOKEN`, :data:`EDGE_INPUT_TOKENS`) plus ``max_tokens`` of
     output. Other usage units, a model with no price and an unset ``max_tokens`` count 0.
     """
     low = high = 0.0
+    optional = maybe_skipped(chosen)
     for node_id in chosen.order:
         node_type = registry.get(chosen.flow.node(node_id).type)
         settings = chosen.settings[node_id]
         cost = node_type.cost
-        low += cost.per_run
+        low += 0.0 if node_id in optional else cost.per_run
         high += cost.per_run + (cost.per_second * _seconds(node_type, settings) if cost.per_second else 0.0)
         if node_type.type.startswith("llm."):
             inputs = len(chosen.inbound[node_id])
             high += _token_credits(settings, prices, inputs) * cost.per_unit.get("token_credits", 0.0)
     return CostRange(round(low, 9), round(high, 9))
+
+
+def maybe_skipped(chosen: selection.Plan) -> frozenset[str]:
+    """The run-set nodes a switch may leave skipped (the executor's rule, decided ahead for every case)."""
+    if not any(edge.when is not None for edges in chosen.inbound.values() for edge in edges):
+        return frozenset()  # no branch in the run set: the common case costs one pass
+    optional: set[str] = set()
+    for node_id in chosen.order:
+        sure = {edge.source for edge in chosen.inbound[node_id] if edge.when is None and edge.source not in optional}
+        preds = chosen.predecessors[node_id]
+        if chosen.flow.node(node_id).joins_any:
+            if preds and not sure:
+                optional.add(node_id)
+        elif len(sure) < len(preds):
+            optional.add(node_id)
+    return frozenset(optional)
 
 
 def _seconds(node_type: type[contract.NodeType], settings: Mapping[str, Any]) -> float:

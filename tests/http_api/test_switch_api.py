@@ -86,3 +86,21 @@ def test_graph_runtime_run_takes_the_branch_the_input_names(tmp_path: Path) -> N
     task = last_json_line(result.stdout)
     assert task["status"] == 3 and task["result"] == {"text": "Sorry to hear that, Ada."}
     assert task["nodes"]["cheer"]["status"] == "skipped"
+
+
+async def test_plan_leaves_the_branches_out_of_the_minimum_cost(api: Api) -> None:
+    # test.echo costs 0.5 a run: A and B are the branches (either may be skipped, even both: a case
+    # may have no edge), C runs whatever the switch decides.
+    flow = {
+        "id": "priced",
+        "nodes": [{"id": "s", "type": "start", "settings": {"data": {"x": 1}}},
+                  {"id": "sw", "type": "switch", "settings": {"cases": {"a": 1, "b": 2}}},
+                  {"id": "A", "type": "test.echo"}, {"id": "B", "type": "test.echo"}, {"id": "C", "type": "test.echo"},
+                  {"id": "j", "type": "merge", "join": "any"}, {"id": "e", "type": "end"}],
+        "edges": [{"from": "s", "output": "x", "to": "sw", "input": "value"}, {"from": "s", "to": "C"},
+                  {"from": "sw", "to": "A", "when": "a"}, {"from": "sw", "to": "B", "when": "b"},
+                  {"from": "A", "to": "j"}, {"from": "B", "to": "j"}, {"from": "j", "to": "e"}, {"from": "C", "to": "e"}],
+    }
+    await api.put_flow(flow)
+    answer = await api.json("POST", "/api/v1/flow/priced/plan", 200, json={})
+    assert answer["estimated_cost"] == {"min": 0.5, "max": 1.5}
