@@ -5,7 +5,7 @@ The repository's ``cache_get``/``cache_put``; :class:`StoredOutputCache` is them
 upsert (two tasks filling the same key at once both succeed, the later output wins — they are
 equal anyway), followed in the same transaction, when due, by an eviction pass: while the total
 size is above ``cache_max_bytes``, the entries with the oldest ``last_hit`` are deleted. A hit
-moves its entry's ``last_hit`` to now.
+moves its entry's ``last_hit`` to now (when it is older than a minute).
 
 Summing the sizes reads the whole table, so a put does not do it every time: each repository
 keeps an estimate (the last exact total plus what it put since) and sums exactly when the
@@ -29,7 +29,7 @@ from storage.tables import node_cache as cache_t
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 
 _KEY = sa.bindparam("b_key", type_=cache_t.c.key.type)
-_GET = sa.select(cache_t.c.output, cache_t.c.cost).where(cache_t.c.key == _KEY)
+_GET = sa.select(cache_t.c.output, cache_t.c.cost, cache_t.c.last_hit).where(cache_t.c.key == _KEY)
 _TOUCH = sa.update(cache_t).where(cache_t.c.key == _KEY).values(last_hit=sa.bindparam("b_now", type_=cache_t.c.last_hit.type))
 _TOTAL = sa.select(sa.func.coalesce(sa.func.sum(cache_t.c.size), 0))
 _PG_FILL_LOCK = sa.text("SELECT pg_advisory_xact_lock(7270561)")  # an arbitrary id of "the cache filler"
@@ -43,6 +43,9 @@ class NodeCacheMethods(RepositoryBase):
     """Get, put and evict output-cache entries. ``cache_max_bytes`` bounds the sum of their sizes."""
 
     cache_max_bytes: int = DEFAULT_MAX_BYTES
+    cache_touch_after_s: float = 60.0
+    """A hit moves ``last_hit`` only when it is older than this: LRU to the minute, and a hot
+    entry's hits stay reads (a write per hit would double a cached node's database work)."""
     _cache_estimate: int | None = None  # the total as this repository last knew it, plus its puts since
     _puts_unchecked: int = 0
 
@@ -52,8 +55,10 @@ class NodeCacheMethods(RepositoryBase):
             row = (await conn.execute(_GET, {"b_key": key})).first()
         if row is None:
             return None
-        async with self._write() as conn:
-            await conn.execute(_TOUCH, {"b_key": key, "b_now": convert.utcnow()})
+        now = convert.utcnow()
+        if (now - row.last_hit).total_seconds() >= self.cache_touch_after_s:
+            async with self._write() as conn:
+                await conn.execute(_TOUCH, {"b_key": key, "b_now": now})
         return row.output, float(row.cost)
 
     async def cache_put(self, key: str, node_type: str, output: dict[str, Any], cost: float) -> None:

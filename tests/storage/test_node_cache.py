@@ -43,7 +43,7 @@ async def test_eviction_drops_the_least_recently_hit_until_within_the_bound(cach
     cache = StoredOutputCache(cache_repo)
     outputs = {key: {"text": key * 20} for key in "abcd"}
     entry = _size(outputs["a"])
-    cache_repo.cache_max_bytes = 3 * entry
+    cache_repo.cache_max_bytes, cache_repo.cache_touch_after_s = 3 * entry, 0.0
     for key in "abc":
         await cache.put(key, "template", outputs[key], 1.0)
         await asyncio.sleep(0.002)  # distinct last_hit times
@@ -55,6 +55,21 @@ async def test_eviction_drops_the_least_recently_hit_until_within_the_bound(cach
         assert await cache.get(key) == (outputs[key], 1.0)
     count, total = await cache_repo.cache_size()
     assert (count, total) == (3, 3 * entry)
+
+
+async def test_a_hit_moves_last_hit_only_when_it_is_older_than_a_minute(cache_repo: Repository) -> None:
+    cache = StoredOutputCache(cache_repo)
+    await cache.put("k", "pick", {"value": 1}, 0.0)
+
+    async def last_hit() -> object:
+        async with cache_repo.engine.connect() as conn:
+            return (await conn.execute(sa.select(node_cache.c.last_hit))).scalar_one()
+
+    filled = await last_hit()
+    await asyncio.sleep(0.002)
+    assert await cache.get("k") is not None and await last_hit() == filled  # a read only
+    cache_repo.cache_touch_after_s = 0.0
+    assert await cache.get("k") is not None and await last_hit() > filled  # type: ignore[operator]
 
 
 async def test_an_output_larger_than_the_bound_is_not_kept(cache_repo: Repository) -> None:
