@@ -260,4 +260,6 @@ def fed_from_outside(flow: Flow, registry: Registry, start: str, end: str) -> tu
         errors.SelectionError: ``start`` is not upstream of ``end``.
     """
     selected = _topology(flow, registry, start, end).selected
-    return tuple(edge for edge in flow.edges if edge.target in selected and edge.source not in selected)
+    # A control edge (a switch's `when` with no value) brings nothing: nothing to take from a task.
+    return tuple(edge for edge in flow.edges
+                 if edge.target in selected and edge.source not in selected and edge.carries_value)

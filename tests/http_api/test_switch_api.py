@@ -104,3 +104,19 @@ async def test_plan_leaves_the_branches_out_of_the_minimum_cost(api: Api) -> Non
     await api.put_flow(flow)
     answer = await api.json("POST", "/api/v1/flow/priced/plan", 200, json={})
     assert answer["estimated_cost"] == {"min": 0.5, "max": 1.5}
+
+
+async def test_a_rerun_from_a_branch_node_takes_no_value_for_its_control_edge(api: Api) -> None:
+    flow = {"id": "strict", "nodes": [{"id": "s", "type": "start", "settings": {"data": {"v": 5}}},
+                                      {"id": "sw", "type": "switch", "settings": {"cases": {"five": 5}}},
+                                      {"id": "c", "type": "constant", "settings": {"value": "taken"}}],
+            "edges": [{"from": "s", "output": "v", "to": "sw", "input": "value"},
+                      {"from": "sw", "to": "c", "when": "five"}],
+            "defaults": {"end_node_id": "c"}}
+    await api.put_flow(flow)
+    first = await api.execute("strict", {}, params={"wait": "10"})
+    assert first["status"] == 3 and first["result"] == {"value": "taken"}
+    # constant has no parameter named after the switch: the control edge must not bring one.
+    again = await api.execute("strict", {"from_task_id": first["id"], "start_node_id": "c",
+                                         "node_settings": {"c": {"value": "again"}}}, params={"wait": "10"})
+    assert again["status"] == 3 and again["result"] == {"value": "again"}
