@@ -9,6 +9,7 @@ cancellation.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import functools
@@ -238,9 +239,9 @@ class _TaskRun:
         """Of nodes whose predecessors have all ended, those that run; the others are skipped,
         and a skip counts as an ended predecessor downstream, so skips propagate."""
         assert self.plan is not None
-        ready, queue = [], list(decided)
+        ready, queue = [], collections.deque(decided)
         while queue:
-            node_id = queue.pop(0)
+            node_id = queue.popleft()
             if self._reached(node_id):
                 ready.append(node_id)
                 continue
