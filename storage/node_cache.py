@@ -16,6 +16,7 @@ sharing the database can add unseen between two checks.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -134,6 +135,16 @@ class NodeCacheMethods(RepositoryBase):
             total = await _evict(conn, self.cache_max_bytes)
         self._cache_estimate, self._puts_unchecked = total, 0
         return total
+
+    async def cache_has(self, keys: Iterable[str]) -> set[str]:
+        """Which of ``keys`` the cache holds, changing nothing (a plan's ``cached``: it writes nothing)."""
+        wanted = list(dict.fromkeys(keys))
+        found: set[str] = set()
+        async with self._read() as conn:
+            for start in range(0, len(wanted), 500):
+                batch = wanted[start:start + 500]
+                found.update((await conn.execute(sa.select(cache_t.c.key).where(cache_t.c.key.in_(batch)))).scalars())
+        return found
 
     async def cache_size(self) -> tuple[int, int]:
         """How many entries the cache holds and their total size in bytes."""

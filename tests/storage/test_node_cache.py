@@ -117,3 +117,9 @@ async def test_one_process_stays_within_the_bound_put_after_put(cache_repo: Repo
         count, total = await cache_repo.cache_size()
         assert total <= cache_repo.cache_max_bytes and count == min(5, i - 9)
     assert await cache.get("k89") is not None and await cache.get("k84") is None
+
+
+async def test_cache_has_tells_which_keys_are_held_without_touching_them(cache_repo: Repository) -> None:
+    await StoredOutputCache(cache_repo).put("held", "pick", {"value": 1}, 0.0)
+    assert await cache_repo.cache_has(["held", "not", "held"]) == {"held"}
+    assert await cache_repo.cache_has([]) == set()
