@@ -20,7 +20,7 @@ from http_api.settings import Settings
 from nodes.contract import CostModel, RunContext
 from tests import openai_standin
 from tests.conftest import Api
-from tests.support import Echo, FileSize, FlowBuilder, registry_with_test_types
+from tests.support import Echo, FileMake, FileSize, FlowBuilder, registry_with_test_types
 
 
 class PricedEcho(Echo):
@@ -46,12 +46,24 @@ class CachedFileSize(FileSize):
         return await super().run(params, ctx)
 
 
+class CachedFileMake(FileMake):
+    type = "test.cached_file_make"
+    deterministic = True
+    runs: ClassVar[int] = 0
+
+    async def run(self, params: Any, ctx: RunContext) -> Any:
+        CachedFileMake.runs += 1
+        return await super().run(params, ctx)
+
+
 ECHO = FlowBuilder("echo").node("a", "test.cached_echo", word="hi").node("b", "test.cached_echo", n=2) \
     .edge("a", "b", output="word", input="word").build()
 ECHO_RUN = {"start_node_id": "a", "end_node_id": "b", "result_node_id": "b"}
 SIZE = FlowBuilder("size").node("make", "test.file_make").node("size", "test.cached_file_size") \
     .edge("make", "size", output="file", input="file").build()
 SIZE_RUN = {"start_node_id": "size", "end_node_id": "size", "result_node_id": "size"}
+MAKE = FlowBuilder("make").node("make", "test.cached_file_make", text="cached").build()
+MAKE_RUN = {"start_node_id": "make", "end_node_id": "make", "result_node_id": "make"}
 CHAT = FlowBuilder("chat").node("ask", "llm.chat", model="m", prompt="Say hi", prices={"input": 1000, "output": 2000}) \
     .build()
 CHAT_RUN = {"start_node_id": "ask", "end_node_id": "ask", "result_node_id": "ask"}
@@ -62,12 +74,13 @@ async def cache_api(aiohttp_client: Any, settings: Settings) -> AsyncIterator[Ap
     registry = registry_with_test_types()
     registry.register(PricedEcho)
     registry.register(CachedFileSize)
+    registry.register(CachedFileMake)
     PricedEcho.runs.clear()
-    CachedFileSize.runs = 0
+    CachedFileSize.runs = CachedFileMake.runs = 0
     client = await aiohttp_client(create_app(settings, registry=registry))
     _, token = await auth.issue_key(client.server.app[SERVICES].repo, "test-admin", "admin")
     api = Api(client, token)
-    for flow in (ECHO, SIZE, CHAT):
+    for flow in (ECHO, SIZE, MAKE, CHAT):
         await api.put_flow(flow)
     yield api
 
@@ -136,6 +149,18 @@ async def test_a_file_is_keyed_by_its_bytes_not_its_id(cache_api: Api) -> None:
     other = await upload(cache_api, b"other bytes")
     third = await run(cache_api, "size", {**SIZE_RUN, "node_settings": {"size": {"file": {"$file": other["$file"]}}}})
     assert third["nodes"]["size"]["cached"] is False and CachedFileSize.runs == 2
+
+
+async def test_a_cached_output_whose_file_was_deleted_is_a_miss(cache_api: Api) -> None:
+    first = await run(cache_api, "make", MAKE_RUN)
+    again = await run(cache_api, "make", MAKE_RUN)
+    assert again["nodes"]["make"]["cached"] is True and again["result"]["file"]["$file"] == first["result"]["file"]["$file"]
+    response = await cache_api.request("DELETE", f"/api/v1/files/{first['result']['file']['$file']}")
+    assert response.status in (200, 204), await response.text()
+    fresh = await run(cache_api, "make", MAKE_RUN)
+    assert fresh["nodes"]["make"]["cached"] is False and CachedFileMake.runs == 2
+    assert fresh["result"]["file"]["$file"] != first["result"]["file"]["$file"]
+    assert (await run(cache_api, "make", MAKE_RUN))["nodes"]["make"]["cached"] is True  # filled again
 
 
 async def test_llm_chat_is_cached_at_temperature_0_only(cache_api: Api, standin: Any) -> None:
