@@ -20,18 +20,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from graph_runtime import errors, selection
+from graph_runtime import errors, output_cache, selection
 from graph_runtime.attempts import run_attempts
 from graph_runtime.commits import GroupCommitter
 from graph_runtime.flow import Edge
 from graph_runtime.models import NodeRun, NodeStatus, RunError, Task, TaskOutcome, TaskStatus, start_order_key
-from graph_runtime.output_cache import cache_key, file_ids
+from graph_runtime.output_cache import cache_key
 from graph_runtime.ports import OutputCache, TaskStore
 from graph_runtime.resolve import ParamResolver, redact
 from graph_runtime.shielding import outlast_cancel
 from nodes import errors as node_errors
 from nodes.contract import NodeType, RunContext
-from nodes.files import FileNotFound, FileStore
+from nodes.files import FileStore
 from nodes.limits import Limits
 from nodes.registry import Registry
 
@@ -373,35 +373,18 @@ class _TaskRun:
         log.debug("node finished", extra={"action": "node_finished", "task_id": self.task.id, "node_id": node_id})
 
     async def _from_cache(self, run: NodeRun, key: str | None) -> dict[str, Any] | None:
-        """The cached output under ``key`` (SPEC §9), marking ``run`` as served from it; None on a
-        miss. An entry whose files were deleted since (retention) is a miss: it is filled again."""
+        """The cached output under ``key`` (SPEC §9), marking ``run`` as served from it; None on a miss."""
         if key is None or self.ex.cache is None:
             return None
-        try:
-            found = await self.ex.cache.get(key)
-            if found is None:
-                return None
-            if self.ex.files is not None:
-                for file_id in file_ids(found[0]):
-                    await self.ex.files.get(file_id)
-        except FileNotFound:
-            return None
-        except node_errors.GraphRuntimeError as exc:  # the cache is unreachable or refused: run the node
-            log.warning("output cache unavailable, running the node: %s", exc.message,
-                        extra={"action": "cache_unavailable", "task_id": self.task.id, "node_id": run.node_id})
+        found = await output_cache.lookup(self.ex.cache, self.ex.files, key, self.task.id, run.node_id)
+        if found is None:
             return None
         run.cached, run.saved_cost, run.started = True, found[1], run.started or utcnow()
         return found[0]
 
     async def _fill_cache(self, key: str | None, node_type: str, output: dict[str, Any], cost: float) -> None:
-        """Keep a fresh output for the next run with the same key; a cache that cannot take it is
-        no node's failure."""
-        if key is None or self.ex.cache is None:
-            return
-        try:
-            await self.ex.cache.put(key, node_type, output, cost)
-        except (node_errors.GraphRuntimeError, TypeError, ValueError) as exc:  # storage refusals included
-            log.warning("output not cached: %s", exc, extra={"action": "cache_put_failed", "task_id": self.task.id})
+        if key is not None and self.ex.cache is not None:
+            await output_cache.fill(self.ex.cache, key, node_type, output, cost, self.task.id)
 
     async def _resolved(self, node_id: str, instance: NodeType, params: dict[str, Any]) -> tuple[dict[str, Any], frozenset[str]]:
         """``params`` with their references (files, secrets…) resolved, and the secret values to redact."""

@@ -12,12 +12,16 @@ named after it) does not.
 from __future__ import annotations
 
 import hashlib
+import logging
 from typing import Any
 
+from graph_runtime.ports import OutputCache
 from nodes import codec, contract
 from nodes import errors as node_errors
 from nodes.contract import NodeType
-from nodes.files import FILE_KEY, file_values, is_file_value
+from nodes.files import FILE_KEY, FileNotFound, FileStore, file_values, is_file_value
+
+log = logging.getLogger(__name__)
 
 
 def cache_key(node_type: type[NodeType], params: dict[str, Any]) -> str | None:
@@ -51,3 +55,32 @@ def _by_content(value: Any) -> Any:
 def file_ids(output: Any) -> list[str]:
     """The ids of the files a cached output refers to (each must still exist for a hit)."""
     return [str(item[FILE_KEY]) for item in file_values(output)]
+
+
+async def lookup(cache: OutputCache, files: FileStore | None, key: str, task_id: int,
+                 node_id: str) -> tuple[dict[str, Any], float] | None:
+    """The output and cost cached under ``key``, or None. An entry whose files were deleted since
+    (retention, a user's DELETE) is a miss, filled again after the run; a cache that cannot answer
+    is a miss too (logged): the node runs."""
+    try:
+        found = await cache.get(key)
+        if found is not None and files is not None:
+            for file_id in file_ids(found[0]):
+                await files.get(file_id)
+    except FileNotFound:
+        return None
+    except node_errors.GraphRuntimeError as exc:  # unreachable or refused (storage errors included)
+        log.warning("output cache unavailable, running the node: %s", exc.message,
+                    extra={"action": "cache_unavailable", "task_id": task_id, "node_id": node_id})
+        return None
+    return found
+
+
+async def fill(cache: OutputCache, key: str, node_type: str, output: dict[str, Any], cost: float,
+               task_id: int) -> None:
+    """Keep a fresh output for the next run with the same key; a cache that cannot take it is no
+    node's failure (logged)."""
+    try:
+        await cache.put(key, node_type, output, cost)
+    except (node_errors.GraphRuntimeError, TypeError, ValueError) as exc:
+        log.warning("output not cached: %s", exc, extra={"action": "cache_put_failed", "task_id": task_id})
