@@ -8,7 +8,8 @@ Task states (``TaskStatus``; the number is Scade's ``status``)::
 Node-run states (``NodeStatus``)::
 
     pending ──▶ running ──▶ succeeded | failed | cancelled
-       └──────────────────▶ skipped  (an upstream failure or a cancel stopped the task first)
+       └──────────────────▶ skipped  (an upstream failure or a cancel stopped the task first, or a
+                                       switch took another branch)
 """
 
 from __future__ import annotations
