@@ -49,7 +49,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from tests.processes import ROOT, START_TIMEOUT, ServerProcess, free_port, process_env, sqlite_url
+from tests.processes import ROOT, START_TIMEOUT, ServerProcess, free_port, http_raw, process_env, sqlite_url
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -62,7 +62,6 @@ CPU_WINDOW_S = 0.5
 ENDED = ("succeeded", "failed", "cancelled")
 SERVER_FLAGS = ("--http-allow-private", "true", "--poll-interval-s", "0.2")
 
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 # --------------------------------------------------------------------------- the code under attack
@@ -166,20 +165,7 @@ def start(target: Target, args: Sequence[str], *, cwd: Path, test_types: bool = 
 
 # --------------------------------------------------------------------------- HTTP and /proc
 
-def fetch(method: str, url: str, *, token: str | None = None, body: Any = None,
-          timeout: float = 10.0) -> tuple[int, bytes]:
-    """One request; ``(status, raw body)`` for any status."""
-    headers = {"Content-Type": "application/json"} if body is not None else {}
-    if token is not None:
-        headers["Authorization"] = f"Basic {token}"
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method, headers=headers)
-    try:
-        with _OPENER.open(request, timeout=timeout) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, exc.read()
+fetch = http_raw  # one request, ``(status, raw body)`` for any status
 
 
 def call(method: str, url: str, **kwargs: Any) -> tuple[int, Any]:

@@ -127,9 +127,9 @@ def wait_until(check: Callable[[], T], *, timeout: float, interval: float = 0.02
         time.sleep(interval)
 
 
-def http_json(method: str, url: str, *, token: str | None = None, body: Any = None,
-              timeout: float = 10.0) -> tuple[int, Any]:
-    """One request; answers ``(status, parsed JSON body or None)`` for any status."""
+def http_raw(method: str, url: str, *, token: str | None = None, body: Any = None,
+             timeout: float = 10.0) -> tuple[int, bytes]:
+    """One request; answers ``(status, raw body)`` for any status."""
     headers = {"Content-Type": "application/json"} if body is not None else {}
     if token is not None:
         headers["Authorization"] = f"Basic {token}"
@@ -137,10 +137,17 @@ def http_json(method: str, url: str, *, token: str | None = None, body: Any = No
     request = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with _OPENER.open(request, timeout=timeout) as response:
-            return response.status, _parse(response.read())
+            return response.status, response.read()
     except urllib.error.HTTPError as exc:
         with closing(exc):
-            return exc.code, _parse(exc.read())
+            return exc.code, exc.read()
+
+
+def http_json(method: str, url: str, *, token: str | None = None, body: Any = None,
+              timeout: float = 10.0) -> tuple[int, Any]:
+    """One request; answers ``(status, parsed JSON body or None)`` for any status."""
+    status, raw = http_raw(method, url, token=token, body=body, timeout=timeout)
+    return status, _parse(raw)
 
 
 def _parse(raw: bytes) -> Any:
