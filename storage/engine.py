@@ -9,8 +9,10 @@ schema upgrade (:func:`create_schema`, revisions in ``storage/migrations``) and 
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import logging
+import time
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction, create_async_engine
 
 from nodes import codec
 from storage import convert, migrations, tables
@@ -175,8 +177,16 @@ async def start_lock(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     block exits normally, rolls back when it raises.
     """
     if engine.dialect.name != "postgresql":
-        async with engine.execution_options(**{WRITE_OPTION: EXCLUSIVE}).begin() as conn:
+        conn, transaction = await _sqlite_exclusive(engine)
+        try:
             yield conn
+        except BaseException:
+            await transaction.rollback()
+            raise
+        else:
+            await transaction.commit()
+        finally:
+            await conn.close()
         return
     async with engine.connect() as conn:
         await conn.exec_driver_sql(f"SELECT pg_advisory_lock({START_LOCK_KEY})")
@@ -186,6 +196,32 @@ async def start_lock(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
                 yield conn
         finally:
             await _advisory_unlock(conn)
+
+
+START_WAIT_S = 60.0
+"""How long a starting process waits for another one's start (its schema upgrade) on SQLite."""
+
+
+async def _sqlite_exclusive(engine: AsyncEngine) -> tuple[AsyncConnection, AsyncTransaction]:
+    """A connection in a ``BEGIN EXCLUSIVE`` transaction, waiting for other starting processes.
+
+    One busy timeout is too short here: the process ahead may be running every schema revision
+    on a loaded machine, and even opening a connection (its pragmas) can find the file locked.
+    Start-up can afford to wait, so a locked database is tried again until START_WAIT_S.
+    """
+    deadline = time.monotonic() + START_WAIT_S
+    exclusive = engine.execution_options(**{WRITE_OPTION: EXCLUSIVE})
+    while True:
+        conn: AsyncConnection | None = None
+        try:
+            conn = await exclusive.connect()
+            return conn, await conn.begin()
+        except sa_exc.OperationalError as exc:
+            if conn is not None:
+                await conn.close()
+            if "locked" not in str(exc.orig) or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.1)
 
 
 async def _advisory_unlock(conn: AsyncConnection) -> None:
