@@ -14,6 +14,7 @@ from graph_runtime.scheduler import Scheduler
 from http_api import errors, file_links, routes_files, routes_flows, routes_keys, routes_openapi, routes_secrets, routes_tasks
 from http_api.auth import KeyChecker, make_auth_middleware
 from http_api.body import SERVICES
+from http_api.dashboard import routes as dashboard
 from http_api.file_links import FileLinks
 from http_api.file_resolver import FileResolver
 from http_api.flows_dir import load_flows_dir
@@ -109,7 +110,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
     app.cleanup_ctx.append(lifecycle)
     app.on_shutdown.append(_stop_accepting)
     for table in (routes_tasks.routes, routes_flows.routes, routes_keys.routes, routes_openapi.routes,
-                  routes_files.routes, routes_secrets.routes):
+                  routes_files.routes, routes_secrets.routes, dashboard.routes):
         app.router.add_routes(table)
     cors = aiohttp_cors.setup(app, defaults={"*": aiohttp_cors.ResourceOptions(
         allow_headers="*", allow_methods="*", expose_headers="*", max_age=3600)})

@@ -146,8 +146,11 @@ async def plan_flow(request: web.Request) -> web.Response:
 @routes.get("/api/v1/task/{task_id}")
 async def get_task(request: web.Request) -> web.Response:
     task_id = path_int(request, "task_id", flow_errors.TaskNotFound)
+    include = request.query.get("include") or None
+    if include not in (None, "outputs"):
+        raise errors.RequestInvalid("include can name outputs (each node's output), nothing else", field="include")
     task = await _services(request).repo.get_task(task_id)
-    return _answer(_services(request), task_view(task))
+    return _answer(_services(request), task_view(task, outputs=include == "outputs"))
 
 
 @routes.post("/api/v1/task/{task_id}/cancel")

@@ -37,8 +37,10 @@ def timestamp_text(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
-def node_view(run: NodeRun) -> dict[str, Any]:
-    return {
+def node_view(run: NodeRun, *, output: bool = False) -> dict[str, Any]:
+    """A node run; with ``output`` its output too (``GET /task/{id}?include=outputs``, the dashboard's
+    node panel): left out by default, since a poll would otherwise carry every node's output."""
+    view = {
         "status": run.status.value,
         "started": timestamp(run.started),
         "finished": timestamp(run.finished),
@@ -49,9 +51,12 @@ def node_view(run: NodeRun) -> dict[str, Any]:
         "cached": run.cached,
         "saved_cost": run.saved_cost,
     }
+    if output:
+        view["output"] = run.output
+    return view
 
 
-def task_view(task: Task) -> dict[str, Any]:
+def task_view(task: Task, *, outputs: bool = False) -> dict[str, Any]:
     """Scade's task fields with their names and meanings, then ours."""
     return {
         "id": task.id,
@@ -75,7 +80,7 @@ def task_view(task: Task) -> dict[str, Any]:
         "error": task.error.as_dict() if task.error else None,
         "mode": task.request.mode,
         "saved_cost": saved_cost(task),
-        "nodes": {node_id: node_view(run) for node_id, run in task.nodes.items()},
+        "nodes": {node_id: node_view(run, output=outputs) for node_id, run in task.nodes.items()},
     }
 
 

@@ -1,0 +1,57 @@
+// The router: the part of the URL after "#" names the page, so every page has a link and the
+// browser's back button works, with one HTML file served by the server.
+import { key } from "./api.js";
+import { h } from "./dom.js";
+import { signInPage } from "./pages/signin.js";
+import { flowsPage } from "./pages/flows.js";
+import { flowPage } from "./pages/flow.js";
+import { tasksPage } from "./pages/tasks.js";
+import { taskPage } from "./pages/task.js";
+import { keysPage, secretsPage } from "./pages/admin.js";
+
+const ROUTES = [
+  [/^\/signin$/, signInPage],
+  [/^\/flows$/, flowsPage],
+  [/^\/flow\/([^/]+)$/, flowPage],
+  [/^\/tasks$/, tasksPage],
+  [/^\/task\/(\d+)$/, taskPage],
+  [/^\/keys$/, keysPage],
+  [/^\/secrets$/, secretsPage],
+];
+
+let leave = null;  // the current page's clean-up (a task page stops watching)
+
+function parse() {
+  const [path, query = ""] = location.hash.replace(/^#/, "").split("?");
+  return { path: path || "/flows", query: new URLSearchParams(query) };
+}
+
+async function render() {
+  if (leave) { leave(); leave = null; }
+  const { path, query } = parse();
+  const signedIn = Boolean(key.get());
+  document.getElementById("nav").hidden = !signedIn;
+  if (!signedIn && path !== "/signin") { location.hash = "#/signin"; return; }
+  for (const link of document.querySelectorAll("nav a")) {
+    const active = path.startsWith(link.getAttribute("href").slice(1).replace(/s$/, ""));
+    if (active) link.setAttribute("aria-current", "page"); else link.removeAttribute("aria-current");
+  }
+  const main = document.getElementById("main");
+  for (const [pattern, page] of ROUTES) {
+    const match = pattern.exec(path);
+    if (!match) continue;
+    const view = h("div");
+    main.replaceChildren(view);
+    try {
+      leave = (await page(view, ...match.slice(1).map(decodeURIComponent), query)) || null;
+    } catch (error) {
+      view.replaceChildren(h("div", { class: "alert", role: "alert" }, error.message));
+    }
+    return;
+  }
+  main.replaceChildren(h("h1", {}, "Not found"), h("p", {}, h("a", { href: "#/flows" }, "Back to the flows")));
+}
+
+document.getElementById("sign-out").addEventListener("click", () => { key.clear(); location.hash = "#/signin"; });
+window.addEventListener("hashchange", render);
+render();

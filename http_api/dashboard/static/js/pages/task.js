@@ -1,0 +1,166 @@
+// A live task: statuses, a node timeline (Gantt), outputs with file previews, errors, cost, cancel
+// and rerun from a node. Updates come from watchTask (polling today, the event stream later).
+import { api } from "../api.js";
+import { alertBox, badge, credits, focusHeading, h, seconds, when } from "../dom.js";
+import { watchTask } from "../watch.js";
+
+const ENDED = new Set([3, 4, 5]);
+
+export async function taskPage(view, taskId) {
+  let flow = null;  // its definition, for node types and order; read once
+  let current = null;
+  let shownNode = null;
+  const rows = new Map();
+  const heading = h("h1", {}, `Task ${taskId} `);
+  const facts = h("dl", { class: "facts" });
+  const actions = h("div", { class: "row" });
+  const problems = h("div", { "aria-live": "polite" });
+  const resultBox = h("div", { class: "preview" });
+  const gantt = h("div", { class: "gantt", role: "list", "aria-label": "Node timeline" });
+  const tbody = h("tbody");
+  const panel = h("section", { class: "card", id: "node-panel", "aria-live": "polite", hidden: true });
+  const request = h("pre");
+  view.append(heading, h("div", { class: "card" }, facts), actions, problems,
+    h("h2", {}, "Result"), resultBox,
+    h("div", { class: "split" },
+      h("div", {}, h("h2", {}, "Nodes"), h("div", { class: "scroll" }, h("table", { id: "nodes" },
+        h("thead", {}, h("tr", {}, ["node", "type", "status", "tries", "time", "cost", ""].map((t) => h("th", { scope: "col" }, t)))),
+        tbody))),
+      h("div", {}, h("h2", {}, "Timeline"), gantt, panel)),
+    h("details", {}, h("summary", {}, "Request (data)"), request));
+
+  const first = await api("GET", `/task/${taskId}?include=outputs`);
+  flow = await api("GET", `/flows/${encodeURIComponent(first.flow_id)}?revision=${first.revision}`).catch(() => null);
+  update(first);
+  focusHeading(view);
+  const stop = ENDED.has(first.status) ? () => {} : watchTask(taskId, update, (error) => problems.replaceChildren(alertBox(error)));
+  return stop;
+
+  function typeOf(id) {
+    const node = flow && flow.definition.nodes.find((n) => n.id === id);
+    return node ? node.type : "";
+  }
+
+  function update(task) {
+    current = task;
+    heading.replaceChildren(`Task ${task.id} `, badge(task.status_name));
+    heading.setAttribute("data-status", task.status_name);
+    facts.replaceChildren(...[
+      ["flow", h("a", { href: `#/flow/${encodeURIComponent(task.flow_id)}` }, task.flow_id)],
+      ["revision", task.revision], ["mode", task.mode], ["created", when(task.created)],
+      ["finished", when(task.finished)], ["time", seconds(task.execution_time)],
+      ["cost", credits(task.execution_cost)], ["saved cost", credits(task.saved_cost)],
+    ].flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
+    actions.replaceChildren(ENDED.has(task.status)
+      ? h("a", { class: "button", href: rerunLink(task, task.data.start_node_id) }, "Run again…")
+      : h("button", { type: "button", class: "danger", id: "cancel", onclick: cancel }, "Cancel task"));
+    problems.replaceChildren(...(task.error ? [alertBox({ message: `${task.error.node_id || "task"}: ${task.error.code}: ${task.error.message}` })] : []));
+    resultBox.replaceChildren(...(task.result === null ? [h("p", { class: "muted" }, ENDED.has(task.status) ? "No result." : "Not yet.")]
+      : [...previews(task.result), h("pre", {}, JSON.stringify(stripUrls(task.result), null, 2))]));
+    request.textContent = JSON.stringify(task.data, null, 2);
+    drawNodes(task);
+    if (shownNode) showNode(shownNode, false);
+  }
+
+  function drawNodes(task) {
+    const entries = Object.entries(task.nodes);
+    const times = entries.flatMap(([, n]) => [n.started, n.finished]).filter(Boolean).map(Date.parse);
+    const t0 = task.started ? Date.parse(task.started) : Math.min(...times, Date.now());
+    const t1 = Math.max(task.finished ? Date.parse(task.finished) : Date.now(), ...times, t0 + 1);
+    for (const [id, node] of entries) {
+      let row = rows.get(id);
+      if (!row) {
+        row = makeRow(id);
+        rows.set(id, row);
+      }
+      if (row.status !== node.status) {
+        row.status = node.status;
+        row.badge.replaceChildren(badge(node.status));
+        row.bar.className = `bar s-${node.status}`;
+        row.tr.dataset.status = node.status;
+      }
+      row.tries.textContent = node.attempts;
+      row.time.textContent = node.cached ? "cached" : seconds(node.execution_time);
+      row.cost.textContent = node.cached ? `saved ${credits(node.saved_cost)}` : credits(node.cost);
+      const start = node.started ? Date.parse(node.started) : null;
+      const end = node.finished ? Date.parse(node.finished) : start !== null ? Date.now() : null;
+      row.bar.hidden = start === null;
+      if (start !== null) {
+        row.bar.style.left = `${((start - t0) / (t1 - t0)) * 100}%`;
+        row.bar.style.width = `${(Math.max(end - start, 0) / (t1 - t0)) * 100}%`;
+        row.bar.title = `${id}: ${node.status}, ${seconds(node.execution_time)}`;
+      }
+    }
+  }
+
+  function makeRow(id) {
+    const row = { badge: h("span"), tries: h("td", { class: "num" }), time: h("td", { class: "num" }),
+      cost: h("td", { class: "num" }), bar: h("div", { class: "bar" }) };
+    row.tr = h("tr", { "data-node": id }, h("th", { scope: "row" }, id), h("td", { class: "small muted" }, typeOf(id)),
+      h("td", {}, row.badge), row.tries, row.time, row.cost,
+      h("td", {}, h("button", { type: "button", class: "secondary", "aria-controls": "node-panel",
+        "aria-label": `Show node ${id}`, onclick: () => showNode(id, true) }, "Show")));
+    tbody.append(row.tr);
+    gantt.append(h("div", { class: "label", role: "listitem" }, id), h("div", { class: "track" }, row.bar));
+    return row;
+  }
+
+  function showNode(id, focus) {
+    shownNode = id;
+    const node = current.nodes[id];
+    panel.hidden = false;
+    panel.replaceChildren(
+      h("h2", { tabindex: -1 }, `Node ${id} `, badge(node.status)),
+      h("p", { class: "small muted" }, `${typeOf(id)} · tries ${node.attempts} · ${seconds(node.execution_time)} · `
+        + `cost ${credits(node.cost)}${node.cached ? ` · from the cache, saved ${credits(node.saved_cost)}` : ""}`),
+      node.error ? alertBox({ message: `${node.error.code}: ${node.error.message}` }) : null,
+      h("div", { class: "preview" }, previews(node.output)),
+      node.output !== undefined && node.output !== null ? h("pre", {}, JSON.stringify(stripUrls(node.output), null, 2)) : h("p", { class: "muted" }, "No output."),
+      ENDED.has(current.status) ? h("a", { href: rerunLink(current, id) }, `Re-run from ${id}…`) : null);
+    if (focus) panel.querySelector("h2").focus();
+  }
+
+  async function cancel(event) {
+    event.target.disabled = true;
+    try {
+      update(await api("POST", `/task/${taskId}/cancel`));
+    } catch (error) {
+      problems.replaceChildren(alertBox(error));
+      event.target.disabled = false;
+    }
+  }
+}
+
+/** The flow page's run form, prefilled to rerun from `nodeId` with this task's outputs upstream. */
+function rerunLink(task, nodeId) {
+  const q = new URLSearchParams({ start: nodeId || "", end: task.data.end_node_id || "", mode: task.mode || "prod" });
+  if (task.data.result_node_id) q.set("result", task.data.result_node_id);
+  if (nodeId && nodeId !== task.data.start_node_id) q.set("from_task_id", task.id);
+  return `#/flow/${encodeURIComponent(task.flow_id)}?${q}`;
+}
+
+function fileValues(value, out = []) {
+  if (Array.isArray(value)) value.forEach((v) => fileValues(v, out));
+  else if (value && typeof value === "object") {
+    if (typeof value.$file === "string") out.push(value);
+    else Object.values(value).forEach((v) => fileValues(v, out));
+  }
+  return out;
+}
+
+/** img/audio/video players for the file values inside `value`, by their signed `url`. */
+function previews(value) {
+  return fileValues(value).filter((f) => f.url).map((f) => {
+    const type = f.content_type || "";
+    const label = `${f.name} · ${type} · ${f.size} bytes`;
+    const media = type.startsWith("image/") ? h("img", { src: f.url, alt: f.name, loading: "lazy" })
+      : type.startsWith("audio/") ? h("audio", { src: f.url, controls: true, preload: "metadata" })
+        : type.startsWith("video/") ? h("video", { src: f.url, controls: true, preload: "metadata" }) : null;
+    return h("figure", {}, media, h("figcaption", {}, h("a", { href: f.url, download: f.name }, label)));
+  });
+}
+
+function stripUrls(value) {
+  return JSON.parse(JSON.stringify(value, (k, v) => (k === "url" ? undefined : v)));
+}
+

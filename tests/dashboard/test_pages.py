@@ -1,0 +1,113 @@
+"""The dashboard in a real browser: sign in, flows, a flow's graph, run, watch, outputs, cancel."""
+
+from __future__ import annotations
+
+import io
+
+from PIL import Image
+
+from tests.conftest import Api
+from tests.dashboard.conftest import Browser
+
+
+def photo_bytes() -> bytes:
+    """A real 800×600 JPEG with a gradient (a flat image would compress to nothing interesting)."""
+    image = Image.new("RGB", (800, 600))
+    image.putdata([(x % 256, y % 256, (x + y) % 256) for y in range(600) for x in range(800)])
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=90)
+    return out.getvalue()
+
+
+async def test_sign_in_refuses_a_wrong_key_then_lists_the_flows(api: Api, browser: Browser) -> None:
+    page = browser.page
+    await browser.open()
+    await page.get_by_label("Server key").fill("not-a-key")
+    await page.get_by_role("button", name="Sign in").click()
+    await page.get_by_role("alert").filter(has_text="unknown or revoked").wait_for()
+    await browser.shot("sign-in")
+
+    await page.get_by_label("Server key").fill(api.token)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.get_by_role("link", name="product-photo-sizes", exact=True).wait_for()
+    assert await page.get_by_role("link", name="two-starts-two-ends", exact=True).is_visible()
+    await browser.shot("flows")
+    # The key lives in this tab's sessionStorage, not in a cookie the server would see.
+    assert await page.evaluate("sessionStorage.length") == 1
+    assert await page.context.cookies() == []
+
+
+async def test_a_flow_runs_from_its_graph_and_its_output_image_opens(api: Api, browser: Browser) -> None:
+    page = browser.page
+    await browser.sign_in(api.token)
+    await page.get_by_role("link", name="product-photo-sizes", exact=True).click()
+    graph = page.locator("#flow-graph svg")
+    await graph.wait_for()
+    # dagre drew the five nodes and six edges; the default start/end's run set is all of them.
+    assert await graph.locator("g.node").count() == 5
+    assert await graph.locator("polyline.edge").count() == 6
+    await page.get_by_text("Runs 5 of 5 nodes in 3 levels").wait_for()
+    assert await graph.locator("g.node.in-run").count() == 5
+    await browser.shot("flow")
+
+    # The photo input is a file field because image.resize's `image` parameter is a File.
+    await page.get_by_label("photo").set_input_files(
+        files=[{"name": "shoe.jpg", "mimeType": "image/jpeg", "buffer": photo_bytes()}])
+    await page.get_by_role("button", name="Run", exact=True).click()
+    heading = page.get_by_role("heading", level=1)
+    await page.wait_for_url("**/ui/#/task/*")
+    url_before = page.url
+    await page.locator("h1[data-status='succeeded']").wait_for(timeout=20_000)  # no reload: the page polls
+    assert page.url == url_before
+    assert "succeeded" in await heading.inner_text()
+    nodes = page.locator("#nodes tbody tr")
+    assert await nodes.count() == 5
+    assert await page.locator("#nodes tbody tr[data-status='succeeded']").count() == 5
+    assert await page.locator(".gantt .bar.s-succeeded").count() == 5
+    task_id = int(url_before.rsplit("/", 1)[1])
+    task = await api.task(task_id)
+    assert task["status_name"] == "succeeded"
+    assert task["data"]["node_settings"]["start"]["data"]["photo"]["$file"]
+
+    await page.get_by_role("button", name="Show node thumbnail").click()
+    image = page.locator("#node-panel img")
+    await image.wait_for()
+    await page.wait_for_function("document.querySelector('#node-panel img').complete")
+    # The browser decoded the real JPEG the server made: 150×150, fetched by its signed link.
+    assert await image.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [150, 150]
+    assert "/api/v1/files/" in (await image.get_attribute("src") or "")
+    await browser.shot("task")
+
+
+async def test_the_graph_highlights_the_run_set_of_a_chosen_start_and_end(api: Api, browser: Browser) -> None:
+    page = browser.page
+    await browser.sign_in(api.token)
+    await browser.open("#/flow/two-starts-two-ends")
+    await page.get_by_label("Start node").select_option("lang-start")
+    await page.get_by_label("End node").select_option("lang-end")
+    await page.get_by_text("Runs 3 of 7 nodes").wait_for()
+    in_run = await page.locator("#flow-graph g.node.in-run").evaluate_all("gs => gs.map(g => g.dataset.node)")
+    assert sorted(in_run) == ["lang-end", "lang-start", "language"]
+    # A selection execute would refuse gets the API's own message, in an alert.
+    await page.get_by_label("Start node").select_option("card")
+    await page.get_by_role("alert").filter(has_text="card").wait_for()
+    assert await page.locator("#flow-graph g.node.in-run").count() == 0
+
+
+async def test_a_running_task_is_cancelled_from_its_page(api: Api, browser: Browser) -> None:
+    await api.put_flow({"id": "slow", "nodes": [
+        {"id": "start", "type": "start", "settings": {"data": {}}},
+        {"id": "wait", "type": "delay", "settings": {"seconds": 30}},
+        {"id": "end", "type": "end"}],
+        "edges": [{"from": "start", "to": "wait", "input": "value"}, {"from": "wait", "to": "end", "input": "waited"}]})
+    task = await api.execute("slow")
+    page = browser.page
+    await browser.sign_in(api.token)
+    await browser.open(f"#/task/{task['id']}")
+    await page.locator("#nodes tbody tr[data-node='wait'][data-status='running']").wait_for()
+    await browser.shot("task-running")
+    await page.get_by_role("button", name="Cancel task").click()
+    await page.locator("h1[data-status='cancelled']").wait_for()
+    assert await page.locator("#nodes tbody tr[data-node='wait'][data-status='cancelled']").count() == 1
+    assert (await api.task(task["id"]))["status_name"] == "cancelled"
+    assert await page.get_by_role("button", name="Cancel task").count() == 0
