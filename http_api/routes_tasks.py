@@ -145,11 +145,15 @@ async def plan_flow(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/task/{task_id}")
 async def get_task(request: web.Request) -> web.Response:
+    """The task; ``?wait=N`` (0–60 s) holds the answer until it ends or N seconds pass (a long-poll)."""
     task_id = path_int(request, "task_id", flow_errors.TaskNotFound)
+    wait = int_query(request, "wait", low=0, high=60, default=0)
     include = request.query.get("include") or None
     if include not in (None, "outputs"):
         raise errors.RequestInvalid("include can name outputs (each node's output), nothing else", field="include")
     task = await _services(request).repo.get_task(task_id)
+    if wait and not task.status.ended:
+        task = await _wait_for_end(_services(request), task, wait)
     return _answer(_services(request), task_view(task, outputs=include == "outputs"))
 
 

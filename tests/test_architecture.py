@@ -152,3 +152,42 @@ def test_the_entry_point_group_is_graph_runtime_nodes(monkeypatch: pytest.Monkey
     monkeypatch.setattr(registry.metadata, "entry_points", entry_points)
     registry.Registry().load_entry_points()
     assert asked == ["graph_runtime.nodes"]
+
+
+# --- the Python client (graph_runtime_client/) stays light: aiohttp and the standard library -----
+
+CLIENT = ROOT / "graph_runtime_client"
+
+
+def client_offenders() -> list[str]:
+    allowed = set(sys.stdlib_module_names) | {"aiohttp", "graph_runtime_client"}
+    return [f"{path.relative_to(ROOT)} imports {module}"
+            for path in sorted(CLIENT.rglob("*.py")) for module in sorted(imported_modules(path))
+            if module.split(".")[0] not in allowed or is_under(module, WEB_MODULES)]
+
+
+def test_the_client_imports_only_aiohttp_and_the_standard_library() -> None:
+    assert client_offenders() == []
+
+
+def test_the_client_scan_would_catch_server_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert "aiohttp" in imported_modules(CLIENT / "transport.py")  # the scan reads the real files
+    for package in LAYERS:
+        (tmp_path / "graph_runtime_client").mkdir(exist_ok=True)
+        (tmp_path / "graph_runtime_client" / "bad.py").write_text(f"from {package} import x\n", encoding="utf-8")
+        monkeypatch.setattr(sys.modules[__name__], "CLIENT", tmp_path / "graph_runtime_client")
+        monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+        assert f"graph_runtime_client/bad.py imports {package}" in client_offenders(), package
+
+
+def test_importing_the_client_loads_no_server_package() -> None:
+    program = ("import sys, graph_runtime_client; "
+               "print(sorted({m.split('.')[0] for m in sys.modules} & {'http_api', 'storage', 'graph_runtime', "
+               "'nodes', 'sqlalchemy', 'sqlmodel', 'pydantic', 'networkx', 'orjson'}))")
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=30, check=True)
+    assert result.stdout.strip() == "[]", result.stdout + result.stderr
+
+
+def test_the_client_is_packaged_with_the_server() -> None:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert "graph_runtime_client*" in config["tool"]["setuptools"]["packages"]["find"]["include"]
