@@ -11,8 +11,7 @@ from aiohttp import web
 
 from graph_runtime import errors as flow_errors
 from graph_runtime.models import Task, TaskStatus, in_start_order
-from graph_runtime.plan import dry_run
-from http_api import auth, errors, execute_form
+from http_api import auth, errors, execute_form, planning
 from http_api.body import SERVICES, int_query, json_object, path_int
 from http_api.schemas import ExecuteBody, parse_body
 from http_api.services import Services, check, submit
@@ -133,13 +132,13 @@ async def execute_scade(request: web.Request) -> web.Response:
 
 @routes.post("/api/v1/flow/{flow_id}/plan")
 async def plan_flow(request: web.Request) -> web.Response:
-    """The dry run (SPEC §9): run set, parallel levels and cost range of the execute body, or the
+    """The dry run (SPEC §9): run set, parallel levels, cached nodes and cost range of the execute body, or the
     4xx execute would answer; it writes nothing. The body is JSON only (a form's files would be stored)."""
     services = _services(request)
     revision = int_query(request, "revision", low=1, high=2**31)
     body = _with_query_mode(request, parse_body(ExecuteBody, await json_object(request)))
     checked = await check(services, request.match_info["flow_id"], body, revision=revision)
-    answer = dry_run(checked.plan, services.registry, services.executor.prices)
+    answer = await planning.dry_run(services, checked)
     return web.Response(body=codec.dumps(answer.as_json()), content_type="application/json")
 
 

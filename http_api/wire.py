@@ -274,10 +274,11 @@ class MissingInput(Wire):
 
 
 class CostRangeView(Wire):
-    """Credits a run may cost (``graph_runtime.plan.estimate`` says how each end is counted)."""
+    """Credits a run may cost (``graph_runtime.plan_cost.estimate`` says how each end is counted)."""
 
     min: float = Field(ge=0)
-    max: float = Field(ge=0)
+    max: float | None = Field(ge=0, description="Null when nothing bounds it before the run: a `map` over items "
+                                                "an upstream node makes, or child flows nested too deep to follow.")
 
 
 class PlanView(Wire):
@@ -286,7 +287,8 @@ class PlanView(Wire):
     run_set: list[str] = Field(description="The nodes that would run, in a topological order.")
     levels: list[list[str]] = Field(description="Topological generations: a level's nodes may run together.")
     missing_inputs: list[MissingInput] = Field(description="Always empty: a missing input is a 422, as for execute.")
-    cached: list[str] = Field(description="Nodes the output cache would answer; empty until the cache exists.")
+    cached: list[str] = Field(description="Run-set nodes the output cache would answer now (only nodes none of whose "
+                                          "inputs is made in this run); they count 0 in `estimated_cost`.")
     estimated_cost: CostRangeView
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from graph_runtime import plan
+from graph_runtime import plan_cost
 from http_api import wire
 from http_api.settings import Settings
 from tests.conftest import SAMPLE_FLOWS, Api
@@ -58,7 +58,7 @@ async def test_a_selection_plans_only_its_subgraph(api: Api) -> None:
 async def test_the_cost_range_comes_from_the_cost_models_and_the_price_table(api: Api) -> None:
     await api.put_flow(PRICED)
     answer = await plan_of(api, "priced")
-    tokens_in = plan.EDGE_INPUT_TOKENS  # the prompt comes by an edge
+    tokens_in = plan_cost.EDGE_INPUT_TOKENS  # the prompt comes by an edge
     llm = (tokens_in * 100.0 + 1000 * 2000.0) / 1_000_000
     assert answer["estimated_cost"]["min"] == 0.5  # echo's per_run
     assert answer["estimated_cost"]["max"] == pytest.approx(0.5 + 3 * 1.0 + llm)  # + nap's 3 s + ask's tokens
