@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp_cors
 from aiohttp import web
@@ -18,9 +19,11 @@ from http_api.dashboard import routes as dashboard
 from http_api.file_links import FileLinks
 from http_api.file_resolver import FileResolver
 from http_api.flows_dir import load_flows_dir
+from http_api.routes_metrics import add_route as add_metrics_route
 from http_api.secret_resolver import SecretResolver
 from http_api.services import Services
 from http_api.settings import Settings
+from http_api.telemetry import Telemetry
 from nodes.builtin import make_http_session
 from nodes.registry import Registry, default_registry
 from storage import engine as storage_engine
@@ -35,8 +38,9 @@ from storage.secrets import SecretCipher
 log = logging.getLogger(__name__)
 
 
-async def open_services(settings: Settings, registry: Registry | None = None) -> Services:
-    """Open the database, load the flows directory and build the executor and scheduler."""
+async def open_services(settings: Settings, registry: Registry | None = None,
+                        telemetry: Telemetry | None = None) -> Services:
+    """Open the database, load the flows directory and build the executor and scheduler (observed by ``telemetry``)."""
     prices = settings.llm_price_table()  # a bad LLM_PRICES file stops the start before anything opens
     engine = storage_engine.create_engine(settings.database_url)
     await storage_engine.create_schema(engine)
@@ -51,7 +55,8 @@ async def open_services(settings: Settings, registry: Registry | None = None) ->
     if settings.flows_dir is not None:
         await load_flows_dir(settings.flows_dir, repo, registry)
     # One guarded HTTP client per process, for the server and `graph-runtime run` alike.
-    http = make_http_session(allow_private=settings.http_allow_private, allow_hosts=settings.http_allow_hosts)
+    http = make_http_session(allow_private=settings.http_allow_private, allow_hosts=settings.http_allow_hosts,
+                             trace_configs=telemetry.client_trace_configs() if telemetry else ())
     resolvers: list[ParamResolver] = [
         SecretResolver(repo, cipher),
         # Files before the node runs: ids completed from the store, URLs fetched through the guarded session.
@@ -63,8 +68,11 @@ async def open_services(settings: Settings, registry: Registry | None = None) ->
     scheduler = Scheduler(repo, executor, max_concurrent=settings.max_concurrent_jobs,
                           poll_interval_s=settings.poll_interval_s, lease_s=settings.lease_s,
                           open_renewer=lease_renewer(engine))
-    return Services(settings=settings, repo=repo, registry=registry, executor=executor, scheduler=scheduler,
-                    files=files, cipher=cipher, links=links)
+    services = Services(settings=settings, repo=repo, registry=registry, executor=executor, scheduler=scheduler,
+                        files=files, cipher=cipher, links=links)
+    if telemetry is not None:
+        telemetry.attach(services)
+    return services
 
 
 async def close_services(services: Services) -> None:
@@ -83,10 +91,16 @@ async def _stop_accepting(app: web.Application) -> None:
     services.scheduler.wake_all_waiters()
 
 
-def create_app(settings: Settings, registry: Registry | None = None) -> web.Application:
-    """Build the aiohttp application for ``settings``; the database opens on startup."""
+def create_app(settings: Settings, registry: Registry | None = None, *, tracer_provider: Any = None) -> web.Application:
+    """Build the aiohttp application for ``settings``; the database opens on startup.
+
+    ``tracer_provider``: where task and node spans go when the otel extra is installed (default:
+    OpenTelemetry's global provider, which ``opentelemetry-instrument`` configures).
+    """
+    telemetry = Telemetry.create(tracer_provider)  # metrics per app: servers in one process never share them
+
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        services = await open_services(settings, registry)
+        services = await open_services(settings, registry, telemetry)
         app[SERVICES] = services
         checker.repo = services.repo
         await services.scheduler.start()
@@ -103,7 +117,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
     checker = KeyChecker(repo=None)  # type: ignore[arg-type]  # set when the database opens
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        middlewares=[errors.error_middleware, make_auth_middleware(checker)],
+        middlewares=[*telemetry.middlewares(), errors.error_middleware, make_auth_middleware(checker)],
     )
     app[routes_keys.KEY_CHECKER] = checker
     errors.quiet_malformed_requests()
@@ -112,6 +126,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
     for table in (routes_tasks.routes, routes_flows.routes, routes_keys.routes, routes_openapi.routes,
                   routes_files.routes, routes_secrets.routes, dashboard.routes):
         app.router.add_routes(table)
+    add_metrics_route(app, telemetry, open_to_all=settings.metrics_public)
     cors = aiohttp_cors.setup(app, defaults={"*": aiohttp_cors.ResourceOptions(
         allow_headers="*", allow_methods="*", expose_headers="*", max_age=3600)})
     for route in list(app.router.routes()):

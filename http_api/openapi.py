@@ -278,6 +278,10 @@ OPERATIONS: tuple[Operation, ...] = (
               (401, 503)),
     Operation("get", "/healthz", "health", "200 when the database answers.", "health",
               {200: Answer("Healthy.", wire.Health)}, (503,), scope="public"),
+    Operation("get", "/metrics", "metrics", "Prometheus metrics in the text format (no key needed when the "
+              "server runs with GRAPH_RUNTIME_METRICS_PUBLIC=true).", "health",
+              {200: Answer("Tasks, nodes, costs, database and HTTP latency.", {"type": "string"},
+                           media="text/plain")}, (401, 503)),
     Operation("get", OPENAPI_PATH, "openapi", "This document.", "health",
               {200: Answer("The OpenAPI 3.1 document.", DOCUMENT_SCHEMA)}, (), scope="public"),
 )

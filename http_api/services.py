@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from graph_runtime import selection
@@ -38,6 +39,8 @@ class Services:
     links: FileLinks
     cipher: SecretCipher  # seals and opens secrets (storage.secrets); derived from the master key
     accepting: bool = True
+    # Called with each task this process queues, in the request's context (tracing keeps its traceparent).
+    on_queued: list[Callable[[Task], None]] = field(default_factory=list)
 
 
 def fingerprint(body: dict[str, Any], revision: int | None, mode: str = "prod") -> str:
@@ -118,6 +121,8 @@ async def submit(
     if created:
         if files:  # a used upload is kept while tasks reference it, not swept as unused after a day
             await services.files.mark_used({file.id for file in files})
+        for hook in services.on_queued:
+            hook(task)
         services.scheduler.notify()
         log.info("task queued", extra={"action": "task_queued", "task_id": task.id, "flow_id": flow_id, "revision": rev})
     return task, created

@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     cache_max_bytes: int = Field(default=256 * 1024**2, ge=0)  # output cache bound (SPEC §9); 0 turns it off
     secrets_key: SecretStr | None = None  # base64 of 32 bytes; else a 0600 key file next to the database
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_format: Literal["text", "json"] = "text"  # json: one object per line, with the `action` and ids as fields
+    metrics_public: bool = False  # GET /metrics without a key (a scraper on a trusted network)
 
     @field_validator("http_allow_hosts", mode="before")
     @classmethod

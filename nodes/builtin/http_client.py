@@ -34,7 +34,8 @@ BodyFactory = Callable[[contextlib.AsyncExitStack], Awaitable[Any]]
 what it opens (a file) it enters into the stack, closed when the response is done."""
 
 
-def make_http_session(*, allow_private: bool, allow_hosts: Iterable[str] = ()) -> aiohttp.ClientSession:
+def make_http_session(*, allow_private: bool, allow_hosts: Iterable[str] = (),
+                      trace_configs: Iterable[aiohttp.TraceConfig] = ()) -> aiohttp.ClientSession:
     """The client session HTTP nodes share (``RunContext.http``).
 
     Its connector resolves hostnames through :class:`ssrf.SsrfSafeResolver`, so every
@@ -47,6 +48,7 @@ def make_http_session(*, allow_private: bool, allow_hosts: Iterable[str] = ()) -
     Args:
         allow_private: allow loopback, private and other non-public addresses.
         allow_hosts: ``host`` or ``host:port`` entries let through while the guard stays on.
+        trace_configs: aiohttp request hooks (the server's tracing adds ``traceparent`` with one).
 
     Raises:
         ValueError: an ``allow_hosts`` entry cannot be read.
@@ -57,6 +59,7 @@ def make_http_session(*, allow_private: bool, allow_hosts: Iterable[str] = ()) -
         cookie_jar=aiohttp.DummyCookieJar(),
         json_serialize=codec.dumps_str,
         trust_env=False,
+        trace_configs=list(trace_configs) or None,
     )
 
 

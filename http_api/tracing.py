@@ -1,0 +1,148 @@
+"""OpenTelemetry spans for tasks and nodes (the ``otel`` extra): imported only when it is installed.
+
+Spans are made from the executor's listener: a task's span opens at its first node event with the
+task's ``started`` time and closes when the scheduler reports the task ended, with its
+``finished`` time; a node's span opens when its first try starts and closes at its end. While a
+node runs its span is the current context of the node's asyncio task (the listener is called in
+that task), so the shared HTTP session's trace hook sends a W3C ``traceparent`` naming it on
+every request the node makes (``http_request``, ``llm.*``, file fetches).
+
+A ``traceparent`` sent with the execute request is the parent of the task's span. It is kept in
+memory by task id, so it is continued when this process runs the task (the usual single server);
+another process running it starts a new trace (a stored column would carry it: a migration).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from types import SimpleNamespace
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from graph_runtime.models import NodeRun, NodeStatus, Task, TaskStatus
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+MAX_PENDING = 10_000  # traceparents of queued tasks kept; a task run elsewhere never claims its entry
+NODE_FAILED = frozenset({NodeStatus.FAILED, NodeStatus.CANCELLED})
+
+
+def _ns(when: datetime | None) -> int | None:
+    return int(when.timestamp() * 1e9) if when is not None else None
+
+
+class Tracing:
+    """Spans for the tasks and nodes this process runs, on ``provider`` (default: the global one)."""
+
+    def __init__(self, provider: trace.TracerProvider | None = None) -> None:
+        self._tracer = (provider or trace.get_tracer_provider()).get_tracer("graph_runtime")
+        self._propagator = TraceContextTextMapPropagator()
+        self._parents: OrderedDict[int, otel_context.Context] = OrderedDict()
+        self._tasks: dict[int, Span] = {}
+        self._nodes: dict[tuple[int, str], Span] = {}
+
+    # -- the execute request --------------------------------------------------------------
+
+    def middleware(self) -> Middleware:
+        """Makes an incoming ``traceparent`` the current context while the request is handled."""
+
+        @web.middleware
+        async def continue_trace(request: web.Request, handler: Handler) -> web.StreamResponse:
+            if "traceparent" not in request.headers:
+                return await handler(request)
+            token = otel_context.attach(self._propagator.extract(request.headers))
+            try:
+                return await handler(request)
+            finally:
+                otel_context.detach(token)
+
+        return continue_trace
+
+    def queued(self, task: Task) -> None:
+        """A task was queued: remember the caller's trace (if any) as its span's parent."""
+        parent = otel_context.get_current()
+        if trace.get_current_span(parent).get_span_context().is_valid:
+            self._parents[task.id] = parent
+            if len(self._parents) > MAX_PENDING:
+                self._parents.popitem(last=False)
+
+    # -- the executor's events ------------------------------------------------------------
+
+    def node_changed(self, task: Task, run: NodeRun) -> None:
+        """Called in the node's own asyncio task: a start makes its span current there."""
+        key = (task.id, run.node_id)
+        span = self._nodes.get(key)
+        if span is None:
+            task_span = self._task_span(task)
+            span = self._nodes[key] = self._tracer.start_span(
+                f"node {run.node_id}", context=trace.set_span_in_context(task_span),
+                start_time=_ns(run.started or run.finished),
+                attributes={"graph_runtime.task_id": task.id, "graph_runtime.node_id": run.node_id,
+                            "graph_runtime.flow_id": task.flow_id, "graph_runtime.revision": task.revision})
+        if run.status is NodeStatus.RUNNING:
+            otel_context.attach(trace.set_span_in_context(span))  # this task's context only; it ends with the node
+
+    def node_ended(self, task: Task, run: NodeRun, node_type: str | None) -> None:
+        span = self._nodes.pop((task.id, run.node_id), None)
+        if span is None:
+            return
+        attributes: dict[str, Any] = {"graph_runtime.status": run.status.value, "graph_runtime.attempts": run.attempts,
+                                      "graph_runtime.cost": run.cost or 0.0, "graph_runtime.cached": run.cached}
+        if node_type is not None:
+            attributes["graph_runtime.node_type"] = node_type
+        span.set_attributes(attributes)
+        if run.status in NODE_FAILED and run.error is not None:
+            span.set_status(Status(StatusCode.ERROR, f"{run.error.code}: {run.error.message}"))
+        span.end(end_time=_ns(run.finished))
+
+    def task_ended(self, task: Task) -> None:
+        span = self._tasks.pop(task.id, None)
+        if span is None:
+            return
+        for key in [key for key in self._nodes if key[0] == task.id]:  # a node cut off without an end event
+            self._nodes.pop(key).end(end_time=_ns(task.finished))
+        span.set_attributes({"graph_runtime.status": task.status.value,
+                             "graph_runtime.cost": task.execution_cost or 0.0})
+        if task.status is not TaskStatus.SUCCEEDED and task.error is not None:
+            span.set_status(Status(StatusCode.ERROR, f"{task.error.code}: {task.error.message}"))
+        span.end(end_time=_ns(task.finished))
+
+    def task_stopped(self, task_id: int) -> None:
+        """Drained or shut down mid-run: end what is open now (a resume makes new spans)."""
+        for key in [key for key in self._nodes if key[0] == task_id]:
+            self._nodes.pop(key).end()
+        span = self._tasks.pop(task_id, None)
+        if span is not None:
+            span.end()
+
+    def _task_span(self, task: Task) -> Span:
+        span = self._tasks.get(task.id)
+        if span is None:
+            span = self._tasks[task.id] = self._tracer.start_span(
+                f"task {task.flow_id}", context=self._parents.pop(task.id, None), kind=SpanKind.INTERNAL,
+                start_time=_ns(task.started),
+                attributes={"graph_runtime.task_id": task.id, "graph_runtime.flow_id": task.flow_id,
+                            "graph_runtime.revision": task.revision})
+        return span
+
+    # -- outgoing requests ----------------------------------------------------------------
+
+    def client_trace_config(self) -> aiohttp.TraceConfig:
+        """For the shared HTTP session: each request carries the current span as ``traceparent``."""
+        config = aiohttp.TraceConfig()
+
+        async def on_request_start(session: aiohttp.ClientSession, ctx: SimpleNamespace,
+                                   params: aiohttp.TraceRequestStartParams) -> None:
+            self._propagator.inject(params.headers)  # nothing when no span is current
+
+        config.on_request_start.append(on_request_start)
+        return config
+
