@@ -23,6 +23,7 @@ from typing import Any
 
 import aiohttp
 import pydantic
+import pytest
 import pytest_asyncio
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage
@@ -43,7 +44,9 @@ from tests.support import FlowBuilder, eventually, registry_with_test_types
 CHECKS = ("not_a_server_error", "status_code_conformance", "content_type_conformance",
           "response_schema_conformance", "response_headers_conformance", "ignored_auth", "negative_data_rejection")
 MAX_EXAMPLES = 25  # per operation when fuzzing; ~1,260 requests over all phases, ~12 s on two cores
-ST_TIMEOUT_S = 45.0
+# 38 operations since the triggers and the Ziggy/Kestra paths (and PUT /flows' schema grew with them):
+# ~3,900 requests, 103 s measured on a shared 2-core box while other suites ran.
+ST_TIMEOUT_S = 170.0
 # Flows the server would run for schemathesis: the samples, minus the one that calls the internet.
 OFFLINE_SAMPLES = [p for p in SAMPLE_FLOWS.iterdir() if p.suffix in (".yaml", ".yml", ".json") and p.stem != "http-fetch"]
 SLEEPY = FlowBuilder("sleepy").node("s", "start").node("nap", "test.sleep", seconds=30).node("e", "end") \
@@ -87,8 +90,9 @@ async def live(aiohttp_server: Any, db_url: str, tmp_path: Path) -> AsyncIterato
 
 
 def _routes(app: web.Application) -> dict[tuple[str, str], Any]:
+    # /ui is the dashboard's page and static files (http_api/dashboard), not part of the API the document describes.
     return {(r.method.lower(), r.resource.canonical): r.handler for r in app.router.routes()
-            if r.resource is not None and r.method not in ("HEAD", "OPTIONS")}
+            if r.resource is not None and r.method not in ("HEAD", "OPTIONS") and not r.resource.canonical.startswith("/ui")}
 
 
 def test_every_route_is_documented_with_its_scope(settings: Settings) -> None:
@@ -290,6 +294,7 @@ def _succeeded_operations(har: dict[str, Any]) -> set[str]:
     return ok
 
 
+@pytest.mark.timeout(ST_TIMEOUT_S + 30)
 async def test_schemathesis_finds_no_server_error_and_no_schema_break(live: Live, tmp_path: Path) -> None:
     assert importlib.util.find_spec("schemathesis"), "install the test extra: pip install -e '.[test]'"
     # Tasks 1 and 2 exist when it starts: one sleeping (so a cancel can answer 202) and one failed. Their
