@@ -11,6 +11,7 @@ from typing import Any
 
 import pydantic
 
+from http_api.json_logs import JsonFormatter
 from http_api.redaction import REDACT_SECRETS
 from http_api.settings import Settings
 
@@ -116,7 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                   file=sys.stderr)
         return 2
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(StructuredFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(JsonFormatter() if settings.log_format == "json"
+                         else StructuredFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(REDACT_SECRETS)  # every record this process writes, whichever logger made it
     logging.basicConfig(level=settings.log_level, handlers=[handler])
     # alembic narrates every start at INFO (its plugins, "Context impl…"); storage logs the upgrades itself.
