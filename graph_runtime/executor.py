@@ -22,15 +22,27 @@ from typing import Any
 
 from graph_runtime import errors, output_cache, selection
 from graph_runtime.attempts import run_attempts
+from graph_runtime.children import ChildLauncher, InlineLauncher, TaskChildren
 from graph_runtime.commits import GroupCommitter
 from graph_runtime.flow import Edge
-from graph_runtime.models import NodeRun, NodeStatus, RunError, Task, TaskOutcome, TaskStatus, start_order_key
+from graph_runtime.models import (
+    NodeRun,
+    NodeStatus,
+    RunError,
+    Task,
+    TaskOutcome,
+    TaskStatus,
+    is_item_run,
+    item_run_id,
+    start_order_key,
+)
 from graph_runtime.output_cache import cache_key
 from graph_runtime.ports import OutputCache, TaskStore
 from graph_runtime.resolve import ParamResolver, redact
 from graph_runtime.shielding import outlast_cancel
 from nodes import errors as node_errors
 from nodes.contract import NodeType, RunContext
+from nodes.fanout import ChildOutcome, ChildRequest, Children
 from nodes.files import FileStore
 from nodes.limits import Limits
 from nodes.registry import Registry
@@ -50,6 +62,9 @@ class Control:
 
     user_cancelled: bool = False
     asyncio_task: asyncio.Task[Any] | None = None
+    # Runs the child tasks of subflow and map nodes (the scheduler: beside its slots, under its
+    # heartbeat). None: they run inline in this executor (a test or a one-off run).
+    launcher: ChildLauncher | None = None
 
 
 @dataclass
@@ -85,7 +100,7 @@ class Executor:
         returned still ``running``, as the other worker's.
         """
         control = control or Control()
-        run = _TaskRun(self, task)
+        run = _TaskRun(self, task, control.launcher or InlineLauncher(self))
         try:
             await run.prepare()
             async with asyncio.timeout(task.request.timeout_s):
@@ -141,9 +156,10 @@ def _log_failure(task_id: int, job: asyncio.Future[None]) -> None:
 class _TaskRun:
     """The state of one task while it runs; not shared between tasks."""
 
-    def __init__(self, executor: Executor, task: Task) -> None:
+    def __init__(self, executor: Executor, task: Task, launcher: ChildLauncher) -> None:
         self.ex = executor
         self.task = task
+        self.launcher = launcher
         self.plan: selection.Plan | None = None
         self.running: dict[str, asyncio.Task[None]] = {}
         self.dirty: set[str] = set()
@@ -322,36 +338,19 @@ class _TaskRun:
         instance = self.ex.registry.instance(self.plan.flow.node(node_id).type)
         started = time.perf_counter()
 
-        def make_context(_: int, timeout: float | None) -> RunContext:
-            # ctx.attempt is the node's try number across resumes (what `attempts` shows); a try
-            # cut short by a crash does not use up one of its retries.
-            return RunContext(task_id=self.task.id, node_id=node_id, flow_id=self.task.flow_id, attempt=run.attempts,
-                              timeout_s=timeout, http=self.ex.http, allow_private=self.ex.allow_private,
-                              limits=self.ex.limits, files=self.ex.files, prices=self.ex.prices)
-
         async def before_attempt() -> None:
             self.node_started(run)
             await self.save(run)
 
-        secrets: frozenset[str] = frozenset()
         try:
-            params, secrets = await self._resolved(node_id, instance, self._params(node_id))
-            key = cache_key(type(instance), params) if self.ex.cache is not None else None
-            output, cost = await self._from_cache(run, key), 0.0
-            if output is None:
-                output, cost = await run_attempts(instance, params, make_context, before_attempt)
-                if secrets:
-                    output = redact(output, secrets)
-                await self._fill_cache(key, instance.type, output, cost)
+            output, cost = await self._attempt(run, instance, self._params(node_id), before_attempt)
         except errors.LeaseLost:
             raise  # not this node's failure: the task is another worker's now
         except asyncio.CancelledError:
             self._end_node(run, NodeStatus.CANCELLED, started, error=RunError("cancelled", "cancelled", node_id))
             raise
         except node_errors.GraphRuntimeError as exc:
-            exc.node_id = node_id
-            if secrets:
-                exc.message = redact(exc.message, secrets)
+            exc.node_id = node_id  # also for a bad input, found before the node's first try
             failure = RunError.of(exc)
             self._end_node(run, NodeStatus.FAILED, started, error=failure)
             await self.save(run)
@@ -371,6 +370,50 @@ class _TaskRun:
         await self.save(run)
         self.dirty.discard(node_id)
         log.debug("node finished", extra={"action": "node_finished", "task_id": self.task.id, "node_id": node_id})
+
+    async def _attempt(self, run: NodeRun, instance: NodeType, raw: dict[str, Any],
+                       before_attempt: Callable[[], Awaitable[None]], *, item_of: str | None = None,
+                       inherited: frozenset[str] = frozenset()) -> tuple[dict[str, Any], float]:
+        """Run one node (or one map item) to its output and cost: resolve its parameters, serve it
+        from the output cache or run its tries, and keep secrets out of what it returns.
+
+        A map item (``item_of`` its map's id) is resolved as part of its map, and keeps the
+        map's secrets (``inherited``) out of what it returns too.
+
+        Raises:
+            nodes.errors.GraphRuntimeError: its failure, naming ``run.node_id``; secrets redacted.
+        """
+        secrets = inherited
+        try:
+            params, own = await self._resolved(item_of or run.node_id, instance, raw)
+            secrets |= own
+            key = cache_key(type(instance), params) if self.ex.cache is not None else None
+            output = await self._from_cache(run, key)
+            if output is not None:
+                return output, 0.0
+            fans_out = type(instance).fans_out
+            children = TaskChildren(self.ex.store, self.ex.registry, self.ex.limits, self.launcher, self.task,
+                                    run.node_id) if fans_out else None
+            items = _MapItems(self, run, children, secrets) if fans_out and children is not None else None
+
+            def make_context(_: int, timeout: float | None) -> RunContext:
+                # ctx.attempt is the node's try number across resumes (what `attempts` shows); a try
+                # cut short by a crash does not use up one of its retries.
+                return RunContext(task_id=self.task.id, node_id=run.node_id, flow_id=self.task.flow_id,
+                                  attempt=run.attempts, timeout_s=timeout, http=self.ex.http,
+                                  allow_private=self.ex.allow_private, limits=self.ex.limits, files=self.ex.files,
+                                  prices=self.ex.prices, children=children, items=items)
+
+            output, cost = await run_attempts(instance, params, make_context, before_attempt)
+            if secrets:
+                output = redact(output, secrets)
+            await self._fill_cache(key, instance.type, output, cost)
+            return output, cost
+        except node_errors.GraphRuntimeError as exc:
+            exc.node_id = run.node_id
+            if secrets:
+                exc.message = redact(exc.message, secrets)
+            raise
 
     async def _from_cache(self, run: NodeRun, key: str | None) -> dict[str, Any] | None:
         """The cached output under ``key`` (SPEC §9), marking ``run`` as served from it; None on a miss."""
@@ -429,8 +472,25 @@ class _TaskRun:
         self._notify(run)
 
     def _notify(self, run: NodeRun) -> None:
-        if self.ex.listener is not None:
+        # A map's items are summarised by the map's own run, which is notified instead.
+        if self.ex.listener is not None and not is_item_run(run.node_id):
             self.ex.listener(self.task, run)
+
+    def _fans_out(self) -> bool:
+        if self.plan is None:
+            return False  # it ended before it could start: no node ran, no child was made
+        return any(self.ex.registry.get(self.plan.flow.node(n).type).fans_out for n in self.plan.order)
+
+    async def _cancel_children(self) -> None:
+        """The task ends without success: its child tasks (subflows, maps over flows) end too."""
+        try:
+            cancelled = await self.ex.store.cancel_children(self.task.id)
+        except errors.StoreUnavailable as exc:
+            log.warning("child tasks not cancelled: %s", exc.message,
+                        extra={"action": "children_cancel_failed", "task_id": self.task.id})
+            return
+        for child_id in cancelled:
+            self.launcher.cancel(child_id)
 
     def fail(self, exc: node_errors.GraphRuntimeError) -> None:
         self.failure = self.failure or RunError.of(exc)
@@ -477,12 +537,15 @@ class _TaskRun:
             status=status,
             finished=finished,
             execution_time=round((finished - started).total_seconds(), 6),
-            execution_cost=round(sum(r.cost or 0.0 for r in task.nodes.values()), 9),
+            # A map's cost includes its items': their runs are not counted again.
+            execution_cost=round(sum(r.cost or 0.0 for r in task.nodes.values() if not is_item_run(r.node_id)), 9),
             result=result_run.output if succeeded and result_run else None,
             error=None if status is TaskStatus.SUCCEEDED else self.failure,
         )
         runs = [task.nodes[n] for n in sorted(self.dirty) if n in task.nodes]
         await self.ex.committer.drain()  # type: ignore[union-attr]  # no grouped write may land after the end
+        if status is not TaskStatus.SUCCEEDED and self._fans_out():
+            await self._cancel_children()
         try:
             await self.persist(lambda: self.ex.store.finish_task(task.id, outcome, runs, lease=task.lease))
         except (TypeError, ValueError) as exc:
@@ -497,3 +560,93 @@ class _TaskRun:
         task.status, task.finished, task.result, task.error = status, finished, outcome.result, outcome.error
         task.execution_time, task.execution_cost = outcome.execution_time, outcome.execution_cost
         log.info("task ended", extra={"action": "task_finished", "task_id": task.id, "status": status.value})
+
+
+class _MapItems:
+    """A map node's ``ctx.items``: each item runs as a node run ``<map>[<index>]`` of the task.
+
+    An item's row is written when it ends, together with the map's own row and its ``items``
+    counts (one grouped commit): a resumed map finds its succeeded items and does not run them
+    again, and the task view shows the counts instead of a thousand rows.
+    """
+
+    def __init__(self, run: _TaskRun, map_run: NodeRun, children: Children, secrets: frozenset[str]) -> None:
+        self.run = run
+        self.map_run = map_run
+        self.children = children
+        self.secrets = secrets  # the map's resolved secrets: its items' outputs must not show them either
+        self.counts: dict[str, int] = {}
+
+    def begin(self, total: int) -> None:
+        nodes = self.run.task.nodes
+        done = sum(1 for i in range(total) if (r := nodes.get(item_run_id(self.map_run.node_id, i))) is not None
+                   and r.status is NodeStatus.SUCCEEDED)
+        self.counts = {"total": total, "succeeded": done, "failed": 0, "running": 0}
+        self.map_run.items = dict(self.counts)
+
+    async def run_node(self, index: int, node_type: str, params: dict[str, Any]) -> tuple[dict[str, Any], float]:
+        item_id = item_run_id(self.map_run.node_id, index)
+        earlier = self.run.task.nodes.get(item_id)
+        if earlier is not None and earlier.status is NodeStatus.SUCCEEDED:
+            return earlier.output or {}, earlier.cost or 0.0
+        try:
+            instance = self.run.ex.registry.instance(node_type)
+        except node_errors.GraphRuntimeError as exc:
+            raise node_errors.InvalidParams(f"node.type: {exc.message}", field="node.type") from exc
+        item = NodeRun(item_id)
+        self.run.task.nodes[item_id] = item
+
+        async def before_attempt() -> None:
+            self.run.node_started(item)  # counted, not written: an item's row is written when it ends
+
+        started = time.perf_counter()
+        self._count("running", 1)
+        try:
+            output, cost = await self.run._attempt(item, instance, params, before_attempt,
+                                                   item_of=self.map_run.node_id, inherited=self.secrets)
+        except node_errors.GraphRuntimeError as exc:
+            self.run._end_node(item, NodeStatus.FAILED, started, error=RunError.of(exc))
+            await self._ended(item, "failed")
+            raise
+        except asyncio.CancelledError:
+            self._count("running", -1)
+            raise
+        self.run._end_node(item, NodeStatus.SUCCEEDED, started, output=output, cost=cost)
+        await self._ended(item, "succeeded")
+        return output, cost
+
+    async def run_flow(self, index: int, request: ChildRequest) -> ChildOutcome:
+        item_id = item_run_id(self.map_run.node_id, index)
+        item = self.run.task.nodes.setdefault(item_id, NodeRun(item_id))
+        self.run.node_started(item)
+        started = time.perf_counter()
+        self._count("running", 1)
+        try:
+            outcome = await self.children.run(f"[{index}]", request)
+        except asyncio.CancelledError:
+            self._count("running", -1)
+            raise
+        except node_errors.GraphRuntimeError as exc:
+            self.run._end_node(item, NodeStatus.FAILED, started, error=RunError.of(exc))
+            await self._ended(item, "failed")
+            raise
+        if outcome.succeeded:
+            self.run._end_node(item, NodeStatus.SUCCEEDED, started, output=outcome.result, cost=outcome.cost)
+        else:
+            error = RunError.from_dict(outcome.error) or RunError("node_failed", "the child task failed")
+            self.run._end_node(item, NodeStatus.FAILED, started, cost=outcome.cost,
+                               error=RunError(error.code, f"child task {outcome.task_id}: {error.message}", item_id))
+        await self._ended(item, "succeeded" if outcome.succeeded else "failed")
+        return outcome
+
+    def _count(self, status: str, change: int) -> None:
+        self.counts[status] = self.counts.get(status, 0) + change
+        self.map_run.items = dict(self.counts)
+
+    async def _ended(self, item: NodeRun, status: str) -> None:
+        self.counts["running"] -= 1
+        self._count(status, 1)
+        if item.cached:  # the task's saved_cost counts the map's runs, not its items'
+            self.map_run.saved_cost = round((self.map_run.saved_cost or 0.0) + (item.saved_cost or 0.0), 9)
+        self.run.dirty.discard(item.node_id)
+        await asyncio.gather(self.run.save(item), self.run.save(self.map_run))

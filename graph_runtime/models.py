@@ -150,11 +150,25 @@ class NodeRun:
     output: dict[str, Any] | None = None
     cached: bool = False  # served from the output cache (SPEC §9): it did not run, its cost is 0
     saved_cost: float | None = None  # when cached: what the run that filled the cache cost
+    # A map node's items so far, by status (``{"total": n, "succeeded": …}``): what the task view
+    # shows instead of a thousand item runs (SPEC §9 map). None for every other node.
+    items: dict[str, int] | None = None
 
     def copy(self) -> NodeRun:
         """A snapshot (shallow: error and output are shared, never mutated in place)."""
         return NodeRun(self.node_id, self.status, self.started, self.finished, self.execution_time, self.cost,
-                       self.attempts, self.error, self.output, self.cached, self.saved_cost)
+                       self.attempts, self.error, self.output, self.cached, self.saved_cost,
+                       dict(self.items) if self.items is not None else None)
+
+
+def item_run_id(map_node_id: str, index: int) -> str:
+    """The node-run id of item ``index`` of a map node: ``map1[3]`` (flow node ids never hold ``[``)."""
+    return f"{map_node_id}[{index}]"
+
+
+def is_item_run(node_id: str) -> bool:
+    """Whether a node-run id names a map item (``map1[3]``) rather than a node of the flow."""
+    return node_id.endswith("]")
 
 
 @dataclass(frozen=True)
@@ -190,6 +204,7 @@ class Task:
     claims: int = 0  # how many times a worker took it; above 1 it is being resumed
     interruptions: int = 0  # how many times the worker running it died or lost its lease
     lease: Lease | None = None  # set when a worker claims it; its writes carry it
+    parent_id: int | None = None  # the task whose subflow or map node started it (Scade's field)
 
 
 def start_order_key(run: NodeRun) -> tuple[bool, datetime, str]:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from datetime import datetime
 from typing import Any, Protocol
 
 from graph_runtime.flow import Flow
-from graph_runtime.models import Lease, NodeRun, Task, TaskOutcome
+from graph_runtime.models import Lease, NodeRun, Task, TaskOutcome, TaskRequest
 
 
 class TaskStore(Protocol):
@@ -27,6 +28,26 @@ class TaskStore(Protocol):
 
     async def load_flow(self, flow_id: str, revision: int) -> Flow:
         """The definition of ``flow_id`` at ``revision`` (kept even if the flow is deleted)."""
+
+    async def get_flow(self, flow_id: str, revision: int | None = None) -> tuple[Flow, int, datetime]:
+        """The latest (or the given) revision of a flow that is not deleted: ``(flow, revision, created)``.
+        Raises ``FlowNotFound`` / ``RevisionNotFound``."""
+
+    async def create_task(self, flow_id: str, revision: int, request: TaskRequest, *,
+                          idempotency_key: str | None = None, fingerprint: str | None = None,
+                          key_id: str | None = None, node_ids: Sequence[str] = (),
+                          parent_id: int | None = None) -> tuple[Task, bool]:
+        """Queue a task (a child task of a subflow or map, here), or find the one created before
+        with the same idempotency key: ``(task, created)``."""
+
+    async def claim_task(self, task_id: int, worker: str, lease_s: float) -> Task | None:
+        """Claim ``task_id`` if it is queued (as :meth:`claim_next_task` does); None otherwise."""
+
+    async def get_task(self, task_id: int, *, items: bool = False) -> Task:
+        """The task with its node runs (its map items' runs too if ``items``)."""
+
+    async def cancel_children(self, parent_id: int) -> list[int]:
+        """Cancel every unfinished descendant task of ``parent_id``; their ids."""
 
     async def save_node_runs(self, task_id: int, runs: Sequence[NodeRun], *, lease: Lease | None = None) -> None:
         """Insert or update these node runs of ``task_id`` in one transaction; ``LeaseLost`` if fenced off."""

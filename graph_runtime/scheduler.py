@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 
 from graph_runtime import errors
+from graph_runtime.children import WAIT_POLL_S
 from graph_runtime.executor import Control, Executor
 from graph_runtime.heartbeat import Heartbeat, OpenRenewer, through_loop
 from graph_runtime.models import Task
@@ -112,6 +113,30 @@ class Scheduler:
         control.asyncio_task.cancel()
         return True
 
+    async def run_child(self, task_id: int) -> Task:
+        """Run a child task (a subflow's, a map item's) to its end: claimed and run here beside
+        the slots, so parents waiting in every slot cannot starve their children; one taken by
+        another worker (or requeued after a crash) is waited for. Returns it ended."""
+        delay = WAIT_POLL_S[0]
+        while True:
+            if task_id not in self._running and self._claiming:
+                claimed = await self.store.claim_task(task_id, self.worker_id, self.lease_s)
+                if claimed is not None:
+                    self._spawn(claimed)
+            if task_id in self._running:
+                waiter = self.ended_waiter(task_id)
+                try:
+                    ended = await waiter
+                finally:
+                    self.forget_waiter(task_id, waiter)
+                if ended is not None:
+                    return ended
+            current = await self.store.get_task(task_id)
+            if current.status.ended:
+                return current
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, WAIT_POLL_S[1])
+
     def ended_waiter(self, task_id: int) -> asyncio.Future[Task | None]:
         """A future resolved when ``task_id`` stops running here; take it before re-reading the task.
 
@@ -200,7 +225,7 @@ class Scheduler:
             # run one task twice in one process; the heartbeat renews and keeps it.
             log.warning("task claimed while running here", extra={"action": "duplicate_claim", "task_id": task.id})
             return
-        control = Control()
+        control = Control(launcher=self)
         self._running[task.id] = control
         if self._heartbeat is not None:
             self._heartbeat.hold(task.id)

@@ -102,6 +102,9 @@ def _settings_problems(flow: Flow, registry: Registry) -> list[str]:
         except node_errors.InvalidParams as exc:
             where = f"nodes.{i}.settings" + (f".{exc.field}" if exc.field else "")
             problems.append(f"{where}: {exc.message} (node {node.id!r})")
+            continue
+        problems.extend(f"nodes.{i}.settings.{problem} (node {node.id!r})"
+                        for problem in node_type.nested_problems(node.settings, registry))
     return problems
 
 

@@ -205,7 +205,10 @@ OPERATIONS: tuple[Operation, ...] = (
               (*BODY_ERRORS, 401, 404, 503), parameters=(FLOW_PATH, REVISION_QUERY, EXECUTE_PARAMS[-1]),
               body=schemas.ExecuteBody, body_required=False, body_example=EXAMPLE_EXECUTE),
     Operation("get", "/api/v1/task/{task_id}", "getTask", "The task: poll until `status` is 3 (or 4, 5).", "tasks",
-              {200: Answer("The task.", wire.TaskView)}, (401, 404, 503), parameters=(TASK_PATH,)),
+              {200: Answer("The task.", wire.TaskView)}, (401, 404, 422, 503),
+              parameters=(TASK_PATH, _param("include", "query", {"type": "string", "pattern": "^(outputs|items)(,(outputs|items))?$"},
+                                            "Also each node's `output` (`outputs`) and each map item's run "
+                                            "(`items`), comma-separated."))),
     Operation("post", "/api/v1/task/{task_id}/cancel", "cancelTask", "Cancel a queued or running task.", "tasks",
               {202: Answer("The task, cancelled (or still stopping).", wire.TaskView)}, (401, 404, 409, 503),
               parameters=(TASK_PATH,)),
@@ -224,6 +227,8 @@ OPERATIONS: tuple[Operation, ...] = (
                   _param("before", "query", {"type": "integer", "minimum": 1, "maximum": 10**18 - 1},
                          "Only tasks with a smaller id (the previous page's `next_before`)."),
                   _param("mode", "query", MODE, "Only tasks run in this mode."),
+                  _param("parent_id", "query", {"type": "integer", "minimum": 1, "maximum": 2**62},
+                         "Only the child tasks of this task (its subflows, its maps over a flow)."),
               )),
     Operation("get", "/api/v1/flows", "listFlows", "Every flow, with its latest revision and run defaults.", "flows",
               {200: Answer("The flows.", wire.FlowList)}, (401, 503)),
@@ -285,6 +290,111 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("get", OPENAPI_PATH, "openapi", "This document.", "health",
               {200: Answer("The OpenAPI 3.1 document.", DOCUMENT_SCHEMA)}, (), scope="public"),
 )
+
+
+# Triggers and the seed systems' APIs (SPEC §11): routes_hooks, compat_ziggy, compat_kestra.
+HOOK_KEY = _param("key", "path", {"type": "string", "minLength": 1}, "The webhook trigger's key (its secret).")
+HOOK_STARTED = {"type": "object", "required": ["id", "flow_id", "status", "status_name"],
+                "properties": {"id": {"type": "integer"}, "flow_id": {"type": "string"},
+                               "status": {"type": "integer"}, "status_name": {"type": "string"}}}
+HOOK_BODY = {"application/json": {"schema": {}}, "text/plain": {"schema": {"type": "string"}},
+             "application/x-www-form-urlencoded": {"schema": {"type": "object",
+                                                              "additionalProperties": {"type": "string"}}}}
+HOOK_ERRORS = (400, 404, 408, 413, 415, 422, 503)
+TRIGGER_LIST = {"type": "object", "required": ["triggers"], "properties": {"triggers": {"type": "array", "items": {
+    "type": "object", "required": ["flow_id", "namespace", "index", "type", "path", "next"],
+    "properties": {"flow_id": {"type": "string"}, "namespace": {"type": "string"}, "index": {"type": "integer"},
+                   "type": {"type": "string"}, "path": {"type": "string"},
+                   "next": {"type": ["string", "null"], "description": "A schedule trigger's next slot."}}}}}}
+ZIGGY_STARTED = {"type": "object", "required": ["executionId", "flowUuid", "taskId"],
+                 "properties": {"executionId": {"type": "string"}, "flowUuid": {"type": "string"},
+                                "taskId": {"type": "integer"}}}
+ZIGGY_STATUS = {"type": "object", "required": ["executionId", "terminationStatus", "ms", "executionEnvironmentMode",
+                                               "createdAt", "flowUuid", "flowName"],
+                "properties": {"executionId": {"type": "string"},
+                               "terminationStatus": {"enum": ["SUCCESS", "FATAL", "TIMED OUT", "KILLED"]},
+                               "ms": {"type": "integer", "minimum": 0},
+                               "executionEnvironmentMode": {"enum": ["DEV", "PROD"]},
+                               "createdAt": {"type": "string", "format": "date-time"}, "flowUuid": {"type": "string"},
+                               "flowName": {"type": "string"}}}
+KESTRA_STATE = {"type": "object", "required": ["current", "histories"],
+                "properties": {"current": {"enum": ["CREATED", "RUNNING", "SUCCESS", "FAILED", "KILLED"]},
+                               "histories": {"type": "array", "items": {"type": "object",
+                                                                        "required": ["state", "date"]}}}}
+KESTRA_EXECUTION = {"type": "object",
+                    "required": ["id", "namespace", "flowId", "flowRevision", "state", "originalId", "deleted",
+                                 "metadata"],
+                    "properties": {"id": {"type": "string"}, "namespace": {"type": "string"},
+                                   "flowId": {"type": "string"}, "flowRevision": {"type": "integer"},
+                                   "state": KESTRA_STATE, "inputs": {"type": "object"}, "outputs": {},
+                                   "originalId": {"type": "string"}, "deleted": {"type": "boolean"},
+                                   "metadata": {"type": "object"}}}
+TENANT = _param("tenant", "path", {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+                "Kestra's tenant (this server has one: any name is accepted).")
+NAMESPACE = _param("namespace", "path", {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,128}$"},
+                   "The flow's namespace (`default` unless the flow names one).")
+EXECUTION_ID = _param("execution_id", "path", {"type": "string", "pattern": "^[0-9]{1,18}$"},
+                      "The execution's id: the task's id.")
+KESTRA_INPUTS = {"multipart/form-data": {"schema": {
+    "type": "object", "description": "One part per input: text, or a file (a part with a filename; named `files`, "
+                                     "the filename is the input's name)."}}}
+
+
+def _kestra_operations(prefix: str, suffix: str) -> tuple[Operation, ...]:
+    tenant = (TENANT,) if "{tenant}" in prefix else ()
+    webhook = f"{prefix}/executions/webhook/{{namespace}}/{{flow_id}}/{{key}}"
+    hooks = tuple(Operation(method, webhook, f"kestraWebhook{method.title()}{suffix}",
+                            "Kestra's webhook path: the flow's webhook trigger with this key (no key needed).",
+                            "kestra", {200: Answer("The execution started.", {"type": "object"})}, HOOK_ERRORS,
+                            scope="public", parameters=(*tenant, NAMESPACE, FLOW_PATH, HOOK_KEY),
+                            body_required=False, body_content=HOOK_BODY if method != "get" else None)
+                  for method in ("get", "post", "put"))
+    return (*hooks,
+            Operation("post", f"{prefix}/executions/{{namespace}}/{{flow_id}}", f"kestraCreateExecution{suffix}",
+                      "Kestra's create execution: inputs as multipart form data merged over the start node's data.",
+                      "kestra", {200: Answer("The execution (after `wait=true`, as it ended).", KESTRA_EXECUTION)},
+                      (*BODY_ERRORS, 401, 404, 503), parameters=(
+                          *tenant, NAMESPACE, FLOW_PATH, REVISION_QUERY,
+                          _param("wait", "query", {"enum": ["true", "false"]}, "Answer once the task ended (≤ 60 s)."),
+                          _param("labels", "query", {"type": "string", "pattern": "^[^:]+:.+$"}, "A label, key:value.")),
+                      body_required=False, body_content=KESTRA_INPUTS),
+            Operation("get", f"{prefix}/executions/{{execution_id}}", f"kestraGetExecution{suffix}",
+                      "Kestra's execution: `state.current` and `state.histories`.", "kestra",
+                      {200: Answer("The execution.", KESTRA_EXECUTION)}, (401, 404, 503),
+                      parameters=(*tenant, EXECUTION_ID)),
+            Operation("get", f"{prefix}/logs/{{execution_id}}/download", f"kestraDownloadLogs{suffix}",
+                      "The execution's log lines (made from the task's and nodes' status changes).", "kestra",
+                      {200: Answer("Log lines.", {"type": "string"}, media="text/plain")}, (401, 404, 503),
+                      parameters=(*tenant, EXECUTION_ID)))
+
+
+SEED_OPERATIONS: tuple[Operation, ...] = (
+    Operation("post", "/api/v1/hooks/{flow_id}/{key}", "fireHook", "Start a task from the flow's webhook trigger: "
+              "`{body, headers, query}` become the start node's data. No server key: the key is the secret.",
+              "triggers", {201: Answer("The task, queued.", HOOK_STARTED),
+                           200: Answer("A redelivery (same `webhook-id` or Idempotency-Key): the task it started.",
+                                       HOOK_STARTED)}, HOOK_ERRORS, scope="public",
+              parameters=(FLOW_PATH, HOOK_KEY), body_required=False, body_content=HOOK_BODY),
+    Operation("get", "/api/v1/triggers", "listTriggers", "Every flow's triggers (keys never shown).", "triggers",
+              {200: Answer("The triggers.", TRIGGER_LIST)}, (401, 503)),
+    Operation("post", "/api", "ziggyLaunch", "Ziggy's launch: the JSON body is the start node's data; `executionId` "
+              "is the idempotency key.", "ziggy",
+              {201: Answer("Queued.", ZIGGY_STARTED), 200: Answer("This executionId's earlier task.", ZIGGY_STARTED)},
+              (*BODY_ERRORS, 401, 404, 409, 503), parameters=(
+                  _param("flowUuid", "query", FLOW_ID, "The flow's id.", required=True),
+                  _param("executionId", "query", {"type": "string", "minLength": 1, "maxLength": 255},
+                         "Your id for this execution (a UUID is made when left out)."),
+                  _param("executionEnvironmentMode", "query", {"type": "string", "pattern": "^(?i:dev|prod)$"},
+                         "DEV (Ziggy's default) or PROD.")),
+              body_required=False, body_content={JSON: {"schema": {"type": "object"}}}),
+    Operation("get", "/api/ziggy/execution-status/{execution_id}", "ziggyExecutionStatus",
+              "How a Ziggy execution ended; 404 `execution_not_finished` while it is queued or running.", "ziggy",
+              {200: Answer("Ziggy's fields, then ours (taskId, data, error).", ZIGGY_STATUS)}, (401, 404, 503),
+              parameters=(_param("execution_id", "path", {"type": "string", "minLength": 1}, "The executionId."),)),
+    *_kestra_operations("/api/v1", ""),
+    *_kestra_operations("/api/v1/{tenant}", "Tenant"),
+)
+OPERATIONS = (*OPERATIONS, *SEED_OPERATIONS)
 
 
 def component_schemas() -> dict[str, Any]:

@@ -142,18 +142,23 @@ async def plan_flow(request: web.Request) -> web.Response:
     return web.Response(body=codec.dumps(answer.as_json()), content_type="application/json")
 
 
+TASK_INCLUDABLE = frozenset({"outputs", "items"})
+"""What ``GET /task/{id}?include=`` adds: every node's output, every map item's run (``map1[3]``)."""
+
+
 @routes.get("/api/v1/task/{task_id}")
 async def get_task(request: web.Request) -> web.Response:
     """The task; ``?wait=N`` (0–60 s) holds the answer until it ends or N seconds pass (a long-poll)."""
     task_id = path_int(request, "task_id", flow_errors.TaskNotFound)
     wait = int_query(request, "wait", low=0, high=60, default=0)
-    include = request.query.get("include") or None
-    if include not in (None, "outputs"):
-        raise errors.RequestInvalid("include can name outputs (each node's output), nothing else", field="include")
-    task = await _services(request).repo.get_task(task_id)
+    include = {name.strip() for value in request.query.getall("include", []) for name in value.split(",")} - {""}
+    if include - TASK_INCLUDABLE:
+        raise errors.RequestInvalid("include can name outputs (each node's output) and items (each map item's run), "
+                                    "nothing else", field="include")
+    task = await _services(request).repo.get_task(task_id, items="items" in include)
     if wait and not task.status.ended:
         task = await _wait_for_end(_services(request), task, wait)
-    return _answer(_services(request), task_view(task, outputs=include == "outputs"))
+    return _answer(_services(request), task_view(task, outputs="outputs" in include, items="items" in include))
 
 
 @routes.post("/api/v1/task/{task_id}/cancel")
@@ -187,9 +192,10 @@ async def list_tasks(request: web.Request) -> web.Response:
     status = None
     if status_value:
         status = _parse_status(status_value)
+    parent_id = int_query(request, "parent_id", low=1, high=2**62)
     page = await _services(request).repo.task_history(
         flow_id=request.query.get("flow_id") or None, status=status, limit=limit or HISTORY_DEFAULT_LIMIT,
-        before=before, include=include, budget_bytes=HISTORY_PAGE_BYTES, mode=mode,
+        before=before, include=include, budget_bytes=HISTORY_PAGE_BYTES, mode=mode, parent_id=parent_id,
     )
     return _answer(_services(request), history_view(page), page=True)
 

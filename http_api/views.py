@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from graph_runtime.flow import Flow
-from graph_runtime.models import NodeRun, Task
+from graph_runtime.models import NodeRun, Task, is_item_run
 from nodes.files import FILE_KEY, file_values, is_file_value
 from storage.convert import ApiKeyRecord
 from storage.secrets import SecretInfo
@@ -51,12 +51,14 @@ def node_view(run: NodeRun, *, output: bool = False) -> dict[str, Any]:
         "cached": run.cached,
         "saved_cost": run.saved_cost,
     }
+    if run.items is not None:  # a map node: its items by status, in place of its item runs
+        view["items"] = run.items
     if output:
         view["output"] = run.output
     return view
 
 
-def task_view(task: Task, *, outputs: bool = False) -> dict[str, Any]:
+def task_view(task: Task, *, outputs: bool = False, items: bool = False) -> dict[str, Any]:
     """Scade's task fields with their names and meanings, then ours."""
     return {
         "id": task.id,
@@ -68,7 +70,7 @@ def task_view(task: Task, *, outputs: bool = False) -> dict[str, Any]:
         "result": task.result,
         "execution_time": task.execution_time,
         "execution_cost": task.execution_cost,
-        "parent_id": None,
+        "parent_id": task.parent_id,
         "ref_id": f"flow:{task.flow_id};",
         "task_type": TASK_TYPE_FLOW,
         "is_hide": False,
@@ -80,13 +82,16 @@ def task_view(task: Task, *, outputs: bool = False) -> dict[str, Any]:
         "error": task.error.as_dict() if task.error else None,
         "mode": task.request.mode,
         "saved_cost": saved_cost(task),
-        "nodes": {node_id: node_view(run, output=outputs) for node_id, run in task.nodes.items()},
+        # A map's item runs (``map1[3]``) only when asked for: a 1,000-item map keeps a poll small.
+        "nodes": {node_id: node_view(run, output=outputs) for node_id, run in task.nodes.items()
+                  if items or not is_item_run(node_id)},
     }
 
 
 def saved_cost(task: Task) -> float:
     """What the task's nodes served from the output cache would have cost to run (SPEC §9)."""
-    return round(sum(run.saved_cost or 0.0 for run in task.nodes.values() if run.cached), 9)
+    # A cached node's saved_cost, and a map's (what its cached items saved); item runs are in their map's.
+    return round(sum(run.saved_cost or 0.0 for run in task.nodes.values() if not is_item_run(run.node_id)), 9)
 
 
 def task_summary_view(task: TaskSummary, include: frozenset[str]) -> dict[str, Any]:
@@ -99,7 +104,7 @@ def task_summary_view(task: TaskSummary, include: frozenset[str]) -> dict[str, A
                 finished=timestamp(task.finished))
     if "result" in include:
         view["result"] = task.result
-    view.update(execution_time=task.execution_time, execution_cost=task.execution_cost, parent_id=None,
+    view.update(execution_time=task.execution_time, execution_cost=task.execution_cost, parent_id=task.parent_id,
                 ref_id=f"flow:{task.flow_id};", task_type=TASK_TYPE_FLOW, is_hide=False, public_access_token=None,
                 file_result_link=None, flow_id=task.flow_id, revision=task.revision, started=timestamp(task.started),
                 error=task.error.as_dict() if task.error else None, mode=task.mode, saved_cost=task.saved_cost)
@@ -143,7 +148,15 @@ def _linked(value: Any, link: Callable[[dict[str, Any]], str]) -> Any:
     return value
 
 
-def flow_view(flow: Flow, revision: int, updated: datetime, defaults: dict[str, str | None]) -> dict[str, Any]:
+HIDDEN = "***"
+"""What a webhook trigger's key shows to a key without admin scope: the key is the hook's credential."""
+
+
+def flow_view(flow: Flow, revision: int, updated: datetime, defaults: dict[str, str | None], *,
+              show_trigger_keys: bool = False) -> dict[str, Any]:
+    definition = flow.definition()
+    if definition.get("triggers") and not show_trigger_keys:
+        definition["triggers"] = [{**t, "key": HIDDEN} if "key" in t else t for t in definition["triggers"]]
     return {
         "id": flow.id,
         "name": flow.name,
@@ -153,7 +166,8 @@ def flow_view(flow: Flow, revision: int, updated: datetime, defaults: dict[str, 
         "defaults": defaults,
         # Keyed by start node id whichever form the flow uses, so a form can be built per node.
         "inputs": flow.input_schemas or None,
-        "definition": flow.definition(),
+        "namespace": flow.namespace_name,
+        "definition": definition,
     }
 
 

@@ -56,6 +56,15 @@ class TaskData(Wire):
         default=None, description="With `from_task_id`: {node: {input: value}} taken from that task.")
 
 
+class MapItems(Wire):
+    """A map node's items by status; `include=items` lists each item's run (`map1[0]`…)."""
+
+    total: int = Field(ge=0)
+    succeeded: int = Field(ge=0)
+    failed: int = Field(ge=0)
+    running: int = Field(ge=0)
+
+
 class NodeRunView(Wire):
     """One node inside a task."""
 
@@ -67,7 +76,10 @@ class NodeRunView(Wire):
     attempts: int = Field(ge=0)
     error: RunError | None
     cached: bool = Field(description="Served from the output cache: it did not run, its cost is 0.")
-    saved_cost: float | None = Field(description="When cached: what the run that filled the cache cost.")
+    saved_cost: float | None = Field(description="When cached: what the run that filled the cache cost; on a "
+                                                 "map, what its cached items saved.")
+    items: MapItems | None = Field(default=None, description="Only on a map node: its items by status.")
+    output: dict[str, Any] | None = Field(default=None, description="Only with `include=outputs`.")
 
 
 class TaskView(Wire):
@@ -83,7 +95,7 @@ class TaskView(Wire):
     result: dict[str, Any] | None = Field(description="The result node's output; null unless succeeded.")
     execution_time: float | None
     execution_cost: float | None
-    parent_id: None
+    parent_id: int | None = Field(description="The task whose subflow or map node started this one, else null.")
     ref_id: str
     task_type: Literal[4]
     is_hide: bool
@@ -97,7 +109,8 @@ class TaskView(Wire):
     mode: Mode = Field(description="Which value of each secret its nodes get (`dev` falls back to `prod`).")
     saved_cost: float = Field(description="The sum of its cached nodes' `saved_cost`: what the output "
                                           "cache saved this task.")
-    nodes: dict[str, NodeRunView] = Field(description="Empty while queued; then every run-set node.")
+    nodes: dict[str, NodeRunView] = Field(description="Empty while queued; then every run-set node (and with "
+                                                      "`include=items`, every map item's run, `map1[0]`…).")
 
 
 class NodeCounts(Wire):
@@ -124,7 +137,7 @@ class TaskSummaryView(Wire):
     result: dict[str, Any] | None = Field(default=None, description="Only with `include=result`.")
     execution_time: float | None
     execution_cost: float | None
-    parent_id: None
+    parent_id: int | None
     ref_id: str
     task_type: Literal[4]
     is_hide: bool
@@ -181,6 +194,7 @@ class FlowView(Wire):
     inputs: dict[str, dict[str, Any]] | None = Field(
         description="The flow's typed inputs: a JSON Schema for each typed start node's `data`, by node id "
                     "(null when the flow declares none).")
+    namespace: str = Field(description="Kestra's namespace of the flow (`default` unless it names one).")
     definition: Flow
 
 

@@ -37,6 +37,7 @@ import pydantic
 from pydantic import BaseModel, ConfigDict
 
 from nodes import errors, file_params
+from nodes.fanout import Children, ItemRuns
 from nodes.files import FileStore
 from nodes.limits import Limits
 
@@ -106,6 +107,9 @@ class RunContext:
             "output": …}}`` in credits per 1M tokens, read once at start-up; empty when unset.
             ``llm.*`` nodes price the tokens an answer reports with it (unless their
             ``prices`` parameter is given) and report the result as usage.
+        children: runs child tasks (``subflow``, ``map`` over a flow); None where the runtime
+            cannot (see :mod:`nodes.fanout`).
+        items: a ``map`` node's item runs; None for every other node.
     """
 
     task_id: int
@@ -119,6 +123,8 @@ class RunContext:
     limits: Limits = field(default_factory=Limits)
     files: FileStore | None = None
     prices: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    children: Children | None = None
+    items: ItemRuns | None = None
 
     @functools.cached_property
     def stop(self) -> threading.Event:
@@ -159,6 +165,8 @@ class NodeType:
     """Modules that extra installs; the type is available when every one of them imports."""
     version: ClassVar[str] = "1"
     """Part of the output cache's key: change it when the same parameters start giving another output."""
+    fans_out: ClassVar[bool] = False
+    """Whether it runs items or child tasks (``ctx.items``, ``ctx.children``): ``map`` and ``subflow``."""
     deterministic: ClassVar[bool] = False
     """Whether equal parameters always give an equal output, so the output cache may serve it
     (SPEC §9). A type deterministic only for some parameters overrides :meth:`cacheable`."""
@@ -186,6 +194,12 @@ class NodeType:
         stops (e.g. to stop worker processes). A registry may serve again afterwards, so
         resources closed here should start again lazily if ``run`` is called.
         """
+
+    @classmethod
+    def nested_problems(cls, settings: Mapping[str, Any], registry: Any) -> list[str]:
+        """Problems in what the settings name beyond the type's own model (a map's item node
+        type and its settings), as ``"<field>: <message>"``; checked when a flow is loaded."""
+        return []
 
     @classmethod
     def cacheable(cls, params: Mapping[str, Any]) -> bool:

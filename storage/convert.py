@@ -59,6 +59,7 @@ def task(row: Row[Any], nodes: dict[str, NodeRun]) -> Task:
         claims=row.claims,
         interruptions=row.interruptions,
         lease=lease(row),
+        parent_id=row.parent_id,
     )
 
 
@@ -81,6 +82,7 @@ def node_run(row: Row[Any]) -> NodeRun:
         output=row.output,
         cached=bool(row.cached),
         saved_cost=row.saved_cost,
+        items=row.items,
     )
 
 
@@ -108,6 +110,7 @@ def node_run_values(task_id: int, run: NodeRun) -> dict[str, Any]:
         "output": run.output,
         "cached": run.cached,
         "saved_cost": run.saved_cost,
+        "items": run.items,
     }
 
 

@@ -105,6 +105,7 @@ class Repository(FlowMethods, KeyMethods, LeaseMethods, NodeCacheMethods, Secret
         fingerprint: str | None = None,
         key_id: str | None = None,
         node_ids: Sequence[str] = (),
+        parent_id: int | None = None,
     ) -> tuple[Task, bool]:
         """Queue a task, or find the one created before with the same idempotency key.
 
@@ -116,6 +117,7 @@ class Repository(FlowMethods, KeyMethods, LeaseMethods, NodeCacheMethods, Secret
             fingerprint: identifies the request, so a reused key with another request is caught.
             key_id: the server key that submitted it.
             node_ids: the run set, stored as ``pending`` node runs so a poll shows every node at once.
+            parent_id: the task whose subflow or map node starts this one.
 
         Returns:
             ``(task, True)`` for a new queued task, ``(earlier task, False)`` when the key was
@@ -125,7 +127,8 @@ class Repository(FlowMethods, KeyMethods, LeaseMethods, NodeCacheMethods, Secret
             errors.IdempotencyConflict: the key was used on this flow with another fingerprint.
             errors.RevisionNotFound: the flow has no such revision.
         """
-        values = task_rows.queued_task_values(flow_id, revision, request, idempotency_key, fingerprint, key_id)
+        values = task_rows.queued_task_values(flow_id, revision, request, idempotency_key, fingerprint, key_id,
+                                              parent_id)
         pending = [NodeRun(node_id) for node_id in node_ids]
         if self._inline is not None:
             return await self._create_task_inline(values, request, pending)
@@ -146,7 +149,7 @@ class Repository(FlowMethods, KeyMethods, LeaseMethods, NodeCacheMethods, Secret
         assert self._inline is not None
         key = values["idempotency_key"]
         params = (values["flow_id"], values["revision"], lite.json_text(values["data"]), lite.dt(values["created"]),
-                  key, values["request_fingerprint"], values["key_id"], values["mode"])
+                  key, values["request_fingerprint"], values["key_id"], values["mode"], values["parent_id"])
         node_ids = [run.node_id for run in pending]
         try:
             task_id = await self._inline.write(lambda c: lite.create_task_work(c, params, key is not None, node_ids))
@@ -188,19 +191,20 @@ class Repository(FlowMethods, KeyMethods, LeaseMethods, NodeCacheMethods, Secret
             # The only other constraint is the foreign key to the flow revision.
             raise errors.RevisionNotFound(f"flow {values['flow_id']!r} has no revision {values['revision']}") from None
 
-    async def get_task(self, task_id: int) -> Task:
-        """The task with its node runs.
+    async def get_task(self, task_id: int, *, items: bool = False) -> Task:
+        """The task with its node runs; its map items' runs (``map1[3]``) only if ``items``: the
+        map node's own run summarises them, and a poll of a 1,000-item map stays as small as any.
 
         Raises:
             errors.TaskNotFound: no task has this id.
         """
         if self._inline is not None:
-            found = await self._inline.read(lambda c: lite.task_work(c, task_id))
+            found = await self._inline.read(lambda c: lite.task_work(c, task_id, items))
             if found is None:
                 raise errors.TaskNotFound(f"no task has the id {task_id}")
             return found
         async with self._read() as conn:
-            return await task_rows.load_task(conn, task_id)
+            return await task_rows.load_task(conn, task_id, items=items)
 
     async def count_tasks(self, status: TaskStatus | None = None) -> int:
         """How many tasks there are (in ``status``, if given)."""
@@ -239,8 +243,15 @@ class Repository(FlowMethods, KeyMethods, LeaseMethods, NodeCacheMethods, Secret
                 if status is None:
                     raise errors.TaskNotFound(f"no task has the id {task_id}")
                 raise errors.TaskEnded(f"task {task_id} has already ended ({status})")
-            nodes = await task_rows.node_runs(conn, [task_id])
+            await _cancel_descendants(conn, task_id)
+            nodes = await task_rows.node_runs(conn, [task_id], items=False)
         return convert.task(row, nodes.get(task_id, {}))
+
+    async def cancel_children(self, parent_id: int) -> list[int]:
+        """Cancel every unfinished descendant of ``parent_id`` (its subflows' and maps' child tasks,
+        and theirs): queued ones end ``cancelled`` now, running ones are flagged. Returns their ids."""
+        async with self._write() as conn:
+            return await _cancel_descendants(conn, parent_id)
 
     # -- tasks: the executor's side (graph_runtime.ports.TaskStore) -------------------------
 
@@ -447,3 +458,23 @@ async def _encoded_off_loop(rows: Sequence[tuple[int, NodeRun]]) -> list[tuple[A
     if codec.size_exceeds([run.output for _, run in rows], lite_inline.THREAD_ABOVE_BYTES):
         return await asyncio.to_thread(lambda: [lite.run_params(task_id, run) for task_id, run in rows])
     return [lite.run_params(task_id, run) for task_id, run in rows]
+
+
+async def _cancel_descendants(conn: AsyncConnection, parent_id: int) -> list[int]:
+    """Cancel the unfinished tasks below ``parent_id``, level by level, in the caller's transaction."""
+    cancelled: list[int] = []
+    parents = [parent_id]
+    while parents:
+        below = task_t.c.parent_id.in_(parents)
+        queued = await conn.execute(
+            sa.update(task_t).where(below, task_t.c.status == _QUEUED)
+            .values(status=_CANCELLED, finished=convert.utcnow(), execution_cost=0.0, error=CANCELLED_BEFORE_START)
+            .returning(task_t.c.id)
+        )
+        running = await conn.execute(
+            sa.update(task_t).where(below, task_t.c.status == _RUNNING).values(cancel_requested=True)
+            .returning(task_t.c.id)
+        )
+        parents = [*queued.scalars(), *running.scalars()]
+        cancelled.extend(parents)
+    return cancelled

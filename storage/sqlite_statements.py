@@ -19,24 +19,25 @@ from nodes import codec
 
 _TASK_COLUMNS = (
     "id, flow_id, revision, status, data, created, started, finished, result, execution_time,"
-    " execution_cost, error, claims, request_fingerprint, interruptions, lease_owner"
+    " execution_cost, error, claims, request_fingerprint, interruptions, lease_owner, parent_id"
 )
 _RUN_COLUMNS = (
-    "task_id, node_id, status, started, finished, execution_time, cost, attempts, error, output, cached, saved_cost"
+    "task_id, node_id, status, started, finished, execution_time, cost, attempts, error, output, cached, saved_cost,"
+    " items"
 )
 
 _INSERT_TASK = (
     "INSERT INTO task (flow_id, revision, status, data, created, cancel_requested, claims, idempotency_key,"
-    " request_fingerprint, key_id, mode) VALUES (?, ?, 'queued', ?, ?, 0, 0, ?, ?, ?, ?)"
+    " request_fingerprint, key_id, mode, parent_id) VALUES (?, ?, 'queued', ?, ?, 0, 0, ?, ?, ?, ?, ?)"
 )
 _INSERT_TASK_ONCE = _INSERT_TASK + " ON CONFLICT (flow_id, idempotency_key) DO NOTHING"
 _INSERT_PENDING = "INSERT INTO node_run (task_id, node_id, status, attempts) VALUES (?, ?, 'pending', 0)"
 _UPSERT_RUNS = (
-    f"INSERT INTO node_run ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    f"INSERT INTO node_run ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     " ON CONFLICT (task_id, node_id) DO UPDATE SET status = excluded.status, started = excluded.started,"
     " finished = excluded.finished, execution_time = excluded.execution_time, cost = excluded.cost,"
     " attempts = excluded.attempts, error = excluded.error, output = excluded.output, cached = excluded.cached,"
-    " saved_cost = excluded.saved_cost"
+    " saved_cost = excluded.saved_cost, items = excluded.items"
 )
 _CLAIM = (
     "UPDATE task SET status = 'running', started = ?, claims = claims + 1, lease_owner = ?, lease_expires = ?"
@@ -55,6 +56,11 @@ _TASK_BY_ID = f"SELECT {_TASK_COLUMNS} FROM task WHERE id = ?"
 _TASK_BY_KEY = f"SELECT {_TASK_COLUMNS} FROM task WHERE flow_id = ? AND idempotency_key = ?"
 _RUNS_OF_TASK = (
     f"SELECT {_RUN_COLUMNS} FROM node_run WHERE task_id = ? ORDER BY started ASC NULLS LAST, node_id"
+)
+# The task view: a map's item runs (``map1[3]``) are summarised by the map's own row, not listed.
+_NODE_RUNS_OF_TASK = (
+    f"SELECT {_RUN_COLUMNS} FROM node_run WHERE task_id = ? AND node_id NOT LIKE '%]'"
+    " ORDER BY started ASC NULLS LAST, node_id"
 )
 _CANCEL_FLAG = "SELECT cancel_requested FROM task WHERE id = ?"
 _FLOW_REVISION = (
@@ -98,7 +104,7 @@ def run_params(task_id: int, run: NodeRun) -> tuple[Any, ...]:
     return (
         task_id, run.node_id, NodeStatus(run.status).value, dt(run.started), dt(run.finished), run.execution_time,
         run.cost, run.attempts, json_text(run.error.as_dict() if run.error else None), json_text(run.output),
-        1 if run.cached else 0, run.saved_cost,
+        1 if run.cached else 0, run.saved_cost, json_text(run.items),
     )
 
 
@@ -118,7 +124,7 @@ def _task(row: Sequence[Any], nodes: dict[str, NodeRun]) -> Task:
         id=row[0], flow_id=row[1], revision=row[2], request=TaskRequest.from_data(codec.loads(row[4])),
         status=_TASK_STATUS[row[3]], created=_parse_dt(row[5]), started=_parse_dt(row[6]), finished=_parse_dt(row[7]),
         result=_json(row[8]), execution_time=row[9], execution_cost=row[10], error=RunError.from_dict(_json(row[11])),
-        nodes=nodes, claims=row[12], interruptions=row[14], lease=lease,
+        nodes=nodes, claims=row[12], interruptions=row[14], lease=lease, parent_id=row[16],
     )
 
 
@@ -126,12 +132,14 @@ def _node_run(row: Sequence[Any]) -> NodeRun:
     return NodeRun(
         node_id=row[1], status=_NODE_STATUS[row[2]], started=_parse_dt(row[3]), finished=_parse_dt(row[4]),
         execution_time=row[5], cost=row[6], attempts=row[7], error=RunError.from_dict(_json(row[8])), output=_json(row[9]),
-        cached=bool(row[10]), saved_cost=row[11],
+        cached=bool(row[10]), saved_cost=row[11], items=_json(row[12]),
     )
 
 
-def _runs(conn: sqlite3.Connection, task_id: int) -> dict[str, NodeRun]:
-    return {row[1]: _node_run(row) for row in conn.execute(_RUNS_OF_TASK, (task_id,))}
+def _runs(conn: sqlite3.Connection, task_id: int, *, items: bool = True) -> dict[str, NodeRun]:
+    """The task's node runs; with ``items=False`` without its map items' runs (the task view)."""
+    query = _RUNS_OF_TASK if items else _NODE_RUNS_OF_TASK
+    return {row[1]: _node_run(row) for row in conn.execute(query, (task_id,))}
 
 
 # -- transactions ----------------------------------------------------------------------------
@@ -213,10 +221,10 @@ def finish_work(conn: sqlite3.Connection, values: tuple[Any, ...], runs: list[tu
     return "ok"
 
 
-def task_work(conn: sqlite3.Connection, task_id: int) -> Task | None:
-    """The task with its node runs, from one snapshot."""
+def task_work(conn: sqlite3.Connection, task_id: int, items: bool = False) -> Task | None:
+    """The task with its node runs (its map items' runs too if ``items``), from one snapshot."""
     row = conn.execute(_TASK_BY_ID, (task_id,)).fetchone()
-    return None if row is None else _task(row, _runs(conn, task_id))
+    return None if row is None else _task(row, _runs(conn, task_id, items=items))
 
 
 def cancel_flag_work(conn: sqlite3.Connection, task_id: int) -> bool | None:

@@ -86,6 +86,8 @@ class TaskRow(SQLModel, table=True):
         # The queue (oldest queued first) and the history filters (newest first).
         sa.Index("ix_task_status_id", "status", "id"),
         sa.Index("ix_task_flow_id_id", "flow_id", "id"),
+        # A task's children (subflows, map items run as flows), newest first: GET /tasks?parent_id=.
+        sa.Index("ix_task_parent_id_id", "parent_id", "id"),
         # Ids are never reused, even if the newest task were ever deleted.
         {"sqlite_autoincrement": True},
     )
@@ -117,6 +119,8 @@ class TaskRow(SQLModel, table=True):
     idempotency_key: str | None = None
     request_fingerprint: str | None = None
     key_id: str | None = None
+    # The task whose subflow or map node started this one (Scade's field; SPEC §9).
+    parent_id: int | None = Field(default=None, sa_type=BigId)
 
 
 class NodeRunRow(SQLModel, table=True):
@@ -125,7 +129,9 @@ class NodeRunRow(SQLModel, table=True):
     __tablename__ = "node_run"
 
     task_id: int = Field(primary_key=True, sa_type=BigId, foreign_key="task.id", ondelete="CASCADE")
-    node_id: str = Field(primary_key=True, max_length=64)
+    # A flow node's id (≤ 64), or a map item's: the map node's id and ``[index]``. SQLite does not
+    # enforce lengths, so only PostgreSQL's column was widened (migration 0006, no table copy).
+    node_id: str = Field(primary_key=True, sa_type=sa.String(64).with_variant(sa.String(80), "postgresql"))
     status: str = Field(max_length=16)
     started: datetime | None = _now_column(nullable=True)
     finished: datetime | None = _now_column(nullable=True)
@@ -137,6 +143,8 @@ class NodeRunRow(SQLModel, table=True):
     # Served from the output cache (SPEC §9); saved_cost: what the run that filled it cost.
     cached: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
     saved_cost: float | None = None
+    # A map node's item counts by status (SPEC §9): shown in place of its item runs.
+    items: dict[str, Any] | None = Field(default=None, sa_type=JSONValue)
 
 
 class ApiKeyRow(SQLModel, table=True):

@@ -37,19 +37,21 @@ NODE_VIEW_BYTES = 180
 SIZE_CHUNK = 8
 
 _SUMMARY = (task_t.c.id, task_t.c.flow_id, task_t.c.revision, task_t.c.status, task_t.c.created, task_t.c.started,
-            task_t.c.finished, task_t.c.execution_time, task_t.c.execution_cost, task_t.c.error, task_t.c.mode)
+            task_t.c.finished, task_t.c.execution_time, task_t.c.execution_cost, task_t.c.error, task_t.c.mode,
+            task_t.c.parent_id)
 _LARGE = {"data": task_t.c.data, "result": task_t.c.result}
 _IDS: sa.BindParameter[list[int]] = sa.bindparam("ids", expanding=True)
 _STATUS_COUNTS = (
     sa.select(run_t.c.task_id, run_t.c.status, sa.func.count().label("runs"),
-              sa.func.sum(sa.case((run_t.c.cached, run_t.c.saved_cost), else_=0.0)).label("saved"))
-    .where(run_t.c.task_id.in_(_IDS))
+              # A cached node's saved_cost, and a map's (its cached items'): no other run has one.
+              sa.func.sum(sa.func.coalesce(run_t.c.saved_cost, 0.0)).label("saved"))
+    .where(run_t.c.task_id.in_(_IDS), task_rows.NOT_ITEM_RUN)
     .group_by(run_t.c.task_id, run_t.c.status)
 )
 # Node runs as a history page shows them: everything but the output (never shown, often large).
 _RUNS_WITHOUT_OUTPUT = (
     sa.select(*(c for c in run_t.c if c.name != "output"), sa.null().label("output"))
-    .where(run_t.c.task_id.in_(_IDS))
+    .where(run_t.c.task_id.in_(_IDS), task_rows.NOT_ITEM_RUN)
 )
 
 
@@ -79,6 +81,7 @@ class TaskSummary:
     node_counts: Mapping[NodeStatus, int]
     mode: str = "prod"
     saved_cost: float = 0.0
+    parent_id: int | None = None
     request: TaskRequest | None = None
     result: dict[str, Any] | None = None
     nodes: Mapping[str, NodeRun] | None = None
@@ -111,6 +114,7 @@ class TaskHistoryMethods(RepositoryBase):
         before: int | None = None,
         include: Collection[str] = (),
         mode: str | None = None,
+        parent_id: int | None = None,
         budget_bytes: int,
     ) -> HistoryPage:
         """Tasks newest first (by id) as summaries, with ``include``'s parts under ``budget_bytes``.
@@ -122,6 +126,7 @@ class TaskHistoryMethods(RepositoryBase):
             before: only tasks whose id is lower (the previous page's ``next_before``).
             include: any of :data:`INCLUDABLE`.
             mode: only tasks run in this mode (``prod`` or ``dev``).
+            parent_id: only the child tasks of this task (its subflows and map items run as flows).
             budget_bytes: with ``include``, tasks are added while the JSON bytes of what they
                 include fit in this (the first task always does); ``next_before`` continues.
 
@@ -132,7 +137,7 @@ class TaskHistoryMethods(RepositoryBase):
         if unknown := wanted - set(INCLUDABLE):
             raise ValueError(f"cannot include {sorted(unknown)}; only {', '.join(INCLUDABLE)}")
         async with self._read() as conn:
-            rows = list((await conn.execute(_summaries(flow_id, status, before, limit + 1, mode))).all())
+            rows = list((await conn.execute(_summaries(flow_id, status, before, limit + 1, mode, parent_id))).all())
             more = len(rows) > limit
             rows = rows[:limit]
             counts, saved = await _status_counts(conn, [row.id for row in rows])
@@ -171,7 +176,7 @@ class TaskHistoryMethods(RepositoryBase):
         if "nodes" in include:
             per_node = NODE_VIEW_BYTES + sa.func.length(run_t.c.node_id) + self._json_bytes(run_t.c.error)
             query = (sa.select(run_t.c.task_id, sa.func.sum(per_node).label("size"))
-                     .where(run_t.c.task_id.in_(ids)).group_by(run_t.c.task_id))
+                     .where(run_t.c.task_id.in_(ids), task_rows.NOT_ITEM_RUN).group_by(run_t.c.task_id))
             for row in await conn.execute(query):
                 sizes[row.task_id] += row.size
         return sizes
@@ -192,13 +197,14 @@ class TaskHistoryMethods(RepositoryBase):
         limit: int = 50,
         before: int | None = None,
         mode: str | None = None,
+        parent_id: int | None = None,
     ) -> list[Task]:
         """Whole tasks newest first (by id), node outputs included: for in-process callers and tests.
 
         Everything of every task is read: :meth:`task_history` is what a client's page uses.
         """
         query = sa.select(task_t).order_by(task_t.c.id.desc()).limit(limit)
-        query = _filtered(query, flow_id, status, before, mode)
+        query = _filtered(query, flow_id, status, before, mode, parent_id)
         async with self._read() as conn:
             rows = (await conn.execute(query)).all()
             nodes = await task_rows.node_runs(conn, [row.id for row in rows])
@@ -206,7 +212,9 @@ class TaskHistoryMethods(RepositoryBase):
 
 
 def _filtered(query: sa.Select[Any], flow_id: str | None, status: TaskStatus | None, before: int | None,
-              mode: str | None = None) -> sa.Select[Any]:
+              mode: str | None = None, parent_id: int | None = None) -> sa.Select[Any]:
+    if parent_id is not None:
+        query = query.where(task_t.c.parent_id == parent_id)
     if mode is not None:
         query = query.where(task_t.c.mode == mode)
     if flow_id is not None:
@@ -219,8 +227,9 @@ def _filtered(query: sa.Select[Any], flow_id: str | None, status: TaskStatus | N
 
 
 def _summaries(flow_id: str | None, status: TaskStatus | None, before: int | None, limit: int,
-               mode: str | None = None) -> sa.Select[Any]:
-    return _filtered(sa.select(*_SUMMARY).order_by(task_t.c.id.desc()).limit(limit), flow_id, status, before, mode)
+               mode: str | None = None, parent_id: int | None = None) -> sa.Select[Any]:
+    query = sa.select(*_SUMMARY).order_by(task_t.c.id.desc()).limit(limit)
+    return _filtered(query, flow_id, status, before, mode, parent_id)
 
 
 async def _status_counts(conn: AsyncConnection, ids: list[int]) -> tuple[dict[int, dict[NodeStatus, int]],
@@ -270,6 +279,7 @@ def _summary(row: sa.Row[Any], counts: Mapping[NodeStatus, int], include: frozen
         node_counts={status: counts.get(status, 0) for status in NodeStatus},
         mode=row.mode,
         saved_cost=saved_cost,
+        parent_id=row.parent_id,
         request=TaskRequest.from_data(row.data) if "data" in include else None,
         result=row.result if "result" in include else None,
         nodes=nodes if "nodes" in include else None,

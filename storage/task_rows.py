@@ -21,6 +21,9 @@ RUNS_OF_TASKS = (
     .where(run_t.c.task_id.in_(sa.bindparam("task_ids", expanding=True)))
     .order_by(run_t.c.task_id, run_t.c.started.asc().nulls_last(), run_t.c.node_id)
 )
+# What a task view lists: the flow's nodes, not a map's item runs (``map1[3]``), which its row summarises.
+NOT_ITEM_RUN = run_t.c.node_id.not_like("%]")
+NODE_RUNS_OF_TASKS = RUNS_OF_TASKS.where(NOT_ITEM_RUN)
 TASK_BY_ID = sa.select(task_t).where(task_t.c.id == sa.bindparam("task_id", type_=task_t.c.id.type))
 
 
@@ -31,6 +34,7 @@ def queued_task_values(
     idempotency_key: str | None,
     fingerprint: str | None,
     key_id: str | None,
+    parent_id: int | None = None,
 ) -> dict[str, Any]:
     return {
         "flow_id": flow_id,
@@ -44,6 +48,7 @@ def queued_task_values(
         "request_fingerprint": fingerprint,
         "key_id": key_id,
         "mode": request.mode,
+        "parent_id": parent_id,
     }
 
 
@@ -55,6 +60,7 @@ def new_task(task_id: int, values: dict[str, Any], request: TaskRequest) -> Task
         request=request,
         status=TaskStatus.QUEUED,
         created=values["created"],
+        parent_id=values["parent_id"],
     )
 
 
@@ -76,11 +82,11 @@ def key_conflict(key: str | None, flow_id: str, task_id: int) -> errors.Idempote
     )
 
 
-async def load_task(conn: AsyncConnection, task_id: int) -> Task:
+async def load_task(conn: AsyncConnection, task_id: int, *, items: bool = False) -> Task:
     row = (await conn.execute(TASK_BY_ID, {"task_id": task_id})).first()
     if row is None:
         raise errors.TaskNotFound(f"no task has the id {task_id}")
-    nodes = await node_runs(conn, [task_id])
+    nodes = await node_runs(conn, [task_id], items=items)
     return convert.task(row, nodes.get(task_id, {}))
 
 
@@ -88,8 +94,10 @@ async def update_returning(conn: AsyncConnection, update: sa.Update) -> sa.Row[A
     return (await conn.execute(update.returning(*task_t.c))).first()
 
 
-async def node_runs(conn: AsyncConnection, task_ids: list[int]) -> dict[int, dict[str, NodeRun]]:
-    """The node runs of these tasks in one query, each task's in the order they started."""
+async def node_runs(conn: AsyncConnection, task_ids: list[int], *, items: bool = True) -> dict[int, dict[str, NodeRun]]:
+    """The node runs of these tasks in one query, each task's in the order they started; without
+    map items' runs unless ``items`` (a resume needs them, a view does not)."""
     if not task_ids:
         return {}
-    return convert.node_runs_by_task(await conn.execute(RUNS_OF_TASKS, {"task_ids": task_ids}))
+    query = RUNS_OF_TASKS if items else NODE_RUNS_OF_TASKS
+    return convert.node_runs_by_task(await conn.execute(query, {"task_ids": task_ids}))

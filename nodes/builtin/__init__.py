@@ -5,6 +5,7 @@ from __future__ import annotations
 from nodes.builtin.basic import Constant, End, Guard, Merge, Pick, Start
 from nodes.builtin.control import Switch
 from nodes.builtin.delay import Delay
+from nodes.builtin.fanout import Map, Subflow
 from nodes.builtin.file_fetch import FileFetch
 from nodes.builtin.http_request import HttpRequest, make_http_session
 from nodes.builtin.image import IMAGE_TYPES
@@ -23,6 +24,8 @@ CORE_TYPES: tuple[type[NodeType], ...] = (
     Pick,
     Merge,
     Switch,
+    Map,
+    Subflow,
     HttpRequest,
     FileFetch,
     *LLM_TYPES,
@@ -38,9 +41,11 @@ __all__ = [
     "FileFetch",
     "Guard",
     "HttpRequest",
+    "Map",
     "Merge",
     "Pick",
     "Start",
+    "Subflow",
     "Switch",
     "Template",
     "make_http_session",

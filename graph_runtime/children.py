@@ -1,0 +1,122 @@
+"""Child tasks (SPEC §9): what ``subflow`` nodes and maps over a flow run.
+
+A child is an ordinary task whose ``parent_id`` is the running task. It is created with an
+idempotency key made of the parent task, the node and the item, so the node resumed after a
+crash finds the child it started instead of starting another, and a child that succeeded is
+not run again. The parent's worker runs the child itself, beside its slots (a parent waiting
+for children in every slot would otherwise wait forever); a child already taken by another
+worker, or requeued after a crash, is waited for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from graph_runtime import errors, selection
+from graph_runtime.models import Task, TaskRequest, TaskStatus
+from graph_runtime.ports import TaskStore
+from nodes import errors as node_errors
+from nodes.fanout import ChildOutcome, ChildRequest
+from nodes.limits import Limits
+from nodes.registry import Registry
+
+if TYPE_CHECKING:
+    from graph_runtime.executor import Executor
+
+log = logging.getLogger(__name__)
+
+WAIT_POLL_S = (0.05, 1.0)
+"""How often a child running elsewhere is looked at: from the first value, doubling to the second."""
+
+
+class ChildLauncher(Protocol):
+    """Runs a child task to its end (the scheduler, or :class:`InlineLauncher`)."""
+
+    async def run_child(self, task_id: int) -> Task:
+        """Claim ``task_id`` if it is queued and run it here; else wait until it ends. Returns it ended."""
+
+    def cancel(self, task_id: int) -> bool:
+        """Cancel ``task_id`` if it runs here (as a user's cancel)."""
+
+
+@dataclass
+class InlineLauncher:
+    """Runs children inside the caller's executor, without a scheduler (tests, one-off runs)."""
+
+    executor: Executor
+    worker: str = "inline"
+    lease_s: float = 3600.0
+
+    async def run_child(self, task_id: int) -> Task:
+        delay = WAIT_POLL_S[0]
+        while True:
+            claimed = await self.executor.store.claim_task(task_id, self.worker, self.lease_s)
+            if claimed is not None:
+                return await self.executor.execute(claimed)
+            current = await self.executor.store.get_task(task_id)
+            if current.status.ended:
+                return current
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, WAIT_POLL_S[1])
+
+    def cancel(self, task_id: int) -> bool:
+        return False  # the flag the store set stops it (the executor checks it between nodes)
+
+
+@dataclass
+class TaskChildren:
+    """``ctx.children`` of one node run: creates and runs its child tasks."""
+
+    store: TaskStore
+    registry: Registry
+    limits: Limits
+    launcher: ChildLauncher
+    parent: Task
+    node_id: str
+
+    async def run(self, key: str, request: ChildRequest) -> ChildOutcome:
+        """See :meth:`nodes.fanout.Children.run`.
+
+        Raises:
+            nodes.errors.InvalidParams: no such flow or revision, or the request selects nothing
+                valid in it (the same checks as an execute request).
+        """
+        try:
+            flow, revision, _ = await self.store.get_flow(request.flow_id, request.revision)
+            task_request = _task_request(flow, request, self.parent)
+            plan = selection.plan(flow, self.registry, task_request, limits=self.limits)
+        except errors.StoreUnavailable:
+            raise
+        except node_errors.GraphRuntimeError as exc:
+            field = f"flow.{exc.field}" if getattr(exc, "field", None) else "flow_id"
+            raise node_errors.InvalidParams(f"child flow {request.flow_id!r}: {exc.message}", field=field) from exc
+        child, created = await self.store.create_task(
+            flow.id, revision, task_request,
+            idempotency_key=f"child:{self.parent.id}:{self.node_id}{key}",
+            fingerprint=f"child:{self.parent.id}", node_ids=plan.order, parent_id=self.parent.id,
+        )
+        if created:
+            log.info("child task queued", extra={"action": "child_queued", "task_id": child.id,
+                                                 "parent_id": self.parent.id, "node_id": self.node_id})
+        ended = child if child.status.ended else await self.launcher.run_child(child.id)
+        return ChildOutcome(
+            task_id=ended.id,
+            succeeded=ended.status is TaskStatus.SUCCEEDED,
+            result=ended.result,
+            error=ended.error.as_dict() if ended.error is not None else None,
+            cost=ended.execution_cost or 0.0,
+        )
+
+
+def _task_request(flow: Any, request: ChildRequest, parent: Task) -> TaskRequest:
+    s, e, r = selection.resolve_ids(flow, request.start_node_id, request.end_node_id, request.result_node_id)
+    settings = {node: dict(values) for node, values in request.node_settings.items()}
+    if request.data is not None:
+        start = settings.setdefault(s, {})
+        start["data"] = {**start.get("data", {}), **request.data}
+    # The child runs in its parent's mode: a dev task's children get the dev secrets too.
+    return TaskRequest(start_node_id=s, end_node_id=e, result_node_id=r, node_settings=settings,
+                       mode=parent.request.mode)
