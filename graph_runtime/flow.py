@@ -92,6 +92,37 @@ class Defaults(BaseModel):
     result_node_id: Id | None = None
 
 
+NAMESPACE_PATTERN = r"^[A-Za-z0-9_.-]{1,128}$"
+DEFAULT_NAMESPACE = "default"
+WEBHOOK_KEY_PATTERN = r"^[A-Za-z0-9_.~-]{16,256}$"
+
+
+def _webhook_key(value: str) -> str:
+    if not re.fullmatch(WEBHOOK_KEY_PATTERN, value):
+        raise ValueError("a webhook key is the hook's secret: give 16 to 256 characters of A-Z a-z 0-9 _ . ~ - "
+                         "(e.g. from `python -c 'import secrets; print(secrets.token_urlsafe(24))'`)")
+    return value
+
+
+class WebhookTrigger(BaseModel):
+    """``{type: webhook, key}``: ``POST /api/v1/hooks/{flow_id}/{key}`` starts a task, no server key needed.
+
+    The key is the credential, so it is at least 16 characters (URL-safe) and is shown only to admin keys.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["webhook"]
+    key: Annotated[str, AfterValidator(_webhook_key)] = Field(
+        repr=False,
+        description="The secret part of the hook's URL: 16 to 256 of A-Z a-z 0-9 _ . ~ -; shown to admin keys "
+                    "only (others see `***`).")
+
+
+# Schedule and flow-end triggers join this as a union discriminated by ``type``.
+Trigger = WebhookTrigger
+
+
 class Flow(BaseModel):
     """A stored DAG. Validated against the registry by :func:`graph_runtime.validation.validate`."""
 
@@ -108,6 +139,20 @@ class Flow(BaseModel):
         default=None,
         description="A JSON Schema for the `data` of the flow's only start node, or {start node id: schema}.",
     )
+    # None rather than a default value: definition() leaves None out, so the flows stored before
+    # these fields existed keep their digest and do not become new revisions.
+    namespace: str | None = Field(default=None, pattern=NAMESPACE_PATTERN,
+                                  description="Kestra's namespace (default `default`).")
+    triggers: list[Trigger] | None = Field(default=None, description="What starts a task besides execute.")
+
+    @property
+    def namespace_name(self) -> str:
+        """The flow's namespace, ``default`` when it names none."""
+        return self.namespace or DEFAULT_NAMESPACE
+
+    @property
+    def webhook_triggers(self) -> list[WebhookTrigger]:
+        return [t for t in self.triggers or () if isinstance(t, WebhookTrigger)]
 
     @functools.cached_property
     def _by_id(self) -> dict[str, Node]:

@@ -12,7 +12,19 @@ from aiohttp import web
 from graph_runtime.executor import Executor
 from graph_runtime.resolve import ParamResolver
 from graph_runtime.scheduler import Scheduler
-from http_api import errors, file_links, routes_files, routes_flows, routes_keys, routes_openapi, routes_secrets, routes_tasks
+from http_api import (
+    compat_kestra,
+    compat_ziggy,
+    errors,
+    file_links,
+    routes_files,
+    routes_flows,
+    routes_hooks,
+    routes_keys,
+    routes_openapi,
+    routes_secrets,
+    routes_tasks,
+)
 from http_api.auth import KeyChecker, make_auth_middleware
 from http_api.body import SERVICES
 from http_api.dashboard import routes as dashboard
@@ -125,6 +137,8 @@ def create_app(settings: Settings, registry: Registry | None = None, *, tracer_p
     app.on_shutdown.append(_stop_accepting)
     for table in (routes_tasks.routes, routes_flows.routes, routes_keys.routes, routes_openapi.routes,
                   routes_files.routes, routes_secrets.routes, dashboard.routes):
+        app.router.add_routes(table)
+    for table in (routes_hooks.routes, compat_ziggy.routes, compat_kestra.routes):  # triggers, the seed systems' APIs
         app.router.add_routes(table)
     add_metrics_route(app, telemetry, open_to_all=settings.metrics_public)
     cors = aiohttp_cors.setup(app, defaults={"*": aiohttp_cors.ResourceOptions(

@@ -41,9 +41,14 @@ SECRET = re.compile(
 )
 
 
+# A webhook trigger's key is the last segment of its path (ours, and Kestra's webhook path).
+HOOK_KEY = re.compile(r"(?P<lead>/api/v1/(?:hooks/[^/\s?#]+|(?:[^/\s?#]+/)?executions/webhook/[^/\s?#]+/[^/\s?#]+)/)"
+                      r"[^/\s?#'\"<>]+")
+
+
 def redact(text: str) -> str:
-    """``text`` with every server key in it replaced by ``***``."""
-    return SECRET.sub(lambda match: match["lead"] + MASK, text)
+    """``text`` with every server key and webhook key in it replaced by ``***``."""
+    return HOOK_KEY.sub(lambda match: match["lead"] + MASK, SECRET.sub(lambda match: match["lead"] + MASK, text))
 
 
 class RedactSecrets(logging.Filter):

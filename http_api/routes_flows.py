@@ -7,7 +7,7 @@ from aiohttp import web
 from graph_runtime import flow as flow_model
 from graph_runtime import selection, validation
 from graph_runtime.flow import Flow
-from http_api.auth import public, requires
+from http_api.auth import REQUEST_KEY, public, requires
 from http_api.body import SERVICES, int_query, json_or_yaml_object, json_response
 from http_api.services import Services
 from http_api.views import flow_view
@@ -37,7 +37,9 @@ async def list_flows(request: web.Request) -> web.Response:
 async def get_flow(request: web.Request) -> web.Response:
     revision = int_query(request, "revision", low=1, high=2**31)
     flow, rev, updated = await _services(request).repo.get_flow(request.match_info["flow_id"], revision)
-    return json_response(flow_view(flow, rev, updated, run_defaults(flow)))
+    key = request.get(REQUEST_KEY)
+    admin = key is not None and key.scope == "admin"  # a webhook trigger's key is its credential
+    return json_response(flow_view(flow, rev, updated, run_defaults(flow), show_trigger_keys=admin))
 
 
 @routes.put("/api/v1/flows/{flow_id}")
@@ -53,7 +55,8 @@ async def put_flow(request: web.Request) -> web.Response:
     validation.validate(flow, services.registry)
     revision, created = await services.repo.save_flow(flow)
     _, _, updated = await services.repo.get_flow(flow.id, revision)
-    return json_response(flow_view(flow, revision, updated, run_defaults(flow)), status=201 if created else 200)
+    view = flow_view(flow, revision, updated, run_defaults(flow), show_trigger_keys=True)  # admin only
+    return json_response(view, status=201 if created else 200)
 
 
 @routes.delete("/api/v1/flows/{flow_id}")
