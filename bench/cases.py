@@ -101,6 +101,8 @@ class Sizes:
     media_runs: int = 10
     media_tasks: int = 20
     media_size: tuple[int, int] = (4000, 3000)  # 12 megapixels
+    cache_chain: int = 100  # the chain whose cached nodes give the per-node cost of a hit
+    plan_nodes: int = 1_000  # the flow the plan cases plan
 
     def repeats_for(self, shape: Shape) -> int:
         return self.big_repeats if shape.node_count >= self.big_nodes else self.repeats
@@ -117,7 +119,8 @@ DEFAULT = Sizes()
 SMOKE = Sizes(chain=5, wide=10, sequential_flows=5, prefect_sequential_flows=2, growth=(5, 10, 20),
               prefect_max_nodes=22, repeats=2, big_repeats=2, big_nodes=20, prefect_repeats=2, http_repeats=2,
               rss_repeats=1, http_latency_requests=10, http_seconds=0.5, reference_seconds=0.2, rss_nodes=20, rss_queued=20,
-              llm_calls=20, files_mib=8, media_runs=1, media_tasks=2, media_size=(400, 300))
+              llm_calls=20, files_mib=8, media_runs=1, media_tasks=2, media_size=(400, 300), cache_chain=10,
+              plan_nodes=20)
 
 
 @dataclass(frozen=True)
@@ -148,6 +151,10 @@ def cases(sizes: Sizes) -> list[Case]:
     megapixels = sizes.media_size[0] * sizes.media_size[1] / 1e6
     found.append(Case("image-resize", "media", f"image.resize of a {megapixels:.0f} MP JPEG vs Pillow called directly"))
     found.append(Case("image-pipeline", "media", f"{sizes.media_tasks} resize → watermark tasks at 10 concurrent jobs"))
+    found.append(Case("cache-flow", "reuse", f"{chain.name} run again, every merge a cache hit, vs the cache off"))
+    found.append(Case("cache-hit", "reuse", f"a cache hit per node, deep-{sizes.cache_chain} every merge a hit"))
+    found.append(Case("plan", "reuse", f"plan of a {sizes.plan_nodes}-node flow, in process"))
+    found.append(Case("plan-http", "reuse", f"plan of a {sizes.plan_nodes}-node flow over HTTP"))
     return found
 
 
@@ -163,5 +170,6 @@ def select(all_cases: list[Case], only: list[str] | None) -> list[Case]:
     unknown = [o for o in only if not any(c.name == o or c.group == o or c.name.startswith(o) for c in all_cases)]
     if unknown:
         names = ", ".join(c.name for c in all_cases)
-        raise SystemExit(f"unknown case {', '.join(unknown)}; cases: {names}; groups: inprocess, growth, http, rss, llm, media")
+        groups = ", ".join(dict.fromkeys(c.group for c in all_cases))
+        raise SystemExit(f"unknown case {', '.join(unknown)}; cases: {names}; groups: {groups}")
     return chosen

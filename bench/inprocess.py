@@ -33,8 +33,12 @@ class OurEngine:
         self.services = services
 
     @classmethod
-    async def open(cls, db_path: Path) -> OurEngine:
+    async def open(cls, db_path: Path, *, cache: bool = False) -> OurEngine:
+        """``cache``: the output cache on. Off unless a case is about it: the cases repeat one flow,
+        so with it on every deterministic node after the first run would be a hit."""
         settings = Settings(database_url=f"sqlite+aiosqlite:///{db_path}", flows_dir=None, log_level="WARNING")
+        if not cache:
+            settings = settings.model_copy(update={"cache_max_bytes": 0})
         services = await open_services(settings)
         heap.settle()  # as `serve` and `run` do once started (the references run in this process too)
         return cls(services)

@@ -23,7 +23,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from bench import files, http, llm, media, prefect_ref, references
+from bench import cases, files, http, llm, media, prefect_ref, references, reuse
 from bench.cases import Case, Shape, Sizes
 from bench.figures import Figure, percentile
 from bench.inprocess import OurEngine
@@ -65,6 +65,8 @@ class Suite:
                 asyncio.run(self._files())
             if any(c.group == "media" for c in self.selected):
                 asyncio.run(self._media())
+            if any(c.group == "reuse" for c in self.selected):
+                asyncio.run(self._reuse())
         return self.rows
 
     # -- in-process: chain, wide, per flow, growth -----------------------------------------
@@ -400,6 +402,26 @@ class Suite:
                              "plain threads; cores = the process's CPU seconds ÷ wall seconds")
             self.rows.append(row)
         self.progress.advance(bar)
+
+    async def _reuse(self) -> None:
+        """Issue 10's cases (bench/reuse.py), in their own databases."""
+        workdir = self.workdir / "reuse"
+        workdir.mkdir()
+        bar = self.progress.add_task("output cache, plan, map", total=3)
+        if self.wants("cache-flow") or self.wants("cache-hit"):
+            found = await reuse.measure_cache(self.sizes, workdir, *(self._case_of("cache-flow", "cache-hit")))
+            self.rows += [row for row in found if self.wants(row.case.name)]
+        self.progress.advance(bar)
+        if self.wants("plan"):
+            self.rows.append(await reuse.measure_plan(self.sizes, workdir, self.case("plan")))
+        if self.wants("plan-http"):
+            self.rows.append(await reuse.measure_plan_http(self.sizes, workdir, self.case("plan-http")))
+        self.progress.advance(bar, 2)
+
+    def _case_of(self, *names: str) -> list[Case]:
+        """The cases named, selected or not (one measurement feeds rows of several cases)."""
+        every = {c.name: c for c in cases.cases(self.sizes)}
+        return [every[name] for name in names]
 
     async def _files(self) -> None:
         bar = self.progress.add_task("files over loopback", total=1)

@@ -1,0 +1,188 @@
+"""Issue 10's figures: the output cache, the plan and ``map``, each next to a same-run reference.
+
+- ``cache-flow``: a chain run again with every ``merge`` node a cache hit, against the same chain
+  with the cache off (two engines, same process, runs alternating).
+- ``cache-hit``: what a cached node costs inside a task: a longer chain, every ``merge`` a hit,
+  per node (the task's own overhead included, so an upper bound); the bare lookup is noted.
+- ``plan`` / ``plan-http``: ``POST /flow/{id}/plan`` of a 1,000-node flow in process (the
+  request's checks and the dry run) and over loopback HTTP through the production app; the first
+  plan of a new revision (nothing kept yet) and the plans after it.
+- ``map``: ``map`` over N trivial items against a wide flow of N trivial nodes, per item / node.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import networkx as nx
+from aiohttp import web
+
+from bench.cases import Case, Shape, Sizes
+from bench.figures import Figure
+from bench.inprocess import OurEngine
+from bench.references import Floor
+from bench.results import FLOOR, OURS, Row, Target
+from graph_runtime import flow as flows
+from http_api import auth, planning
+from http_api.app import create_app
+from http_api.body import SERVICES
+from http_api.schemas import ExecuteBody
+from http_api.services import Services, check
+from http_api.settings import Settings
+
+Run = Callable[[], Awaitable[Any]]
+
+
+async def timed(run: Run, times: int = 1) -> float:
+    """Seconds per call of ``run``, over ``times`` calls back to back."""
+    began = time.perf_counter()
+    for _ in range(times):
+        await run()
+    return (time.perf_counter() - began) / times
+
+
+async def alternate(runs: dict[str, Run], repeats: int, times: int, scale: float, unit: str) -> dict[str, Figure]:
+    """Each run once untimed, then ``repeats`` rounds taking turns (the order rotates): seconds per call × ``scale``."""
+    figures = {name: Figure(unit) for name in runs}
+    for run in runs.values():
+        await run()
+    names = list(runs)
+    for repeat in range(repeats):
+        for name in names[repeat % len(names):] + names[:repeat % len(names)]:
+            figures[name].add(await timed(runs[name], times) * scale)
+    return figures
+
+
+async def measure_cache(sizes: Sizes, workdir: Path, flow_case: Case, hit_case: Case) -> list[Row]:
+    cached = await OurEngine.open(workdir / "cache-on.db", cache=True)
+    plain = await OurEngine.open(workdir / "cache-off.db")
+    try:
+        chain, long = Shape("deep", sizes.chain), Shape("deep", sizes.cache_chain)
+        for shape in (chain, long):
+            await cached.install(shape)
+            await plain.install(shape)
+        flows_per_sample = max(1, sizes.sequential_flows // 5)
+        short = await alternate({"cached": lambda: cached.run_flow(chain), "off": lambda: plain.run_flow(chain),
+                                 FLOOR: Floor(chain.graph()).run_flow}, sizes.repeats, flows_per_sample, 1e3, "ms/flow")
+        done = await cached.run_flow(chain)
+        hits = sum(run.cached for run in done.nodes.values())
+        per_node = await alternate({"cached": lambda: cached.run_flow(long), FLOOR: Floor(long.graph()).run_flow},
+                                   sizes.repeats, 1, 1e3 / long.node_count, "ms/node")
+        lookup_us = await _lookup_us(cached)
+    finally:
+        await cached.close()
+        await plain.close()
+    flow_row = Row(flow_case, "ms/flow", figures={OURS: short["cached"], FLOOR: short[FLOOR]},
+                   extra={"cache off ms/flow": short["off"].samples, "hits per flow": hits})
+    off = short["off"].median
+    ratio = short["cached"].median / off if off and short["cached"].median else None
+    flow_row.targets.append(Target(f"cached ÷ cache off ({off:.2f} ms/flow, same run) ≤ 0.5", ratio, 0.5))
+    flow_row.notes.append(f"{hits} of {chain.node_count} nodes hits (the start node is not cacheable); cache off = "
+                          f"a second engine with CACHE_MAX_BYTES=0; {flows_per_sample} flows per run")
+    hit_row = Row(hit_case, "ms/node", figures={OURS: per_node["cached"], FLOOR: per_node[FLOOR]},
+                  extra={"bare lookup µs": lookup_us})
+    hit_row.targets.append(Target("≤ 0.2 ms per cached node", per_node["cached"].median, 0.2))
+    hit_row.notes.append(f"a {long.node_count}-node chain, every merge a hit, whole task ÷ nodes (node-run rows "
+                         f"and the task's own cost included); the bare key + lookup: {lookup_us:.0f} µs")
+    return [flow_row, hit_row]
+
+
+async def _lookup_us(engine: OurEngine) -> float:
+    """µs per ``get`` of a held key on the engine's own cache (what the executor calls per node)."""
+    cache = engine.services.executor.cache
+    assert cache is not None
+    await cache.put("bench-key", "merge", {"x": 1}, 0.0)
+    calls = 500
+    began = time.perf_counter()
+    for _ in range(calls):
+        await cache.get("bench-key")
+    return (time.perf_counter() - began) / calls * 1e6
+
+
+async def measure_plan(sizes: Sizes, workdir: Path, case: Case) -> Row:
+    shape = Shape("wide", sizes.plan_nodes - 2)
+    engine = await OurEngine.open(workdir / "plan.db", cache=True)
+    try:
+        async def plan_once() -> None:
+            checked = await check(engine.services, shape.flow_id, ExecuteBody())
+            await planning.dry_run(engine.services, checked)
+
+        first = Figure("ms")
+        for revision in range(sizes.repeats):
+            await _store(engine, shape, revision)
+            first.add(await timed(plan_once) * 1e3)  # the revision's first plan: nothing kept yet
+        figures = await alternate({OURS: plan_once, FLOOR: _levels_floor(shape)}, sizes.repeats, 5, 1e3, "ms")
+    finally:
+        await engine.close()
+    return _plan_row(case, shape, figures, first, "check + dry run, no HTTP")
+
+
+async def _store(engine: OurEngine, shape: Shape, revision: int) -> None:
+    definition = {**shape.flow_definition(), "name": f"bench {shape.name} r{revision}"}  # a new revision
+    await engine.services.repo.save_flow(flows.parse(definition))
+
+
+def _levels_floor(shape: Shape) -> Run:
+    """The least a plan does: networkx's topological generations of the same graph, built each time."""
+    definition = shape.flow_definition()
+
+    async def run() -> None:
+        graph: nx.DiGraph = nx.DiGraph()
+        graph.add_edges_from((edge["from"], edge["to"]) for edge in definition["edges"])
+        list(nx.topological_generations(graph))
+
+    return run
+
+
+def _plan_row(case: Case, shape: Shape, figures: dict[str, Figure], first: Figure, how: str) -> Row:
+    row = Row(case, "ms", figures={OURS: figures[OURS], FLOOR: figures[FLOOR]},
+              extra={"first plan of a revision ms": first.samples, "nodes": shape.node_count})
+    row.targets.append(Target("first plan of a revision ≤ 20 ms", first.median, 20.0))
+    row.targets.append(Target("plans after it ≤ 20 ms", figures[OURS].median, 20.0))
+    row.notes.append(f"{shape.node_count} nodes ({shape.name}); {how}; the first plan of a revision checks every "
+                     f"node's settings, later ones reuse the selection; floor = {_FLOORS[case.name]}")
+    return row
+
+
+_FLOORS = {"plan": "networkx topological generations of the graph", "plan-http": "GET /healthz on the same server"}
+
+
+async def measure_plan_http(sizes: Sizes, workdir: Path, case: Case) -> Row:
+    shape = Shape("wide", sizes.plan_nodes - 2)
+    settings = Settings(database_url=f"sqlite+aiosqlite:///{workdir / 'plan-http.db'}", flows_dir=None,
+                        log_level="WARNING")
+    runner = web.AppRunner(create_app(settings), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        services: Services = runner.app[SERVICES]  # type: ignore[assignment]
+        _, token = await auth.issue_key(services.repo, "bench", "admin")
+        headers = {"Authorization": f"Basic {token}"}
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}", headers=headers) as http:
+            async def plan_once() -> None:
+                async with http.post(f"/api/v1/flow/{shape.flow_id}/plan", json={}) as response:
+                    if response.status != 200:
+                        raise RuntimeError(f"plan answered {response.status}: {await response.text()}")
+                    await response.read()
+
+            async def health() -> None:
+                async with http.get("/healthz") as response:
+                    await response.read()
+
+            first = Figure("ms")
+            for revision in range(sizes.repeats):
+                definition = {**shape.flow_definition(), "name": f"bench {shape.name} r{revision}"}
+                async with http.put(f"/api/v1/flows/{shape.flow_id}", json=definition) as response:
+                    if response.status not in (200, 201):
+                        raise RuntimeError(f"PUT flow answered {response.status}: {await response.text()}")
+                first.add(await timed(plan_once) * 1e3)
+            figures = await alternate({OURS: plan_once, FLOOR: health}, sizes.repeats, 5, 1e3, "ms")
+    finally:
+        await runner.cleanup()
+    return _plan_row(case, shape, figures, first, "the production app on loopback, client in the same process")
