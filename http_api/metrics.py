@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -59,6 +60,7 @@ class Metrics:
         self.http_seconds = Histogram("graph_runtime_http_request_duration_seconds",
                                       "HTTP request latency, by method, route pattern and status",
                                       ["method", "route", "status"], buckets=FAST_BUCKETS, registry=r)
+        self._per_node: dict[tuple[str, str], tuple[Any, Any]] = {}
 
     def node_ended(self, node_type: str, run: NodeRun) -> None:
         """A node run reached an end status (not ``skipped``: it never ran)."""
@@ -69,10 +71,19 @@ class Metrics:
             if run.saved_cost:
                 self.saved_cost.labels(node_type).inc(run.saved_cost)
             return
+        seconds, cost = self._node_series(node_type, run.status.value)
         if run.execution_time is not None:
-            self.node_seconds.labels(node_type, run.status.value).observe(run.execution_time)
+            seconds.observe(run.execution_time)
         if run.cost:
-            self.cost.labels(node_type).inc(run.cost)
+            cost.inc(run.cost)
+
+    def _node_series(self, node_type: str, status: str) -> tuple[Any, Any]:
+        # ``labels()`` validates and locks on every call; a node's end is the hot path, so keep the children.
+        series = self._per_node.get((node_type, status))
+        if series is None:
+            series = self._per_node[(node_type, status)] = (self.node_seconds.labels(node_type, status),
+                                                            self.cost.labels(node_type))
+        return series
 
     def task_ended(self, flow_id: str, status: TaskStatus) -> None:
         self.tasks.labels(flow_id, status.value).inc()

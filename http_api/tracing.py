@@ -2,10 +2,11 @@
 
 Spans are made from the executor's listener: a task's span opens at its first node event with the
 task's ``started`` time and closes when the scheduler reports the task ended, with its
-``finished`` time; a node's span opens when its first try starts and closes at its end. While a
-node runs its span is the current context of the node's asyncio task (the listener is called in
-that task), so the shared HTTP session's trace hook sends a W3C ``traceparent`` naming it on
-every request the node makes (``http_request``, ``llm.*``, file fetches).
+``finished`` time. A node's span carries the node's own start and end times but is made at its
+end, in one call with all its attributes (the SDK's per-call cost is most of a span's), or at
+its first outgoing request if sooner: the listener marks the node current in the node's asyncio
+task, so the shared HTTP session's trace hook sends a W3C ``traceparent`` naming the node's span
+on every request the node makes (``http_request``, ``llm.*``, file fetches).
 
 A ``traceparent`` sent with the execute request is the parent of the task's span. It is kept in
 memory by task id, so it is continued when this process runs the task (the usual single server);
@@ -14,8 +15,10 @@ another process running it starts a new trace (a stored column would carry it: a
 
 from __future__ import annotations
 
+import contextvars
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
@@ -35,6 +38,19 @@ MAX_PENDING = 10_000  # traceparents of queued tasks kept; a task run elsewhere 
 NODE_FAILED = frozenset({NodeStatus.FAILED, NodeStatus.CANCELLED})
 
 
+@dataclass
+class _NodeTrace:
+    """A running node: its span is made at its end, or at its first HTTP request if sooner."""
+
+    name: str
+    parent: otel_context.Context
+    start: int | None
+    span: Span | None = None
+
+
+_CURRENT_NODE: contextvars.ContextVar[_NodeTrace | None] = contextvars.ContextVar("graph_runtime_node", default=None)
+
+
 def _ns(when: datetime | None) -> int | None:
     return int(when.timestamp() * 1e9) if when is not None else None
 
@@ -47,7 +63,7 @@ class Tracing:
         self._propagator = TraceContextTextMapPropagator()
         self._parents: OrderedDict[int, otel_context.Context] = OrderedDict()
         self._tasks: dict[int, Span] = {}
-        self._nodes: dict[tuple[int, str], Span] = {}
+        self._nodes: dict[tuple[int, str], _NodeTrace] = {}
 
     # -- the execute request --------------------------------------------------------------
 
@@ -77,28 +93,30 @@ class Tracing:
     # -- the executor's events ------------------------------------------------------------
 
     def node_changed(self, task: Task, run: NodeRun) -> None:
-        """Called in the node's own asyncio task: a start makes its span current there."""
+        """Called in the node's own asyncio task: a start makes the node current there (for its requests)."""
+        if run.status is not NodeStatus.RUNNING:
+            return
         key = (task.id, run.node_id)
-        span = self._nodes.get(key)
-        if span is None:
-            task_span = self._task_span(task)
-            span = self._nodes[key] = self._tracer.start_span(
-                f"node {run.node_id}", context=trace.set_span_in_context(task_span),
-                start_time=_ns(run.started or run.finished),
-                attributes={"graph_runtime.task_id": task.id, "graph_runtime.node_id": run.node_id,
-                            "graph_runtime.flow_id": task.flow_id, "graph_runtime.revision": task.revision})
-        if run.status is NodeStatus.RUNNING:
-            otel_context.attach(trace.set_span_in_context(span))  # this task's context only; it ends with the node
+        node = self._nodes.get(key)
+        if node is None:
+            node = self._nodes[key] = _NodeTrace(f"node {run.node_id}", self._task_context(task), _ns(run.started))
+        _CURRENT_NODE.set(node)  # this task's context only; it ends with the node
 
     def node_ended(self, task: Task, run: NodeRun, node_type: str | None) -> None:
-        span = self._nodes.pop((task.id, run.node_id), None)
+        node = self._nodes.pop((task.id, run.node_id), None)
+        if node is None:  # ended without a start (served from the cache): a span of its own all the same
+            node = _NodeTrace(f"node {run.node_id}", self._task_context(task), _ns(run.started or run.finished))
+        attributes: dict[str, Any] = {"graph_runtime.node_type": node_type or "unknown",
+                                      "graph_runtime.status": run.status.value, "graph_runtime.attempts": run.attempts,
+                                      "graph_runtime.cost": run.cost or 0.0}
+        if run.cached:
+            attributes["graph_runtime.cached"] = True
+        # One call with every attribute where it can be: the SDK's per-call cost is most of a span's.
+        span = node.span
         if span is None:
-            return
-        attributes: dict[str, Any] = {"graph_runtime.status": run.status.value, "graph_runtime.attempts": run.attempts,
-                                      "graph_runtime.cost": run.cost or 0.0, "graph_runtime.cached": run.cached}
-        if node_type is not None:
-            attributes["graph_runtime.node_type"] = node_type
-        span.set_attributes(attributes)
+            span = self._tracer.start_span(node.name, context=node.parent, start_time=node.start, attributes=attributes)
+        else:
+            span.set_attributes(attributes)
         if run.status in NODE_FAILED and run.error is not None:
             span.set_status(Status(StatusCode.ERROR, f"{run.error.code}: {run.error.message}"))
         span.end(end_time=_ns(run.finished))
@@ -107,8 +125,7 @@ class Tracing:
         span = self._tasks.pop(task.id, None)
         if span is None:
             return
-        for key in [key for key in self._nodes if key[0] == task.id]:  # a node cut off without an end event
-            self._nodes.pop(key).end(end_time=_ns(task.finished))
+        self._end_nodes(task.id, _ns(task.finished))  # a node cut off without an end event
         span.set_attributes({"graph_runtime.status": task.status.value,
                              "graph_runtime.cost": task.execution_cost or 0.0})
         if task.status is not TaskStatus.SUCCEEDED and task.error is not None:
@@ -117,13 +134,18 @@ class Tracing:
 
     def task_stopped(self, task_id: int) -> None:
         """Drained or shut down mid-run: end what is open now (a resume makes new spans)."""
-        for key in [key for key in self._nodes if key[0] == task_id]:
-            self._nodes.pop(key).end()
+        self._end_nodes(task_id, None)
         span = self._tasks.pop(task_id, None)
         if span is not None:
             span.end()
 
-    def _task_span(self, task: Task) -> Span:
+    def _end_nodes(self, task_id: int, when: int | None) -> None:
+        for key in [key for key in self._nodes if key[0] == task_id]:
+            node = self._nodes.pop(key)
+            span = node.span or self._tracer.start_span(node.name, context=node.parent, start_time=node.start)
+            span.end(end_time=when)
+
+    def _task_context(self, task: Task) -> otel_context.Context:
         span = self._tasks.get(task.id)
         if span is None:
             span = self._tasks[task.id] = self._tracer.start_span(
@@ -131,7 +153,7 @@ class Tracing:
                 start_time=_ns(task.started),
                 attributes={"graph_runtime.task_id": task.id, "graph_runtime.flow_id": task.flow_id,
                             "graph_runtime.revision": task.revision})
-        return span
+        return trace.set_span_in_context(span)
 
     # -- outgoing requests ----------------------------------------------------------------
 
@@ -141,7 +163,11 @@ class Tracing:
 
         async def on_request_start(session: aiohttp.ClientSession, ctx: SimpleNamespace,
                                    params: aiohttp.TraceRequestStartParams) -> None:
-            self._propagator.inject(params.headers)  # nothing when no span is current
+            node = _CURRENT_NODE.get()
+            if node is not None:  # a node's request: its span is made now, if not yet, to be named as the parent
+                if node.span is None:
+                    node.span = self._tracer.start_span(node.name, context=node.parent, start_time=node.start)
+                self._propagator.inject(params.headers, context=trace.set_span_in_context(node.span))
 
         config.on_request_start.append(on_request_start)
         return config

@@ -1,0 +1,119 @@
+"""What metrics and tracing cost: the 10-node chain with them on (an SDK tracer, no exporter) and off.
+
+Both engines run in this process on SQLite files of their own, with the output cache off (every
+node really runs: the worst case for an overhead measured per node). "On" is the server's set-up:
+the executor's listener feeding the Prometheus metrics and a span per task and node on an
+OpenTelemetry SDK ``TracerProvider`` with no span processor (the spans are made, then dropped),
+the SQL statement timing hook, and the task's end reported as the scheduler reports it. Rounds
+alternate off/on, so a drift of the machine's speed touches both alike; the figure is the
+median per-flow time over the rounds.
+
+Standalone: ``python -m bench.telemetry [FLOWS_PER_ROUND] [ROUNDS]`` prints the figures as JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench import cases
+from bench.inprocess import OurEngine
+from http_api import heap
+from http_api.app import open_services
+from http_api.metrics import Metrics
+from http_api.settings import Settings
+from http_api.telemetry import Telemetry
+
+CHAIN = cases.Shape("deep", 10)
+TARGET_PCT = 5.0
+
+
+def _recording() -> Telemetry:
+    from opentelemetry.sdk.trace import TracerProvider  # the otel extra (the bench measures it on)
+
+    from http_api.tracing import Tracing
+
+    return Telemetry(Metrics(), Tracing(TracerProvider()))
+
+
+# What is measured against "off" (no telemetry object at all), each on a database of its own.
+SETUPS: dict[str, Callable[[], Telemetry]] = {
+    # the server as it starts with the otel extra and no SDK set up: metrics, spans on the no-op global provider
+    "on": Telemetry.create,
+    # every span made and recorded by the SDK (no exporter): what opentelemetry-instrument adds before export
+    "on_sdk": _recording,
+}
+
+
+async def _engine(db_path: Path, telemetry: Telemetry | None) -> OurEngine:
+    settings = Settings(database_url=f"sqlite+aiosqlite:///{db_path}", flows_dir=None, log_level="WARNING",
+                        cache_max_bytes=0)
+    engine = OurEngine(await open_services(settings, telemetry=telemetry))
+    await engine.install(CHAIN)
+    return engine
+
+
+async def _round(engine: OurEngine, flows: int) -> tuple[float, float]:
+    """Wall and CPU seconds per flow over ``flows`` chains run one after another."""
+    scheduler = engine.services.scheduler
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(flows):
+        done = await engine.run_flow(CHAIN)
+        scheduler.mark_ended(done.id, done)  # what the scheduler does when a task it ran ends
+    return (time.perf_counter() - wall) / flows, (time.process_time() - cpu) / flows
+
+
+async def measure(flows: int = 200, rounds: int = 7, workdir: Path | None = None) -> dict[str, Any]:
+    """Median ms per chain for each set-up, and each one's overhead over "off" in percent."""
+    with tempfile.TemporaryDirectory(prefix="graph-runtime-telemetry-") as scratch:
+        base = workdir or Path(scratch)
+        telemetry = {name: make() for name, make in SETUPS.items()}
+        engines = {"off": await _engine(base / "off.db", None)}
+        for name, setup in telemetry.items():
+            engines[name] = await _engine(base / f"{name}.db", setup)
+        heap.settle()
+        wall: dict[str, list[float]] = {name: [] for name in engines}
+        cpu: dict[str, list[float]] = {name: [] for name in engines}
+        try:
+            for engine in engines.values():
+                await _round(engine, 20)  # warm-up, untimed
+            names = list(engines)
+            for index in range(rounds):
+                for name in names[index % len(names):] + names[:index % len(names)]:  # the order rotates
+                    seconds, cpu_seconds = await _round(engines[name], flows)
+                    wall[name].append(seconds)
+                    cpu[name].append(cpu_seconds)
+        finally:
+            for engine in engines.values():
+                await engine.close()
+    result: dict[str, Any] = {"flows_per_round": flows, "rounds": rounds, "target_pct": TARGET_PCT}
+    for name, setup in telemetry.items():
+        assert setup.metrics.tasks.labels(CHAIN.flow_id, "succeeded")._value.get() > 0, name  # the path really ran
+        result[name] = {**_figures("wall", wall["off"], wall[name]), **_figures("cpu", cpu["off"], cpu[name])}
+    return result
+
+
+def _figures(kind: str, off: list[float], on: list[float]) -> dict[str, float]:
+    # The median of the per-round ratios: the rounds of one index ran back to back, under the same load.
+    ratios = [b / a for a, b in zip(off, on, strict=True)]
+    return {f"{kind}_off_ms_per_flow": round(statistics.median(off) * 1000, 4),
+            f"{kind}_on_ms_per_flow": round(statistics.median(on) * 1000, 4),
+            f"{kind}_overhead_pct": round((statistics.median(ratios) - 1) * 100, 2)}
+
+
+def main(argv: list[str]) -> int:
+    flows = int(argv[0]) if argv else 200
+    rounds = int(argv[1]) if len(argv) > 1 else 7
+    print(json.dumps(asyncio.run(measure(flows, rounds)), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
