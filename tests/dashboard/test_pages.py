@@ -8,6 +8,7 @@ from PIL import Image
 
 from tests.conftest import Api
 from tests.dashboard.conftest import Browser
+from tests.support import eventually
 
 
 def photo_bytes() -> bytes:
@@ -40,6 +41,19 @@ async def test_sign_in_refuses_a_wrong_key_then_lists_the_flows(api: Api, browse
 async def test_a_flow_runs_from_its_graph_and_its_output_image_opens(api: Api, browser: Browser) -> None:
     page = browser.page
     await browser.sign_in(api.token)
+    # The graph highlights the run set of the chosen start and end (the plan endpoint's run_set).
+    await browser.open("#/flow/two-starts-two-ends")
+    await page.get_by_label("Start node").select_option("lang-start")
+    await page.get_by_label("End node").select_option("lang-end")
+    await page.get_by_text("Runs 3 of 7 nodes").wait_for()
+    in_run = await page.locator("#flow-graph g.node.in-run").evaluate_all("gs => gs.map(g => g.dataset.node)")
+    assert sorted(in_run) == ["lang-end", "lang-start", "language"]
+    # A selection execute would refuse gets the API's own message, in an alert.
+    await page.get_by_label("Start node").select_option("card")
+    await page.get_by_role("alert").filter(has_text="card").wait_for()
+    assert await page.locator("#flow-graph g.node.in-run").count() == 0
+
+    await browser.open("#/flows")
     await page.get_by_role("link", name="product-photo-sizes", exact=True).click()
     graph = page.locator("#flow-graph svg")
     await graph.wait_for()
@@ -63,7 +77,7 @@ async def test_a_flow_runs_from_its_graph_and_its_output_image_opens(api: Api, b
     nodes = page.locator("#nodes tbody tr")
     assert await nodes.count() == 5
     assert await page.locator("#nodes tbody tr[data-status='succeeded']").count() == 5
-    assert await page.locator(".gantt .bar.s-succeeded").count() == 5
+    assert await page.locator("#nodes .bar.s-succeeded").count() == 5
     task_id = int(url_before.rsplit("/", 1)[1])
     task = await api.task(task_id)
     assert task["status_name"] == "succeeded"
@@ -72,26 +86,12 @@ async def test_a_flow_runs_from_its_graph_and_its_output_image_opens(api: Api, b
     await page.get_by_role("button", name="Show node thumbnail").click()
     image = page.locator("#node-panel img")
     await image.wait_for()
-    await page.wait_for_function("document.querySelector('#node-panel img').complete")
+    # Polled from here: the page's CSP (script-src 'self') refuses the string eval wait_for_function uses.
+    await eventually(lambda: image.evaluate("img => img.complete && img.naturalWidth > 0"), timeout=10)
     # The browser decoded the real JPEG the server made: 150×150, fetched by its signed link.
     assert await image.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [150, 150]
     assert "/api/v1/files/" in (await image.get_attribute("src") or "")
     await browser.shot("task")
-
-
-async def test_the_graph_highlights_the_run_set_of_a_chosen_start_and_end(api: Api, browser: Browser) -> None:
-    page = browser.page
-    await browser.sign_in(api.token)
-    await browser.open("#/flow/two-starts-two-ends")
-    await page.get_by_label("Start node").select_option("lang-start")
-    await page.get_by_label("End node").select_option("lang-end")
-    await page.get_by_text("Runs 3 of 7 nodes").wait_for()
-    in_run = await page.locator("#flow-graph g.node.in-run").evaluate_all("gs => gs.map(g => g.dataset.node)")
-    assert sorted(in_run) == ["lang-end", "lang-start", "language"]
-    # A selection execute would refuse gets the API's own message, in an alert.
-    await page.get_by_label("Start node").select_option("card")
-    await page.get_by_role("alert").filter(has_text="card").wait_for()
-    assert await page.locator("#flow-graph g.node.in-run").count() == 0
 
 
 async def test_a_running_task_is_cancelled_from_its_page(api: Api, browser: Browser) -> None:
@@ -111,3 +111,61 @@ async def test_a_running_task_is_cancelled_from_its_page(api: Api, browser: Brow
     assert await page.locator("#nodes tbody tr[data-node='wait'][data-status='cancelled']").count() == 1
     assert (await api.task(task["id"]))["status_name"] == "cancelled"
     assert await page.get_by_role("button", name="Cancel task").count() == 0
+
+
+async def test_history_pages_admin_pages_by_keyboard_and_a_phone_screen(api: Api, browser: Browser) -> None:
+    for _ in range(3):
+        await api.execute("fan-out-fan-in", {}, params={"wait": "10"})
+    lone = await api.execute("two-starts-two-ends", {"start_node_id": "lang-start", "end_node_id": "lang-end"},
+                             params={"wait": "10"})
+    page = browser.page
+    await browser.sign_in(api.token)
+    await browser.open("#/tasks?limit=2")
+    rows = page.locator("tr[data-task]")
+    await rows.first.wait_for()
+    newest = await rows.evaluate_all("rs => rs.map(r => Number(r.dataset.task))")
+    assert newest == [lone["id"], lone["id"] - 1]
+    await page.get_by_role("link", name="Older →").click()
+    await page.locator(f"tr[data-task='{lone['id'] - 2}']").wait_for()
+    assert await rows.evaluate_all("rs => rs.map(r => Number(r.dataset.task))") == [lone["id"] - 2, lone["id"] - 3]
+    assert await page.get_by_role("link", name="Older →").count() == 0
+    await page.get_by_label("Flow").select_option("two-starts-two-ends")
+    await page.get_by_role("button", name="Filter").click()
+    await page.wait_for_url("**flow_id=two-starts-two-ends**")
+    await page.locator(f"tr[data-task='{lone['id']}']").wait_for()
+    assert await rows.count() == 1
+    await browser.shot("tasks")
+
+    # Keys: created with the keyboard alone (Tab order reaches the fields and the button), token shown once.
+    await browser.open("#/keys")
+    await page.get_by_label("Name").focus()
+    await page.keyboard.type("ci-job")
+    await page.keyboard.press("Tab")  # the scope select
+    await page.keyboard.press("Tab")  # the button
+    await page.keyboard.press("Enter")
+    token = await page.locator("#new-token").inner_text()
+    assert (await api.json("GET", "/api/v1/flows", 200, token=token))["flows"]
+    await browser.open("#/secrets")
+    await page.get_by_label("Name").fill("OPENAI_API_KEY")
+    await page.get_by_label("Value").fill("sk-never-shown")
+    await page.get_by_role("button", name="Set secret").click()
+    await page.get_by_role("cell", name="OPENAI_API_KEY", exact=True).wait_for()
+    assert "sk-never-shown" not in await page.content()
+    await browser.shot("secrets")
+
+    # An execute key sees the API's 403 on the admin pages, not a broken page.
+    await page.evaluate(f"sessionStorage.setItem('graph-runtime.key', {token!r})")
+    await browser.open("#/keys")
+    await page.get_by_role("alert").filter(has_text="needs an admin key").wait_for()
+
+    # On a phone's screen (signed in with the execute key), the pages fit.
+    await page.set_viewport_size({"width": 390, "height": 844})
+    for fragment in ("#/flows", "#/flow/product-photo-sizes", "#/tasks"):
+        await browser.open(fragment)
+        await page.get_by_role("heading", level=1).wait_for()
+        # Nothing but the scrolling boxes (tables, the graph) is wider than the screen.
+        overflow = await page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, (fragment, overflow)
+    await browser.open("#/flow/product-photo-sizes")
+    await page.locator("#flow-graph svg").wait_for()
+    await browser.shot("flow-phone")

@@ -7,7 +7,7 @@ import { watchTask } from "../watch.js";
 const ENDED = new Set([3, 4, 5]);
 
 export async function taskPage(view, taskId) {
-  let flow = null;  // its definition, for node types and order; read once
+  let flow = null;  // node id → type, from the flow's definition
   let current = null;
   let shownNode = null;
   const rows = new Map();
@@ -16,29 +16,34 @@ export async function taskPage(view, taskId) {
   const actions = h("div", { class: "row" });
   const problems = h("div", { "aria-live": "polite" });
   const resultBox = h("div", { class: "preview" });
-  const gantt = h("div", { class: "gantt", role: "list", "aria-label": "Node timeline" });
   const tbody = h("tbody");
   const panel = h("section", { class: "card", id: "node-panel", "aria-live": "polite", hidden: true });
   const request = h("pre");
   view.append(heading, h("div", { class: "card" }, facts), actions, problems,
     h("h2", {}, "Result"), resultBox,
-    h("div", { class: "split" },
-      h("div", {}, h("h2", {}, "Nodes"), h("div", { class: "scroll" }, h("table", { id: "nodes" },
-        h("thead", {}, h("tr", {}, ["node", "type", "status", "tries", "time", "cost", ""].map((t) => h("th", { scope: "col" }, t)))),
-        tbody))),
-      h("div", {}, h("h2", {}, "Timeline"), gantt, panel)),
+    panel,
+    // One table is the node list and the Gantt chart (its last column): half the elements of two
+    // lists, which is most of a 1,000-node page's drawing time.
+    h("h2", {}, "Nodes and timeline"),
+    h("div", { class: "scroll" }, h("table", { id: "nodes", class: "nodes" },
+      h("thead", {}, h("tr", {}, ["node", "type", "status", "tries", "time", "cost", "timeline"].map((t) => h("th", { scope: "col" }, t)))),
+      tbody)),
     h("details", {}, h("summary", {}, "Request (data)"), request));
 
   const first = await api("GET", `/task/${taskId}?include=outputs`);
-  flow = await api("GET", `/flows/${encodeURIComponent(first.flow_id)}?revision=${first.revision}`).catch(() => null);
   update(first);
   focusHeading(view);
+  // The node types come from the flow's definition, fetched after the first draw: a 1,000-node
+  // definition takes a while to send, and the statuses matter more.
+  api("GET", `/flows/${encodeURIComponent(first.flow_id)}?revision=${first.revision}`).then((answer) => {
+    flow = new Map(answer.definition.nodes.map((n) => [n.id, n.type]));
+    for (const [id, row] of rows) row.type.textContent = flow.get(id) || "";
+  }, () => {});
   const stop = ENDED.has(first.status) ? () => {} : watchTask(taskId, update, (error) => problems.replaceChildren(alertBox(error)));
   return stop;
 
   function typeOf(id) {
-    const node = flow && flow.definition.nodes.find((n) => n.id === id);
-    return node ? node.type : "";
+    return (flow && flow.get(id)) || "";
   }
 
   function update(task) {
@@ -96,12 +101,12 @@ export async function taskPage(view, taskId) {
   function makeRow(id) {
     const row = { badge: h("span"), tries: h("td", { class: "num" }), time: h("td", { class: "num" }),
       cost: h("td", { class: "num" }), bar: h("div", { class: "bar" }) };
-    row.tr = h("tr", { "data-node": id }, h("th", { scope: "row" }, id), h("td", { class: "small muted" }, typeOf(id)),
-      h("td", {}, row.badge), row.tries, row.time, row.cost,
-      h("td", {}, h("button", { type: "button", class: "secondary", "aria-controls": "node-panel",
-        "aria-label": `Show node ${id}`, onclick: () => showNode(id, true) }, "Show")));
+    row.type = h("td", { class: "small muted" }, typeOf(id));
+    row.tr = h("tr", { "data-node": id },
+      h("th", { scope: "row" }, h("button", { type: "button", class: "link", "aria-controls": "node-panel",
+        "aria-label": `Show node ${id}`, onclick: () => showNode(id, true) }, id)),
+      row.type, h("td", {}, row.badge), row.tries, row.time, row.cost, h("td", { class: "track" }, row.bar));
     tbody.append(row.tr);
-    gantt.append(h("div", { class: "label", role: "listitem" }, id), h("div", { class: "track" }, row.bar));
     return row;
   }
 

@@ -16,7 +16,7 @@ export async function tasksPage(view, query) {
   const filters = h("form", { class: "filters card", role: "search", onsubmit: apply },
     field("filter-flow", "Flow", flowSelect), field("filter-status", "Status", statusSelect),
     field("filter-mode", "Mode", modeSelect), h("div", {}, h("button", { type: "submit" }, "Filter")));
-  const params = new URLSearchParams({ limit: String(PAGE) });
+  const params = new URLSearchParams({ limit: chosen("limit") || String(PAGE) });
   for (const name of ["flow_id", "status", "mode", "before"]) if (chosen(name)) params.set(name, chosen(name));
   const page = await api("GET", `/tasks?${params}`);
   const rows = page.tasks.map((t) => h("tr", { "data-task": t.id },
@@ -38,7 +38,7 @@ export async function tasksPage(view, query) {
 
   function apply(event) {
     event.preventDefault();
-    const q = new URLSearchParams();
+    const q = new URLSearchParams(chosen("limit") ? { limit: chosen("limit") } : {});
     for (const [name, control] of [["flow_id", flowSelect], ["status", statusSelect], ["mode", modeSelect]]) {
       if (control.value) q.set(name, control.value);
     }
