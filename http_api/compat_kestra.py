@@ -224,6 +224,7 @@ def execution_view(task: Task, namespace: str) -> dict[str, Any]:
         "state": _state(TASK_STATES[task.status], task.created, task.started, task.finished, task.status.ended),
         "outputs": task.result,
         "taskRunList": [_task_run(task, namespace, run) for run in task.nodes.values()],
+        "parentId": str(task.parent_id) if task.parent_id is not None else None,  # a subflow's or map's parent
         "originalId": execution_id,
         "deleted": False,
         "metadata": {"attemptNumber": max(task.claims, 1), "originalCreatedDate": timestamp(task.created)},
