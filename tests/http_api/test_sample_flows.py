@@ -10,7 +10,7 @@ from aiohttp import web
 
 from tests.conftest import SAMPLE_FLOWS, Api
 
-PIPELINES = {"caption-and-watermark", "video-to-summary", "product-photo-sizes"}
+PIPELINES = {"caption-and-watermark", "video-to-summary", "product-photo-sizes", "product-photo-batch"}
 
 
 @pytest.fixture

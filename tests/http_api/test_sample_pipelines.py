@@ -203,3 +203,27 @@ async def test_caption_image_ends_at_the_prompt_by_default_and_calls_the_model_a
     usage = task["result"]["usage"]
     expected = (usage["prompt_tokens"] * 0.15 + usage["completion_tokens"] * 0.6) / 1e6
     assert abs(task["execution_cost"] - expected) < 1e-9 and expected > 0, "the tokens are priced"
+
+
+# --- product-photo-batch -------------------------------------------------------------------------
+
+
+async def test_product_photo_batch_makes_a_thumbnail_of_every_photo_in_order(api: Api) -> None:
+    sizes = [(1600, 1000), (800, 1200), (640, 480), (1000, 1000), (300, 900)]
+    photos = [await upload(api, photo(w, h), f"p{i}.jpg", "image/jpeg") for i, (w, h) in enumerate(sizes)]
+    broken = await upload(api, b"not an image", "broken.jpg", "image/jpeg")
+    items = [{"$file": p["$file"]} for p in photos[:2]] + [{"$file": broken["$file"]}] + \
+            [{"$file": p["$file"]} for p in photos[2:]]
+    body = {"node_settings": {START: {"data": {"photos": items}}}}
+
+    task = await api.execute("product-photo-batch", body, params={"wait": "60"})
+
+    assert task["status_name"] == "succeeded", task["error"]  # on_error: collect
+    thumbnails = task["result"]["thumbnails"]
+    assert len(thumbnails) == 6 and set(thumbnails[2]) == {"error"}
+    made = [t for i, t in enumerate(thumbnails) if i != 2]
+    for thumb, original in zip(made, photos, strict=True):
+        assert (thumb["width"], thumb["height"]) == (300, 300)
+        image = opened(await download(api, thumb["image"]["url"]))
+        assert image.size == (300, 300) and image.format == "JPEG"
+    assert task["nodes"]["thumbnails"]["items"] == {"total": 6, "succeeded": 5, "failed": 1, "running": 0}
