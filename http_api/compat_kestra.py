@@ -13,7 +13,7 @@ tenant, so the tenant is accepted and ignored. An execution's id is the task's i
   SUCCESS, FAILED, KILLED), ``outputs`` (the task's result) and a ``taskRunList`` (one per node).
 - ``GET …/logs/{id}/download``: plain-text log lines. Until the task events stream exists they are
   made from the task's and its node runs' status changes and timestamps.
-- ``GET|POST|PUT …/executions/webhook/{namespace}/{flow_id}/{key}``: a webhook trigger of the flow
+- ``GET|POST …/executions/webhook/{namespace}/{flow_id}/{key}``: a webhook trigger of the flow
   (``routes_hooks``), no server key needed.
 """
 
@@ -302,8 +302,7 @@ async def fire_webhook(request: web.Request) -> web.Response:
 
 for _prefix in PREFIXES:
     routes.post(f"{_prefix}/executions/webhook/{{namespace}}/{{flow_id}}/{{key}}")(fire_webhook)
-    routes.get(f"{_prefix}/executions/webhook/{{namespace}}/{{flow_id}}/{{key}}")(fire_webhook)
-    routes.put(f"{_prefix}/executions/webhook/{{namespace}}/{{flow_id}}/{{key}}")(fire_webhook)
+    routes.get(f"{_prefix}/executions/webhook/{{namespace}}/{{flow_id}}/{{key}}")(fire_webhook)  # kestrapy's
     routes.post(f"{_prefix}/executions/{{namespace}}/{{flow_id}}")(create_execution)
     routes.get(f"{_prefix}/executions/{{execution_id}}")(get_execution)
     routes.get(f"{_prefix}/logs/{{execution_id}}/download")(download_logs)

@@ -348,7 +348,7 @@ def _kestra_operations(prefix: str, suffix: str) -> tuple[Operation, ...]:
                             "kestra", {200: Answer("The execution started.", {"type": "object"})}, HOOK_ERRORS,
                             scope="public", parameters=(*tenant, NAMESPACE, FLOW_PATH, HOOK_KEY),
                             body_required=False, body_content=HOOK_BODY if method != "get" else None)
-                  for method in ("get", "post", "put"))
+                  for method in ("get", "post"))
     return (*hooks,
             Operation("post", f"{prefix}/executions/{{namespace}}/{{flow_id}}", f"kestraCreateExecution{suffix}",
                       "Kestra's create execution: inputs as multipart form data merged over the start node's data.",
