@@ -40,7 +40,7 @@ from http_api.body import SERVICES, int_query, json_response, path_int
 from http_api.routes_files import FileTooLarge
 from http_api.schemas import ExecuteBody
 from http_api.services import Services, submit
-from http_api.views import timestamp, timestamp_text
+from http_api.views import timestamp, timestamp_text, with_file_links
 from nodes import codec
 from nodes import errors as node_errors
 
@@ -85,7 +85,7 @@ async def create_execution(request: web.Request) -> web.Response:
     task, _ = await submit(services, flow.id, body, revision=rev, key_id=key.id if key else None)
     if wait and not task.status.ended:
         task = await routes_tasks._wait_for_end(services, task, WAIT_S)
-    return json_response(execution_view(in_start_order(task), flow.namespace_name))
+    return _answer(services, execution_view(in_start_order(task), flow.namespace_name))
 
 
 def _flag(request: web.Request, name: str) -> bool:
@@ -204,7 +204,12 @@ async def _task(request: web.Request) -> tuple[Task, str]:
 
 async def get_execution(request: web.Request) -> web.Response:
     task, namespace = await _task(request)
-    return json_response(execution_view(task, namespace))
+    return _answer(_services(request), execution_view(task, namespace))
+
+
+def _answer(services: Services, view: dict[str, Any]) -> web.Response:
+    """The execution as JSON, each file value in its inputs and outputs with a signed ``url`` (as every answer)."""
+    return json_response(with_file_links(view, services.links.url_for))
 
 
 def execution_view(task: Task, namespace: str) -> dict[str, Any]:

@@ -114,6 +114,7 @@ async def test_kestrapy_create_execution_wait_get_and_logs(api: Api) -> None:
     assert [h.state for h in fetched.state.histories] == [StateType.CREATED, StateType.RUNNING, StateType.SUCCESS]
     assert [(label.key, label.value) for label in fetched.labels] == [("team", "data")]
     assert fetched.inputs["count"] == 7 and fetched.inputs["doc"]["name"] == "report.txt"  # typed by `inputs`
+    assert fetched.inputs["doc"]["url"].startswith("/api/v1/files/")  # a signed link, as in every answer
     assert {run.task_id for run in fetched.task_run_list} == {"in", "size", "out"}
     assert "[size] succeeded" in out["log"] and "execution SUCCESS" in out["log"]
     task = await api.task(int(created.id))
