@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Api
+from tests.http_api.test_postgres import pg_api  # noqa: F401  # the fixture: a server on a fresh PostgreSQL database
 from tests.support import FlowBuilder, eventually
 
 ECHO = (FlowBuilder("zflow", name="Ziggy echo").node("in", "start", data={"who": "nobody"}).node("out", "end")
@@ -101,3 +102,12 @@ async def test_refusals_write_nothing_and_never_echo_the_key(api: Api, caplog: p
     assert bad_key.status == 401
     assert (await api.json("GET", "/api/v1/tasks", 200))["tasks"] == []
     assert not [r for r in caplog.records if api.token in r.getMessage()]
+
+
+@pytest.mark.postgres
+async def test_the_status_lookup_on_postgres(pg_api: Api) -> None:  # noqa: F811  # the imported fixture
+    await pg_api.put_flow(ECHO)
+    await launch(pg_api, "flowUuid=zflow&executionId=pg-1", {"who": "pg"})
+    await launch(pg_api, "flowUuid=zflow&executionId=pg-2", {"who": "other"})
+    status = await ended_status(pg_api, "pg-1")
+    assert status["terminationStatus"] == "SUCCESS" and status["data"] == {"who": "pg"}
