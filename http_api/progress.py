@@ -12,7 +12,7 @@ from rich.live import Live
 from rich.table import Table
 
 from graph_runtime.executor import Control
-from graph_runtime.models import NodeRun, NodeStatus, Task
+from graph_runtime.models import NodeRun, NodeStatus, Task, is_item_run
 from graph_runtime.scheduler import new_worker_id
 from http_api.schemas import ExecuteBody, parse_body
 from http_api.services import Services, submit
@@ -28,7 +28,8 @@ BAR_WIDTH = 24
 
 def timeline(task: Task) -> dict[str, str]:
     """A Gantt bar per node: where in the task's span it ran (█) — overlap shows concurrency."""
-    spans = {n: (r.started, r.finished or datetime.now(UTC)) for n, r in task.nodes.items() if r.started}
+    spans = {n: (r.started, r.finished or datetime.now(UTC)) for n, r in task.nodes.items()
+             if r.started and not is_item_run(n)}
     if not spans:
         return {}
     first = min(start for start, _ in spans.values())
@@ -50,8 +51,11 @@ def render(task: Task, started: float) -> Table:
     table.add_column("timeline", no_wrap=True, min_width=BAR_WIDTH, overflow="crop")
     bars = timeline(task)
     for node_id, run in task.nodes.items():
+        if is_item_run(node_id):
+            continue  # a map's items: its own row counts them
         elapsed = f"{run.execution_time:.3f}" if run.execution_time is not None else ""
-        table.add_row(node_id, f"[{STYLE[run.status]}]{run.status.value}[/]", str(run.attempts), elapsed,
+        done = f" {run.items['succeeded'] + run.items['failed']}/{run.items['total']}" if run.items else ""
+        table.add_row(node_id, f"[{STYLE[run.status]}]{run.status.value}{done}[/]", str(run.attempts), elapsed,
                       f"{run.cost:g}" if run.cost is not None else "", f"[{STYLE[run.status]}]{bars.get(node_id, '')}[/]")
     return table
 
