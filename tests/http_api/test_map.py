@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import Api
+from tests.processes import last_json_line, run_cli, sqlite_url
 
 PEOPLE = [{"name": "Ada"}, {"name": "Grace"}, {"name": "Edsger"}, {"name": "Barbara"}, {"name": "Alan"}]
 
@@ -152,3 +155,16 @@ async def test_a_map_needs_exactly_one_of_node_and_flow(api: Api) -> None:
 async def test_loading_checks_the_item_node(api: Api, item_node: dict[str, Any], says: str) -> None:
     answer = await api.json("PUT", "/api/v1/flows/names", 422, json=names_flow(item_node))
     assert says in answer["error"]["message"]
+
+
+def test_graph_runtime_run_maps_and_shows_the_map_not_its_items(tmp_path: Path) -> None:
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    (flows / "names.json").write_text(json.dumps(names_flow()))
+    result = run_cli("run", "names", "--set", 'm.concurrency=2', "--db", sqlite_url(tmp_path / "x.db"),
+                     "--flows", str(flows), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    task = last_json_line(result.stdout)
+    assert task["status"] == 3 and task["result"] == {"results": [{"value": p["name"]} for p in PEOPLE]}
+    assert list(task["nodes"]) == ["s", "m", "e"] and task["nodes"]["m"]["items"]["succeeded"] == 5
+    assert "m[0]" not in result.stdout  # the live table shows the map's row with its count, not 5 item rows
