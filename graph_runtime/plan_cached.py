@@ -38,9 +38,7 @@ class CacheProbe(Protocol):
 async def cached_nodes(chosen: selection.Plan, registry: Registry, probe: CacheProbe) -> tuple[str, ...]:
     """The run-set nodes whose output the cache holds for the parameters they would run with, in run order."""
     keys: dict[str, str] = {}
-    for node_id in chosen.order:
-        if any(edge.carries_value for edge in chosen.inbound[node_id]):
-            continue  # an input made in this run: its value, so the key, is not known yet
+    for node_id in _fed_from_outside_only(chosen):
         node_type = registry.get(chosen.flow.node(node_id).type)
         params = dict(chosen.settings[node_id])
         if cache_key(node_type, params) is None or _fetches(node_type, params):
@@ -62,3 +60,19 @@ def _fetches(node_type: type[NodeType], params: dict[str, Any]) -> bool:
     """Whether resolving ``params`` would fetch a URL into the store (a write, and a request)."""
     shapes = file_params.file_params(node_type.Params)
     return bool(shapes) and any(file_params.is_url(value) for _, value in file_params.slots(params, shapes))
+
+
+_MEMO_PER_FLOW = 64
+
+
+def _fed_from_outside_only(chosen: selection.Plan) -> tuple[str, ...]:
+    """The run-set nodes no run-set node gives a value to (only those have a key before the run);
+    kept per flow revision and run set, as the levels are."""
+    key = ("plan-cache-candidates", chosen.order)
+    found = chosen.flow.memo.get(key)
+    if found is None:
+        found = tuple(node_id for node_id in chosen.order
+                      if not any(edge.carries_value for edge in chosen.inbound[node_id]))
+        if len(chosen.flow.memo) < _MEMO_PER_FLOW:
+            chosen.flow.memo[key] = found
+    return found  # type: ignore[no-any-return]

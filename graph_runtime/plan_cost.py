@@ -72,10 +72,14 @@ def estimate(chosen: selection.Plan, registry: Registry, prices: Mapping[str, Ma
     ``cached`` nodes cost nothing; ``children`` is what each ``map``/``subflow`` node's items or
     child tasks add (:func:`child_costs`).
     """
-    low, high, unbounded = 0.0, 0.0, False
-    optional = maybe_skipped(chosen)
+    shape = run_set_shape(chosen, registry)
+    low = high = shape.fixed_total
+    for node_id in shape.fixed.keys() & (cached | shape.optional):  # each taken out of what counted it
+        high -= shape.fixed[node_id] if node_id in cached else 0.0
+        low -= shape.fixed[node_id]
+    unbounded = False
     children = children or {}
-    for node_id in chosen.order:  # plain floats: this loop is most of a 1,000-node plan's time
+    for node_id in shape.variable:
         if node_id in cached:
             continue
         node_type = registry.get(chosen.flow.node(node_id).type)
@@ -85,9 +89,54 @@ def estimate(chosen: selection.Plan, registry: Registry, prices: Mapping[str, Ma
             own_low += child.min
             unbounded = unbounded or child.max is None
             own_high += child.max or 0.0
-        low += 0.0 if node_id in optional else own_low
+        low += 0.0 if node_id in shape.optional else own_low
         high += own_high
     return CostRange(round(low, 9), None if unbounded else round(high, 9))
+
+
+@dataclass(frozen=True)
+class RunSetShape:
+    """What a run set's cost needs that no request changes, kept per flow revision and run set: a
+    1,000-node plan then loops only over the nodes whose cost its settings decide.
+
+    Attributes:
+        fixed: ``per_run`` of each node whose range no setting changes (no ``per_second``, not
+            ``llm.*``, ``map`` or ``subflow``): its min and its max.
+        fixed_total: their sum.
+        variable: the other nodes, in run order.
+        optional: :func:`maybe_skipped`.
+        fans_out: the ``map`` and ``subflow`` nodes.
+    """
+
+    fixed: Mapping[str, float]
+    fixed_total: float
+    variable: tuple[str, ...]
+    optional: frozenset[str]
+    fans_out: tuple[str, ...]
+
+
+_SHAPES_PER_FLOW = 64
+
+
+def run_set_shape(chosen: selection.Plan, registry: Registry) -> RunSetShape:
+    key = ("plan-shape", registry, chosen.order)
+    found = chosen.flow.memo.get(key)
+    if found is not None:
+        return found  # type: ignore[no-any-return]
+    fixed: dict[str, float] = {}
+    variable, fans_out = [], []
+    for node_id in chosen.order:
+        node_type = registry.get(chosen.flow.node(node_id).type)
+        if node_type.type in (MAP, SUBFLOW):
+            fans_out.append(node_id)
+        if node_type.cost.per_second or node_type.type.startswith("llm.") or node_type.type in (MAP, SUBFLOW):
+            variable.append(node_id)
+        else:
+            fixed[node_id] = node_type.cost.per_run
+    found = RunSetShape(fixed, sum(fixed.values()), tuple(variable), maybe_skipped(chosen), tuple(fans_out))
+    if len(chosen.flow.memo) < _SHAPES_PER_FLOW:
+        chosen.flow.memo[key] = found
+    return found
 
 
 def node_cost(node_type: type[contract.NodeType], settings: Mapping[str, Any], edge_inputs: int,
@@ -128,10 +177,8 @@ async def child_costs(chosen: selection.Plan, registry: Registry, prices: Mappin
     """
     found: dict[str, CostRange] = {}
     children = _Children(registry, prices, load_flow, depth)
-    for node_id in chosen.order:
+    for node_id in run_set_shape(chosen, registry).fans_out:
         kind = chosen.flow.node(node_id).type
-        if kind not in (MAP, SUBFLOW):
-            continue
         settings = chosen.settings[node_id]
         fed = {edge.input_name for edge in chosen.inbound[node_id] if edge.carries_value}
         if kind == SUBFLOW:
