@@ -103,6 +103,7 @@ class Sizes:
     media_size: tuple[int, int] = (4000, 3000)  # 12 megapixels
     cache_chain: int = 100  # the chain whose cached nodes give the per-node cost of a hit
     plan_nodes: int = 1_000  # the flow the plan cases plan
+    map_items: int = 1_000  # the map case's items, and its wide flow's width
 
     def repeats_for(self, shape: Shape) -> int:
         return self.big_repeats if shape.node_count >= self.big_nodes else self.repeats
@@ -120,7 +121,7 @@ SMOKE = Sizes(chain=5, wide=10, sequential_flows=5, prefect_sequential_flows=2, 
               prefect_max_nodes=22, repeats=2, big_repeats=2, big_nodes=20, prefect_repeats=2, http_repeats=2,
               rss_repeats=1, http_latency_requests=10, http_seconds=0.5, reference_seconds=0.2, rss_nodes=20, rss_queued=20,
               llm_calls=20, files_mib=8, media_runs=1, media_tasks=2, media_size=(400, 300), cache_chain=10,
-              plan_nodes=20)
+              plan_nodes=20, map_items=10)
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,7 @@ def cases(sizes: Sizes) -> list[Case]:
     found.append(Case("cache-hit", "reuse", f"a cache hit per node, deep-{sizes.cache_chain} every merge a hit"))
     found.append(Case("plan", "reuse", f"plan of a {sizes.plan_nodes}-node flow, in process"))
     found.append(Case("plan-http", "reuse", f"plan of a {sizes.plan_nodes}-node flow over HTTP"))
+    found.append(Case("map", "reuse", f"map over {sizes.map_items} merge items vs wide-{sizes.map_items}, per item/node"))
     return found
 
 

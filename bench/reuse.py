@@ -7,7 +7,8 @@
 - ``plan`` / ``plan-http``: ``POST /flow/{id}/plan`` of a 1,000-node flow in process (the
   request's checks and the dry run) and over loopback HTTP through the production app; the first
   plan of a new revision (nothing kept yet) and the plans after it.
-- ``map``: ``map`` over N trivial items against a wide flow of N trivial nodes, per item / node.
+- ``map``: ``map`` over N trivial items against a wide flow of N trivial nodes, per item / node
+  (same engine, cache off: ``merge`` is deterministic, and a repeated run would time cache hits).
 """
 
 from __future__ import annotations
@@ -23,15 +24,17 @@ from aiohttp import web
 
 from bench.cases import Case, Shape, Sizes
 from bench.figures import Figure
-from bench.inprocess import OurEngine
+from bench.inprocess import LEASE_S, WORKER, OurEngine
 from bench.references import Floor
 from bench.results import FLOOR, OURS, Row, Target
 from graph_runtime import flow as flows
+from graph_runtime.executor import Control
+from graph_runtime.models import TaskStatus
 from http_api import auth, planning
 from http_api.app import create_app
 from http_api.body import SERVICES
 from http_api.schemas import ExecuteBody
-from http_api.services import Services, check
+from http_api.services import Services, check, submit
 from http_api.settings import Settings
 
 Run = Callable[[], Awaitable[Any]]
@@ -186,3 +189,45 @@ async def measure_plan_http(sizes: Sizes, workdir: Path, case: Case) -> Row:
     finally:
         await runner.cleanup()
     return _plan_row(case, shape, figures, first, "the production app on loopback, client in the same process")
+
+
+def map_definition(items: int) -> dict[str, Any]:
+    """start → end ← map over ``items`` numbers, each item a ``merge`` node (trivial, as the wide flow's)."""
+    return {"id": "bench-map", "name": f"bench map x{items}",
+            "nodes": [{"id": "s", "type": "start", "settings": {"data": {"x": 1}}},
+                      {"id": "m", "type": "map", "settings": {"items": list(range(items)),
+                                                              "node": {"type": "merge", "settings": {}}}},
+                      {"id": "e", "type": "end"}],
+            "edges": [{"from": "s", "to": "e", "input": "s"}, {"from": "m", "to": "e", "input": "m"}]}
+
+
+async def measure_map(sizes: Sizes, workdir: Path, case: Case) -> Row:
+    items, wide = sizes.map_items, Shape("wide", sizes.map_items)
+    engine = await OurEngine.open(workdir / "map.db")
+    try:
+        await engine.install(wide)
+        await engine.services.repo.save_flow(flows.parse(map_definition(items)))
+
+        async def run_map() -> None:
+            task, _ = await submit(engine.services, "bench-map", ExecuteBody(), raw_body={})
+            claimed = await engine.services.repo.claim_task(task.id, WORKER, LEASE_S)
+            assert claimed is not None
+            done = await engine.services.executor.execute(claimed, Control())
+            results = (done.result or {}).get("m", {}).get("results")
+            if done.status is not TaskStatus.SUCCEEDED or results != [{"item": i} for i in range(items)]:
+                raise AssertionError(f"the map task ended {done.status.value}: {done.error or results}")
+
+        flows_s = await alternate({OURS: run_map, "wide": lambda: engine.run_flow(wide), FLOOR: Floor(wide.graph()).run_flow},
+                                  sizes.repeats, 1, 1e6, "µs/flow")
+    finally:
+        await engine.close()
+    per_item = Figure("µs/item", [v / items for v in flows_s[OURS].samples])
+    per_node = {name: Figure("µs/node", [v / wide.node_count for v in flows_s[name].samples]) for name in ("wide", FLOOR)}
+    row = Row(case, "µs/item", figures={OURS: per_item, FLOOR: per_node[FLOOR]},
+              extra={"wide µs/node": per_node["wide"].samples, "items": items})
+    reference = per_node["wide"].median
+    ratio = per_item.median / reference if reference and per_item.median else None
+    row.targets.append(Target(f"per item ÷ per node of {wide.name} ({reference or 0:.0f} µs, same run) ≤ 2", ratio, 2.0))
+    row.notes.append(f"map over {items} numbers, each a merge node run (recorded as m[i]) vs {wide.name} of merge nodes "
+                     f"({wide.node_count} nodes), same engine, cache off, runs alternating; floor = the floor's {wide.name}")
+    return row

@@ -416,7 +416,10 @@ class Suite:
             self.rows.append(await reuse.measure_plan(self.sizes, workdir, self.case("plan")))
         if self.wants("plan-http"):
             self.rows.append(await reuse.measure_plan_http(self.sizes, workdir, self.case("plan-http")))
-        self.progress.advance(bar, 2)
+        self.progress.advance(bar)
+        if self.wants("map"):
+            self.rows.append(await reuse.measure_map(self.sizes, workdir, self.case("map")))
+        self.progress.advance(bar)
 
     def _case_of(self, *names: str) -> list[Case]:
         """The cases named, selected or not (one measurement feeds rows of several cases)."""

@@ -151,3 +151,17 @@ async def test_a_rerun_from_a_node_plans_only_its_run_set(api: Api) -> None:
     refused = await api.json("POST", "/api/v1/flow/caption-image/plan", 422, json={"start_node_id": "prompt"})
     assert refused["error"]["code"] == "missing_inputs"
     assert await api.services.repo.count_tasks() == 1
+
+
+async def test_a_subflow_and_a_map_over_a_flow_count_the_stored_child_flow(api: Api) -> None:
+    child = (FlowBuilder("child").node("cs", "start").node("c1", "test.echo").node("ce", "end")
+             .edge("cs", "c1").edge("c1", "ce").build())
+    parent = (FlowBuilder("parent").node("s", "start").node("sub", "subflow", flow_id="child")
+              .node("each", "map", items=[1, 2, 3], flow={"flow_id": "child"}).node("e", "end")
+              .edge("s", "e", input="s").edge("sub", "e", input="sub").edge("each", "e", input="each").build())
+    await api.put_flow(child)
+    await api.put_flow(parent)
+    answer = await plan_of(api, "parent")
+    assert answer["estimated_cost"] == {"min": 2.0, "max": 2.0}  # the child's echo once, then per item
+    fed = {"node_settings": {"each": {"items": list(range(10))}}}
+    assert (await plan_of(api, "parent", fed))["estimated_cost"] == {"min": 5.5, "max": 5.5}
