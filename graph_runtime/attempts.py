@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -65,10 +67,10 @@ async def _one_try(instance: NodeType, params: Any, ctx: RunContext, timeout: fl
     started = time.perf_counter()
     try:
         if timeout is None:
-            output = await instance.run(params, ctx)
+            output = await _run(instance, params, ctx)
         else:
             async with asyncio.timeout(timeout):
-                output = await instance.run(params, ctx)
+                output = await _run(instance, params, ctx)
     except TimeoutError:
         ctx.stop.set()
         raise node_errors.NodeTimeout(f"the node ran longer than its timeout_s ({timeout}s)") from None
@@ -87,6 +89,20 @@ async def _one_try(instance: NodeType, params: Any, ctx: RunContext, timeout: fl
     except (TypeError, ValueError) as exc:
         raise node_errors.NodeFailed(f"the node's output cannot be stored as JSON: {exc}") from None
     return data, node_type.cost.price(elapsed, ctx.usage)
+
+
+async def _run(instance: NodeType, params: Any, ctx: RunContext) -> Any:
+    """The node's ``run``: awaited when it is a coroutine function; a plain ``def run`` is called on
+    a thread (SPEC §10), so blocking node code never freezes the API or the heartbeats. On a
+    cancel or timeout its ``ctx.stop`` is set; the thread is not waited for."""
+    if _is_async(type(instance)):
+        return await instance.run(params, ctx)
+    return await ctx.to_thread(instance.run, params, ctx)
+
+
+@functools.cache
+def _is_async(node_type: type[NodeType]) -> bool:
+    return inspect.iscoroutinefunction(node_type.run)
 
 
 ENCODE_ON_LOOP_BELOW = 256 * 1024

@@ -184,7 +184,11 @@ class NodeType:
         return f"node type {cls.type} needs the {cls.extra} extra: pip install 'graph-runtime[{cls.extra}]'"
 
     async def run(self, params: Any, ctx: RunContext) -> BaseModel:
-        """Do the node's work and return an ``Output`` instance."""
+        """Do the node's work and return an ``Output`` instance.
+
+        A subclass may define a plain ``def run`` instead: the executor then calls it on a thread
+        (SPEC §10), so blocking code never freezes the event loop; it should watch ``ctx.stop``.
+        """
         raise NotImplementedError
 
     async def close(self) -> None:
