@@ -7,7 +7,9 @@
 
 Each figure is ``performance.mark("page-rendered")`` — set by ``app.js`` after the page's code has
 built it and the browser has painted — in ms from the navigation's start, for a fresh load with
-an empty cache (a new browser context per run). The server runs in this process on a real SQLite file.
+an empty cache (a new browser context per run), with the CPU time the page's main thread used by
+then (Chromium's ``ThreadTime`` metric): on a shared machine the wall time moves with the load, the
+CPU time much less. The server runs in this process on a real SQLite file.
 
 Standalone: ``python -m bench.dashboard [RUNS]`` prints the figures as JSON.
 """
@@ -30,6 +32,7 @@ from playwright.async_api import Browser, async_playwright
 from http_api import auth
 from http_api.app import create_app
 from http_api.body import SERVICES
+from http_api.services import Services
 from http_api.settings import Settings
 
 CHAIN = 1000
@@ -47,10 +50,13 @@ def chain_flow(flow_id: str, size: int) -> dict[str, Any]:
     return {"id": flow_id, "nodes": nodes, "edges": edges}
 
 
-async def rendered_ms(browser: Browser, base: str, token: str, fragment: str, ready: str) -> float:
+async def rendered_ms(browser: Browser, base: str, token: str, fragment: str, ready: str) -> tuple[float, float]:
+    """(ms from navigation to the page-rendered mark, ms of CPU the page's main thread used meanwhile)."""
     context = await browser.new_context(viewport={"width": 1280, "height": 860})
     try:
         page = await context.new_page()
+        cdp = await context.new_cdp_session(page)
+        await cdp.send("Performance.enable")
         await context.add_init_script(f"sessionStorage.setItem('graph-runtime.key', {json.dumps(token)})")
         await page.goto(f"{base}/ui/{fragment}")
         await page.locator(ready).wait_for(state="attached", timeout=30_000)
@@ -58,7 +64,8 @@ async def rendered_ms(browser: Browser, base: str, token: str, fragment: str, re
         for _ in range(300):
             mark = await page.evaluate("performance.getEntriesByName('page-rendered').map(m => m.startTime)")
             if mark:
-                return float(mark[0])
+                metrics = {m["name"]: m["value"] for m in (await cdp.send("Performance.getMetrics"))["metrics"]}
+                return float(mark[0]), metrics.get("ThreadTime", 0.0) * 1000
             await asyncio.sleep(0.01)
         raise AssertionError(f"{fragment}: no page-rendered mark")
     finally:
@@ -77,25 +84,31 @@ async def measure(runs: int = 5, chromium: str | None = None) -> dict[str, Any]:
     try:
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         base = f"http://127.0.0.1:{port}"
-        services = app[SERVICES]
+        services: Services = app[SERVICES]  # type: ignore[assignment]
         _, token = await auth.issue_key(services.repo, "bench", "admin")
         task_id = await _prepare(base, token)
         async with async_playwright() as p:
             browser = await p.chromium.launch(executable_path=chromium or shutil.which("chromium") or "/usr/bin/chromium",
                                               args=CHROMIUM_ARGS)
-            figures: dict[str, list[float]] = {"task_page_1000_nodes": [], "flows_page_100_flows": []}
+            figures: dict[str, list[tuple[float, float]]] = {"task_page_1000_nodes": [], "flows_page_100_flows": []}
             for _ in range(runs):
                 figures["task_page_1000_nodes"].append(await rendered_ms(
-                    browser, base, token, f"#/task/{task_id}", f"#nodes tbody tr:nth-child({CHAIN})"))
+                    browser, base, token, f"#/task/{task_id}", f"#nodes .body [role=row]:nth-child({CHAIN})"))
                 figures["flows_page_100_flows"].append(await rendered_ms(
                     browser, base, token, "#/flows", f"main tbody tr:nth-child({FLOWS})"))
             await browser.close()
     finally:
         await runner.cleanup()
         shutil.rmtree(workdir, ignore_errors=True)
-    return {name: {"median_ms": round(statistics.median(values), 1), "min_ms": round(min(values), 1),
-                   "max_ms": round(max(values), 1), "target_ms": TARGETS_MS[name],
-                   "met": statistics.median(values) <= TARGETS_MS[name]} for name, values in figures.items()}
+    return {name: _summary(name, runs_) for name, runs_ in figures.items()}
+
+
+def _summary(name: str, runs: list[tuple[float, float]]) -> dict[str, Any]:
+    # On a shared machine the wall time moves with the load; the main thread's CPU time much less.
+    wall = [w for w, _ in runs]
+    return {"median_ms": round(statistics.median(wall), 1), "min_ms": round(min(wall), 1), "max_ms": round(max(wall), 1),
+            "main_thread_cpu_median_ms": round(statistics.median(c for _, c in runs), 1),
+            "target_ms": TARGETS_MS[name], "met": statistics.median(wall) <= TARGETS_MS[name]}
 
 
 async def _prepare(base: str, token: str) -> int:

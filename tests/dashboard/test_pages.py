@@ -74,16 +74,16 @@ async def test_a_flow_runs_from_its_graph_and_its_output_image_opens(api: Api, b
     await page.locator("h1[data-status='succeeded']").wait_for(timeout=20_000)  # no reload: the page polls
     assert page.url == url_before
     assert "succeeded" in await heading.inner_text()
-    nodes = page.locator("#nodes tbody tr")
+    nodes = page.locator("#nodes [role=row][data-node]")
     assert await nodes.count() == 5
-    assert await page.locator("#nodes tbody tr[data-status='succeeded']").count() == 5
+    assert await page.locator("#nodes [role=row][data-status='succeeded']").count() == 5
     assert await page.locator("#nodes .bar.s-succeeded").count() == 5
     task_id = int(url_before.rsplit("/", 1)[1])
     task = await api.task(task_id)
     assert task["status_name"] == "succeeded"
     assert task["data"]["node_settings"]["start"]["data"]["photo"]["$file"]
 
-    await page.get_by_role("button", name="Show node thumbnail").click()
+    await page.get_by_role("link", name="Show node thumbnail").click()
     image = page.locator("#node-panel img")
     await image.wait_for()
     # Polled from here: the page's CSP (script-src 'self') refuses the string eval wait_for_function uses.
@@ -104,11 +104,11 @@ async def test_a_running_task_is_cancelled_from_its_page(api: Api, browser: Brow
     page = browser.page
     await browser.sign_in(api.token)
     await browser.open(f"#/task/{task['id']}")
-    await page.locator("#nodes tbody tr[data-node='wait'][data-status='running']").wait_for()
+    await page.locator("#nodes [role=row][data-node='wait'][data-status='running']").wait_for()
     await browser.shot("task-running")
     await page.get_by_role("button", name="Cancel task").click()
     await page.locator("h1[data-status='cancelled']").wait_for()
-    assert await page.locator("#nodes tbody tr[data-node='wait'][data-status='cancelled']").count() == 1
+    assert await page.locator("#nodes [role=row][data-node='wait'][data-status='cancelled']").count() == 1
     assert (await api.task(task["id"]))["status_name"] == "cancelled"
     assert await page.get_by_role("button", name="Cancel task").count() == 0
 

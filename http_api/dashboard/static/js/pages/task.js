@@ -6,7 +6,7 @@ import { watchTask } from "../watch.js";
 
 const ENDED = new Set([3, 4, 5]);
 
-export async function taskPage(view, taskId) {
+export async function taskPage(view, taskId, query) {
   let flow = null;  // node id → type, from the flow's definition
   let current = null;
   let shownNode = null;
@@ -15,29 +15,36 @@ export async function taskPage(view, taskId) {
   const facts = h("dl", { class: "facts" });
   const actions = h("div", { class: "row" });
   const problems = h("div", { "aria-live": "polite" });
-  const resultBox = h("div", { class: "preview" });
-  const tbody = h("tbody");
+  const resultBox = h("div");
+  const tbody = h("div", { role: "rowgroup", class: "body" });
   const panel = h("section", { class: "card", id: "node-panel", "aria-live": "polite", hidden: true });
   const request = h("pre");
   view.append(heading, h("div", { class: "card" }, facts), actions, problems,
     h("h2", {}, "Result"), resultBox,
     panel,
-    // One table is the node list and the Gantt chart (its last column): half the elements of two
-    // lists, which is most of a 1,000-node page's drawing time.
+    // One table is the node list and the Gantt chart (its last column). It is made of grid rows with
+    // ARIA table roles, not <table>: a row off screen then costs no style, layout or paint
+    // (content-visibility), which is most of a 1,000-node page's drawing time.
     h("h2", {}, "Nodes and timeline"),
-    h("div", { class: "scroll" }, h("table", { id: "nodes", class: "nodes" },
-      h("thead", {}, h("tr", {}, ["node", "type", "status", "tries", "time", "cost", "timeline"].map((t) => h("th", { scope: "col" }, t)))),
+    h("div", { class: "scroll" }, h("div", { id: "nodes", class: "nodes", role: "table", "aria-label": "Nodes and timeline" },
+      h("div", { role: "rowgroup" }, h("div", { role: "row", class: "tr head" },
+        ["node", "type", "status", "tries", "time", "cost", "timeline"].map((t) => h("div", { role: "columnheader" }, t)))),
       tbody)),
     h("details", {}, h("summary", {}, "Request (data)"), request));
 
   const first = await api("GET", `/task/${taskId}?include=outputs`);
   update(first);
   focusHeading(view);
+  if (query.get("node") && first.nodes[query.get("node")]) showNode(query.get("node"), false);
   // The node types come from the flow's definition, fetched after the first draw: a 1,000-node
   // definition takes a while to send, and the statuses matter more.
   api("GET", `/flows/${encodeURIComponent(first.flow_id)}?revision=${first.revision}`).then((answer) => {
     flow = new Map(answer.definition.nodes.map((n) => [n.id, n.type]));
     for (const [id, row] of rows) row.type.textContent = flow.get(id) || "";
+    if (!ENDED.has(current.status)) {  // a live task's rows follow the flow's (topological) order
+      const order = [...flow.keys()].filter((id) => rows.has(id));
+      tbody.append(...order.map((id) => rows.get(id).tr));
+    }
   }, () => {});
   const stop = ENDED.has(first.status) ? () => {} : watchTask(taskId, update, (error) => problems.replaceChildren(alertBox(error)));
   return stop;
@@ -61,14 +68,16 @@ export async function taskPage(view, taskId) {
       : h("button", { type: "button", class: "danger", id: "cancel", onclick: cancel }, "Cancel task"));
     problems.replaceChildren(...(task.error ? [alertBox({ message: `${task.error.node_id || "task"}: ${task.error.code}: ${task.error.message}` })] : []));
     resultBox.replaceChildren(...(task.result === null ? [h("p", { class: "muted" }, ENDED.has(task.status) ? "No result." : "Not yet.")]
-      : [...previews(task.result), h("pre", {}, JSON.stringify(stripUrls(task.result), null, 2))]));
+      : [h("div", { class: "previews" }, previews(task.result)), h("pre", {}, JSON.stringify(stripUrls(task.result), null, 2))]));
     request.textContent = JSON.stringify(task.data, null, 2);
     drawNodes(task);
     if (shownNode) showNode(shownNode, false);
   }
 
   function drawNodes(task) {
-    const entries = Object.entries(task.nodes);
+    // New rows in the order the nodes started (not yet started: by id); the flow's order once it is known.
+    const key = ([id, n]) => `${n.started || "~"} ${id}`;  // ISO times sort as text; "~" after digits
+    const entries = Object.entries(task.nodes).map((e) => [key(e), e]).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, e]) => e);
     const times = entries.flatMap(([, n]) => [n.started, n.finished]).filter(Boolean).map(Date.parse);
     const t0 = task.started ? Date.parse(task.started) : Math.min(...times, Date.now());
     const t1 = Math.max(task.finished ? Date.parse(task.finished) : Date.now(), ...times, t0 + 1);
@@ -99,13 +108,20 @@ export async function taskPage(view, taskId) {
   }
 
   function makeRow(id) {
-    const row = { badge: h("span"), tries: h("td", { class: "num" }), time: h("td", { class: "num" }),
-      cost: h("td", { class: "num" }), bar: h("div", { class: "bar" }) };
-    row.type = h("td", { class: "small muted" }, typeOf(id));
-    row.tr = h("tr", { "data-node": id },
-      h("th", { scope: "row" }, h("button", { type: "button", class: "link", "aria-controls": "node-panel",
-        "aria-label": `Show node ${id}`, onclick: () => showNode(id, true) }, id)),
-      row.type, h("td", {}, row.badge), row.tries, row.time, row.cost, h("td", { class: "track" }, row.bar));
+    const cell = (cls) => h("div", { role: "cell", class: cls });
+    const row = { badge: cell(), tries: cell("num"), time: cell("num"), cost: cell("num"), bar: h("div", { class: "bar" }) };
+    row.type = cell("small muted");
+    row.type.textContent = typeOf(id);
+    row.tr = h("div", { role: "row", class: "tr", "data-node": id },
+      // A link, not a button: 1,000 buttons cost a 1,000-node page a third of its layout time; and
+      // the link is the node's address (#/task/N?node=ID opens its panel).
+      h("div", { role: "rowheader" }, h("a", { href: `#/task/${taskId}?node=${encodeURIComponent(id)}`, "aria-controls": "node-panel",
+        "aria-label": `Show node ${id}`, onclick: (event) => {
+          event.preventDefault();
+          history.replaceState(null, "", event.currentTarget.href);  // no hashchange: the page stays
+          showNode(id, true);
+        } }, id)),
+      row.type, row.badge, row.tries, row.time, row.cost, h("div", { role: "cell", class: "track" }, row.bar));
     tbody.append(row.tr);
     return row;
   }
@@ -114,14 +130,15 @@ export async function taskPage(view, taskId) {
     shownNode = id;
     const node = current.nodes[id];
     panel.hidden = false;
-    panel.replaceChildren(
+    panel.replaceChildren(...[
       h("h2", { tabindex: -1 }, `Node ${id} `, badge(node.status)),
       h("p", { class: "small muted" }, `${typeOf(id)} · tries ${node.attempts} · ${seconds(node.execution_time)} · `
         + `cost ${credits(node.cost)}${node.cached ? ` · from the cache, saved ${credits(node.saved_cost)}` : ""}`),
       node.error ? alertBox({ message: `${node.error.code}: ${node.error.message}` }) : null,
-      h("div", { class: "preview" }, previews(node.output)),
+      h("div", { class: "previews" }, previews(node.output)),
       node.output !== undefined && node.output !== null ? h("pre", {}, JSON.stringify(stripUrls(node.output), null, 2)) : h("p", { class: "muted" }, "No output."),
-      ENDED.has(current.status) ? h("a", { href: rerunLink(current, id) }, `Re-run from ${id}…`) : null);
+      ENDED.has(current.status) ? h("a", { href: rerunLink(current, id) }, `Re-run from ${id}…`) : null,
+    ].filter(Boolean));
     if (focus) panel.querySelector("h2").focus();
   }
 
