@@ -150,10 +150,6 @@ class Flow(BaseModel):
         """The flow's namespace, ``default`` when it names none."""
         return self.namespace or DEFAULT_NAMESPACE
 
-    @property
-    def webhook_triggers(self) -> list[WebhookTrigger]:
-        return [t for t in self.triggers or () if isinstance(t, WebhookTrigger)]
-
     @functools.cached_property
     def _by_id(self) -> dict[str, Node]:
         return {node.id: node for node in self.nodes}
