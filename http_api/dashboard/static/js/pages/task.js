@@ -19,17 +19,16 @@ export async function taskPage(view, taskId, query) {
   const tbody = h("div", { role: "rowgroup", class: "body" });
   const panel = h("section", { class: "card", id: "node-panel", "aria-live": "polite", hidden: true });
   const request = h("pre");
-  view.append(heading, h("div", { class: "card" }, facts), actions, problems,
-    h("h2", {}, "Result"), resultBox,
-    panel,
+  view.append(heading, h("div", { class: "card" }, facts), actions, problems, panel,
     // One table is the node list and the Gantt chart (its last column). It is made of grid rows with
-    // ARIA table roles, not <table>: a row off screen then costs no style, layout or paint
-    // (content-visibility), which is most of a 1,000-node page's drawing time.
+    // ARIA table roles, not <table>: in a long one a row off screen then costs no style, layout or
+    // paint (content-visibility), which is most of a 1,000-node page's drawing time.
     h("h2", {}, "Nodes and timeline"),
     h("div", { class: "scroll" }, h("div", { id: "nodes", class: "nodes", role: "table", "aria-label": "Nodes and timeline" },
       h("div", { role: "rowgroup" }, h("div", { role: "row", class: "tr head" },
         ["node", "type", "status", "tries", "time", "cost", "timeline"].map((t) => h("div", { role: "columnheader" }, t)))),
       tbody)),
+    h("h2", {}, "Result"), resultBox,
     h("details", {}, h("summary", {}, "Request (data)"), request));
 
   const first = await api("GET", `/task/${taskId}?include=outputs`);
@@ -81,6 +80,8 @@ export async function taskPage(view, taskId, query) {
     const times = entries.flatMap(([, n]) => [n.started, n.finished]).filter(Boolean).map(Date.parse);
     const t0 = task.started ? Date.parse(task.started) : Math.min(...times, Date.now());
     const t1 = Math.max(task.finished ? Date.parse(task.finished) : Date.now(), ...times, t0 + 1);
+    // Rows skipped off screen only in a long table: a short one stays whole (printing, screenshots).
+    tbody.classList.toggle("long", entries.length > 60);
     for (const [id, node] of entries) {
       let row = rows.get(id);
       if (!row) {
