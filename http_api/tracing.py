@@ -38,6 +38,12 @@ MAX_PENDING = 10_000  # traceparents of queued tasks kept; a task run elsewhere 
 NODE_FAILED = frozenset({NodeStatus.FAILED, NodeStatus.CANCELLED})
 
 
+def configured_provider() -> trace.TracerProvider | None:
+    """The global tracer provider if something set one up (``opentelemetry-instrument``, your code), else None."""
+    provider = trace.get_tracer_provider()
+    return None if isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider)) else provider
+
+
 @dataclass
 class _NodeTrace:
     """A running node: its span is made at its end, or at its first HTTP request if sooner."""
@@ -56,10 +62,10 @@ def _ns(when: datetime | None) -> int | None:
 
 
 class Tracing:
-    """Spans for the tasks and nodes this process runs, on ``provider`` (default: the global one)."""
+    """Spans for the tasks and nodes this process runs, on ``provider``."""
 
-    def __init__(self, provider: trace.TracerProvider | None = None) -> None:
-        self._tracer = (provider or trace.get_tracer_provider()).get_tracer("graph_runtime")
+    def __init__(self, provider: trace.TracerProvider) -> None:
+        self._tracer = provider.get_tracer("graph_runtime")
         self._propagator = TraceContextTextMapPropagator()
         self._parents: OrderedDict[int, otel_context.Context] = OrderedDict()
         self._tasks: dict[int, Span] = {}

@@ -19,6 +19,7 @@ from http_api import auth
 from http_api.app import create_app
 from http_api.body import SERVICES
 from http_api.settings import Settings
+from http_api.telemetry import Telemetry
 from tests.conftest import ROOT, Api
 from tests.support import FlowBuilder, eventually, registry_with_test_types
 
@@ -137,6 +138,7 @@ from http_api import auth
 from http_api.app import create_app
 from http_api.body import SERVICES
 from http_api.settings import Settings
+from http_api.telemetry import Telemetry
 from tests.support import FlowBuilder, registry_with_test_types
 
 async def main():
@@ -162,3 +164,10 @@ asyncio.run(main())
     result = subprocess.run([sys.executable, "-c", program], cwd=ROOT, capture_output=True, text=True, timeout=50,
                             check=False)
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stdout + result.stderr
+
+
+def test_tracing_stays_off_until_an_sdk_provider_is_set_up() -> None:
+    # Installed but not configured (no opentelemetry-instrument, no provider set): spans would all be
+    # no-ops, so none of their bookkeeping is done; a provider given (or set globally) turns it on.
+    assert Telemetry.create().tracing is None
+    assert Telemetry.create(TracerProvider()).tracing is not None
