@@ -2,21 +2,15 @@
 // browser's back button works, with one HTML file served by the server.
 import { key } from "./api.js";
 import { h } from "./dom.js";
-import { signInPage } from "./pages/signin.js";
-import { flowsPage } from "./pages/flows.js";
-import { flowPage } from "./pages/flow.js";
-import { tasksPage } from "./pages/tasks.js";
-import { taskPage } from "./pages/task.js";
-import { keysPage, secretsPage } from "./pages/admin.js";
-
+// Pages load on first use: the flows or task page never parses the graph layout library.
 const ROUTES = [
-  [/^\/signin$/, signInPage],
-  [/^\/flows$/, flowsPage],
-  [/^\/flow\/([^/]+)$/, flowPage],
-  [/^\/tasks$/, tasksPage],
-  [/^\/task\/(\d+)$/, taskPage],
-  [/^\/keys$/, keysPage],
-  [/^\/secrets$/, secretsPage],
+  [/^\/signin$/, () => import("./pages/signin.js").then((m) => m.signInPage)],
+  [/^\/flows$/, () => import("./pages/flows.js").then((m) => m.flowsPage)],
+  [/^\/flow\/([^/]+)$/, () => import("./pages/flow.js").then((m) => m.flowPage)],
+  [/^\/tasks$/, () => import("./pages/tasks.js").then((m) => m.tasksPage)],
+  [/^\/task\/(\d+)$/, () => import("./pages/task.js").then((m) => m.taskPage)],
+  [/^\/keys$/, () => import("./pages/admin.js").then((m) => m.keysPage)],
+  [/^\/secrets$/, () => import("./pages/admin.js").then((m) => m.secretsPage)],
 ];
 
 let leave = null;  // the current page's clean-up (a task page stops watching)
@@ -37,12 +31,13 @@ async function render() {
     if (active) link.setAttribute("aria-current", "page"); else link.removeAttribute("aria-current");
   }
   const main = document.getElementById("main");
-  for (const [pattern, page] of ROUTES) {
+  for (const [pattern, load] of ROUTES) {
     const match = pattern.exec(path);
     if (!match) continue;
     const view = h("div");
     main.replaceChildren(view);
     try {
+      const page = await load();
       leave = (await page(view, ...match.slice(1).map(decodeURIComponent), query)) || null;
       // After the next paint: what bench/dashboard.py reads as the page's render time.
       requestAnimationFrame(() => setTimeout(() => performance.mark("page-rendered")));
