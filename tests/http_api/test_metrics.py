@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,7 @@ from http_api import auth
 from http_api.app import create_app
 from http_api.body import SERVICES
 from http_api.settings import Settings
-from tests.conftest import Api
+from tests.conftest import ROOT, Api
 from tests.support import FlowBuilder, registry_with_test_types
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -136,3 +138,20 @@ async def test_two_servers_in_one_process_keep_their_own_metrics(api: Api, aioht
     theirs = samples(await (await other.get("/metrics")).text())
     assert value(mine, "graph_runtime_tasks_total", flow="here", status="succeeded") == 1.0
     assert value(theirs, "graph_runtime_tasks_total", flow="here", status="succeeded") is None
+
+
+async def test_the_grafana_dashboard_queries_only_metrics_the_server_serves(api: Api) -> None:
+    dashboard = json.loads((ROOT / "docs" / "grafana-dashboard.json").read_text(encoding="utf-8"))
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    assert len(exprs) >= 10
+    await api.put_flow(FlowBuilder("dash").node("a", "start", data={"v": 1}).node("m", "merge")
+                       .edge("a", "m", input="v").build())
+    for _ in range(2):  # so the labelled series exist; the second merge is served from the output cache
+        done = await api.execute("dash", {"end_node_id": "m"})
+        await api.wait_for_status(done["id"], "succeeded")
+    response = await api.request("GET", "/metrics")
+    served = {s.name for family in text_string_to_metric_families(await response.text()) for s in family.samples}
+    used = {name for expr in exprs for name in re.findall(r"graph_runtime_\w+", expr)}
+    assert used - served <= {"graph_runtime_node_saved_cost_total"}, used - served  # merge costs nothing to save
+    assert {"graph_runtime_tasks_total", "graph_runtime_node_duration_seconds_bucket",
+            "graph_runtime_http_request_duration_seconds_bucket"} <= used
