@@ -281,7 +281,8 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("get", "/api/v1/node-types", "listNodeTypes", "Every registered node type.", "node-types",
               {200: Answer("Parameter and output JSON schemas, cost model, run policy.", wire.NodeTypeList)},
               (401, 503)),
-    Operation("get", "/healthz", "health", "200 when the database answers.", "health",
+    Operation("get", "/healthz", "health", "200 when the database answers with this release's schema; 503 "
+              "(`store_unavailable`, `schema_not_current`) otherwise.", "health",
               {200: Answer("Healthy.", wire.Health)}, (503,), scope="public"),
     Operation("get", "/metrics", "metrics", "Prometheus metrics in the text format (no key needed when the "
               "server runs with GRAPH_RUNTIME_METRICS_PUBLIC=true).", "health",

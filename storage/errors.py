@@ -35,6 +35,13 @@ class SchemaTooNew(StorageError):
     code = "schema_too_new"
 
 
+class SchemaNotCurrent(errors.StoreUnavailable):
+    """The database's schema is not the one this process's code uses (another release upgraded
+    it, or an upgrade is under way): this process cannot serve it (``/healthz`` answers 503)."""
+
+    code = "schema_not_current"
+
+
 class SchemaUnknown(StorageError):
     """The database has tables that are not a schema any graph-runtime release made."""
 

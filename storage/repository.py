@@ -23,7 +23,9 @@ from nodes import codec
 from storage import convert, task_rows
 from storage import sqlite_inline as lite_inline
 from storage import sqlite_statements as lite
+from storage import migrations
 from storage.convert import ApiKeyRecord
+from storage.errors import SchemaNotCurrent
 from storage.node_cache import NodeCacheMethods
 from storage.repository_flows import FlowMethods
 from storage.repository_keys import KeyMethods
@@ -85,13 +87,18 @@ class Repository(FlowMethods, KeyMethods, LeaseMethods, NodeCacheMethods, Secret
         )
 
     async def ping(self) -> None:
-        """Check that the database answers.
+        """Check that the database answers, with the schema this code uses.
 
         Raises:
             errors.StoreUnavailable: it does not.
+            storage.errors.SchemaNotCurrent: its schema is another version (a newer release
+                upgraded it while this process runs, or an upgrade is under way).
         """
         async with self._read() as conn:
-            await conn.execute(sa.select(1))
+            found = (await conn.execute(_SCHEMA_VERSION)).scalar()
+        if found != migrations.head():
+            raise SchemaNotCurrent(f"the database's schema is at version {found or 'none'}; this process "
+                                   f"runs version {migrations.head()}: restart it with the release that matches")
 
     # -- tasks: the API's side ---------------------------------------------------------------
 
@@ -458,6 +465,9 @@ async def _encoded_off_loop(rows: Sequence[tuple[int, NodeRun]]) -> list[tuple[A
     if codec.size_exceeds([run.output for _, run in rows], lite_inline.THREAD_ABOVE_BYTES):
         return await asyncio.to_thread(lambda: [lite.run_params(task_id, run) for task_id, run in rows])
     return [lite.run_params(task_id, run) for task_id, run in rows]
+
+
+_SCHEMA_VERSION = sa.text("SELECT max(version_num) FROM alembic_version")
 
 
 async def _cancel_descendants(conn: AsyncConnection, parent_id: int) -> list[int]:

@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+import functools
+
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -51,6 +53,14 @@ def config(connection: sa.Connection | None = None) -> Config:
     cfg.set_main_option("script_location", "storage:migrations")
     cfg.attributes["connection"] = connection
     return cfg
+
+
+@functools.cache
+def head() -> str:
+    """This code's schema revision (read from the scripts once per process)."""
+    found = ScriptDirectory.from_config(config()).get_current_head()
+    assert found is not None, "no revision in storage/migrations/versions"
+    return found
 
 
 def versions(connection: sa.Connection) -> SchemaVersions:

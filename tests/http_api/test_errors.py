@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import sqlite3
 from typing import Any
 
 import aiohttp
@@ -181,3 +183,18 @@ async def test_cors_preflight_is_answered_without_a_key(api: Api) -> None:
 async def test_healthz_needs_no_key(api: Api) -> None:
     response = await api.client.get("/healthz")
     assert response.status == 200 and (await response.json())["status"] == "ok"
+
+
+async def test_healthz_is_503_while_the_schema_is_not_this_codes(api: Api, db_url: str) -> None:
+    # What a newer release upgrading the shared database while this process runs looks like.
+    path = db_url.split("///", 1)[1]
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        [(ours,)] = conn.execute("SELECT version_num FROM alembic_version").fetchall()
+        conn.execute("UPDATE alembic_version SET version_num = '9999'")
+    response = await api.client.get("/healthz")
+    body = await response.json()
+    assert response.status == 503 and body["error"]["code"] == "schema_not_current"
+    assert "9999" in body["error"]["message"] and ours in body["error"]["message"]
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute("UPDATE alembic_version SET version_num = ?", (ours,))
+    assert (await api.client.get("/healthz")).status == 200
