@@ -37,12 +37,13 @@ CHAIN = cases.Shape("deep", 10)
 TARGET_PCT = 5.0
 
 
-def _recording() -> Telemetry:
+def _recording(ratio: float = 1.0) -> Telemetry:
     from opentelemetry.sdk.trace import TracerProvider  # the otel extra (the bench measures it on)
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
     from http_api.tracing import Tracing
 
-    return Telemetry(Metrics(), Tracing(TracerProvider()))
+    return Telemetry(Metrics(), Tracing(TracerProvider(sampler=ParentBased(TraceIdRatioBased(ratio)))))
 
 
 # What is measured against "off" (no telemetry object at all), each on a database of its own.
@@ -51,6 +52,8 @@ SETUPS: dict[str, Callable[[], Telemetry]] = {
     "on": Telemetry.create,
     # every span made and recorded by the SDK (no exporter): what opentelemetry-instrument adds before export
     "on_sdk": _recording,
+    # the same sampling one trace in ten (OTEL_TRACES_SAMPLER=parentbased_traceidratio, ARG=0.1)
+    "on_sdk_10pct": lambda: _recording(0.1),
 }
 
 

@@ -51,6 +51,7 @@ class _NodeTrace:
     name: str
     parent: otel_context.Context
     start: int | None
+    recording: bool  # False when the task's trace is not sampled: no node span is made
     span: Span | None = None
 
 
@@ -105,13 +106,15 @@ class Tracing:
         key = (task.id, run.node_id)
         node = self._nodes.get(key)
         if node is None:
-            node = self._nodes[key] = _NodeTrace(f"node {run.node_id}", self._task_context(task), _ns(run.started))
+            node = self._nodes[key] = self._new_node(task, run, _ns(run.started))
         _CURRENT_NODE.set(node)  # this task's context only; it ends with the node
 
     def node_ended(self, task: Task, run: NodeRun, node_type: str | None) -> None:
         node = self._nodes.pop((task.id, run.node_id), None)
         if node is None:  # ended without a start (served from the cache): a span of its own all the same
-            node = _NodeTrace(f"node {run.node_id}", self._task_context(task), _ns(run.started or run.finished))
+            node = self._new_node(task, run, _ns(run.started or run.finished))
+        if not node.recording:  # the task's trace is not sampled: its nodes' spans would record nothing
+            return
         attributes: dict[str, Any] = {"graph_runtime.node_type": node_type or "unknown",
                                       "graph_runtime.status": run.status.value, "graph_runtime.attempts": run.attempts,
                                       "graph_runtime.cost": run.cost or 0.0}
@@ -148,10 +151,15 @@ class Tracing:
     def _end_nodes(self, task_id: int, when: int | None) -> None:
         for key in [key for key in self._nodes if key[0] == task_id]:
             node = self._nodes.pop(key)
-            span = node.span or self._tracer.start_span(node.name, context=node.parent, start_time=node.start)
-            span.end(end_time=when)
+            if node.recording:
+                span = node.span or self._tracer.start_span(node.name, context=node.parent, start_time=node.start)
+                span.end(end_time=when)
 
-    def _task_context(self, task: Task) -> otel_context.Context:
+    def _new_node(self, task: Task, run: NodeRun, start: int | None) -> _NodeTrace:
+        task_span = self._task_span(task)
+        return _NodeTrace(f"node {run.node_id}", trace.set_span_in_context(task_span), start, task_span.is_recording())
+
+    def _task_span(self, task: Task) -> Span:
         span = self._tasks.get(task.id)
         if span is None:
             span = self._tasks[task.id] = self._tracer.start_span(
@@ -159,7 +167,7 @@ class Tracing:
                 start_time=_ns(task.started),
                 attributes={"graph_runtime.task_id": task.id, "graph_runtime.flow_id": task.flow_id,
                             "graph_runtime.revision": task.revision})
-        return trace.set_span_in_context(span)
+        return span
 
     # -- outgoing requests ----------------------------------------------------------------
 
@@ -170,10 +178,14 @@ class Tracing:
         async def on_request_start(session: aiohttp.ClientSession, ctx: SimpleNamespace,
                                    params: aiohttp.TraceRequestStartParams) -> None:
             node = _CURRENT_NODE.get()
-            if node is not None:  # a node's request: its span is made now, if not yet, to be named as the parent
-                if node.span is None:
-                    node.span = self._tracer.start_span(node.name, context=node.parent, start_time=node.start)
-                self._propagator.inject(params.headers, context=trace.set_span_in_context(node.span))
+            if node is None:
+                return
+            if not node.recording:  # not sampled: the task's context goes on, flagged so
+                self._propagator.inject(params.headers, context=node.parent)
+                return
+            if node.span is None:  # a node's request: its span is made now, to be named as the parent
+                node.span = self._tracer.start_span(node.name, context=node.parent, start_time=node.start)
+            self._propagator.inject(params.headers, context=trace.set_span_in_context(node.span))
 
         config.on_request_start.append(on_request_start)
         return config

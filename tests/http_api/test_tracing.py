@@ -119,6 +119,19 @@ async def test_without_a_traceparent_a_task_starts_its_own_trace_and_failures_sh
     assert attrs(failed)["graph_runtime.status"] == "failed"
 
 
+async def test_a_caller_that_does_not_sample_gets_no_spans_but_its_trace_goes_on(
+        traced: Api, exporter: InMemorySpanExporter, downstream: Any) -> None:
+    await traced.put_flow(FlowBuilder("quiet").node("a", "start", data={"v": 1})
+                          .node("call", "http_request", method="POST", url=str(downstream.make_url("/echo")))
+                          .edge("a", "call", input="json").build())
+    unsampled = f"00-{CALLER_TRACE}-{CALLER_SPAN}-00"
+    task = await traced.execute("quiet", {"end_node_id": "call"}, headers={"traceparent": unsampled})
+    await traced.wait_for_status(task["id"], "succeeded")
+    assert exporter.get_finished_spans() == ()
+    [sent] = downstream.seen
+    assert sent is not None and sent.startswith(f"00-{CALLER_TRACE}-") and sent.endswith("-00"), sent
+
+
 async def test_no_span_no_traceparent_outside_a_node(traced: Api, downstream: Any) -> None:
     # The server's own session calls nothing in a node's name when no node runs: no header is made up.
     session = traced.services.executor.http
