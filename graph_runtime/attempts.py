@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import inspect
 import random
 import time
@@ -95,14 +94,9 @@ async def _run(instance: NodeType, params: Any, ctx: RunContext) -> Any:
     """The node's ``run``: awaited when it is a coroutine function; a plain ``def run`` is called on
     a thread (SPEC §10), so blocking node code never freezes the API or the heartbeats. On a
     cancel or timeout its ``ctx.stop`` is set; the thread is not waited for."""
-    if _is_async(type(instance)):
+    if inspect.iscoroutinefunction(type(instance).run):
         return await instance.run(params, ctx)
     return await ctx.to_thread(instance.run, params, ctx)
-
-
-@functools.cache
-def _is_async(node_type: type[NodeType]) -> bool:
-    return inspect.iscoroutinefunction(node_type.run)
 
 
 ENCODE_ON_LOOP_BELOW = 256 * 1024

@@ -42,7 +42,7 @@ from graph_runtime.resolve import ParamResolver, redact
 from graph_runtime.shielding import outlast_cancel
 from nodes import errors as node_errors
 from nodes.contract import NodeType, RunContext
-from nodes.fanout import ChildOutcome, ChildRequest, Children
+from nodes.fanout import ChildOutcome, Children, ChildRequest
 from nodes.files import FileStore
 from nodes.limits import Limits
 from nodes.registry import Registry
@@ -85,10 +85,16 @@ class Executor:
     committer: GroupCommitter | None = None
     max_claims: int = 20  # a task interrupted this often is failing its process: give up (crashed)
     max_interruptions: int = 2  # its process died this often while a node ran: that node is crashing it
+    _runs: dict[int, _TaskRun] = dataclasses.field(default_factory=dict, init=False, repr=False)  # by task id
 
     def __post_init__(self) -> None:
         if self.committer is None:
             self.committer = GroupCommitter(self.store)
+
+    def running_nodes(self) -> list[tuple[int, str]]:
+        """``(task id, node id)`` of the nodes running now (the loop watch reads it from its thread)."""
+        return [(task_id, node_id) for task_id, run in list(self._runs.items())
+                for node_id in list(run.running) if not node_id.startswith("skipped:")]
 
     async def execute(self, task: Task, control: Control | None = None) -> Task:
         """Run ``task`` (already claimed: status running) to its end and persist the outcome.
@@ -101,6 +107,13 @@ class Executor:
         """
         control = control or Control()
         run = _TaskRun(self, task, control.launcher or InlineLauncher(self))
+        self._runs[task.id] = run
+        try:
+            return await self._execute(task, control, run)
+        finally:
+            self._runs.pop(task.id, None)
+
+    async def _execute(self, task: Task, control: Control, run: _TaskRun) -> Task:
         try:
             await run.prepare()
             async with asyncio.timeout(task.request.timeout_s):

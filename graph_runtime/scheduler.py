@@ -23,6 +23,7 @@ from graph_runtime import errors
 from graph_runtime.children import WAIT_POLL_S
 from graph_runtime.executor import Control, Executor
 from graph_runtime.heartbeat import Heartbeat, OpenRenewer, through_loop
+from graph_runtime.loop_watch import LoopWatch
 from graph_runtime.models import Task
 from graph_runtime.ports import TaskStore
 
@@ -53,6 +54,8 @@ class Scheduler:
     _ended: dict[int, list[asyncio.Future[Task | None]]] = field(default_factory=dict)
     _loop_task: asyncio.Task[None] | None = None
     _heartbeat: Heartbeat | None = None
+    _loop_watch: LoopWatch | None = None
+    loop_blocked_s: float = 1.0  # a loop silent this long is logged (action loop_blocked) naming the nodes running
     _claiming: bool = True
 
     async def start(self) -> int:
@@ -63,6 +66,9 @@ class Scheduler:
         opener = self.open_renewer or through_loop(self.store, asyncio.get_running_loop())
         self._heartbeat = Heartbeat(opener, self.worker_id, self.lease_s, self._leases_lost)
         self._heartbeat.start()
+        self._loop_watch = LoopWatch(asyncio.get_running_loop(), self.executor.running_nodes,
+                                     threshold_s=self.loop_blocked_s)
+        self._loop_watch.start()
         self._loop_task = asyncio.create_task(self._loop(), name="scheduler")
         return requeued
 
@@ -93,6 +99,8 @@ class Scheduler:
         await self._release(list(running))
         if self._heartbeat is not None:  # last: the leases stay alive while tasks are released
             await self._heartbeat.stop()
+        if self._loop_watch is not None:
+            await asyncio.to_thread(self._loop_watch.stop)
 
     def notify(self) -> None:
         """A task was queued: look for work now."""

@@ -20,10 +20,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from graph_runtime import errors
 from graph_runtime.models import Lease, NodeRun, Task, TaskOutcome, TaskRequest, TaskStatus
 from nodes import codec
-from storage import convert, task_rows
+from storage import convert, migrations, task_rows
 from storage import sqlite_inline as lite_inline
 from storage import sqlite_statements as lite
-from storage import migrations
 from storage.convert import ApiKeyRecord
 from storage.errors import SchemaNotCurrent
 from storage.node_cache import NodeCacheMethods

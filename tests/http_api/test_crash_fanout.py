@@ -114,7 +114,7 @@ async def test_a_killed_map_resumes_without_running_a_committed_item_again(tmp_p
 @pytest.mark.timeout(120)
 async def test_a_killed_subflow_resumes_its_one_child_without_running_its_committed_nodes_again(
         tmp_path: Path) -> None:
-    task, at_kill, events, killed_pid, url = await crash_and_resume(
+    task, at_kill, events, killed_pid, _ = await crash_and_resume(
         tmp_path, [CHILD_FLOW, PARENT_FLOW], "parent",
         lambda evs: any(e.kind == "end" and e.node_id == "b" for e in evs))
     assert task["status_name"] == "succeeded", task["error"]
