@@ -93,6 +93,23 @@ async def test_a_flow_runs_from_its_graph_and_its_output_image_opens(api: Api, b
     assert "/api/v1/files/" in (await image.get_attribute("src") or "")
     await browser.shot("task")
 
+    # Re-run from the node with another setting: the run form comes prefilled (start, from_task_id),
+    # the node's settings are fields from image.resize's schema, and the photo comes from the task.
+    await page.get_by_role("link", name="Re-run from thumbnail…").click()
+    await page.get_by_text("Runs 4 of 5 nodes").wait_for()
+    assert await page.get_by_label("Take upstream outputs from task (rerun)").input_value() == str(task_id)
+    await page.locator("summary", has_text="Node settings").click()
+    await page.locator("summary", has_text="thumbnail (image.resize)").click()
+    await page.get_by_label("width", exact=True).fill("80")
+    await page.get_by_role("button", name="Run", exact=True).click()
+    await page.wait_for_url(f"**/ui/#/task/{task_id + 1}")
+    await page.locator("h1[data-status='succeeded']").wait_for(timeout=20_000)
+    rerun = await api.task(task_id + 1)
+    assert rerun["data"]["from_task_id"] == task_id
+    assert rerun["data"]["node_settings"] == {"thumbnail": {"width": 80}}
+    assert rerun["result"]["thumbnail"]["width"] == 80
+    assert set(rerun["nodes"]) == {"thumbnail", "medium", "large", "end"}  # the rule: start and what is not upstream of it
+
 
 async def test_a_running_task_is_cancelled_from_its_page(api: Api, browser: Browser) -> None:
     await api.put_flow({"id": "slow", "nodes": [
