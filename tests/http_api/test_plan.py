@@ -165,3 +165,12 @@ async def test_a_subflow_and_a_map_over_a_flow_count_the_stored_child_flow(api: 
     assert answer["estimated_cost"] == {"min": 2.0, "max": 2.0}  # the child's echo once, then per item
     fed = {"node_settings": {"each": {"items": list(range(10))}}}
     assert (await plan_of(api, "parent", fed))["estimated_cost"] == {"min": 5.5, "max": 5.5}
+
+
+async def test_a_map_over_items_an_upstream_node_makes_has_no_known_max(api: Api) -> None:
+    flow = (FlowBuilder("mapped").node("s", "start", data={"photos": [1, 2]}).node("echo", "test.echo")
+            .node("each", "map", node={"type": "test.echo", "settings": {}}).node("e", "end")
+            .edge("s", "echo", output="photos", input="photos").edge("s", "each", output="photos", input="items")
+            .edge("echo", "e", input="echo").edge("each", "e", input="each").build())
+    await api.put_flow(flow)
+    assert (await plan_of(api, "mapped"))["estimated_cost"] == {"min": 0.5, "max": None}
