@@ -115,7 +115,8 @@ def create_app(settings: Settings, registry: Registry | None = None, *, tracer_p
         services = await open_services(settings, registry, telemetry)
         app[SERVICES] = services
         checker.repo = services.repo
-        await services.scheduler.start()
+        if settings.workers:  # --workers 0: an API process; `graph-runtime worker` processes run the tasks
+            await services.scheduler.start()
         # Every hour, and once at start: files no recent task references go (SPEC §7 retention).
         sweeper = RetentionSweeper(services.files, retention_days=settings.files_retention_days)
         sweeper.start()

@@ -56,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     _setting_flags(common)
 
     sub.add_parser("serve", parents=[common], help="run the API and the workers")
+    sub.add_parser("worker", parents=[common], help="run tasks without serving HTTP (beside `serve --workers 0`)")
     migrate = sub.add_parser("migrate", parents=[common], help="upgrade the database schema to this version's")
     migrate.add_argument("--check", action="store_true", help="change nothing; exit 1 if an upgrade is due")
 

@@ -41,6 +41,10 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
             args.value = read_secret_value(args.name)  # before anything opens: it may wait for a person
         if args.command == "serve":
             return serve(settings)
+        if args.command == "worker":
+            from http_api.worker import run_worker
+
+            return asyncio.run(run_worker(settings))
         if args.command == "migrate":
             return asyncio.run(migrate(settings, check=args.check))
         return asyncio.run(_dispatch_async(args, settings))
@@ -107,8 +111,9 @@ def serve(settings: Settings) -> int:
     app = create_app(settings)
 
     app.on_startup.append(announce_start)
-    print(f"graph-runtime: database {_without_password(settings.database_url)}, up to "
-          f"{settings.max_concurrent_jobs} concurrent tasks", flush=True)
+    runs = (f"up to {settings.max_concurrent_jobs} concurrent tasks" if settings.workers
+            else "API only (--workers 0): tasks run in `graph-runtime worker` processes")
+    print(f"graph-runtime: database {_without_password(settings.database_url)}, {runs}", flush=True)
     try:
         web.run_app(app, host=settings.host, port=settings.port, print=lambda msg: print(msg, flush=True),
                     **server_options(settings))

@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     database_url: str = "sqlite+aiosqlite:///./graph_runtime.db"
     flows_dir: Path | None = Path("sample_flows")
     max_concurrent_jobs: int = Field(default=10, ge=1, le=10_000)
+    # serve: 1 runs tasks in the API process (the embedded default); 0 is API only: never node code
+    workers: int = Field(default=1, ge=0, le=1)
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
