@@ -186,3 +186,17 @@ async def test_history_pages_admin_pages_by_keyboard_and_a_phone_screen(api: Api
     await browser.open("#/flow/product-photo-sizes")
     await page.locator("#flow-graph svg").wait_for()
     await browser.shot("flow-phone")
+
+    # A flow's typed inputs are the form's fields, prefilled with its defaults and described by its schema.
+    await browser.open("#/flow/caption-image")
+    image_url = page.get_by_label("image_url")
+    assert await image_url.input_value() == "https://example.com/cat.jpg"
+    assert "http(s) or data: URL" in await page.locator("#input-SYnn-start-image_url-hint").inner_text()
+    await image_url.fill("https://example.com/dog.jpg")
+    await page.get_by_label("style").fill("long")
+    await page.get_by_role("button", name="Run", exact=True).click()
+    await page.locator("h1[data-status='succeeded']").wait_for(timeout=20_000)
+    task = await api.task(int(page.url.rsplit("/", 1)[1]))
+    assert task["data"]["node_settings"] == {"SYnn-start": {"data": {"image_url": "https://example.com/dog.jpg",
+                                                                      "style": "long"}}}
+    assert "https://example.com/dog.jpg in a long sentence" in task["result"]["caption"]
