@@ -385,20 +385,20 @@ class _TaskRun:
         log.debug("node finished", extra={"action": "node_finished", "task_id": self.task.id, "node_id": node_id})
 
     async def _attempt(self, run: NodeRun, instance: NodeType, raw: dict[str, Any],
-                       before_attempt: Callable[[], Awaitable[None]], *, item_of: str | None = None,
+                       before_attempt: Callable[[], Awaitable[None]], *,
                        inherited: frozenset[str] = frozenset()) -> tuple[dict[str, Any], float]:
         """Run one node (or one map item) to its output and cost: resolve its parameters, serve it
         from the output cache or run its tries, and keep secrets out of what it returns.
 
-        A map item (``item_of`` its map's id) is resolved as part of its map, and keeps the
-        map's secrets (``inherited``) out of what it returns too.
+        A map item keeps its map's secrets (``inherited``) out of what it returns too; resolvers
+        see its own run id (``map1[3]``).
 
         Raises:
             nodes.errors.GraphRuntimeError: its failure, naming ``run.node_id``; secrets redacted.
         """
         secrets = inherited
         try:
-            params, own = await self._resolved(item_of or run.node_id, instance, raw)
+            params, own = await self._resolved(run.node_id, instance, raw)
             secrets |= own
             key = cache_key(type(instance), params) if self.ex.cache is not None else None
             output = await self._from_cache(run, key)
@@ -615,8 +615,7 @@ class _MapItems:
         started = time.perf_counter()
         self._count("running", 1)
         try:
-            output, cost = await self.run._attempt(item, instance, params, before_attempt,
-                                                   item_of=self.map_run.node_id, inherited=self.secrets)
+            output, cost = await self.run._attempt(item, instance, params, before_attempt, inherited=self.secrets)
         except node_errors.GraphRuntimeError as exc:
             self.run._end_node(item, NodeStatus.FAILED, started, error=RunError.of(exc))
             await self._ended(item, "failed")

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from graph_runtime.models import Task
+from graph_runtime.models import Task, is_item_run
 from graph_runtime.resolve import Resolved
 from graph_runtime.selection import Plan
 from http_api import errors, redaction
@@ -136,6 +136,10 @@ class SecretResolver:
         self._cipher = cipher
 
     async def resolve(self, task: Task, node_id: str, node_type: type[NodeType], params: dict[str, Any]) -> Resolved:
+        if is_item_run(node_id):
+            # A map item's parameters come from its map's, whose secrets were put in when the map
+            # itself was resolved (its executor keeps them out of the item's output too).
+            return Resolved(params)
         flow = await self._repo.load_flow(task.flow_id, task.revision)
         # Only references the flow itself holds at that place, still there after the merge.
         refs = [(path, name) for path, name in references(flow.node(node_id).settings)

@@ -168,3 +168,14 @@ def test_graph_runtime_run_maps_and_shows_the_map_not_its_items(tmp_path: Path) 
     assert task["status"] == 3 and task["result"] == {"results": [{"value": p["name"]} for p in PEOPLE]}
     assert list(task["nodes"]) == ["s", "m", "e"] and task["nodes"]["m"]["items"]["succeeded"] == 5
     assert "m[0]" not in result.stdout  # the live table shows the map's row with its count, not 5 item rows
+
+
+async def test_a_secret_in_the_item_node_reaches_each_item_and_no_output(api: Api) -> None:
+    assert (await api.request("PUT", "/api/v1/secrets/SHOP_TOKEN", json={"value": "tok-3f9a1c77e2"})).status == 204
+    flow = names_flow({"type": "merge", "settings": {"token": {"$secret": "SHOP_TOKEN"}}})
+    await api.put_flow(flow)
+    task = await run(api, "names", [{"name": "Ada"}, {"name": "Alan"}])
+    assert task["status_name"] == "succeeded", task["error"]
+    assert task["result"] == {"results": [{"name": "Ada", "token": "[secret]"}, {"name": "Alan", "token": "[secret]"}]}
+    full = await api.json("GET", f"/api/v1/task/{task['id']}", 200, params={"include": "items,outputs"})
+    assert "tok-3f9a1c77e2" not in json.dumps(full)
