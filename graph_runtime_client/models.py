@@ -86,12 +86,14 @@ class NodeRun:
     cost: float | None = None
     error: Error | None = None
     cached: bool = False
+    items: dict[str, int] | None = None  # a map node's item runs per status, and ``total``
 
     @classmethod
     def from_json(cls, value: dict[str, Any]) -> NodeRun:
         return cls(status=value["status"], attempts=value.get("attempts") or 0, started=_time(value.get("started")),
                    finished=_time(value.get("finished")), execution_time=value.get("execution_time"),
-                   cost=value.get("cost"), error=Error.from_json(value.get("error")), cached=bool(value.get("cached")))
+                   cost=value.get("cost"), error=Error.from_json(value.get("error")), cached=bool(value.get("cached")),
+                   items=value.get("items"))
 
 
 @dataclass(frozen=True)

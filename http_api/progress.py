@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from rich.console import Console
 from rich.live import Live
@@ -26,7 +27,37 @@ STYLE = {
 BAR_WIDTH = 24
 
 
-def timeline(task: Task) -> dict[str, str]:
+class NodeRow(Protocol):
+    """What the table shows of a node: a runtime ``NodeRun`` here, or the client's from a server."""
+
+    @property
+    def status(self) -> str: ...
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def started(self) -> datetime | None: ...
+    @property
+    def finished(self) -> datetime | None: ...
+    @property
+    def execution_time(self) -> float | None: ...
+    @property
+    def cost(self) -> float | None: ...
+
+
+class TaskRows(Protocol):
+    """What the table shows of a task (``graph_runtime.models.Task`` or ``graph_runtime_client.Task``)."""
+
+    @property
+    def id(self) -> int | None: ...
+    @property
+    def flow_id(self) -> str: ...
+    @property
+    def revision(self) -> int | None: ...
+    @property
+    def nodes(self) -> Mapping[str, NodeRow]: ...
+
+
+def timeline(task: TaskRows) -> dict[str, str]:
     """A Gantt bar per node: where in the task's span it ran (█) — overlap shows concurrency."""
     spans = {n: (r.started, r.finished or datetime.now(UTC)) for n, r in task.nodes.items()
              if r.started and not is_item_run(n)}
@@ -42,7 +73,7 @@ def timeline(task: Task) -> dict[str, str]:
     return bars
 
 
-def render(task: Task, started: float) -> Table:
+def render(task: TaskRows, started: float) -> Table:
     table = Table(title=f"task {task.id} · flow {task.flow_id} rev {task.revision} · {time.monotonic() - started:.1f}s")
     table.add_column("node", no_wrap=True)
     table.add_column("status", no_wrap=True)
@@ -53,10 +84,12 @@ def render(task: Task, started: float) -> Table:
     for node_id, run in task.nodes.items():
         if is_item_run(node_id):
             continue  # a map's items: its own row counts them
+        status = NodeStatus(run.status)
         elapsed = f"{run.execution_time:.3f}" if run.execution_time is not None else ""
-        done = f" {run.items['succeeded'] + run.items['failed']}/{run.items['total']}" if run.items else ""
-        table.add_row(node_id, f"[{STYLE[run.status]}]{run.status.value}{done}[/]", str(run.attempts), elapsed,
-                      f"{run.cost:g}" if run.cost is not None else "", f"[{STYLE[run.status]}]{bars.get(node_id, '')}[/]")
+        items = getattr(run, "items", None)
+        done = f" {items.get('succeeded', 0) + items.get('failed', 0)}/{items.get('total', 0)}" if items else ""
+        table.add_row(node_id, f"[{STYLE[status]}]{status.value}{done}[/]", str(run.attempts), elapsed,
+                      f"{run.cost:g}" if run.cost is not None else "", f"[{STYLE[status]}]{bars.get(node_id, '')}[/]")
     return table
 
 
