@@ -51,6 +51,7 @@ class StructuredFormatter(logging.Formatter):
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="graph-runtime", description="Self-hosted node-graph workflow runtime.")
+    _remote_flags(parser, default=None)
     sub = parser.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
     _setting_flags(common)
@@ -82,6 +83,10 @@ def _parser() -> argparse.ArgumentParser:
                       help="with --plan: a node setting, as for run (a start's data, an input fed from outside)")
     validate = flows.add_parser("validate", parents=[common], help="validate flow files; exit 1 on any problem")
     validate.add_argument("paths", nargs="+", type=Path)
+    push = flows.add_parser("push", parents=[common],
+                            help="publish flow files as new revisions (the only flows command that writes)")
+    push.add_argument("paths", nargs="*", type=Path, help="flow files (default: every file of the flows directory)")
+    _tasks_parser(sub, common)
 
     run = sub.add_parser("run", parents=[common], help="run a flow in-process and print the task")
     run.add_argument("flow_id")
@@ -92,7 +97,33 @@ def _parser() -> argparse.ArgumentParser:
                      help="a node setting; VALUE is JSON if it parses, else a string")
     run.add_argument("--revision", type=int)
     run.add_argument("--timeout", type=float, help="task timeout in seconds")
+    run.add_argument("--push", action="store_true", help="first publish the flow's edited file (as flows push)")
+    run.add_argument("--remote", action="store_true", help="run on the server of --url instead of in-process")
+    _remote_flags(run, default=argparse.SUPPRESS)
     return parser
+
+
+def _remote_flags(parser: argparse.ArgumentParser, *, default: Any) -> None:
+    """``--url``/``--key``: before the command, or after it (``default=SUPPRESS`` there, so a
+    subcommand that is not given them keeps the values given before it)."""
+    parser.add_argument("--url", default=default, help="a graph-runtime server (else GRAPH_RUNTIME_URL)")
+    parser.add_argument("--key", default=default, help="its key's token (else GRAPH_RUNTIME_KEY)")
+
+
+def _tasks_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    tasks = sub.add_parser("tasks", help="list, show, cancel or watch tasks (of --url's server, else --db)")
+    commands = tasks.add_subparsers(dest="tasks_command", required=True)
+    listed = commands.add_parser("list", parents=[common], help="history, newest first")
+    listed.add_argument("--flow")
+    listed.add_argument("--status", help="queued, running, succeeded, failed, cancelled (or 1-5)")
+    listed.add_argument("--limit", type=int, default=20)
+    listed.add_argument("--before", type=int, help="only tasks older than this id (the next page)")
+    for name, text in (("show", "print the task JSON"), ("cancel", "cancel a queued or running task"),
+                       ("watch", "a live table of its nodes until it ends, then the task JSON")):
+        command = commands.add_parser(name, parents=[common], help=text)
+        command.add_argument("task_id", type=int)
+    for command in (listed, *(commands.choices[name] for name in ("show", "cancel", "watch"))):
+        _remote_flags(command, default=argparse.SUPPRESS)
 
 
 def _secrets_parser(sub: Any, common: argparse.ArgumentParser) -> None:

@@ -8,13 +8,14 @@ import getpass
 import logging
 import re
 import sys
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from graph_runtime import errors as flow_errors
 from graph_runtime import selection
-from http_api import auth, errors, heap, planning
+from http_api import auth, errors, flow_sync, heap, planning
 from http_api.access_log import MaskingAccessLogger
 from http_api.app import close_services, create_app, open_services
 from http_api.body import SERVICES
@@ -47,6 +48,10 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
             return asyncio.run(run_worker(settings))
         if args.command == "migrate":
             return asyncio.run(migrate(settings, check=args.check))
+        if args.command == "tasks" or getattr(args, "remote", False):
+            from http_api import task_commands  # the client's imports only when a command needs them
+
+            return asyncio.run(task_commands.run_command(args, settings))
         return asyncio.run(_dispatch_async(args, settings))
     except GraphRuntimeError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
@@ -56,19 +61,23 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _dispatch_async(args: argparse.Namespace, settings: Settings) -> int:
-    no_flows = settings.model_copy(update={"flows_dir": None})
-    services = await open_services(settings if args.command in ("run", "flows") else no_flows)
+    # Reading is never writing: no command loads the flows directory into the database as `serve`
+    # does; `flows push` publishes, `run` adds a flow the database lacks (and says so).
+    services = await open_services(settings.model_copy(update={"flows_dir": None}))
     try:
         if args.command == "keys":
             return await keys_command(services, args)
         if args.command == "secrets":
             return await secrets_command(services, args)
         if args.command == "flows" and args.flows_command == "show":
-            return await show_flow(services, args)
+            return await show_flow(services, args, settings.flows_dir)
+        if args.command == "flows" and args.flows_command == "push":
+            paths = args.paths or flow_sync.directory_files(settings.flows_dir)
+            return await flow_sync.push(services.repo, paths, services.registry)
         if args.command == "flows":
-            return await list_flows(services)
+            return await list_flows(services, settings.flows_dir)
         heap.settle()
-        return await run_flow(services, args)
+        return await run_flow(services, args, settings.flows_dir)
     finally:
         await close_services(services)
 
@@ -183,20 +192,41 @@ async def secrets_command(services: Services, args: argparse.Namespace) -> int:
     return 0
 
 
-async def list_flows(services: Services) -> int:
-    for flow, revision, _ in await services.repo.list_flows():
-        print(f"{flow.id:<28} rev {revision:<4} {len(flow.nodes):>3} nodes  {flow.name or ''}")
+async def list_flows(services: Services, flows_dir: Path | None) -> int:
+    """Stored flows, and the flows directory's files that are new or edited (marked; nothing is stored)."""
+    files = await flow_sync.directory_states(services.repo, flows_dir, services.registry)
+    stored = {flow.id: (flow, revision) for flow, revision, _ in await services.repo.list_flows()}
+    for flow_id in sorted(stored.keys() | files.keys()):
+        flow, revision = stored.get(flow_id) or (files[flow_id].flow, None)
+        note = _file_note(files.get(flow_id))
+        print(f"{flow_id:<28} rev {revision or '-':<4} {len(flow.nodes):>3} nodes  {flow.name or ''}"
+              + (f"  [{note}]" if note else ""))
     return 0
 
 
-async def show_flow(services: Services, args: argparse.Namespace) -> int:
+def _file_note(file: flow_sync.FlowFile | None) -> str:
+    if file is None or file.state is flow_sync.FileState.SAME:
+        return ""
+    if file.state is flow_sync.FileState.NEW:
+        return f"not stored: {file.path}; flows push publishes it"
+    return f"{file.path} differs from rev {file.revision}; flows push publishes it"
+
+
+async def show_flow(services: Services, args: argparse.Namespace, flows_dir: Path | None) -> int:
     """Print the DAG as a text tree; with --start/--end, ● marks the nodes that would run; --plan adds the dry run."""
-    flow, revision, _ = await services.repo.get_flow(args.flow_id)
+    files = await flow_sync.directory_states(services.repo, flows_dir, services.registry)
+    file = files.get(args.flow_id)
+    if file is not None and file.state is flow_sync.FileState.NEW:
+        flow, revision = file.flow, None  # drawn from the file; nothing is stored
+    else:
+        flow, revision, _ = await services.repo.get_flow(args.flow_id)
+    if file is not None and file.state is not flow_sync.FileState.SAME:
+        print(f"note: {_file_note(file)}", file=sys.stderr)
     chosen = None
     if args.start or args.end:
         start, end, _ = selection.resolve_ids(flow, args.start, args.end, None)
         chosen = selection.run_set(selection.graph_of(flow), start, end)
-    print(f"{flow.id} rev {revision}: {flow.name or ''}")
+    print(f"{flow.id} rev {revision or '- (file only)'}: {flow.name or ''}")
     for line in selection.draw(flow, chosen):
         print(line)
     if chosen is not None:
@@ -224,6 +254,21 @@ async def print_plan(services: Services, flow_id: str, start: str | None, end: s
     cost = run.estimated_cost
     most = "no known bound" if cost.max is None else f"{cost.max:g}"
     print(f"estimated cost: {cost.min:g} to {most} credits")
+
+
+async def _flow_for_run(services: Services, flows_dir: Path | None, flow_id: str, *, push: bool) -> None:
+    """A local run uses the stored flow. Its file, if the flows directory has one, is stored only
+    when no revision exists yet or with ``--push``; an edited file is otherwise named on stderr."""
+    file = (await flow_sync.directory_states(services.repo, flows_dir,
+                                             services.registry)).get(flow_id)
+    if file is None or file.state is flow_sync.FileState.SAME:
+        return
+    if file.state is flow_sync.FileState.NEW or push:
+        revision, _ = await services.repo.save_flow(file.flow)
+        print(f"stored flow {flow_id} revision {revision} from {file.path}", file=sys.stderr)
+    else:
+        print(f"note: {file.path} differs from stored revision {file.revision}, which runs; "
+              "publish the file with `graph-runtime flows push` (or run --push)", file=sys.stderr)
 
 
 def validate_files(paths: list[Any]) -> int:
@@ -261,7 +306,8 @@ def parse_sets(items: list[str]) -> dict[str, Any]:
     return settings
 
 
-async def run_flow(services: Services, args: argparse.Namespace) -> int:
+async def run_flow(services: Services, args: argparse.Namespace, flows_dir: Path | None) -> int:
+    await _flow_for_run(services, flows_dir, args.flow_id, push=args.push)
     body = {"start_node_id": args.start, "end_node_id": args.end, "result_node_id": args.result,
             "node_settings": parse_sets(args.set), "timeout_s": args.timeout}
     task = await run_with_progress(services, args.flow_id, {k: v for k, v in body.items() if v is not None},
