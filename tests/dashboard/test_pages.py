@@ -129,6 +129,21 @@ async def test_a_running_task_is_cancelled_from_its_page(api: Api, browser: Brow
     assert (await api.task(task["id"]))["status_name"] == "cancelled"
     assert await page.get_by_role("button", name="Cancel task").count() == 0
 
+    # A failed task names the node and the error, on the task and in the node's panel.
+    await api.put_flow({"id": "guarded", "nodes": [
+        {"id": "start", "type": "start", "settings": {"data": {"big_enough": False}}},
+        {"id": "check", "type": "guard", "settings": {"message": "the photo is too small"}},
+        {"id": "end", "type": "end"}],
+        "edges": [{"from": "start", "output": "big_enough", "to": "check", "input": "condition"},
+                  {"from": "check", "to": "end", "input": "ok"}]})
+    failed = await api.execute("guarded", params={"wait": "10"})
+    await browser.open(f"#/task/{failed['id']}")
+    await page.locator("h1[data-status='failed']").wait_for()
+    await page.get_by_role("alert").filter(has_text="check: guard_failed: the photo is too small").wait_for()
+    await page.get_by_role("link", name="Show node check").click()
+    await page.locator("#node-panel").get_by_role("alert").filter(has_text="guard_failed").wait_for()
+    assert await page.locator("#nodes [role=row][data-node='end'][data-status='skipped']").count() == 1
+
 
 async def test_history_pages_admin_pages_by_keyboard_and_a_phone_screen(api: Api, browser: Browser) -> None:
     for _ in range(3):

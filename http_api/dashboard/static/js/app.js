@@ -14,6 +14,7 @@ const ROUTES = [
 ];
 
 let leave = null;  // the current page's clean-up (a task page stops watching)
+let shown = 0;  // which navigation is current: a page that finishes loading after the next began is stopped at once
 
 function parse() {
   const [path, query = ""] = location.hash.replace(/^#/, "").split("?");
@@ -22,6 +23,7 @@ function parse() {
 
 async function render() {
   if (leave) { leave(); leave = null; }
+  const mine = ++shown;
   const { path, query } = parse();
   const signedIn = Boolean(key.get());
   document.getElementById("nav").hidden = !signedIn;
@@ -38,7 +40,9 @@ async function render() {
     main.replaceChildren(view);
     try {
       const page = await load();
-      leave = (await page(view, ...match.slice(1).map(decodeURIComponent), query)) || null;
+      const stop = (await page(view, ...match.slice(1).map(decodeURIComponent), query)) || null;
+      if (mine !== shown) { if (stop) stop(); return; }
+      leave = stop;
       // After the next paint: what bench/dashboard.py reads as the page's render time.
       requestAnimationFrame(() => setTimeout(() => performance.mark("page-rendered")));
     } catch (error) {

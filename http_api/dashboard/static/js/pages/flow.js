@@ -28,6 +28,7 @@ export async function flowPage(view, flowId, query) {
   const status = h("div", { "aria-live": "assertive" });
   const runButton = h("button", { type: "submit" }, "Run");
   let inputControls = {};
+  let planned = 0;  // which plan request is the latest
   const settingControls = new Map();
 
   view.append(
@@ -60,8 +61,10 @@ export async function flowPage(view, flowId, query) {
   }
 
   async function plan() {
+    const mine = ++planned;  // answers may arrive out of order: only the latest choice's counts
     try {
       const answer = await api("POST", `/flow/${encodeURIComponent(flow.id)}/plan`, selection());
+      if (mine !== planned) return;
       graph.highlight(answer.run_set);
       const cost = answer.estimated_cost;
       planBox.replaceChildren(h("p", { id: "plan-summary" },
@@ -70,6 +73,7 @@ export async function flowPage(view, flowId, query) {
         + (answer.cached.length ? `; ${answer.cached.length} cached` : "") + "."));
       buildSettings(answer.run_set);
     } catch (error) {
+      if (mine !== planned) return;
       graph.highlight(null);
       planBox.replaceChildren(alertBox(error));
       buildSettings(def.nodes.map((n) => n.id));
