@@ -40,7 +40,7 @@ from nodes.builtin import make_http_session
 from nodes.registry import Registry, default_registry
 from storage import engine as storage_engine
 from storage import master_key
-from storage.files import LocalFileStore
+from storage.files import open_file_store
 from storage.files.retention import RetentionSweeper
 from storage.node_cache import StoredOutputCache
 from storage.repository import Repository
@@ -56,12 +56,17 @@ async def open_services(settings: Settings, registry: Registry | None = None,
     prices = settings.llm_price_table()  # a bad LLM_PRICES file stops the start before anything opens
     engine = storage_engine.create_engine(settings.database_url)
     await storage_engine.create_schema(engine)
+    try:  # FILES_URL's bucket is checked now: a wrong one stops the start, not the first upload
+        files = await open_file_store(engine, files_dir=settings.files_dir, files_url=settings.files_url,
+                                      s3_path_style=settings.files_s3_path_style, max_bytes=settings.max_file_bytes)
+    except BaseException:
+        await storage_engine.dispose(engine)
+        raise
     repo = Repository(engine)
     repo.cache_max_bytes = settings.cache_max_bytes
     key = master_key.load(settings.database_url,
                           settings.secrets_key.get_secret_value() if settings.secrets_key else None)
     cipher = SecretCipher.from_master(key)
-    files = LocalFileStore(settings.files_dir, engine, max_bytes=settings.max_file_bytes)
     links = FileLinks(key.derive(file_links.PURPOSE), settings.file_link_ttl_s)
     registry = registry or default_registry()
     if settings.flows_dir is not None:
@@ -93,6 +98,7 @@ async def close_services(services: Services) -> None:
     await services.registry.aclose()
     if services.executor.http is not None:
         await services.executor.http.close()
+    await services.files.aclose()
     await storage_engine.dispose(services.repo.engine)
 
 

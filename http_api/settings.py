@@ -52,7 +52,8 @@ class Settings(BaseSettings):
     template_memory_bytes: int = Field(default=512 * 1024 * 1024, ge=64 * 1024 * 1024)
     template_cpu_s: float = Field(default=10.0, gt=0)
     files_dir: Path = Path("graph_runtime_files")  # content-addressed blobs: <dir>/<sha[:2]>/<sha>
-    files_url: str | None = None  # s3://bucket/prefix: comes with the scale-out work (issue 11)
+    files_url: str | None = None  # s3://bucket/prefix (the s3 extra; endpoint, credentials: AWS_* variables)
+    files_s3_path_style: bool = False  # http://host/bucket/key addressing, as MinIO-style servers need
     max_file_bytes: int = Field(default=1024**3, ge=1)
     file_link_ttl_s: int = Field(default=86400, ge=1, le=10 * 365 * 86400)
     files_retention_days: int = Field(default=7, ge=1)
@@ -98,11 +99,12 @@ class Settings(BaseSettings):
 
     @field_validator("files_url")
     @classmethod
-    def _no_remote_files_yet(cls, value: str | None) -> str | None:
+    def _s3_url(cls, value: str | None) -> str | None:
         if value:
-            raise ValueError("S3 file stores come with the scale-out work (issue 11); unset FILES_URL "
-                             "to keep files in FILES_DIR")
-        return value
+            from storage.files.s3 import S3Location  # storage's imports only when a bucket is named
+
+            S3Location.parse(value)  # a ValueError says what to write
+        return value or None
 
     def limits(self) -> Limits:
         """The ceilings every node run gets (``RunContext.limits``)."""

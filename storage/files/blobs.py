@@ -1,8 +1,8 @@
 """Where file bytes live, by content: the :class:`BlobStore` seam and its directory implementation.
 
 A blob is named by the hex SHA-256 of its bytes, so equal bytes are stored once. The metadata
-layer (:mod:`storage.files.store`) sits on top; an S3-compatible blob store (issue 11) only has to
-implement :class:`BlobStore`.
+layer (:mod:`storage.files.store`) sits on top of either implementation of :class:`BlobStore`:
+this directory, or an S3-compatible bucket (:mod:`storage.files.s3`).
 
 Writes are all-or-nothing: bytes go to a temporary file in the store's own directory (same file
 system) while they are hashed, are fsynced, and only then renamed into place with ``os.replace``.
@@ -65,7 +65,17 @@ class BlobStore(Protocol):
         """A local path holding the blob while the block runs."""
 
     def read(self, sha256: str, start: int, end: int) -> AsyncIterator[bytes]:
-        """The blob's bytes in ``[start, end)``, in chunks of at most :data:`CHUNK`."""
+        """The blob's bytes in ``[start, end)``, in chunks of at most :data:`CHUNK`.
+
+        Raises:
+            FileNotFoundError: the blob is missing (its record outlived it).
+        """
+
+    async def sweep_staged(self, older_than_s: float) -> int:
+        """Remove staged bytes a crash left more than ``older_than_s`` ago; how many."""
+
+    async def aclose(self) -> None:
+        """Release what the store holds open (a client's connections)."""
 
 
 class LocalBlobs:
@@ -149,6 +159,9 @@ class LocalBlobs:
     async def sweep_staged(self, older_than_s: float) -> int:
         """Remove staged files left by a crash more than ``older_than_s`` ago; how many."""
         return await asyncio.to_thread(self._sweep_staged, older_than_s)
+
+    async def aclose(self) -> None:
+        """Nothing to release: files are opened per call."""
 
     def _open_tmp(self) -> tuple[Path, IO[bytes]]:
         tmp_dir = self.root / TMP_DIR

@@ -26,7 +26,6 @@ from nodes import codec
 from nodes.errors import GraphRuntimeError
 from nodes.files import FILE_KEY, file_values
 from storage import tables
-from storage.files.blobs import LocalBlobs
 from storage.files.store import BlobFileStore
 
 log = logging.getLogger(__name__)
@@ -63,8 +62,7 @@ async def sweep(store: BlobFileStore, *, retention_days: int, now: datetime | No
             break
         if file_id not in referenced and await store.delete(file_id):
             deleted += 1
-    if isinstance(store.blobs, LocalBlobs):
-        await store.blobs.sweep_staged(STAGED_GRACE_S)
+    await store.blobs.sweep_staged(STAGED_GRACE_S)
     return SweepReport(len(referenced), marked, deleted)
 
 

@@ -28,7 +28,7 @@ class BlobFileStore:
     """A :class:`nodes.files.FileStore`: records in the database, bytes in a :class:`BlobStore`.
 
     Args:
-        blobs: where the bytes go (a directory now; an object store later).
+        blobs: where the bytes go (a directory, or an S3-compatible bucket).
         engine: the database holding the ``file`` table.
         max_bytes: the largest file accepted (``MAX_FILE_BYTES``); a call may only lower it.
     """
@@ -102,6 +102,10 @@ class BlobFileStore:
     async def mark_used(self, file_ids: Iterable[str]) -> int:
         """Record that a task references these files (unknown ids are ignored); how many changed."""
         return await self.records.mark_used(file_ids)
+
+    async def aclose(self) -> None:
+        """Release the blob store's connections (the process is stopping)."""
+        await self.blobs.aclose()
 
     async def _drop_blob(self, sha256: str) -> None:
         if not await self.records.shares(sha256):

@@ -313,8 +313,9 @@ async def test_memory_stays_flat_for_200_mb_each_way(api: Api) -> None:
     assert grown < 50 * 1024 * 1024, f"peak RSS grew {grown / 2**20:.1f} MB for a 200 MB upload and download"
 
 
-def test_an_s3_files_url_stops_the_start_with_a_clear_message(settings: Settings) -> None:
+def test_a_malformed_files_url_stops_the_start_with_a_clear_message(settings: Settings) -> None:
     import pydantic
 
-    with pytest.raises(pydantic.ValidationError, match="come with the scale-out work"):
-        Settings(database_url=settings.database_url, files_url="s3://bucket/prefix")
+    with pytest.raises(pydantic.ValidationError, match="not an s3://bucket/prefix URL"):
+        Settings(database_url=settings.database_url, files_url="https://bucket/prefix")
+    assert Settings(database_url=settings.database_url, files_url="s3://bucket/prefix").files_url == "s3://bucket/prefix"
