@@ -15,6 +15,7 @@ from aiohttp import web
 
 from graph_runtime import errors as flow_errors
 from graph_runtime import selection
+from graph_runtime.flow import Flow
 from http_api import auth, errors, flow_sync, heap, planning
 from http_api.access_log import MaskingAccessLogger
 from http_api.app import close_services, create_app, open_services
@@ -232,19 +233,20 @@ async def show_flow(services: Services, args: argparse.Namespace, flows_dir: Pat
     if chosen is not None:
         print(f"● runs ({len(chosen)} nodes)   ○ does not run")
     if args.plan:
-        await print_plan(services, flow.id, args.start, args.end, parse_sets(args.set))
+        await print_plan(services, flow.id, args.start, args.end, parse_sets(args.set),
+                         unstored=flow if revision is None else None)
     return 0
 
 
 async def print_plan(services: Services, flow_id: str, start: str | None, end: str | None,
-                     node_settings: dict[str, Any]) -> None:
+                     node_settings: dict[str, Any], *, unstored: Flow | None = None) -> None:
     """The dry run of executing ``flow_id`` from ``start`` to ``end``: levels, cached nodes, then the cost range.
 
     Checked as execute checks it; a request execute would refuse raises its error (exit 1).
     """
     given = {"start_node_id": start, "end_node_id": end, "node_settings": node_settings}
     body = parse_body(ExecuteBody, {k: v for k, v in given.items() if v})
-    checked = await check(services, flow_id, body)
+    checked = await check(services, flow_id, body, unstored=unstored)
     run = await planning.dry_run(services, checked)
     print(f"plan: {len(run.run_set)} nodes in {len(run.levels)} levels (a level's nodes may run together)")
     for number, level in enumerate(run.levels, 1):

@@ -72,14 +72,21 @@ class Checked:
     files: list[File]  # the uploads the request names, each known to the store
 
 
-async def check(services: Services, flow_id: str, body: ExecuteBody, *, revision: int | None = None) -> Checked:
+async def check(services: Services, flow_id: str, body: ExecuteBody, *, revision: int | None = None,
+                unstored: Flow | None = None) -> Checked:
     """Every check of an execute request, writing nothing (execute and the dry run share it).
+
+    ``unstored``: check against this definition (a flow file ``flows show --plan`` reads, not stored
+    yet: revision 0) instead of the stored flow ``flow_id``.
 
     Raises the same errors execute answers with: unknown flow or revision, selection, settings,
     missing inputs, unknown files, secrets in the request or unknown to the server.
     """
     secret_resolver.refuse_in_request(body.node_settings)
-    flow, rev, _ = await services.repo.get_flow(flow_id, revision)
+    if unstored is not None:
+        flow, rev = unstored, 0
+    else:
+        flow, rev, _ = await services.repo.get_flow(flow_id, revision)
     request = build_request(flow, body)
     if body.from_task_id is not None:
         request = await rerun.with_inputs_from_task(services, flow, rev, request, body.from_task_id)
