@@ -134,16 +134,22 @@ class SecretResolver:
     def __init__(self, repo: Repository, cipher: SecretCipher) -> None:
         self._repo = repo
         self._cipher = cipher
+        # The references each node's settings hold, per flow revision (stored revisions never
+        # change): most nodes hold none, and then resolving them costs one dict lookup.
+        self._refs: dict[tuple[str, int, str], list[tuple[Path, str]]] = {}
 
     async def resolve(self, task: Task, node_id: str, node_type: type[NodeType], params: dict[str, Any]) -> Resolved:
         if is_item_run(node_id):
             # A map item's parameters come from its map's, whose secrets were put in when the map
             # itself was resolved (its executor keeps them out of the item's output too).
             return Resolved(params)
-        flow = await self._repo.load_flow(task.flow_id, task.revision)
+        where = (task.flow_id, task.revision, node_id)
+        held = self._refs.get(where)
+        if held is None:
+            flow = await self._repo.load_flow(task.flow_id, task.revision)
+            held = self._refs.setdefault(where, list(references(flow.node(node_id).settings)))
         # Only references the flow itself holds at that place, still there after the merge.
-        refs = [(path, name) for path, name in references(flow.node(node_id).settings)
-                if secret_name(_at(params, path)) == name]
+        refs = [(path, name) for path, name in held if secret_name(_at(params, path)) == name]
         if not refs:
             return Resolved(params)
         values = await self._repo.secret_values(self._cipher, {name for _, name in refs}, task.request.mode)  # type: ignore[arg-type]

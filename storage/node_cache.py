@@ -16,8 +16,9 @@ sharing the database can add unseen between two checks.
 from __future__ import annotations
 
 import sqlite3
+import time
+from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -189,16 +190,59 @@ def _lite_evict(conn: sqlite3.Connection, max_bytes: int) -> int:
     return total
 
 
-@dataclass(frozen=True)
 class StoredOutputCache:
-    """:class:`graph_runtime.ports.OutputCache` on a repository (``Executor(cache=…)``)."""
+    """:class:`graph_runtime.ports.OutputCache` on a repository (``Executor(cache=…)``), with the
+    outputs this process used last kept in memory too (up to ``memory_bytes``).
 
-    repo: NodeCacheMethods
+    A hit served from memory costs no database read: a key names one type, version and set of
+    parameters, whose output never changes, so a kept copy cannot go stale. It is still marked
+    used in the database (every ``cache_touch_after_s``), so the stored LRU order stays right for
+    every process.
+    """
+
+    def __init__(self, repo: NodeCacheMethods, memory_bytes: int = 16 * 1024**2) -> None:
+        self.repo = repo
+        self._memory_bytes = memory_bytes
+        self._recent: OrderedDict[str, tuple[dict[str, Any], float, int, float]] = OrderedDict()
+        self._held = 0
 
     async def get(self, key: str) -> tuple[dict[str, Any], float] | None:
         """See :meth:`NodeCacheMethods.cache_get`."""
-        return await self.repo.cache_get(key)
+        kept = self._recent.get(key)
+        if kept is None:
+            found = await self.repo.cache_get(key)
+            if found is not None:
+                self._keep(key, found[0], found[1])
+            return found
+        output, cost, size, touched = kept
+        self._recent.move_to_end(key)
+        if time.monotonic() - touched >= self.repo.cache_touch_after_s:
+            self._recent[key] = (output, cost, size, time.monotonic())
+            if await self.repo.cache_get(key) is None:  # evicted meanwhile: it is stored again by the next run
+                self._forget(key)
+                return None
+        return output, cost
 
     async def put(self, key: str, node_type: str, output: dict[str, Any], cost: float) -> None:
         """See :meth:`NodeCacheMethods.cache_put`."""
         await self.repo.cache_put(key, node_type, output, cost)
+        self._keep(key, output, cost)
+
+    @property
+    def memory_bytes(self) -> int:
+        return min(self._memory_bytes, self.repo.cache_max_bytes)  # never more than the cache's own bound
+
+    def _keep(self, key: str, output: dict[str, Any], cost: float) -> None:
+        if codec.size_exceeds(output, self.memory_bytes // 16):
+            return  # a large output stays in the database only: memory is for the many small ones
+        size = len(codec.dumps(output))
+        self._forget(key)
+        self._recent[key] = (output, cost, size, time.monotonic())
+        self._held += size
+        while self._held > self.memory_bytes and self._recent:
+            self._forget(next(iter(self._recent)))
+
+    def _forget(self, key: str) -> None:
+        kept = self._recent.pop(key, None)
+        if kept is not None:
+            self._held -= kept[2]
