@@ -55,12 +55,13 @@ async def open_services(settings: Settings, registry: Registry | None = None,
     """Open the database, load the flows directory and build the executor and scheduler (observed by ``telemetry``)."""
     prices = settings.llm_price_table()  # a bad LLM_PRICES file stops the start before anything opens
     engine = storage_engine.create_engine(settings.database_url)
-    await storage_engine.create_schema(engine)
-    try:  # FILES_URL's bucket is checked now: a wrong one stops the start, not the first upload
-        files = await open_file_store(engine, files_dir=settings.files_dir, files_url=settings.files_url,
-                                      s3_path_style=settings.files_s3_path_style, max_bytes=settings.max_file_bytes)
+    # FILES_URL's bucket is checked first: a wrong one stops the start before the database is touched.
+    files = await open_file_store(engine, files_dir=settings.files_dir, files_url=settings.files_url,
+                                  s3_path_style=settings.files_s3_path_style, max_bytes=settings.max_file_bytes)
+    try:
+        await storage_engine.create_schema(engine)
     except BaseException:
-        await storage_engine.dispose(engine)
+        await files.aclose()
         raise
     repo = Repository(engine)
     repo.cache_max_bytes = settings.cache_max_bytes
