@@ -31,6 +31,8 @@ class LoopWatch:
         self.threshold_s = threshold_s
         self.interval_s = interval_s
         self._answered = time.monotonic()
+        self._stalled_since: float | None = None  # when the loop last answered before a reported stall
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -44,21 +46,25 @@ class LoopWatch:
             self._thread.join(timeout=5)
 
     def _answer(self) -> None:
-        self._answered = time.monotonic()
+        # On the loop: the first callback it runs after a reported stall says how long it lasted.
+        with self._lock:
+            self._answered = time.monotonic()
+            stalled_since, self._stalled_since = self._stalled_since, None
+        if stalled_since is not None:
+            lasted = round(self._answered - stalled_since, 3)
+            log.warning("event loop ran again after %.2fs", lasted, extra={"action": "loop_unblocked", "seconds": lasted})
 
     def _watch(self) -> None:
-        stalled_since: float | None = None
         while not self._stop.wait(self.interval_s):
             with contextlib.suppress(RuntimeError):  # the loop closed: the process is stopping
                 self._loop.call_soon_threadsafe(self._answer)
-            silent = time.monotonic() - self._answered
-            if silent >= self.threshold_s and stalled_since is None:
-                stalled_since = self._answered
+            with self._lock:
+                silent = time.monotonic() - self._answered
+                report = silent >= self.threshold_s and self._stalled_since is None
+                if report:
+                    self._stalled_since = self._answered
+            if report:
                 self._report(silent)
-            elif silent < self.threshold_s and stalled_since is not None:
-                log.warning("event loop ran again after %.2fs", self._answered - stalled_since,
-                            extra={"action": "loop_unblocked", "seconds": round(self._answered - stalled_since, 3)})
-                stalled_since = None
 
     def _report(self, silent: float) -> None:
         try:
