@@ -6,6 +6,7 @@ app, configured as a user would: GRAPH_RUNTIME_FILES_URL and the AWS_* variables
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -14,7 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+import aiohttp
 import pytest
+from PIL import Image
 
 from http_api import auth
 from http_api.app import create_app
@@ -43,17 +46,24 @@ async def client(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
         yield s3
 
 
-async def test_a_file_uploaded_to_one_server_downloads_from_another(aiohttp_client: Any, settings: Settings,
-                                                                    client: S3Client, tmp_path: Path) -> None:
+@pytest.fixture
+async def servers(aiohttp_client: Any, settings: Settings, client: S3Client,
+                  tmp_path: Path) -> tuple[Api, Api, str]:
+    """Two servers on one database and one bucket, each with its own FILES_DIR (as on two machines)."""
     bucket = await new_bucket(client)
     apis = []
-    for name in ("api", "gpu-box"):  # each its own FILES_DIR, as on two machines: only the bucket is shared
+    for name in ("api", "gpu-box"):
         configured = settings.model_copy(update={"files_url": f"s3://{bucket}/graph-runtime",
                                                  "files_s3_path_style": True, "files_dir": tmp_path / name})
         served = await aiohttp_client(create_app(configured, registry=registry_with_test_types()))
         _, token = await auth.issue_key(served.server.app[SERVICES].repo, f"admin-{name}", "admin")
         apis.append(Api(served, token))
-    here, there = apis
+    return apis[0], apis[1], bucket
+
+
+async def test_a_file_uploaded_to_one_server_downloads_from_another(servers: tuple[Api, Api, str], client: S3Client,
+                                                                    tmp_path: Path) -> None:
+    here, there, bucket = servers
     data = os.urandom(300_000)
 
     uploaded = (await here.json("POST", "/api/v1/files?name=scan.bin", 201, data=data,
@@ -74,6 +84,37 @@ async def test_a_file_uploaded_to_one_server_downloads_from_another(aiohttp_clie
     assert deleted.status == 204 and await keys(client, bucket) == []
     assert (await here.request("GET", f"/api/v1/files/{uploaded['$file']}")).status == 404
     assert not (tmp_path / "api").exists() and not (tmp_path / "gpu-box").exists()
+
+
+async def test_an_object_deleted_behind_our_back_is_a_404_that_says_so(servers: tuple[Api, Api, str],
+                                                                      client: S3Client) -> None:
+    here, _, bucket = servers
+    uploaded = (await here.json("POST", "/api/v1/files?name=x.txt", 201, data=b"soon gone"))["file"]
+    await client.delete_object(Bucket=bucket, Key=f"graph-runtime/{uploaded['sha256'][:2]}/{uploaded['sha256']}")
+    answer = await here.json("GET", f"/api/v1/files/{uploaded['$file']}", 404)
+    assert "missing from the store" in answer["error"]["message"]
+
+
+async def test_a_flow_reads_and_writes_its_files_in_the_bucket(servers: tuple[Api, Api, str], client: S3Client) -> None:
+    here, there, bucket = servers
+    form = aiohttp.FormData()
+    form.add_field("node_settings.start.data.photo", _photo(), filename="shoe.png", content_type="image/png")
+
+    task = await here.json("POST", "/api/v1/flow/product-photo-sizes/execute", 201, data=form, params={"wait": "30"})
+
+    assert task["status_name"] == "succeeded", task["error"]
+    made = [task["result"][name]["image"] for name in ("thumbnail", "medium", "large")]
+    stored = await keys(client, bucket)
+    assert all(f"graph-runtime/{file['sha256'][:2]}/{file['sha256']}" in stored for file in made)
+    link = urlsplit(made[0]["url"])
+    thumbnail = await there.client.get(f"{link.path}?{link.query}")
+    assert Image.open(io.BytesIO(await thumbnail.read())).size == (150, 150)
+
+
+def _photo() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (400, 250), (200, 40, 40)).save(out, "PNG")
+    return out.getvalue()
 
 
 def test_without_the_s3_extra_the_start_names_it(tmp_path: Path) -> None:
