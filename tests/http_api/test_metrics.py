@@ -155,3 +155,14 @@ async def test_the_grafana_dashboard_queries_only_metrics_the_server_serves(api:
     assert used - served <= {"graph_runtime_node_saved_cost_total"}, used - served  # merge costs nothing to save
     assert {"graph_runtime_tasks_total", "graph_runtime_node_duration_seconds_bucket",
             "graph_runtime_http_request_duration_seconds_bucket"} <= used
+
+
+async def test_the_telemetry_bench_runs(tmp_path: Path) -> None:
+    # `python -m bench.telemetry` at a tiny size, so it cannot rot; no timing is asserted.
+    from bench import telemetry as bench_telemetry
+
+    figures = await bench_telemetry.measure(flows=2, rounds=2, workdir=tmp_path)
+    assert set(figures) >= {"on", "on_sdk", "on_sdk_10pct"}
+    assert all(figures[name]["cpu_on_ms_per_flow"] > 0 for name in ("on", "on_sdk"))
+    replayed = await bench_telemetry.listener_cost(flows=3)
+    assert replayed["on"]["cpu_ms_per_flow"] > 0 and replayed["chain_cpu_ms_per_flow"] > 0
