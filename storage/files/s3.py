@@ -207,10 +207,13 @@ class S3Blobs:
                 return False
             await self._copy(key, tomb, size)
             await self.client.delete_object(Bucket=bucket, Key=key)
-            needed = await still_needed()
-            if needed:
-                await self._copy(tomb, key, size)
-            await self.client.delete_object(Bucket=bucket, Key=tomb)
+            needed = True  # until the database says otherwise: if it cannot (it raises), the bytes stay
+            try:
+                needed = await still_needed()
+            finally:
+                if needed:
+                    await self._copy(tomb, key, size)
+                await self.client.delete_object(Bucket=bucket, Key=tomb)
         return not needed
 
     @asynccontextmanager

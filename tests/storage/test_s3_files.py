@@ -312,3 +312,15 @@ def test_s3_urls(url: str, expected: S3Location) -> None:
 def test_bad_s3_urls_say_what_to_write(url: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         S3Location.parse(url)
+
+
+async def test_an_object_stays_when_the_database_cannot_say_whether_it_is_needed(
+        store: BlobFileStore, client: S3Client, bucket: str) -> None:
+    file = await store.put_bytes(b"unsure", name="u", content_type="text/plain")
+
+    async def database_away() -> bool:
+        raise StoreUnavailable("the database is unavailable")
+
+    with pytest.raises(StoreUnavailable):
+        await store.blobs.remove(file.sha256, database_away)
+    assert await read_all(store, file) == b"unsure" and await objects(client, bucket) == [blob_name(file)]
