@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -78,6 +78,17 @@ class TaskStore(Protocol):
     async def requeue_expired(self, exclude_worker: str | None = None, *, running: Collection[int] = ()) -> int:
         """Requeue running tasks whose lease expired (their worker died or could not record their end),
         counting an interruption each; never the ``running`` tasks of ``exclude_worker``."""
+
+
+class WorkWakeups(Protocol):
+    """Tells a worker at once that tasks were queued anywhere (PostgreSQL's LISTEN/NOTIFY); its
+    poll is then only the fallback."""
+
+    async def start(self, on_work: Callable[[], None]) -> None:
+        """Start listening; ``on_work`` is called on this loop for each wake-up."""
+
+    async def stop(self) -> None:
+        """Stop listening."""
 
 
 class OutputCache(Protocol):

@@ -25,7 +25,7 @@ from graph_runtime.executor import Control, Executor
 from graph_runtime.heartbeat import Heartbeat, OpenRenewer, through_loop
 from graph_runtime.loop_watch import LoopWatch
 from graph_runtime.models import Task
-from graph_runtime.ports import TaskStore
+from graph_runtime.ports import TaskStore, WorkWakeups
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,7 @@ class Scheduler:
     lease_s: float = 10.0
     worker_id: str = field(default_factory=new_worker_id)
     open_renewer: OpenRenewer | None = None  # the heartbeat's own connection; None: through this loop's store
+    wakeups: WorkWakeups | None = None  # work queued by other processes wakes this one at once (PostgreSQL)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _running: dict[int, Control] = field(default_factory=dict)
     _ended: dict[int, list[asyncio.Future[Task | None]]] = field(default_factory=dict)
@@ -69,6 +70,8 @@ class Scheduler:
         self._loop_watch = LoopWatch(asyncio.get_running_loop(), self.executor.running_nodes,
                                      threshold_s=self.loop_blocked_s)
         self._loop_watch.start()
+        if self.wakeups is not None:
+            await self.wakeups.start(self.notify)
         self._loop_task = asyncio.create_task(self._loop(), name="scheduler")
         return requeued
 
@@ -88,6 +91,8 @@ class Scheduler:
     async def stop(self) -> None:
         """Stop claiming, interrupt what still runs and release it; nothing is lost."""
         self._claiming = False
+        if self.wakeups is not None:
+            await self.wakeups.stop()
         if self._loop_task is not None:
             self._loop_task.cancel()
             await asyncio.gather(self._loop_task, return_exceptions=True)

@@ -45,6 +45,7 @@ from storage.files.retention import RetentionSweeper
 from storage.node_cache import StoredOutputCache
 from storage.repository import Repository
 from storage.repository_leases import lease_renewer
+from storage.wakeups import pg_wakeups
 from storage.secrets import SecretCipher
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ async def open_services(settings: Settings, registry: Registry | None = None,
                         cache=StoredOutputCache(repo) if settings.cache_max_bytes > 0 else None)
     scheduler = Scheduler(repo, executor, max_concurrent=settings.max_concurrent_jobs,
                           poll_interval_s=settings.poll_interval_s, lease_s=settings.lease_s,
-                          open_renewer=lease_renewer(engine))
+                          open_renewer=lease_renewer(engine), wakeups=pg_wakeups(engine))
     services = Services(settings=settings, repo=repo, registry=registry, executor=executor, scheduler=scheduler,
                         files=files, cipher=cipher, links=links)
     if telemetry is not None:

@@ -33,6 +33,7 @@ from storage.secrets import SecretMethods
 from storage.tables import node_run as run_t
 from storage.tables import task as task_t
 from storage.task_history import TaskHistoryMethods
+from storage.wakeups import notify_work
 
 __all__ = ["CANCELLED_BEFORE_START", "ApiKeyRecord", "Repository"]
 
@@ -146,6 +147,7 @@ class Repository(FlowMethods, KeyMethods, LeaseMethods, NodeCacheMethods, Secret
                 return earlier, False
             if pending:
                 await self._upsert(conn, task_id, pending)
+            await notify_work(conn)  # delivered when this transaction commits: idle workers claim it at once
         task = task_rows.new_task(task_id, values, request)
         task.nodes = {run.node_id: run for run in pending}
         return task, True

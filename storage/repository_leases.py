@@ -15,6 +15,7 @@ from storage import convert
 from storage import engine as engines
 from storage.repository_base import RepositoryBase
 from storage.tables import task as task_t
+from storage.wakeups import notify_work
 
 _QUEUED, _RUNNING = TaskStatus.QUEUED.value, TaskStatus.RUNNING.value
 # Back in the queue: not started, not leased. cancel_requested is kept, so a resuming worker
@@ -52,6 +53,8 @@ class LeaseMethods(RepositoryBase):
                 .where(task_t.c.id.in_(list(task_ids)), task_t.c.lease_owner == worker, task_t.c.status == _RUNNING)
                 .values(_REQUEUED)
             )
+            if result.rowcount:
+                await notify_work(conn)
         return result.rowcount
 
     async def requeue_expired(self, exclude_worker: str | None = None, *, running: Collection[int] = ()) -> int:
@@ -76,6 +79,8 @@ class LeaseMethods(RepositoryBase):
                 still_here = sa.and_(task_t.c.lease_owner == exclude_worker, task_t.c.id.in_(list(running)))
                 query = query.where(sa.not_(still_here))
             result = await conn.execute(query.values({**_REQUEUED, "interruptions": task_t.c.interruptions + 1}))
+            if result.rowcount:
+                await notify_work(conn)
         return result.rowcount
 
 

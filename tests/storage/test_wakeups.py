@@ -1,0 +1,60 @@
+"""On PostgreSQL, a task queued by another process wakes an idle worker at once (LISTEN/NOTIFY),
+not at its next poll."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+
+from graph_runtime.executor import Executor
+from graph_runtime.flow import parse
+from graph_runtime.models import TaskRequest, TaskStatus
+from graph_runtime.scheduler import Scheduler
+from storage.repository import Repository
+from storage.wakeups import pg_wakeups
+from tests.support import FlowBuilder, eventually, registry_with_test_types
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture(params=[pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest) -> str:
+    return request.getfixturevalue("postgres_url")
+
+
+async def test_a_task_queued_elsewhere_starts_long_before_the_next_poll(
+        make_repository: Callable[[], Repository]) -> None:
+    worker_repo, api_repo = make_repository(), make_repository()  # two engines: two processes' connections
+    await api_repo.save_flow(parse(FlowBuilder("one").node("s", "start", data={"x": 1}).build()))
+    wakeups = pg_wakeups(worker_repo.engine)
+    assert wakeups is not None
+    # A poll every 30 s: only the notification can start the task within the test's seconds.
+    scheduler = Scheduler(worker_repo, Executor(worker_repo, registry_with_test_types()), poll_interval_s=30,
+                          wakeups=wakeups)
+    await scheduler.start()
+    try:
+        queued = time.monotonic()
+        task, _ = await api_repo.create_task("one", 1, TaskRequest("s", "s", "s"), node_ids=["s"])
+
+        async def ended() -> object:
+            found = await api_repo.get_task(task.id)
+            return found if found.status.ended else None
+
+        done = await eventually(ended, timeout=10, interval=0.01)
+        took = time.monotonic() - queued
+    finally:
+        await scheduler.stop()
+    assert done.status is TaskStatus.SUCCEEDED  # type: ignore[attr-defined]
+    assert took < 3.0, f"the idle worker took {took:.2f}s to run a task queued elsewhere"
+
+
+async def test_sqlite_has_no_wakeups(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import storage
+
+    engine = storage.create_engine(f"sqlite+aiosqlite:///{tmp_path / 'x.db'}")
+    try:
+        assert pg_wakeups(engine) is None
+    finally:
+        await storage.dispose(engine)
