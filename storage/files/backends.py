@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storage.files.store import DEFAULT_MAX_BYTES, BlobFileStore, LocalFileStore
+
+log = logging.getLogger(__name__)
 
 
 async def open_file_store(engine: AsyncEngine, *, files_dir: Path, files_url: str | None = None,
@@ -24,4 +27,7 @@ async def open_file_store(engine: AsyncEngine, *, files_dir: Path, files_url: st
         return LocalFileStore(files_dir, engine, max_bytes=max_bytes)
     from storage.files.s3 import S3Blobs  # its client library is the s3 extra's
 
-    return BlobFileStore(await S3Blobs.open(files_url, path_style=s3_path_style), engine, max_bytes=max_bytes)
+    blobs = await S3Blobs.open(files_url, path_style=s3_path_style)
+    log.info("files in s3://%s/%s", blobs.location.bucket, blobs.location.prefix,
+             extra={"action": "file_store_opened"})
+    return BlobFileStore(blobs, engine, max_bytes=max_bytes)

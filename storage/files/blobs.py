@@ -38,7 +38,7 @@ class Staged:
 
     sha256: str
     size: int
-    token: str  # the blob store's handle on the staged bytes (a temporary path for a directory)
+    token: str  # the blob store's handle on the staged bytes (a temporary path; on S3 a staged key)
 
 
 class BlobStore(Protocol):
