@@ -184,3 +184,16 @@ def test_tracing_stays_off_until_an_sdk_provider_is_set_up() -> None:
     # no-ops, so none of their bookkeeping is done; a provider given (or set globally) turns it on.
     assert Telemetry.create().tracing is None
     assert Telemetry.create(TracerProvider()).tracing is not None
+
+
+async def test_a_retried_node_is_one_span_counting_its_attempts(traced: Api, exporter: InMemorySpanExporter) -> None:
+    await traced.put_flow(FlowBuilder("retried").node("a", "start", data={"v": 1})
+                          .node("f", "test.fail", transient=True, succeed_on_attempt=3, retries=3, retry_backoff_s=0.01)
+                          .edge("a", "f", input="v").build())
+    task = await traced.execute("retried", {"end_node_id": "f"})
+    await traced.wait_for_status(task["id"], "succeeded")
+    spans = await finished_spans(exporter, 3)
+    [node] = [span for span in spans if span.name == "node f"]
+    assert attrs(node)["graph_runtime.attempts"] == 3
+    assert attrs(node)["graph_runtime.status"] == "succeeded"
+    assert node.status.status_code is not StatusCode.ERROR
