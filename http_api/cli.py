@@ -99,6 +99,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout", type=float, help="task timeout in seconds")
     run.add_argument("--push", action="store_true", help="first publish the flow's edited file (as flows push)")
     run.add_argument("--remote", action="store_true", help="run on the server of --url instead of in-process")
+    run.add_argument("--file", action="append", default=[], metavar="NODE.PATH=FILE",
+                     help="with --remote: upload a local file and give it as that setting")
     _remote_flags(run, default=argparse.SUPPRESS)
     return parser
 

@@ -309,6 +309,8 @@ def parse_sets(items: list[str]) -> dict[str, Any]:
 
 
 async def run_flow(services: Services, args: argparse.Namespace, flows_dir: Path | None) -> int:
+    if args.file:
+        raise errors.RequestInvalid("--file needs --remote; a local run takes a file as --set NODE.PATH=<http(s) URL>")
     await _flow_for_run(services, flows_dir, args.flow_id, push=args.push)
     body = {"start_node_id": args.start, "end_node_id": args.end, "result_node_id": args.result,
             "node_settings": parse_sets(args.set), "timeout_s": args.timeout}

@@ -102,7 +102,7 @@ async def run_command(args: argparse.Namespace, settings: Settings) -> int:
     except client.ApiError as exc:
         print(f"error: {exc.message} ({exc.code}{f', field {exc.field}' if exc.field else ''})", file=sys.stderr)
         return 1
-    except (client.ClientError, OSError, TimeoutError) as exc:
+    except (client.ClientError, OSError, TimeoutError, ValueError) as exc:
         print(f"error: {exc or type(exc).__name__}", file=sys.stderr)
         return 1
 
@@ -149,8 +149,15 @@ async def run_remote(server: client.AsyncClient, args: argparse.Namespace) -> in
     """``run --remote``: queue the task on the server, show its nodes live, print the task JSON."""
     from http_api.commands import parse_sets  # the same NODE.PATH=VALUE parsing as a local run
 
+    files = {}
+    for item in args.file:
+        target, sep, path = item.partition("=")
+        if not sep or not path:
+            raise ValueError(f"--file {item!r}: expected NODE.PATH=FILE")
+        files[target] = path
     queued = await server.submit(args.flow_id, start=args.start, end=args.end, result=args.result,
-                                 settings=parse_sets(args.set), revision=args.revision, timeout_s=args.timeout)
+                                 settings=parse_sets(args.set), files=files, revision=args.revision,
+                                 timeout_s=args.timeout)
     task = await watch(server, queued.id)
     print(json.dumps(task.raw, ensure_ascii=False, separators=(",", ":")))
     return 0 if task.succeeded else 1

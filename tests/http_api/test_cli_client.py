@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from tests.client.conftest import server_url
 from tests.conftest import Api
@@ -70,13 +71,16 @@ async def test_tasks_watch_follows_a_running_task_to_its_end(api: Api, tmp_path:
     assert_node_rows(watched.stderr)
 
 
-async def test_server_errors_are_one_error_line(api: Api, tmp_path: Path) -> None:
+async def test_server_errors_are_one_error_line_and_remote_run_uploads_files(api: Api, tmp_path: Path) -> None:
     server = ["--url", server_url(api), "--key", api.token]
+    photo = tmp_path / "shoe.jpg"
+    Image.new("RGB", (1600, 1200), "white").save(photo)
     commands = [[*server, "run", "fan-out-fan-in", "--remote", "--set", "resize.seconds=-1"],
                 ["--url", server_url(api), "--key", "bm9wZTpub3Bl", "tasks", "list"],
                 [*server, "tasks", "show", "424242"],
-                ["run", "caption-image", "--remote", "--db", sqlite_url(tmp_path / "x.db")]]
-    invalid, wrong_key, missing, no_url = await asyncio.to_thread(
+                ["run", "caption-image", "--remote", "--db", sqlite_url(tmp_path / "x.db")],
+                [*server, "run", "product-photo-sizes", "--remote", "--file", f"start.data.photo={photo}"]]
+    invalid, wrong_key, missing, no_url, with_file = await asyncio.to_thread(
         run_cli_concurrently, [(args, tmp_path) for args in commands], BUSY_TIMEOUT)
     assert invalid.returncode == 1 and invalid.stdout == ""
     [line] = [line for line in invalid.stderr.splitlines() if line.startswith("error:")]
@@ -85,6 +89,9 @@ async def test_server_errors_are_one_error_line(api: Api, tmp_path: Path) -> Non
     assert missing.returncode == 1 and "(task_not_found)" in missing.stderr
     assert no_url.returncode == 1 and "--url" in no_url.stderr
     assert all("Traceback" not in result.stderr for result in (invalid, wrong_key, missing, no_url))
+    assert with_file.returncode == 0, with_file.stderr  # and one that works: --file uploads through the client
+    result = last_json_line(with_file.stdout)["result"]
+    assert result["thumbnail"]["width"] == 150 and result["large"]["image"]["name"] == "shoe.jpg"
 
 
 def test_the_tasks_commands_work_on_a_local_database(tmp_path: Path) -> None:
@@ -92,9 +99,11 @@ def test_the_tasks_commands_work_on_a_local_database(tmp_path: Path) -> None:
     ran = run_cli("run", "caption-image", *db, cwd=tmp_path)
     assert ran.returncode == 0, ran.stderr
     task = last_json_line(ran.stdout)
-    listed, watched, ended = run_cli_concurrently([
+    listed, watched, ended, local_file = run_cli_concurrently([
         (["tasks", "list", *db], tmp_path), (["tasks", "watch", str(task["id"]), *db], tmp_path),
-        (["tasks", "cancel", str(task["id"]), *db], tmp_path)], BUSY_TIMEOUT)
+        (["tasks", "cancel", str(task["id"]), *db], tmp_path),
+        (["run", "product-photo-sizes", "--file", "start.data.photo=shoe.jpg", *db], tmp_path)], BUSY_TIMEOUT)
+    assert local_file.returncode == 1 and "--file needs --remote" in local_file.stderr
     assert re.search(rf"^\s*{task['id']}\s+succeeded\s+caption-image rev 1\b", listed.stdout, re.MULTILINE), listed
     assert watched.returncode == 0 and last_json_line(watched.stdout) == task
     assert ended.returncode == 1 and "already ended" in ended.stderr
