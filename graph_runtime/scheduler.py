@@ -30,6 +30,10 @@ from graph_runtime.ports import TaskStore, WorkWakeups
 log = logging.getLogger(__name__)
 
 
+IDLE_POLL_WITH_WAKEUPS_S = 2.0
+"""An idle worker's fallback poll when queued work wakes it anyway (LISTEN/NOTIFY)."""
+
+
 def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
@@ -182,14 +186,17 @@ class Scheduler:
                 del self._ended[task_id]
 
     async def _loop(self) -> None:
-        last_check = time.monotonic()
+        last_check = last_recovery = time.monotonic()
         while True:
             self._wake.clear()
             try:
                 await self._claim_while_free()
-                if time.monotonic() - last_check >= self.poll_interval_s:
-                    last_check = time.monotonic()
+                now = time.monotonic()
+                if now - last_check >= self.poll_interval_s:
+                    last_check = now
                     await self._honour_cancel_requests()
+                if now - last_recovery >= self._recovery_interval_s:
+                    last_recovery = now
                     await self._recover()
             except errors.StoreUnavailable as exc:
                 # The database is busy or gone for a moment: queued tasks wait, nothing is lost.
@@ -197,8 +204,20 @@ class Scheduler:
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that lands as
             # the event is set, and stop() would then wait for this loop forever.
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.poll_interval_s):
+                async with asyncio.timeout(self._idle_wait_s()):
                     await self._wake.wait()
+
+    @property
+    def _recovery_interval_s(self) -> float:
+        # A dead worker's tasks are requeued within 1.5 leases; sweeping more often finds nothing more.
+        return max(self.poll_interval_s, self.lease_s / 2)
+
+    def _idle_wait_s(self) -> float:
+        """How long to sleep when nothing wakes the loop. With wake-ups (PostgreSQL's NOTIFY) an idle
+        worker only polls as a fallback, every 2 s at least: at most one query a second (SPEC §10)."""
+        if self.wakeups is not None and not self._running:
+            return max(self.poll_interval_s, IDLE_POLL_WITH_WAKEUPS_S)
+        return self.poll_interval_s
 
     async def _claim_while_free(self) -> None:
         while self._claiming and len(self._running) < self.max_concurrent:

@@ -45,8 +45,8 @@ from storage.files.retention import RetentionSweeper
 from storage.node_cache import StoredOutputCache
 from storage.repository import Repository
 from storage.repository_leases import lease_renewer
-from storage.wakeups import pg_wakeups
 from storage.secrets import SecretCipher
+from storage.wakeups import pg_wakeups
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import importlib.util
 import logging
 import time
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -310,3 +310,34 @@ def _on_sqlite_begin(conn: Connection) -> None:
     mode = conn.get_execution_options().get(WRITE_OPTION, False)
     if mode:
         conn.exec_driver_sql("BEGIN EXCLUSIVE" if mode == EXCLUSIVE else "BEGIN IMMEDIATE")
+
+
+async def listen(engine: AsyncEngine, channel: str, on_notify: Callable[[], None]) -> Listening:
+    """A PostgreSQL ``LISTEN`` on a connection of its own (outside the engine's pool): ``on_notify``
+    is called for each ``NOTIFY channel``. Await ``Listening.lost`` to learn the connection died;
+    ``close()`` it when done. Only this module knows the driver (asyncpg).
+
+    Raises:
+        OSError, asyncpg errors: the server cannot be reached (the caller retries).
+    """
+    import asyncpg  # the postgres extra: an engine on PostgreSQL has it already
+
+    dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    conn = await asyncpg.connect(dsn, timeout=10)
+    lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def gone(*_: Any) -> None:
+        if not lost.done():
+            lost.set_result(None)
+
+    conn.add_termination_listener(gone)
+    await conn.add_listener(channel, lambda *_: on_notify())
+    return Listening(lost, conn.close)
+
+
+@dataclass(frozen=True)
+class Listening:
+    """An open ``LISTEN``: ``lost`` resolves when its connection dies; ``close`` ends it."""
+
+    lost: asyncio.Future[None]
+    close: Callable[..., Awaitable[None]]

@@ -2,23 +2,23 @@
 
 Whatever puts a task in the queue (an execute, a release at shutdown, a requeue after a lost
 lease) sends ``NOTIFY graph_runtime_work`` in the same transaction, so a worker hears of it the
-moment it commits, whichever process or machine queued it. Each worker listens on one asyncpg
-connection of its own; if that connection drops it reconnects (every second, quietly) and the
-scheduler's poll covers the gap. SQLite needs none of this: one machine, and the process that
-queues a task wakes its own scheduler directly.
+moment it commits, whichever process or machine queued it. Each worker listens on a connection
+of its own (:func:`storage.engine.listen`); if it drops, it reconnects every second, quietly, and
+the scheduler's poll covers the gap. SQLite needs none of this: one machine, and the process
+that queues a task wakes its own scheduler directly.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 from collections.abc import Callable
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from storage import engine as engines
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +35,10 @@ async def notify_work(conn: AsyncConnection) -> None:
 
 class PgWakeups:
     """:class:`graph_runtime.ports.WorkWakeups` on PostgreSQL: ``on_work`` is called (on the
-    worker's loop) for each notification."""
+    worker's loop) for each notification, and once after each (re)connection."""
 
-    def __init__(self, dsn: str) -> None:
-        self._dsn = dsn
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
         self._task: asyncio.Task[None] | None = None
 
     async def start(self, on_work: Callable[[], None]) -> None:
@@ -54,41 +54,25 @@ class PgWakeups:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def _listen(self, on_work: Callable[[], None], connected: asyncio.Future[None]) -> None:
-        import asyncpg  # only with the postgres extra, which a PostgreSQL engine already needs
-
-        def heard(*_: Any) -> None:
-            on_work()
-
         while True:
-            conn = None
+            listening = None
             try:
-                conn = await asyncpg.connect(self._dsn, timeout=10)
-                lost = asyncio.get_running_loop().create_future()
-                conn.add_termination_listener(functools.partial(_settle, lost))
-                await conn.add_listener(CHANNEL, heard)
+                listening = await engines.listen(self._engine, CHANNEL, on_work)
                 if not connected.done():
                     connected.set_result(None)
                 on_work()  # whatever was queued while not listening
-                await lost
+                await listening.lost
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the database is away: the scheduler's poll goes on meanwhile
                 log.debug("work wake-ups not listening: %s", exc, extra={"action": "wakeups_retry"})
             finally:
-                if conn is not None:
+                if listening is not None:
                     with contextlib.suppress(Exception):
-                        await asyncio.shield(conn.close(timeout=2))
+                        await asyncio.shield(listening.close(timeout=2))
             await asyncio.sleep(RECONNECT_S)
-
-
-def _settle(future: asyncio.Future[None], *_: Any) -> None:
-    if not future.done():
-        future.set_result(None)
 
 
 def pg_wakeups(engine: AsyncEngine) -> PgWakeups | None:
     """The wake-ups for ``engine``'s database: None on SQLite."""
-    if engine.dialect.name != "postgresql":
-        return None
-    url = engine.url.set(drivername="postgresql")
-    return PgWakeups(url.render_as_string(hide_password=False))
+    return PgWakeups(engine) if engine.dialect.name == "postgresql" else None

@@ -3,6 +3,7 @@ not at its next poll."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
@@ -58,3 +59,22 @@ async def test_sqlite_has_no_wakeups(tmp_path) -> None:  # type: ignore[no-untyp
         assert pg_wakeups(engine) is None
     finally:
         await storage.dispose(engine)
+
+
+async def test_an_idle_worker_sends_at_most_one_query_a_second(make_repository: Callable[[], Repository]) -> None:
+    import sqlalchemy as sa
+
+    repo = make_repository()
+    statements: list[str] = []
+    sa.event.listen(repo.engine.sync_engine, "before_cursor_execute",
+                    lambda conn, cursor, statement, *_: statements.append(statement))
+    scheduler = Scheduler(repo, Executor(repo, registry_with_test_types()), poll_interval_s=1.0, lease_s=10,
+                          wakeups=pg_wakeups(repo.engine))
+    await scheduler.start()
+    try:
+        statements.clear()
+        await asyncio.sleep(6.0)
+        sent = list(statements)
+    finally:
+        await scheduler.stop()
+    assert len(sent) <= 6, f"{len(sent)} queries in 6 s while idle: {sent}"
