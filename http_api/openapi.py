@@ -206,7 +206,8 @@ OPERATIONS: tuple[Operation, ...] = (
               body=schemas.ExecuteBody, body_required=False, body_example=EXAMPLE_EXECUTE),
     Operation("get", "/api/v1/task/{task_id}", "getTask", "The task: poll until `status` is 3 (or 4, 5).", "tasks",
               {200: Answer("The task.", wire.TaskView)}, (401, 404, 422, 503),
-              parameters=(TASK_PATH, _param("include", "query", {"type": "string", "pattern": "^(outputs|items)(,(outputs|items))?$"},
+              parameters=(TASK_PATH, _param("include", "query",
+                                            {"type": "string", "pattern": "^(outputs|items)(,(outputs|items))?$"},
                                             "Also each node's `output` (`outputs`) and each map item's run "
                                             "(`items`), comma-separated."))),
     Operation("post", "/api/v1/task/{task_id}/cancel", "cancelTask", "Cancel a queued or running task.", "tasks",

@@ -14,11 +14,10 @@ A released revision is never edited: databases out there are stamped with it.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-import functools
-
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
