@@ -32,6 +32,12 @@ class GroupCommitter:
         Raises:
             errors.LeaseLost: ``lease`` is no longer the task's: the row was not written.
         """
+        await self.enqueue(task_id, run, lease)
+
+    def enqueue(self, task_id: int, run: NodeRun, lease: Lease | None = None) -> asyncio.Future[None]:
+        """Put ``run`` in the next commit without waiting for it: the future says how it went
+        (``LeaseLost``, a store error). Rows are committed in the order they were handed over, so a
+        row awaited with :meth:`save` is durable only once every row enqueued before it is."""
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         # A snapshot: the caller may change the run again before the batch is written.
         self._rows.append((task_id, run.copy()))
@@ -40,7 +46,7 @@ class GroupCommitter:
         self._waiters.append(waiter)
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name="group-commit")
-        await waiter
+        return waiter
 
     async def drain(self) -> None:
         """Wait until every write handed to ``save`` so far is committed (or has failed)."""

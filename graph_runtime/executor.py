@@ -380,6 +380,13 @@ class _TaskRun:
         # Successors are created now and queue their start rows behind this end row: one commit
         # carries both, and each successor runs only after it (its start awaits that commit).
         self._start(self._successors_ready(node_id))
+        if run.cached:
+            # Its output is durable already (in the cache): nothing waits for this row, which goes
+            # in the next commit; a chain of hits runs on without a commit between its nodes. If the
+            # write fails, the node stays dirty and the task's end writes it.
+            written = self.ex.committer.enqueue(self.task.id, run, self.task.lease)  # type: ignore[union-attr]
+            written.add_done_callback(functools.partial(self._written, node_id))
+            return
         await self.save(run)
         self.dirty.discard(node_id)
         log.debug("node finished", extra={"action": "node_finished", "task_id": self.task.id, "node_id": node_id})
@@ -427,6 +434,10 @@ class _TaskRun:
             if secrets:
                 exc.message = redact(exc.message, secrets)
             raise
+
+    def _written(self, node_id: str, written: asyncio.Future[None]) -> None:
+        if not written.cancelled() and written.exception() is None:
+            self.dirty.discard(node_id)
 
     async def _from_cache(self, run: NodeRun, key: str | None) -> dict[str, Any] | None:
         """The cached output under ``key`` (SPEC §9), marking ``run`` as served from it; None on a miss."""
