@@ -28,6 +28,7 @@ from bench.inprocess import LEASE_S, WORKER, OurEngine
 from bench.references import Floor
 from bench.results import FLOOR, OURS, Row, Target
 from graph_runtime import flow as flows
+from graph_runtime import validation
 from graph_runtime.executor import Control
 from graph_runtime.models import TaskStatus
 from http_api import auth, planning
@@ -148,8 +149,10 @@ async def measure_plan(sizes: Sizes, workdir: Path, case: Case) -> Row:
 
 
 async def _store(engine: OurEngine, shape: Shape, revision: int) -> None:
-    definition = {**shape.flow_definition(), "name": f"bench {shape.name} r{revision}"}  # a new revision
-    await engine.services.repo.save_flow(flows.parse(definition))
+    """A new revision, stored as every way in does it (PUT, the flows directory, `flows push`): validated first."""
+    definition = {**shape.flow_definition(), "name": f"bench {shape.name} r{revision}"}
+    services = engine.services
+    await services.repo.save_flow(validation.validate(flows.parse(definition), services.registry))
 
 
 def _levels_floor(shape: Shape) -> Run:

@@ -12,7 +12,7 @@ from typing import Any
 
 import networkx as nx
 
-from graph_runtime import errors, inputs
+from graph_runtime import errors, inputs, validation
 from graph_runtime.flow import Edge, Flow
 from graph_runtime.models import TaskRequest
 from nodes import contract
@@ -235,6 +235,10 @@ def _checked_settings(
     limits: Limits | None = None,
 ) -> dict[str, Any]:
     node = flow.node(node_id)
+    if not override and limits is None:
+        validated = flow.memo.get((validation.VALIDATED, registry))
+        if validated is not None and validated.get(node_id) == frozenset(edge.input_name for edge in inbound):
+            return dict(node.settings)  # checked exactly so when the flow was loaded
     try:
         node_type = registry.get(node.type)
     except node_errors.UnknownNodeType:
