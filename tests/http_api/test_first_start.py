@@ -18,11 +18,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 import storage
 from storage import engine as storage_engine
+from storage import migrations
 from tests import pg
 from tests.processes import ROOT, SAMPLE_FLOWS, ServerProcess, free_port, run_cli_concurrently, sample_flow_ids, sqlite_url
 
 FIRST_RELEASE_SQLITE = ROOT / "tests" / "storage" / "first_release_sqlite.sql"
-HEAD = "0005"
+HEAD = migrations.head()  # the code's schema revision
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

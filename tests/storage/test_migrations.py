@@ -28,7 +28,7 @@ from storage.repository import Repository
 from tests import pg
 
 HERE = Path(__file__).parent
-HEAD = "0006"
+HEAD = migrations.head()  # the code's schema revision
 # The one key each first-release fixture holds (made by `keys create ci-runner` on each engine).
 FIXTURE_KEY = {"sqlite": "k74ac510cfaccc10e", "postgresql": "k5edef3bf50155c84"}
 
