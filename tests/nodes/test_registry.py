@@ -26,6 +26,8 @@ CORE_NAMES = {
     "pick",
     "merge",
     "switch",
+    "map",
+    "subflow",
     "http_request",
     "file.fetch",
     "llm.chat", "llm.transcribe", "llm.embed", "llm.image",

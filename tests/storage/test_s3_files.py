@@ -186,7 +186,9 @@ async def test_memory_stays_flat_for_a_large_file(store: BlobFileStore) -> None:
     received = sum([len(chunk) async for chunk in store.read(file)])
     grown = _rss() - before
     assert received == size == file.size
-    assert grown < 32 * MIB, f"peak RSS grew {grown / MIB:.1f} MiB for a 64 MiB upload and download"
+    # A part (8 MiB) is held while it is sent, and the client copies it a few times; keeping the
+    # file would cost its 64 MiB at least once more. 18 MiB measured alone, 32 in a full suite run.
+    assert grown < 48 * MIB, f"peak RSS grew {grown / MIB:.1f} MiB for a 64 MiB upload and download"
 
 
 async def test_equal_bytes_share_one_object_until_the_last_record_goes(store: BlobFileStore, client: S3Client,
