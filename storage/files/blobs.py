@@ -154,7 +154,9 @@ class LocalBlobs:
                 left -= len(chunk)
                 yield chunk
         finally:
-            await asyncio.to_thread(handle.close)
+            # Closing a file opened for reading does not block; on a thread it could fail to run
+            # at all (a stop shutting the executor down) and leave the file open.
+            handle.close()
 
     async def sweep_staged(self, older_than_s: float) -> int:
         """Remove staged files left by a crash more than ``older_than_s`` ago; how many."""
