@@ -12,7 +12,7 @@ from typing import Any
 
 import networkx as nx
 
-from graph_runtime import errors, inputs, validation
+from graph_runtime import errors, inputs
 from graph_runtime.flow import Edge, Flow
 from graph_runtime.models import TaskRequest
 from nodes import contract
@@ -171,6 +171,20 @@ class _Topology:
 
 _TOPOLOGIES_PER_FLOW = 64
 
+VALIDATED = "validated"
+"""``Flow.memo[(VALIDATED, registry)]``: each node's edge-fed inputs, set when ``validation.validate``
+passed the flow: a selection need not check those nodes' own settings again."""
+
+
+def warm(flow: Flow, registry: Registry) -> None:
+    """Work out the flow's default selection now (when it has one), while it is being stored, so
+    its first plan or execute finds it done (a 1,000-node flow: ~20 ms of graph work)."""
+    try:
+        s, e, _ = resolve_ids(flow, None, None, None)
+        _topology(flow, registry, s, e)
+    except errors.GraphRuntimeError:
+        pass  # no default selection, or an invalid one: a request names its own, and is told then
+
 
 def _topology(flow: Flow, registry: Registry, s: str, e: str) -> _Topology:
     key = ("selection", registry, s, e)  # the registry itself (not its id, which can be reused)
@@ -236,7 +250,7 @@ def _checked_settings(
 ) -> dict[str, Any]:
     node = flow.node(node_id)
     if not override and limits is None:
-        validated = flow.memo.get((validation.VALIDATED, registry))
+        validated = flow.memo.get((VALIDATED, registry))
         if validated is not None and validated.get(node_id) == frozenset(edge.input_name for edge in inbound):
             return dict(node.settings)  # checked exactly so when the flow was loaded
     try:

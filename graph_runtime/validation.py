@@ -7,7 +7,7 @@ import jinja2.meta
 import networkx as nx
 import pydantic
 
-from graph_runtime import errors, inputs
+from graph_runtime import errors, inputs, selection
 from graph_runtime.flow import Flow, Node
 from nodes import contract
 from nodes import errors as node_errors
@@ -51,12 +51,9 @@ def validate(flow: Flow, registry: Registry) -> Flow:
     linked: dict[str, set[str]] = {node.id: set() for node in flow.nodes}
     for edge in flow.edges:
         linked[edge.target].add(edge.input_name)
-    flow.memo[(VALIDATED, registry)] = {node_id: frozenset(names) for node_id, names in linked.items()}
+    flow.memo[(selection.VALIDATED, registry)] = {node_id: frozenset(names) for node_id, names in linked.items()}
+    selection.warm(flow, registry)
     return flow
-
-
-VALIDATED = "validated"
-"""``Flow.memo[(VALIDATED, registry)]``: each node's edge-fed inputs, when ``validate`` passed the flow."""
 
 
 def _edge_problems(flow: Flow, ids: set[str], registry: Registry) -> list[str]:
