@@ -22,10 +22,11 @@ SOURCE_DATA = {"x": 1}
 class Shape:
     kind: str  # "deep" or "wide"
     size: int
+    node: str = "merge"  # or "template": each non-source node renders its input (it does some work)
 
     @property
     def name(self) -> str:
-        return f"{self.kind}-{self.size}"
+        return f"{self.kind}-{self.size}" + ("" if self.node == "merge" else f"-{self.node}")
 
     @property
     def flow_id(self) -> str:
@@ -52,8 +53,9 @@ class Shape:
         graph = self.graph()
         source = next(n for n in graph if graph.in_degree(n) == 0)
         sink = next(n for n in graph if graph.out_degree(n) == 0)
+        work = {"type": "merge"} if self.node == "merge" else {"type": "template", "settings": {"template": "{{ v }}"}}
         nodes = [{"id": n, "type": "start", "settings": {"data": SOURCE_DATA}} if n == source
-                 else {"id": n, "type": "merge"} for n in graph]
+                 else {"id": n, **work} for n in graph]
         edges = [{"from": a, "to": b, "input": data["input"]} for a, b, data in graph.edges(data=True)]
         return {"id": self.flow_id, "name": f"bench {self.name}", "nodes": nodes, "edges": edges,
                 "defaults": {"start_node_id": source, "end_node_id": sink}}
@@ -152,7 +154,7 @@ def cases(sizes: Sizes) -> list[Case]:
     megapixels = sizes.media_size[0] * sizes.media_size[1] / 1e6
     found.append(Case("image-resize", "media", f"image.resize of a {megapixels:.0f} MP JPEG vs Pillow called directly"))
     found.append(Case("image-pipeline", "media", f"{sizes.media_tasks} resize → watermark tasks at 10 concurrent jobs"))
-    found.append(Case("cache-flow", "reuse", f"{chain.name} run again, every merge a cache hit, vs the cache off"))
+    found.append(Case("cache-flow", "reuse", f"{chain.name} of templates run again, every one a cache hit, vs the cache off"))
     found.append(Case("cache-hit", "reuse", f"a cache hit per node, deep-{sizes.cache_chain} every merge a hit"))
     found.append(Case("plan", "reuse", f"plan of a {sizes.plan_nodes}-node flow, in process"))
     found.append(Case("plan-http", "reuse", f"plan of a {sizes.plan_nodes}-node flow over HTTP"))

@@ -63,5 +63,6 @@ class OurEngine:
         done = await self.services.executor.execute(claimed, Control())
         if done.status is not TaskStatus.SUCCEEDED:
             raise AssertionError(f"task {task.id} ended {done.status.value}: {done.error}")
-        check_result(done.result)
+        if shape.node == "merge":  # a template chain's result is text made from the source data
+            check_result(done.result)
         return done
