@@ -260,17 +260,40 @@ async def print_plan(services: Services, flow_id: str, start: str | None, end: s
 
 async def _flow_for_run(services: Services, flows_dir: Path | None, flow_id: str, *, push: bool) -> None:
     """A local run uses the stored flow. Its file, if the flows directory has one, is stored only
-    when no revision exists yet or with ``--push``; an edited file is otherwise named on stderr."""
-    file = (await flow_sync.directory_states(services.repo, flows_dir,
-                                             services.registry)).get(flow_id)
-    if file is None or file.state is flow_sync.FileState.SAME:
-        return
-    if file.state is flow_sync.FileState.NEW or push:
-        revision, _ = await services.repo.save_flow(file.flow)
-        print(f"stored flow {flow_id} revision {revision} from {file.path}", file=sys.stderr)
-    else:
-        print(f"note: {file.path} differs from stored revision {file.revision}, which runs; "
-              "publish the file with `graph-runtime flows push` (or run --push)", file=sys.stderr)
+    when no revision exists yet or with ``--push``; an edited file is otherwise named on stderr.
+    The flows its ``subflow`` and ``map`` nodes run are treated the same way, and theirs."""
+    states = await flow_sync.directory_states(services.repo, flows_dir, services.registry)
+    wanted, seen = [flow_id], set()
+    while wanted:
+        current = wanted.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        file = states.get(current)
+        if file is not None and file.state is not flow_sync.FileState.SAME:
+            if file.state is flow_sync.FileState.NEW or push:
+                revision, _ = await services.repo.save_flow(file.flow)
+                print(f"stored flow {current} revision {revision} from {file.path}", file=sys.stderr)
+            else:
+                print(f"note: {file.path} differs from stored revision {file.revision}, which runs; "
+                      "publish the file with `graph-runtime flows push` (or run --push)", file=sys.stderr)
+        try:
+            flow, _, _ = await services.repo.get_flow(current)
+        except flow_errors.NotFound:
+            continue  # the run (or the child's node) says so
+        wanted += _child_flow_ids(flow)
+
+
+def _child_flow_ids(flow: Any) -> list[str]:
+    """The flows a flow's ``subflow`` and ``map`` (over a flow) nodes run."""
+    found = []
+    for node in flow.nodes:
+        if node.type == "subflow" and isinstance(node.settings.get("flow_id"), str):
+            found.append(node.settings["flow_id"])
+        elif node.type == "map" and isinstance(node.settings.get("flow"), dict) \
+                and isinstance(node.settings["flow"].get("flow_id"), str):
+            found.append(node.settings["flow"]["flow_id"])
+    return found
 
 
 def validate_files(paths: list[Any]) -> int:

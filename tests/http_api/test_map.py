@@ -179,3 +179,17 @@ async def test_a_secret_in_the_item_node_reaches_each_item_and_no_output(api: Ap
     assert task["result"] == {"results": [{"name": "Ada", "token": "[secret]"}, {"name": "Alan", "token": "[secret]"}]}
     full = await api.json("GET", f"/api/v1/task/{task['id']}", 200, params={"include": "items,outputs"})
     assert "tok-3f9a1c77e2" not in json.dumps(full)
+
+
+def test_graph_runtime_run_runs_a_map_over_a_child_flow_from_the_flows_directory(tmp_path: Path) -> None:
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    flow = names_flow()
+    flow["nodes"][1]["settings"] = {"flow": {"flow_id": "greet-one"}}
+    (flows / "names.json").write_text(json.dumps(flow))
+    (flows / "greet-one.json").write_text(json.dumps(child_flow()))
+    result = run_cli("run", "names", "--db", sqlite_url(tmp_path / "x.db"), "--flows", str(flows), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    task = last_json_line(result.stdout)
+    assert task["status"] == 3 and task["result"] == {"results": [{"name": p["name"]} for p in PEOPLE]}
+    assert "stored flow greet-one revision 1" in result.stderr
