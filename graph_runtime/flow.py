@@ -36,6 +36,10 @@ def _not_dots(value: str) -> str:
 # Field first: the pattern must reach the JSON schema (OpenAPI), not only validation.
 Id = Annotated[str, Field(pattern=ID_PATTERN), BeforeValidator(_id_to_str), AfterValidator(_not_dots)]
 
+POOL_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,39}$"
+PoolName = Annotated[str, Field(pattern=POOL_PATTERN)]
+"""A worker pool's name (``gpu``, ``cpu-big``): what ``--pool`` names on the command line."""
+
 
 class Node(BaseModel):
     """One node of a flow: its id, its type name and its settings (its parameters)."""
@@ -47,6 +51,11 @@ class Node(BaseModel):
     settings: dict[str, Any] = {}
     overridable: list[str] = []
     description: str | None = None
+    pool: PoolName | None = Field(
+        default=None,
+        description="Run this node only on a worker started with `--pool <name>` (a GPU box, say); "
+                    "overrides its node type's pool. The rest of the task runs on any worker.",
+    )
     join: Literal["all", "any"] | None = Field(
         default=None,
         description="`any`: run when at least one predecessor succeeded and the others were skipped "

@@ -153,12 +153,15 @@ class NodeRun:
     # A map node's items so far, by status (``{"total": n, "succeeded": …}``): what the task view
     # shows instead of a thousand item runs (SPEC §9 map). None for every other node.
     items: dict[str, int] | None = None
+    # Pending because it runs only on a worker serving this pool (SPEC §10) and none has taken the
+    # task yet; cleared when it starts. None for every node that is not waiting so.
+    waiting_for_pool: str | None = None
 
     def copy(self) -> NodeRun:
         """A snapshot (shallow: error and output are shared, never mutated in place)."""
         return NodeRun(self.node_id, self.status, self.started, self.finished, self.execution_time, self.cost,
                        self.attempts, self.error, self.output, self.cached, self.saved_cost,
-                       dict(self.items) if self.items is not None else None)
+                       dict(self.items) if self.items is not None else None, self.waiting_for_pool)
 
 
 def item_run_id(map_node_id: str, index: int) -> str:

@@ -22,9 +22,20 @@ class TaskStore(Protocol):
     (a GC pause, a stopped VM) and whose task another worker resumed records nothing more.
     """
 
-    async def claim_next_task(self, worker: str, lease_s: float) -> Task | None:
-        """Move the oldest queued task to running under a lease held by ``worker``; return it with its
-        nodes and its ``lease`` (the claim's fencing epoch)."""
+    async def claim_tasks(self, worker: str, lease_s: float, limit: int,
+                          pools: frozenset[str] = frozenset()) -> list[Task]:
+        """Claim up to ``limit`` tasks in one statement, oldest first: queued ones, and running ones
+        parked for one of ``pools`` (see :meth:`park_task`). Each moves to running under a lease
+        held by ``worker`` and comes back with its nodes and its ``lease`` (the claim's fencing
+        epoch). Concurrent claimers never take the same task (PostgreSQL: ``FOR UPDATE SKIP LOCKED``)."""
+
+    async def park_task(self, task_id: int, pool: str, runs: Sequence[NodeRun], *, lease: Lease) -> None:
+        """Hand the task over to a worker serving ``pool``: record ``runs`` (the nodes waiting for it,
+        with ``waiting_for_pool`` set, and any other changes), then drop the lease. The task stays
+        ``running`` without a worker until :meth:`claim_tasks` with that pool takes it; recovery
+        never requeues it, and a cancel ends it at once. Wakes idle workers (NOTIFY).
+
+        Raises ``LeaseLost`` (nothing written) when ``lease`` is no longer the task's."""
 
     async def load_flow(self, flow_id: str, revision: int) -> Flow:
         """The definition of ``flow_id`` at ``revision`` (kept even if the flow is deleted)."""
@@ -77,7 +88,8 @@ class TaskStore(Protocol):
 
     async def requeue_expired(self, exclude_worker: str | None = None, *, running: Collection[int] = ()) -> int:
         """Requeue running tasks whose lease expired (their worker died or could not record their end),
-        counting an interruption each; never the ``running`` tasks of ``exclude_worker``."""
+        counting an interruption each; never the ``running`` tasks of ``exclude_worker``, never a
+        task parked for a pool. One reaper at a time: while another process sweeps, this returns 0."""
 
 
 class WorkWakeups(Protocol):

@@ -160,6 +160,9 @@ class NodeType:
     cost: ClassVar[CostModel] = CostModel()
     policy: ClassVar[RunPolicy] = RunPolicy()
     extra: ClassVar[str | None] = None
+    # The worker pool this type runs on (SPEC §10: ``gpu``…): only a worker started with
+    # ``--pool <name>`` runs it; a flow node's own ``pool`` overrides it. None: any worker.
+    pool: ClassVar[str | None] = None
     """The optional-dependency extra the type needs, e.g. ``"media"`` for ``graph-runtime[media]``."""
     requires: ClassVar[tuple[str, ...]] = ()
     """Modules that extra installs; the type is available when every one of them imports."""
