@@ -15,7 +15,8 @@ from http_api.json_logs import JsonFormatter
 from http_api.redaction import REDACT_SECRETS
 from http_api.settings import Settings
 
-SHORT_FLAGS = {"database_url": "--db", "flows_dir": "--flows"}
+SHORT_FLAGS = {"database_url": "--db", "flows_dir": "--flows", "pools": "--pool"}
+REPEATED = {"pools"}  # given once per value (--pool gpu --pool big); a comma list also works
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -34,7 +35,7 @@ def _setting_flags(parser: argparse.ArgumentParser) -> None:
         flags = [f"--{name.replace('_', '-')}"]
         if name in SHORT_FLAGS:
             flags.insert(0, SHORT_FLAGS[name])
-        parser.add_argument(*flags, dest=name, metavar="VALUE",
+        parser.add_argument(*flags, dest=name, metavar="VALUE", action="append" if name in REPEATED else "store",
                             help=f"GRAPH_RUNTIME_{name.upper()} (default: {field.default})")
 
 

@@ -9,6 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from graph_runtime.flow import PoolName
 from nodes.builtin.ssrf import AllowedHosts
 from nodes.limits import Limits
 
@@ -35,6 +36,9 @@ class Settings(BaseSettings):
     max_concurrent_jobs: int = Field(default=10, ge=1, le=10_000)
     # serve: 1 runs tasks in the API process (the embedded default); 0 is API only: never node code
     workers: int = Field(default=1, ge=0, le=1)
+    # --pool gpu --pool big (or GRAPH_RUNTIME_POOLS=gpu,big): the pools whose nodes this process's
+    # worker runs, besides every node that names no pool (SPEC §10)
+    pools: Annotated[list[PoolName], NoDecode] = Field(default_factory=list)
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
@@ -63,7 +67,7 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"  # json: one object per line, with the `action` and ids as fields
     metrics_public: bool = False  # GET /metrics without a key (a scraper on a trusted network)
 
-    @field_validator("http_allow_hosts", mode="before")
+    @field_validator("http_allow_hosts", "pools", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         # From the environment or a flag: "ollama.lan:11434,10.0.0.7" (a JSON list also works).
@@ -72,6 +76,9 @@ class Settings(BaseSettings):
             if text.startswith("["):
                 return yaml.safe_load(text)
             return [item.strip() for item in text.split(",") if item.strip()]
+        if isinstance(value, list):  # a repeated flag, each maybe a comma list: --pool gpu,big --pool cpu
+            return [part.strip() for item in value for part in (item.split(",") if isinstance(item, str) else [item])
+                    if not isinstance(part, str) or part.strip()]
         return value
 
     @field_validator("http_allow_hosts")
