@@ -83,6 +83,7 @@ def node_run(row: Row[Any]) -> NodeRun:
         cached=bool(row.cached),
         saved_cost=row.saved_cost,
         items=row.items,
+        waiting_for_pool=row.waiting_for_pool,
     )
 
 
@@ -111,6 +112,7 @@ def node_run_values(task_id: int, run: NodeRun) -> dict[str, Any]:
         "cached": run.cached,
         "saved_cost": run.saved_cost,
         "items": run.items,
+        "waiting_for_pool": run.waiting_for_pool,
     }
 
 

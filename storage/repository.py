@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -18,7 +18,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from graph_runtime import errors
-from graph_runtime.models import Lease, NodeRun, Task, TaskOutcome, TaskRequest, TaskStatus
+from graph_runtime.models import Lease, NodeRun, NodeStatus, Task, TaskOutcome, TaskRequest, TaskStatus
 from nodes import codec
 from storage import convert, migrations, task_rows
 from storage import sqlite_inline as lite_inline
@@ -44,20 +44,32 @@ _NOW = sa.bindparam("now", type_=task_t.c.started.type)
 _TASK_ID = sa.bindparam("task_id", type_=task_t.c.id.type)
 _WORKER = sa.bindparam("worker", type_=task_t.c.lease_owner.type)
 _EXPIRES = sa.bindparam("expires", type_=task_t.c.lease_expires.type)
-_OLDEST_QUEUED = (
-    sa.select(task_t.c.id)
-    .where(task_t.c.status == _QUEUED)
-    .order_by(task_t.c.id)
-    .limit(1)
-    .with_for_update(skip_locked=True)  # PostgreSQL: concurrent claimers skip each other's row; SQLite: nothing
-    .scalar_subquery()
-)
-_CLAIM_NEXT, _CLAIM_ONE = (
+_CLAIM_ONE = (
     sa.update(task_t)
-    .where(task_t.c.id == which, task_t.c.status == _QUEUED)
+    .where(task_t.c.id == _TASK_ID, task_t.c.status == _QUEUED)
     .values(status=_RUNNING, started=_NOW, claims=task_t.c.claims + 1, lease_owner=_WORKER, lease_expires=_EXPIRES)
     .returning(*task_t.c)
-    for which in (_OLDEST_QUEUED, _TASK_ID)
+)
+_LIMIT = sa.bindparam("limit", type_=sa.Integer())
+_POOLS = sa.bindparam("pools", expanding=True, type_=task_t.c.pool.type)
+# Parked for a pool (SPEC §10): running, no worker, until a claimer serving the pool takes it.
+_PARKED = sa.and_(task_t.c.status == _RUNNING, task_t.c.lease_owner.is_(None), task_t.c.pool.is_not(None))
+_CLAIMABLE = (
+    task_t.c.status == _QUEUED,
+    sa.or_(task_t.c.status == _QUEUED,
+           sa.and_(task_t.c.status == _RUNNING, task_t.c.lease_owner.is_(None), task_t.c.pool.in_(_POOLS))),
+)
+# A batch claim, oldest first. A parked task keeps ``started`` and loses its pool; every claim is a
+# new fencing epoch (claims + 1). PostgreSQL: concurrent claimers skip each other's rows.
+_CLAIM_MANY, _CLAIM_MANY_POOLS = (
+    sa.update(task_t)
+    .where(task_t.c.id.in_(
+        sa.select(task_t.c.id).where(claimable).order_by(task_t.c.id).limit(_LIMIT)
+        .with_for_update(skip_locked=True).scalar_subquery()))
+    .values(status=_RUNNING, started=sa.func.coalesce(task_t.c.started, _NOW), claims=task_t.c.claims + 1,
+            lease_owner=_WORKER, lease_expires=_EXPIRES, pool=None)
+    .returning(*task_t.c)
+    for claimable in _CLAIMABLE
 )
 
 CANCELLED_BEFORE_START = {"node_id": None, "code": "cancelled", "message": "cancelled before it started"}
@@ -223,7 +235,8 @@ class Repository(FlowMethods, KeyMethods, LeaseMethods, NodeCacheMethods, Secret
             return (await conn.execute(query)).scalar_one()
 
     async def request_cancel(self, task_id: int) -> Task:
-        """Cancel a task: a queued one ends ``cancelled`` now, a running one is flagged.
+        """Cancel a task: a queued one, or one parked for a pool, ends ``cancelled`` now; a running
+        one is flagged.
 
         The runtime notices the flag (:meth:`is_cancel_requested`) and stops the task. Atomic
         against a concurrent claim: the task is either cancelled before it starts or flagged.
@@ -239,6 +252,8 @@ class Repository(FlowMethods, KeyMethods, LeaseMethods, NodeCacheMethods, Secret
                 .where(task_t.c.id == task_id, task_t.c.status == _QUEUED)
                 .values(status=_CANCELLED, finished=convert.utcnow(), execution_cost=0.0, error=CANCELLED_BEFORE_START),
             )
+            if row is None and await _cancel_parked(conn, task_t.c.id == task_id):
+                row = (await conn.execute(task_rows.TASK_BY_ID, {"task_id": task_id})).first()
             if row is None:
                 row = await task_rows.update_returning(
                     conn,
@@ -263,18 +278,41 @@ class Repository(FlowMethods, KeyMethods, LeaseMethods, NodeCacheMethods, Secret
 
     # -- tasks: the executor's side (graph_runtime.ports.TaskStore) -------------------------
 
-    async def claim_next_task(self, worker: str = "local", lease_s: float = 30.0) -> Task | None:
-        """Move the oldest queued task to running, stamp ``started``, return it with its node runs.
+    async def claim_tasks(self, worker: str, lease_s: float, limit: int,
+                          pools: frozenset[str] = frozenset()) -> list[Task]:
+        """Claim up to ``limit`` tasks in one statement, oldest first: queued ones, and running ones
+        parked for one of ``pools`` (:meth:`park_task`); each comes back running under ``worker``'s
+        lease, with the node runs it had.
 
-        Safe with several workers and several processes: each queued task is claimed once
-        (PostgreSQL: ``FOR UPDATE SKIP LOCKED``; SQLite: one conditional UPDATE under the
-        write lock). A resumed task comes back with the node runs it had.
+        Safe with several workers and several processes: each task is claimed once (PostgreSQL:
+        ``FOR UPDATE SKIP LOCKED``; SQLite: one UPDATE under the write lock). Claiming a parked
+        task is a new fencing epoch (``claims`` + 1) but no interruption; ``started`` is kept.
         """
-        if self._inline is not None and not await self._inline.read(lite.any_queued_work):
-            # The scheduler looks after every task end and every submit; most looks find nothing,
-            # and a read is far cheaper than an empty write transaction.
-            return None
-        return await self._claim(_CLAIM_NEXT, {}, worker, lease_s, None)
+        if limit <= 0:
+            return []
+        wanted = sorted(pools)
+        if self._inline is not None:
+            if not await self._inline.read(lambda c: lite.any_claimable_work(c, wanted)):
+                # The scheduler looks after every task end and every submit; most looks find nothing,
+                # and a read is far cheaper than an empty write transaction.
+                return []
+            now, expires = _lease_times(lease_s)
+            return await self._inline.write(lambda c: lite.claim_many_work(c, limit, wanted, now, worker, expires))
+        now, expires = _lease_times(lease_s)
+        values: dict[str, Any] = {"now": now, "worker": worker, "expires": expires, "limit": limit}
+        if wanted:
+            values["pools"] = wanted
+        async with self._write() as conn:
+            rows = sorted((await conn.execute(_CLAIM_MANY_POOLS if wanted else _CLAIM_MANY, values)).all(),
+                          key=lambda row: row.id)
+            # Node runs are written only after a claim: a first claim has none to read.
+            nodes = await task_rows.node_runs(conn, [row.id for row in rows if row.claims > 1])
+        return [convert.task(row, nodes.get(row.id, {})) for row in rows]
+
+    async def claim_next_task(self, worker: str = "local", lease_s: float = 30.0) -> Task | None:
+        """The oldest queued task, claimed as :meth:`claim_tasks` claims; None if there is none."""
+        claimed = await self.claim_tasks(worker, lease_s, 1)
+        return claimed[0] if claimed else None
 
     async def claim_task(self, task_id: int, worker: str = "local", lease_s: float = 30.0) -> Task | None:
         """Claim this task if it is queued (``graph-runtime run`` executes exactly its own task).
@@ -286,25 +324,46 @@ class Repository(FlowMethods, KeyMethods, LeaseMethods, NodeCacheMethods, Secret
         Raises:
             errors.TaskNotFound: no task has this id.
         """
-        claimed = await self._claim(_CLAIM_ONE, {"task_id": task_id}, worker, lease_s, task_id)
+        now, expires = _lease_times(lease_s)
+        if self._inline is not None:
+            claimed = await self._inline.write(lambda c: lite.claim_work(c, task_id, now, worker, expires))
+        else:
+            values = {"task_id": task_id, "now": now, "worker": worker, "expires": expires}
+            async with self._write() as conn:
+                row = (await conn.execute(_CLAIM_ONE, values)).first()
+                nodes = await task_rows.node_runs(conn, [row.id]) if row is not None and row.claims > 1 else {}
+            claimed = None if row is None else convert.task(row, nodes.get(row.id, {}))
         if claimed is None:
             await self.get_task(task_id)  # raises TaskNotFound for an unknown id
         return claimed
 
-    async def _claim(self, claim: sa.Update, params: dict[str, Any], worker: str, lease_s: float,
-                     task_id: int | None) -> Task | None:
-        now = convert.utcnow()
-        expires = now + timedelta(seconds=lease_s)
+    async def park_task(self, task_id: int, pool: str, runs: Sequence[NodeRun], *, lease: Lease) -> None:
+        """Hand the task over to a worker serving ``pool``: record ``runs`` and drop the lease, in one
+        transaction. The task stays ``running`` with no worker until :meth:`claim_tasks` with that
+        pool takes it; recovery never requeues it; a cancel ends it at once. Wakes idle workers.
+
+        Raises:
+            errors.TaskNotFound: no task has this id.
+            errors.LeaseLost: ``lease`` is no longer the task's current one; nothing was written.
+        """
         if self._inline is not None:
-            return await self._inline.write(lambda c: lite.claim_work(c, task_id, now, worker, expires))
-        values = {**params, "now": now, "worker": worker, "expires": expires}
+            params = await _encoded_off_loop([(task_id, run) for run in runs])
+            outcome = await self._inline.write(lambda c: lite.park_work(c, task_id, pool, params, lease),
+                                               size=lite.params_size(params))
+            _raise_unless_ok(outcome, task_id)
+            return
         async with self._write() as conn:
-            row = (await conn.execute(claim, values)).first()
-            if row is None:
-                return None
-            # Node runs are written only after a claim: a first claim has none to read.
-            nodes = await task_rows.node_runs(conn, [row.id]) if row.claims > 1 else {}
-        return convert.task(row, nodes.get(row.id, {}))
+            result = await conn.execute(
+                sa.update(task_t)
+                .where(task_t.c.id == task_id, task_t.c.status == _RUNNING, task_t.c.lease_owner == lease.worker,
+                       task_t.c.claims == lease.epoch)
+                .values(pool=pool, lease_owner=None, lease_expires=None)
+            )
+            if result.rowcount == 0:
+                await self._raise_fenced(conn, task_id)
+            if runs:
+                await self._upsert(conn, task_id, runs)
+            await notify_work(conn)  # a worker serving the pool may be idle
 
     async def save_node_runs(self, task_id: int, runs: Sequence[NodeRun], *, lease: Lease | None = None) -> None:
         """Insert or update these node runs of ``task_id`` in one transaction.
@@ -398,12 +457,14 @@ class Repository(FlowMethods, KeyMethods, LeaseMethods, NodeCacheMethods, Secret
                                       task_t.c.claims == lease.epoch)
             result = await conn.execute(update.values(values))
             if result.rowcount == 0:
-                exists = (await conn.execute(sa.select(task_t.c.id).where(task_t.c.id == task_id))).first()
-                if exists is None:
-                    raise errors.TaskNotFound(f"no task has the id {task_id}")
-                raise errors.LeaseLost(f"task {task_id} is no longer leased to this worker", task_ids=frozenset({task_id}))
+                await self._raise_fenced(conn, task_id)
             if runs:
                 await self._upsert(conn, task_id, runs)
+
+    async def _raise_fenced(self, conn: AsyncConnection, task_id: int) -> None:
+        """A fenced update changed nothing: TaskNotFound, or LeaseLost."""
+        exists = (await conn.execute(sa.select(task_t.c.id).where(task_t.c.id == task_id))).first()
+        _raise_unless_ok("lost" if exists is not None else "missing", task_id)
 
     async def _finish_inline(self, task_id: int, values: dict[str, Any], runs: Sequence[NodeRun],
                              lease: Lease | None) -> None:
@@ -412,11 +473,7 @@ class Repository(FlowMethods, KeyMethods, LeaseMethods, NodeCacheMethods, Secret
                lite.json_text(values["result"]), lite.json_text(values["error"]), task_id)
         params = await _encoded_off_loop([(task_id, run) for run in runs])
         size = len(row[4] or "") + lite.params_size(params)
-        outcome = await self._inline.write(lambda c: lite.finish_work(c, row, params, lease), size=size)
-        if outcome == "missing":
-            raise errors.TaskNotFound(f"no task has the id {task_id}")
-        if outcome == "lost":
-            raise errors.LeaseLost(f"task {task_id} is no longer leased to this worker", task_ids=frozenset({task_id}))
+        _raise_unless_ok(await self._inline.write(lambda c: lite.finish_work(c, row, params, lease), size=size), task_id)
 
     async def is_cancel_requested(self, task_id: int) -> bool:
         """Whether someone asked to cancel ``task_id``.
@@ -436,7 +493,8 @@ class Repository(FlowMethods, KeyMethods, LeaseMethods, NodeCacheMethods, Secret
         return flag
 
     async def requeue_interrupted(self) -> int:
-        """Put every ``running`` task back in the queue and return how many there were.
+        """Put every ``running`` task back in the queue and return how many there were (not a task
+        parked for a pool: no process holds it).
 
         Call it at start-up, before any worker claims: a task left running belongs to a
         process that died. ``started`` is cleared (a queued task has not started; the claim
@@ -446,7 +504,7 @@ class Repository(FlowMethods, KeyMethods, LeaseMethods, NodeCacheMethods, Secret
         async with self._write() as conn:
             result = await conn.execute(
                 sa.update(task_t)
-                .where(task_t.c.status == _RUNNING)
+                .where(task_t.c.status == _RUNNING, task_t.c.pool.is_(None))  # a parked task has no process
                 .values(status=_QUEUED, started=None, lease_owner=None, lease_expires=None,
                         interruptions=task_t.c.interruptions + 1)
             )
@@ -458,6 +516,20 @@ class Repository(FlowMethods, KeyMethods, LeaseMethods, NodeCacheMethods, Secret
         except sa_exc.IntegrityError:
             # The only constraint a valid run can break is the foreign key to its task.
             raise errors.TaskNotFound(f"no task has the id {task_id}") from None
+
+
+def _lease_times(lease_s: float) -> tuple[datetime, datetime]:
+    """A claim's ``started`` stamp and its lease's expiry."""
+    now = convert.utcnow()
+    return now, now + timedelta(seconds=lease_s)
+
+
+def _raise_unless_ok(outcome: str, task_id: int) -> None:
+    """The answer of a fenced write: ``"ok"``, or ``"missing"`` / ``"lost"`` raised."""
+    if outcome == "missing":
+        raise errors.TaskNotFound(f"no task has the id {task_id}")
+    if outcome == "lost":
+        raise errors.LeaseLost(f"task {task_id} is no longer leased to this worker", task_ids=frozenset({task_id}))
 
 
 async def _encoded_off_loop(rows: Sequence[tuple[int, NodeRun]]) -> list[tuple[Any, ...]]:
@@ -482,10 +554,44 @@ async def _cancel_descendants(conn: AsyncConnection, parent_id: int) -> list[int
             .values(status=_CANCELLED, finished=convert.utcnow(), execution_cost=0.0, error=CANCELLED_BEFORE_START)
             .returning(task_t.c.id)
         )
+        parked = await _cancel_parked(conn, below)
         running = await conn.execute(
             sa.update(task_t).where(below, task_t.c.status == _RUNNING).values(cancel_requested=True)
             .returning(task_t.c.id)
         )
-        parents = [*queued.scalars(), *running.scalars()]
+        parents = [*queued.scalars(), *parked, *running.scalars()]
         cancelled.extend(parents)
     return cancelled
+
+
+def cancelled_while_parked(pool: str) -> dict[str, Any]:
+    """The ``error`` of a task cancelled while it waited for a worker of ``pool``."""
+    return {"node_id": None, "code": "cancelled", "message": f"cancelled while waiting for a worker of pool {pool}"}
+
+
+_UNSTARTED = (NodeStatus.PENDING.value, NodeStatus.RUNNING.value)
+
+
+async def _cancel_parked(conn: AsyncConnection, which: sa.ColumnElement[bool]) -> list[int]:
+    """End the tasks parked for a pool among ``which`` as ``cancelled`` now, in the caller's
+    transaction (no worker holds them to notice a flag); their ids. Their unfinished nodes end
+    ``skipped``, as a task's end leaves them, and its cost is what its nodes cost."""
+    parked = (await conn.execute(
+        sa.select(task_t.c.id, task_t.c.pool, task_t.c.started).where(which, _PARKED)
+        .order_by(task_t.c.id).with_for_update()  # a concurrent claim of the same task waits, then skips it
+    )).all()
+    finished = convert.utcnow()
+    for row in parked:
+        cost = (sa.select(sa.func.coalesce(sa.func.sum(run_t.c.cost), 0.0))
+                .where(run_t.c.task_id == row.id, task_rows.NOT_ITEM_RUN).scalar_subquery())
+        started = row.started or finished
+        await conn.execute(
+            sa.update(task_t).where(task_t.c.id == row.id)
+            .values(status=_CANCELLED, finished=finished, execution_cost=cost, pool=None, error=cancelled_while_parked(row.pool),
+                    execution_time=round((finished - started).total_seconds(), 6))
+        )
+        await conn.execute(
+            sa.update(run_t).where(run_t.c.task_id == row.id, run_t.c.status.in_(_UNSTARTED))
+            .values(status=NodeStatus.SKIPPED.value, waiting_for_pool=None)
+        )
+    return [row.id for row in parked]

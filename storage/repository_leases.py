@@ -20,6 +20,9 @@ from storage.wakeups import notify_work
 _QUEUED, _RUNNING = TaskStatus.QUEUED.value, TaskStatus.RUNNING.value
 # Back in the queue: not started, not leased. cancel_requested is kept, so a resuming worker
 # cancels the task at once.
+REAPER_LOCK_KEY = 7270562
+"""The advisory lock a lease sweep holds on PostgreSQL (an arbitrary id of "the lease reaper")."""
+_REAPER_LOCK = sa.text(f"SELECT pg_try_advisory_xact_lock({REAPER_LOCK_KEY})")
 _REQUEUED = {"status": _QUEUED, "started": None, "lease_owner": None, "lease_expires": None}
 
 
@@ -69,12 +72,19 @@ class LeaseMethods(RepositoryBase):
                 are never requeued, even if a long database lock delayed their renewals. The
                 caller's other tasks with an expired lease (whose end it could not record) are.
 
-        A task with no lease at all (left by a build before leases) counts as expired.
+        A task with no lease at all (left by a build before leases) counts as expired; a task
+        parked for a pool (no lease, on purpose) never does.
+
+        One reaper at a time: on PostgreSQL the sweep takes a transaction-level advisory lock,
+        and while another process holds it this returns 0 at once (that one sweeps for all).
+        SQLite's write lock serializes sweeps already.
         """
         async with self._write() as conn:
+            if self._dialect == "postgresql" and not (await conn.execute(_REAPER_LOCK)).scalar():
+                return 0
             now = convert.utcnow()  # after the write lock, like renew_leases
             expired = sa.or_(task_t.c.lease_expires.is_(None), task_t.c.lease_expires < now)
-            query = sa.update(task_t).where(task_t.c.status == _RUNNING, expired)
+            query = sa.update(task_t).where(task_t.c.status == _RUNNING, task_t.c.pool.is_(None), expired)
             if exclude_worker is not None and running:
                 still_here = sa.and_(task_t.c.lease_owner == exclude_worker, task_t.c.id.in_(list(running)))
                 query = query.where(sa.not_(still_here))

@@ -9,6 +9,7 @@ and does nothing but SQL (it may be run again if the database was busy).
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -23,7 +24,7 @@ _TASK_COLUMNS = (
 )
 _RUN_COLUMNS = (
     "task_id, node_id, status, started, finished, execution_time, cost, attempts, error, output, cached, saved_cost,"
-    " items"
+    " items, waiting_for_pool"
 )
 
 _INSERT_TASK = (
@@ -33,24 +34,39 @@ _INSERT_TASK = (
 _INSERT_TASK_ONCE = _INSERT_TASK + " ON CONFLICT (flow_id, idempotency_key) DO NOTHING"
 _INSERT_PENDING = "INSERT INTO node_run (task_id, node_id, status, attempts) VALUES (?, ?, 'pending', 0)"
 _UPSERT_RUNS = (
-    f"INSERT INTO node_run ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    f"INSERT INTO node_run ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     " ON CONFLICT (task_id, node_id) DO UPDATE SET status = excluded.status, started = excluded.started,"
     " finished = excluded.finished, execution_time = excluded.execution_time, cost = excluded.cost,"
     " attempts = excluded.attempts, error = excluded.error, output = excluded.output, cached = excluded.cached,"
-    " saved_cost = excluded.saved_cost, items = excluded.items"
+    " saved_cost = excluded.saved_cost, items = excluded.items, waiting_for_pool = excluded.waiting_for_pool"
 )
 _CLAIM = (
     "UPDATE task SET status = 'running', started = ?, claims = claims + 1, lease_owner = ?, lease_expires = ?"
     " WHERE id = {which} AND status = 'queued' RETURNING " + _TASK_COLUMNS
 )
-_CLAIM_NEXT = _CLAIM.format(which="(SELECT id FROM task WHERE status = 'queued' ORDER BY id LIMIT 1)")
 _CLAIM_ONE = _CLAIM.format(which="?")
+# A batch claim: queued tasks, and tasks parked for one of the claimer's pools (SPEC §10). A
+# parked task keeps ``started``, and its claim is a new fencing epoch (claims + 1). Each half is
+# its own ordered, limited scan (queued on ix_task_status_id, parked on ix_task_pool_id): one
+# OR'ed condition would make SQLite walk every task in id order.
+_CLAIM_MANY = (
+    "UPDATE task SET status = 'running', started = coalesce(started, ?), claims = claims + 1, lease_owner = ?,"
+    " lease_expires = ?, pool = NULL WHERE id IN ({which}) RETURNING " + _TASK_COLUMNS
+)
+_QUEUED_IDS = "SELECT id FROM task WHERE status = 'queued' ORDER BY id LIMIT ?"
+_PARKED_IDS = (
+    "SELECT id FROM task WHERE pool IN ({pools}) AND status = 'running' AND lease_owner IS NULL ORDER BY id LIMIT ?"
+)
 _FINISH = (
     "UPDATE task SET status = ?, finished = ?, execution_time = ?, execution_cost = ?, result = ?, error = ?,"
     " lease_owner = NULL, lease_expires = NULL WHERE id = ?"
 )
 # The fence: only the worker holding the task's current claim may end it.
 _FINISH_FENCED = _FINISH + " AND status = 'running' AND lease_owner = ? AND claims = ?"
+_PARK = (
+    "UPDATE task SET pool = ?, lease_owner = NULL, lease_expires = NULL"
+    " WHERE id = ? AND status = 'running' AND lease_owner = ? AND claims = ?"
+)
 _TASK_EXISTS = "SELECT 1 FROM task WHERE id = ?"
 _TASK_BY_ID = f"SELECT {_TASK_COLUMNS} FROM task WHERE id = ?"
 _TASK_BY_KEY = f"SELECT {_TASK_COLUMNS} FROM task WHERE flow_id = ? AND idempotency_key = ?"
@@ -104,7 +120,7 @@ def run_params(task_id: int, run: NodeRun) -> tuple[Any, ...]:
     return (
         task_id, run.node_id, NodeStatus(run.status).value, dt(run.started), dt(run.finished), run.execution_time,
         run.cost, run.attempts, json_text(run.error.as_dict() if run.error else None), json_text(run.output),
-        1 if run.cached else 0, run.saved_cost, json_text(run.items),
+        1 if run.cached else 0, run.saved_cost, json_text(run.items), run.waiting_for_pool,
     )
 
 
@@ -132,7 +148,7 @@ def _node_run(row: Sequence[Any]) -> NodeRun:
     return NodeRun(
         node_id=row[1], status=_NODE_STATUS[row[2]], started=_parse_dt(row[3]), finished=_parse_dt(row[4]),
         execution_time=row[5], cost=row[6], attempts=row[7], error=RunError.from_dict(_json(row[8])), output=_json(row[9]),
-        cached=bool(row[10]), saved_cost=row[11], items=_json(row[12]),
+        cached=bool(row[10]), saved_cost=row[11], items=_json(row[12]), waiting_for_pool=row[13],
     )
 
 
@@ -165,21 +181,59 @@ def earlier_task_work(conn: sqlite3.Connection, flow_id: str, key: str) -> tuple
     return None if row is None else (_task(row, _runs(conn, row[0])), row[13])
 
 
-def claim_work(conn: sqlite3.Connection, task_id: int | None, now: datetime, worker: str,
-               expires: datetime) -> Task | None:
-    """Move the oldest queued task (or ``task_id`` if queued) to running; it with its node runs."""
-    if task_id is None:
-        row = conn.execute(_CLAIM_NEXT, (dt(now), worker, dt(expires))).fetchone()
-    else:
-        row = conn.execute(_CLAIM_ONE, (dt(now), worker, dt(expires), task_id)).fetchone()
-    if row is None:
-        return None
+def claim_work(conn: sqlite3.Connection, task_id: int, now: datetime, worker: str, expires: datetime) -> Task | None:
+    """Move ``task_id`` to running if it is queued; it with its node runs."""
+    row = conn.execute(_CLAIM_ONE, (dt(now), worker, dt(expires), task_id)).fetchone()
+    return None if row is None else _claimed(conn, [row])[0]
+
+
+@functools.cache
+def _claim_many(pools: int) -> str:
+    if not pools:
+        return _CLAIM_MANY.format(which=_QUEUED_IDS)
+    parked = _PARKED_IDS.format(pools=",".join("?" * pools))
+    return _CLAIM_MANY.format(
+        which=f"SELECT id FROM ({_QUEUED_IDS}) UNION ALL SELECT id FROM ({parked}) ORDER BY id LIMIT ?")
+
+
+def claim_many_work(conn: sqlite3.Connection, limit: int, pools: Sequence[str], now: datetime, worker: str,
+                    expires: datetime) -> list[Task]:
+    """Move up to ``limit`` tasks to running, oldest first: queued ones and ones parked for ``pools``."""
+    params: tuple[Any, ...] = (dt(now), worker, dt(expires), limit)
+    if pools:
+        params = (*params, *pools, limit, limit)
+    rows = conn.execute(_claim_many(len(pools)), params).fetchall()
+    return _claimed(conn, sorted(rows, key=lambda row: row[0]))
+
+
+def _claimed(conn: sqlite3.Connection, rows: list[Any]) -> list[Task]:
     # A first claim has only the pending rows written with the task: the executor makes those itself.
-    return _task(row, _runs(conn, row[0]) if row[12] > 1 else {})
+    resumed = [row[0] for row in rows if row[12] > 1]
+    runs: dict[int, dict[str, NodeRun]] = {task_id: {} for task_id in resumed}
+    if resumed:
+        query = f"SELECT {_RUN_COLUMNS} FROM node_run WHERE task_id IN ({','.join('?' * len(resumed))})"
+        for run_row in conn.execute(query + " ORDER BY task_id, started ASC NULLS LAST, node_id", resumed):
+            runs[run_row[0]][run_row[1]] = _node_run(run_row)
+    return [_task(row, runs.get(row[0], {})) for row in rows]
 
 
-def any_queued_work(conn: sqlite3.Connection) -> bool:
-    return conn.execute("SELECT 1 FROM task WHERE status = 'queued' LIMIT 1").fetchone() is not None
+def any_claimable_work(conn: sqlite3.Connection, pools: Sequence[str]) -> bool:
+    """Whether :func:`claim_many_work` would find anything (a read: far cheaper than an empty write)."""
+    if conn.execute("SELECT 1 FROM task WHERE status = 'queued' LIMIT 1").fetchone() is not None:
+        return True
+    if not pools:
+        return False
+    parked = _PARKED_IDS.format(pools=",".join("?" * len(pools)))
+    return conn.execute(parked, (*pools, 1)).fetchone() is not None
+
+
+def park_work(conn: sqlite3.Connection, task_id: int, pool: str, runs: list[tuple[Any, ...]], lease: Lease) -> str:
+    """Park a task for ``pool`` (drop its lease, keep it running) with its node runs; the fence as :func:`finish_work`."""
+    changed = conn.execute(_PARK, (pool, task_id, lease.worker, lease.epoch)).rowcount
+    if changed == 0:
+        return "missing" if conn.execute(_TASK_EXISTS, (task_id,)).fetchone() is None else "lost"
+    conn.executemany(_UPSERT_RUNS, runs)
+    return "ok"
 
 
 def held_work(conn: sqlite3.Connection, leases: dict[int, Lease]) -> set[int]:

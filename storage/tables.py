@@ -88,6 +88,9 @@ class TaskRow(SQLModel, table=True):
         sa.Index("ix_task_flow_id_id", "flow_id", "id"),
         # A task's children (subflows, map items run as flows), newest first: GET /tasks?parent_id=.
         sa.Index("ix_task_parent_id_id", "parent_id", "id"),
+        # Tasks parked for a pool (SPEC §10), found by a claimer serving it; only those are indexed.
+        sa.Index("ix_task_pool_id", "pool", "id", postgresql_where=sa.text("pool IS NOT NULL"),
+                 sqlite_where=sa.text("pool IS NOT NULL")),
         # Ids are never reused, even if the newest task were ever deleted.
         {"sqlite_autoincrement": True},
     )
@@ -121,6 +124,9 @@ class TaskRow(SQLModel, table=True):
     key_id: str | None = None
     # The task whose subflow or map node started this one (Scade's field; SPEC §9).
     parent_id: int | None = Field(default=None, sa_type=BigId)
+    # The pool a parked task waits for (SPEC §10): running, no lease, until a worker serving it
+    # claims it. Null otherwise.
+    pool: str | None = Field(default=None, max_length=40)
 
 
 class NodeRunRow(SQLModel, table=True):
@@ -145,6 +151,8 @@ class NodeRunRow(SQLModel, table=True):
     saved_cost: float | None = None
     # A map node's item counts by status (SPEC §9): shown in place of its item runs.
     items: dict[str, Any] | None = Field(default=None, sa_type=JSONValue)
+    # Pending until a worker of this pool takes the task (SPEC §10); cleared when it starts.
+    waiting_for_pool: str | None = Field(default=None, max_length=40)
 
 
 class ApiKeyRow(SQLModel, table=True):

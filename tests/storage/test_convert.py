@@ -12,7 +12,7 @@ from storage import convert
 def row(task_id: int, node_id: str, started: datetime | None) -> SimpleNamespace:
     return SimpleNamespace(task_id=task_id, node_id=node_id, status="succeeded" if started else "skipped",
                            started=started, finished=None, execution_time=None, cost=None, attempts=0,
-                           error=None, output=None, cached=False, saved_cost=None, items=None)
+                           error=None, output=None, cached=False, saved_cost=None, items=None, waiting_for_pool=None)
 
 
 def test_runs_are_ordered_by_start_then_id_in_code_points_not_the_rows_order() -> None:

@@ -125,6 +125,28 @@ async def test_a_first_release_database_upgrades_with_every_flow_key_and_task(en
     assert await storage.create_schema(engine) == migrations.SchemaVersions(HEAD, HEAD)
 
 
+async def test_a_0006_database_upgrades_keeping_its_child_tasks_and_map_counts(engine: Any, empty_url: str) -> None:
+    await load_first_release(empty_url)
+    await run_sync(engine, lambda c: command.stamp(migrations.config(c), "0001"))
+    await run_sync(engine, lambda c: command.upgrade(migrations.config(c), "0006"))
+    await run_sync(engine, lambda c: c.exec_driver_sql(
+        "UPDATE node_run SET items = '{\"succeeded\": 3}' WHERE task_id = 1 AND node_id = 'end'"))
+    await run_sync(engine, lambda c: c.exec_driver_sql("UPDATE task SET parent_id = 1 WHERE id = 2"))
+
+    assert await storage.create_schema(engine) == migrations.SchemaVersions("0006", HEAD)
+
+    repo = Repository(engine)
+    first, second = await repo.get_task(1), await repo.get_task(2)
+    assert first.nodes["end"].items == {"succeeded": 3} and first.nodes["end"].output == {"request": {"name": "ada"}}
+    assert (second.parent_id, second.status, second.result) == (1, TaskStatus.SUCCEEDED, {"request": {"name": "world"}})
+    assert all(run.waiting_for_pool is None for task in (first, second) for run in task.nodes.values())
+    assert await run_sync(engine, lambda c: c.execute(sa.select(tables.task.c.pool)).scalars().all()) == [None, None]
+    request = TaskRequest(start_node_id="start", end_node_id="end", result_node_id="end")
+    new, _ = await repo.create_task("greet", 1, request)
+    assert new.id == 3
+    assert [t.id for t in await repo.claim_tasks("w1", 60, 5, frozenset({"gpu"}))] == [3]
+
+
 async def test_revision_1_is_exactly_what_the_first_release_created(engine: Any, empty_url: str) -> None:
     await load_first_release(empty_url)
     released = await run_sync(engine, shape)

@@ -55,7 +55,7 @@ def full_run(node_id: str, started: datetime, cost: float = 0.1 + 0.2) -> NodeRu
     error = RunError("node_failed", "échec ✗ 猫", node_id)
     output = {"z": {"list": [1, 2.5, None, True, "日本語"], "empty": {}}, "a": 2**53, "f": 1e-300}
     return NodeRun(node_id, NodeStatus.FAILED, started, started + timedelta(seconds=1, microseconds=7), 1.000007, cost, 3,
-                   error, output)
+                   error, output, waiting_for_pool="gpu")
 
 
 def raw(path: str, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
