@@ -16,7 +16,7 @@ from aiohttp import web
 from graph_runtime import errors as flow_errors
 from graph_runtime import selection
 from graph_runtime.flow import Flow
-from http_api import auth, errors, flow_sync, heap, planning
+from http_api import auth, errors, flow_sync, heap, planning, processes
 from http_api.access_log import MaskingAccessLogger
 from http_api.app import close_services, create_app, open_services
 from http_api.body import SERVICES
@@ -117,16 +117,19 @@ def server_options(settings: Settings) -> dict[str, Any]:
 
 
 def serve(settings: Settings) -> int:
-    """Run the API and the workers until SIGINT/SIGTERM."""
+    """Run the API and the workers until SIGINT/SIGTERM (``--processes N``: N such processes on one port)."""
+    if settings.processes > 1:
+        return processes.supervise(settings)
     app = create_app(settings)
 
     app.on_startup.append(announce_start)
     runs = (f"up to {settings.max_concurrent_jobs} concurrent tasks" if settings.workers
             else "API only (--workers 0): tasks run in `graph-runtime worker` processes")
-    print(f"graph-runtime: database {_without_password(settings.database_url)}, {runs}", flush=True)
+    print(f"graph-runtime{processes.label()}: database {_without_password(settings.database_url)}, {runs}",
+          flush=True)
     try:
         web.run_app(app, host=settings.host, port=settings.port, print=lambda msg: print(msg, flush=True),
-                    **server_options(settings))
+                    reuse_port=processes.is_child(), **server_options(settings))
     except OSError as exc:
         print(f"error: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}", file=sys.stderr)
         return 1

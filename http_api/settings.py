@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     max_concurrent_jobs: int = Field(default=10, ge=1, le=10_000)
     # serve: 1 runs tasks in the API process (the embedded default); 0 is API only: never node code
     workers: int = Field(default=1, ge=0, le=1)
+    # serve: N API+worker processes on one port (SO_REUSEPORT), to use every core; 1 is one process
+    processes: int = Field(default=1, ge=1, le=64)
     # --pool gpu --pool big (or GRAPH_RUNTIME_POOLS=gpu,big): the pools whose nodes this process's
     # worker runs, besides every node that names no pool (SPEC §10)
     pools: Annotated[list[PoolName], NoDecode] = Field(default_factory=list)
