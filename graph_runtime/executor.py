@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from graph_runtime import errors, output_cache, selection
+from graph_runtime import errors, output_cache, pools, selection
 from graph_runtime.attempts import run_attempts
 from graph_runtime.children import ChildLauncher, InlineLauncher, TaskChildren
 from graph_runtime.commits import GroupCommitter
@@ -62,6 +62,9 @@ class Control:
 
     user_cancelled: bool = False
     asyncio_task: asyncio.Task[Any] | None = None
+    # Set by the executor when the task was handed over to a worker of another pool (SPEC §10):
+    # it is not this worker's any more, and must not be released to the queue.
+    parked: bool = False
     # Runs the child tasks of subflow and map nodes (the scheduler: beside its slots, under its
     # heartbeat). None: they run inline in this executor (a test or a one-off run).
     launcher: ChildLauncher | None = None
@@ -83,8 +86,13 @@ class Executor:
     listener: Listener | None = None
     draining: bool = False  # set at shutdown: running nodes finish, no new node starts
     committer: GroupCommitter | None = None
-    max_claims: int = 20  # a task interrupted this often is failing its process: give up (crashed)
+    # A task whose worker died this often (between nodes too) is failing its process: give up (crashed).
+    # Interruptions, not claims: a drain's release and a hand-off to another pool are not failures.
+    max_claims: int = 20
     max_interruptions: int = 2  # its process died this often while a node ran: that node is crashing it
+    # The pools this worker serves (SPEC §10); a node of another pool is handed over to a worker
+    # serving it. None: every pool (a one-off `graph-runtime run`, an embedded test).
+    pools: frozenset[str] | None = None
     _runs: dict[int, _TaskRun] = dataclasses.field(default_factory=dict, init=False, repr=False)  # by task id
 
     def __post_init__(self) -> None:
@@ -118,6 +126,10 @@ class Executor:
             await run.prepare()
             async with asyncio.timeout(task.request.timeout_s):
                 await run.drive()
+            if run.handed_over():
+                await asyncio.shield(run.park())
+                control.parked = True
+                return task
             if run.unfinished():
                 await asyncio.shield(run.abandon())
                 return task
@@ -182,6 +194,8 @@ class _TaskRun:
         self.remaining = 0  # nodes of the plan not succeeded yet
         self._ended_queue: asyncio.Queue[asyncio.Task[None]] = asyncio.Queue()
         self._skips: list[NodeRun] = []  # skipped since the last _start, to record
+        self.foreign: dict[str, str] = {}  # nodes of pools this worker does not serve: their pool
+        self.held: list[str] = []  # foreign nodes that became ready: the task goes to their pool
 
     async def persist(self, write: Callable[[], Awaitable[None]]) -> None:
         """Run a store write, retrying while the database is busy or away: it costs latency,
@@ -202,8 +216,9 @@ class _TaskRun:
         crashed = self._crash_looping()
         if crashed is not None:
             raise crashed
-        if self.task.claims > self.ex.max_claims:
-            raise errors.TaskCrashed(f"the task was interrupted {self.task.claims - 1} times; it is not resumed again")
+        if self.task.interruptions > self.ex.max_claims:
+            raise errors.TaskCrashed(f"the task was interrupted {self.task.interruptions} times; "
+                                     "it is not resumed again")
         flow = await self.ex.store.load_flow(self.task.flow_id, self.task.revision)
         try:
             self.plan = selection.plan(flow, self.ex.registry, self.task.request)
@@ -211,14 +226,17 @@ class _TaskRun:
             # It was valid when queued; what changed since (a node type uninstalled) makes
             # running it impossible.
             raise errors.TaskCrashed(f"the task cannot run on this server any more: {exc.message}") from exc
+        self.foreign = pools.foreign_nodes(self.plan, self.ex.registry, self.ex.pools)
         for node_id in self.plan.order:
             run = self.task.nodes.get(node_id)
             if run is None:
                 self.task.nodes[node_id] = NodeRun(node_id)
             elif run.status is not NodeStatus.SUCCEEDED:
-                # Interrupted by a crash: it runs again, and its attempts keep counting. No write
-                # here: its next attempt (or the task's end) records it.
+                # Interrupted by a crash, or waiting for this worker's pool: it runs again, and its
+                # attempts keep counting. No write here: its next attempt (or the task's end) records it.
                 run.status, run.error, run.output = NodeStatus.PENDING, None, None
+                if node_id not in self.foreign:
+                    run.waiting_for_pool = None
 
     def _crash_looping(self) -> errors.TaskCrashed | None:
         """The task's process died (or froze past its lease) while running it, twice: a node that
@@ -315,6 +333,30 @@ class _TaskRun:
         finally:
             await self._cancel_running()
 
+    def handed_over(self) -> bool:
+        """Nothing runs, nothing failed, and the nodes left wait for a pool this worker does not serve."""
+        return self.failure is None and not self.ex.draining and bool(self.held)
+
+    async def park(self) -> None:
+        """Hand the task to a worker of the first waiting node's pool (in plan order): every node
+        waiting for a pool says which, and the task stays ``running`` with no worker until one
+        serving that pool claims it (SPEC §10)."""
+        assert self.plan is not None and self.task.lease is not None
+        await self._cancel_running()  # only the recording of skips can still be in flight
+        await self.ex.committer.drain()  # type: ignore[union-attr]
+        order = {node_id: i for i, node_id in enumerate(self.plan.order)}
+        held = sorted(set(self.held), key=order.__getitem__)
+        for node_id in held:
+            self.task.nodes[node_id].waiting_for_pool = self.foreign[node_id]
+            self.dirty.add(node_id)
+            self._notify(self.task.nodes[node_id])
+        pool = self.foreign[held[0]]
+        runs = [self.task.nodes[n] for n in sorted(self.dirty) if n in self.task.nodes]
+        await self.persist(lambda: self.ex.store.park_task(self.task.id, pool, runs, lease=self.task.lease))  # type: ignore[arg-type]
+        self.dirty.clear()
+        log.info("waiting for a worker of pool %s", pool,
+                 extra={"action": "task_parked", "task_id": self.task.id, "node_id": held[0]})
+
     def unfinished(self) -> bool:
         """Nodes are left and nothing failed: a drain stopped the task between nodes."""
         return self.failure is None and any(r.status is NodeStatus.PENDING for r in self.task.nodes.values())
@@ -330,6 +372,9 @@ class _TaskRun:
             saving.add_done_callback(self._ended_queue.put_nowait)
             self.running[saving.get_name()] = saving
         for node_id in node_ids:
+            if node_id in self.foreign:
+                self.held.append(node_id)  # runs on a worker of its pool, after this one hands the task over
+                continue
             if node_id not in self.running and self.task.nodes[node_id].status is NodeStatus.PENDING:
                 task = asyncio.create_task(self._run_node(node_id), name=node_id)
                 task.add_done_callback(self._ended_queue.put_nowait)

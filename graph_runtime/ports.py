@@ -52,7 +52,7 @@ class TaskStore(Protocol):
         with the same idempotency key: ``(task, created)``."""
 
     async def claim_task(self, task_id: int, worker: str, lease_s: float) -> Task | None:
-        """Claim ``task_id`` if it is queued (as :meth:`claim_next_task` does); None otherwise."""
+        """Claim ``task_id`` if it is queued (as :meth:`claim_tasks` does); None otherwise."""
 
     async def get_task(self, task_id: int, *, items: bool = False) -> Task:
         """The task with its node runs (its map items' runs too if ``items``)."""

@@ -54,6 +54,8 @@ class Scheduler:
     worker_id: str = field(default_factory=new_worker_id)
     open_renewer: OpenRenewer | None = None  # the heartbeat's own connection; None: through this loop's store
     wakeups: WorkWakeups | None = None  # work queued by other processes wakes this one at once (PostgreSQL)
+    pools: frozenset[str] = frozenset()  # besides tasks queued, it claims tasks waiting for these pools
+    claims_queued: bool = True  # False: it runs only the tasks given to run_child (`graph-runtime run`)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _running: dict[int, Control] = field(default_factory=dict)
     _ended: dict[int, list[asyncio.Future[Task | None]]] = field(default_factory=dict)
@@ -220,11 +222,13 @@ class Scheduler:
         return self.poll_interval_s
 
     async def _claim_while_free(self) -> None:
-        while self._claiming and len(self._running) < self.max_concurrent:
-            task = await self.store.claim_next_task(self.worker_id, self.lease_s)
-            if task is None:
+        # One statement claims as many tasks as there are free slots (SPEC §10: batch claims).
+        while self._claiming and self.claims_queued and (free := self.max_concurrent - len(self._running)) > 0:
+            tasks = await self.store.claim_tasks(self.worker_id, self.lease_s, free, self.pools)
+            for task in tasks:
+                self._spawn(task)
+            if len(tasks) < free:
                 return
-            self._spawn(task)
 
     async def _recover(self) -> None:
         # This worker's own tasks are requeued too once their lease expired, unless it still runs
@@ -266,7 +270,7 @@ class Scheduler:
     async def _execute(self, task: Task, control: Control) -> None:
         try:
             await self.executor.execute(task, control)
-            if not task.status.ended:  # drained: its remaining nodes run after the next start
+            if not task.status.ended and not control.parked:  # drained: its remaining nodes run after the next start
                 await self._release([task.id])
         except asyncio.CancelledError:
             raise

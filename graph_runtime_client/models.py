@@ -87,13 +87,14 @@ class NodeRun:
     error: Error | None = None
     cached: bool = False
     items: dict[str, int] | None = None  # a map node's item runs per status, and ``total``
+    waiting_for_pool: str | None = None  # pending until a worker of this pool takes the task
 
     @classmethod
     def from_json(cls, value: dict[str, Any]) -> NodeRun:
         return cls(status=value["status"], attempts=value.get("attempts") or 0, started=_time(value.get("started")),
                    finished=_time(value.get("finished")), execution_time=value.get("execution_time"),
                    cost=value.get("cost"), error=Error.from_json(value.get("error")), cached=bool(value.get("cached")),
-                   items=value.get("items"))
+                   items=value.get("items"), waiting_for_pool=value.get("waiting_for_pool"))
 
 
 @dataclass(frozen=True)

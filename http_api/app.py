@@ -52,8 +52,12 @@ log = logging.getLogger(__name__)
 
 
 async def open_services(settings: Settings, registry: Registry | None = None,
-                        telemetry: Telemetry | None = None) -> Services:
-    """Open the database, load the flows directory and build the executor and scheduler (observed by ``telemetry``)."""
+                        telemetry: Telemetry | None = None, *, one_off: bool = False) -> Services:
+    """Open the database, load the flows directory and build the executor and scheduler (observed by ``telemetry``).
+
+    ``one_off``: for ``graph-runtime run``: its scheduler claims no queued task, only the one it is
+    given, and runs every node of it whatever its pool (the user ran it here on purpose).
+    """
     prices = settings.llm_price_table()  # a bad LLM_PRICES file stops the start before anything opens
     engine = storage_engine.create_engine(settings.database_url)
     # FILES_URL's bucket is checked first: a wrong one stops the start before the database is touched.
@@ -83,10 +87,12 @@ async def open_services(settings: Settings, registry: Registry | None = None,
     ]
     executor = Executor(store=repo, registry=registry, http=http, allow_private=settings.http_allow_private,
                         limits=settings.limits(), files=files, prices=prices, resolvers=resolvers,
-                        cache=StoredOutputCache(repo) if settings.cache_max_bytes > 0 else None)
+                        cache=StoredOutputCache(repo) if settings.cache_max_bytes > 0 else None,
+                        pools=None if one_off else frozenset(settings.pools))
     scheduler = Scheduler(repo, executor, max_concurrent=settings.max_concurrent_jobs,
                           poll_interval_s=settings.poll_interval_s, lease_s=settings.lease_s,
-                          open_renewer=lease_renewer(engine), wakeups=pg_wakeups(engine))
+                          open_renewer=lease_renewer(engine), wakeups=None if one_off else pg_wakeups(engine),
+                          pools=frozenset(settings.pools), claims_queued=not one_off)
     services = Services(settings=settings, repo=repo, registry=registry, executor=executor, scheduler=scheduler,
                         files=files, cipher=cipher, links=links)
     if telemetry is not None:

@@ -64,7 +64,7 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
 async def _dispatch_async(args: argparse.Namespace, settings: Settings) -> int:
     # Reading is never writing: no command loads the flows directory into the database as `serve`
     # does; `flows push` publishes, `run` adds a flow the database lacks (and says so).
-    services = await open_services(settings.model_copy(update={"flows_dir": None}))
+    services = await open_services(settings.model_copy(update={"flows_dir": None}), one_off=True)
     try:
         if args.command == "keys":
             return await keys_command(services, args)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -12,9 +12,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from graph_runtime.executor import Control
 from graph_runtime.models import NodeRun, NodeStatus, Task, is_item_run
-from graph_runtime.scheduler import new_worker_id
 from http_api.schemas import ExecuteBody, parse_body
 from http_api.services import Services, submit
 
@@ -88,45 +86,42 @@ def render(task: TaskRows, started: float) -> Table:
         elapsed = f"{run.execution_time:.3f}" if run.execution_time is not None else ""
         items = getattr(run, "items", None)
         done = f" {items.get('succeeded', 0) + items.get('failed', 0)}/{items.get('total', 0)}" if items else ""
+        pool = getattr(run, "waiting_for_pool", None)
+        done += f" · waiting for pool {pool}" if pool else ""
         table.add_row(node_id, f"[{STYLE[status]}]{status.value}{done}[/]", str(run.attempts), elapsed,
                       f"{run.cost:g}" if run.cost is not None else "", f"[{STYLE[status]}]{bars.get(node_id, '')}[/]")
     return table
 
 
 async def run_with_progress(services: Services, flow_id: str, raw: dict[str, Any], *, revision: int | None) -> Task:
-    """Queue the task, claim exactly it, and execute it here while a live table shows its nodes."""
+    """Queue the task and run exactly it here, as a worker runs a task (the scheduler's claim, lease
+    heartbeat, loop watch and child tasks), while a live table shows its nodes."""
     task, _ = await submit(services, flow_id, parse_body(ExecuteBody, raw), revision=revision, raw_body=raw)
-    worker, lease_s = f"cli-{new_worker_id()}", services.settings.lease_s
-    claimed = await services.repo.claim_task(task.id, worker, lease_s)
-    if claimed is None:  # a server on the same database took it first; show where it ended
-        return await services.repo.get_task(task.id)
+    scheduler = services.scheduler
     console = Console(stderr=True)
     started = time.monotonic()
-    with Live(render(claimed, started), console=console, refresh_per_second=8, transient=False) as live:
+    shown = task
+    with Live(render(shown, started), console=console, refresh_per_second=8, transient=False) as live:
 
         def on_change(changed: Task, _: NodeRun) -> None:
-            live.update(render(changed, started))
+            nonlocal shown
+            if changed.id == task.id:  # a subflow's child task runs here too: the table is the task's
+                shown = changed
+                live.update(render(shown, started))
 
         services.executor.listener = on_change
-        ticker = asyncio.create_task(_tick(live, claimed, started))
-        heartbeat = asyncio.create_task(_keep_lease(services, worker, task.id, lease_s))
+        ticker = asyncio.create_task(_tick(live, lambda: shown, started))
+        await scheduler.start()
         try:
-            await services.executor.execute(claimed, Control())
+            ended = await scheduler.run_child(task.id)
         finally:
             ticker.cancel()
-            heartbeat.cancel()
-        live.update(render(claimed, started))
+            await scheduler.stop()
+        live.update(render(ended, started))
     return await services.repo.get_task(task.id)
 
 
-async def _keep_lease(services: Services, worker: str, task_id: int, lease_s: float) -> None:
-    """A server on the same database must not take this task for a dead worker's."""
-    while True:
-        await asyncio.sleep(lease_s / 3)
-        await services.repo.renew_leases(worker, [task_id], lease_s)
-
-
-async def _tick(live: Live, task: Task, started: float) -> None:
+async def _tick(live: Live, task: Callable[[], Task], started: float) -> None:
     while True:
         await asyncio.sleep(0.25)
-        live.update(render(task, started))
+        live.update(render(task(), started))

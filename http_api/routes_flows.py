@@ -79,6 +79,7 @@ async def node_types(request: web.Request) -> web.Response:
             "policy": t.policy.model_dump(),
             "extra": t.extra,
             "available": t.available(),
+            "pool": t.pool,
         }
         for t in registry
     ]})

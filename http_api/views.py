@@ -53,6 +53,8 @@ def node_view(run: NodeRun, *, output: bool = False) -> dict[str, Any]:
     }
     if run.items is not None:  # a map node: its items by status, in place of its item runs
         view["items"] = run.items
+    if run.waiting_for_pool is not None:  # SPEC §10: pending until a worker of its pool takes the task
+        view["waiting_for_pool"] = run.waiting_for_pool
     if output:
         view["output"] = run.output
     return view

@@ -79,6 +79,9 @@ class NodeRunView(Wire):
     saved_cost: float | None = Field(description="When cached: what the run that filled the cache cost; on a "
                                                  "map, what its cached items saved.")
     items: MapItems | None = Field(default=None, description="Only on a map node: its items by status.")
+    waiting_for_pool: str | None = Field(
+        default=None, description="Only on a pending node that runs on a worker of this pool (`gpu`…) "
+                                  "while none has taken the task yet: it waits, it does not fail.")
     output: dict[str, Any] | None = Field(default=None, description="Only with `include=outputs`.")
 
 
@@ -247,6 +250,8 @@ class NodeTypeView(Wire):
     policy: RunPolicy
     extra: str | None = Field(description="The extra the type needs: `pip install 'graph-runtime[<extra>]'`.")
     available: bool = Field(description="False when that extra is not installed: a flow using the type is refused.")
+    pool: str | None = Field(description="The worker pool its nodes run on (`--pool`), unless a node names "
+                                         "its own; null: any worker.")
 
 
 class NodeTypeList(Wire):

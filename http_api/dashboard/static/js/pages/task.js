@@ -95,7 +95,9 @@ export async function taskPage(view, taskId, query) {
         row.tr.dataset.status = node.status;
       }
       row.tries.textContent = node.attempts;
-      row.time.textContent = node.cached ? "cached" : seconds(node.execution_time);
+      // A node pending because no worker of its pool has taken the task yet says so (SPEC §10).
+      row.time.textContent = node.cached ? "cached"
+        : node.waiting_for_pool ? `waits for pool ${node.waiting_for_pool}` : seconds(node.execution_time);
       row.cost.textContent = node.cached ? `saved ${credits(node.saved_cost)}` : credits(node.cost);
       const start = node.started ? Date.parse(node.started) : null;
       const end = node.finished ? Date.parse(node.finished) : start !== null ? Date.now() : null;
@@ -134,7 +136,8 @@ export async function taskPage(view, taskId, query) {
     panel.replaceChildren(...[
       h("h2", { tabindex: -1 }, `Node ${id} `, badge(node.status)),
       h("p", { class: "small muted" }, `${typeOf(id)} · tries ${node.attempts} · ${seconds(node.execution_time)} · `
-        + `cost ${credits(node.cost)}${node.cached ? ` · from the cache, saved ${credits(node.saved_cost)}` : ""}`),
+        + `cost ${credits(node.cost)}${node.cached ? ` · from the cache, saved ${credits(node.saved_cost)}` : ""}`
+        + (node.waiting_for_pool ? ` · waiting for a worker of pool ${node.waiting_for_pool}` : "")),
       node.error ? alertBox({ message: `${node.error.code}: ${node.error.message}` }) : null,
       h("div", { class: "previews" }, previews(node.output)),
       node.output !== undefined && node.output !== null ? h("pre", {}, JSON.stringify(stripUrls(node.output), null, 2)) : h("p", { class: "muted" }, "No output."),
