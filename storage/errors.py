@@ -58,6 +58,11 @@ _UNAVAILABLE = (
 )
 
 
+# PostgreSQL's SQLSTATEs for a server that is there but cannot serve now: a connection exception
+# (class 08), shutting down or starting up (57P01-57P03: "the database system is shutting down"
+# is 57P03), too many connections (53300). Retried like a refused connection, never a task failure.
+_UNAVAILABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03", "53300")
+
 # SQLite reports schema mistakes as OperationalError too; retrying will not fix those.
 SCHEMA_MISTAKES = ("no such table", "no such column", "syntax error", "has no column")
 
@@ -66,6 +71,8 @@ def translate(exc: BaseException) -> GraphRuntimeError:
     """The graph-runtime error for a SQLAlchemy or driver exception."""
     if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
         return errors.StoreUnavailable(f"the database connection was lost: {_first_line(exc)}")
+    if str(getattr(getattr(exc, "orig", exc), "sqlstate", None) or "").startswith(_UNAVAILABLE_SQLSTATES):
+        return errors.StoreUnavailable(f"the database is unavailable: {_first_line(exc)}")
     if any(mistake in _first_line(exc) for mistake in SCHEMA_MISTAKES):
         return StorageError(f"database error (is the schema created?): {_first_line(exc)}")
     if isinstance(exc, _UNAVAILABLE):
