@@ -106,6 +106,13 @@ class Sizes:
     cache_chain: int = 100  # the chain whose cached nodes give the per-node cost of a hit
     plan_nodes: int = 1_000  # the flow the plan cases plan
     map_items: int = 1_000  # the map case's items, and its wide flow's width
+    callback_deliveries: int = 2_000  # signed callbacks per run to a local receiver (bench/callbacks.py)
+    scale_clients: int = 64  # HTTP clients against serve and serve --processes 2 (bench/scale.py)
+    scale_seconds: float = 3.0
+    io_tasks: int = 400  # I/O-bound tasks per run against 1 and io_workers workers
+    io_node_s: float = 0.2
+    io_workers: int = 4
+    enqueue_samples: int = 100  # tasks queued one at a time to idle workers
 
     def repeats_for(self, shape: Shape) -> int:
         return self.big_repeats if shape.node_count >= self.big_nodes else self.repeats
@@ -123,7 +130,9 @@ SMOKE = Sizes(chain=5, wide=10, sequential_flows=5, prefect_sequential_flows=2, 
               prefect_max_nodes=22, repeats=2, big_repeats=2, big_nodes=20, prefect_repeats=2, http_repeats=2,
               rss_repeats=1, http_latency_requests=10, http_seconds=0.5, reference_seconds=0.2, rss_nodes=20, rss_queued=20,
               llm_calls=20, files_mib=8, media_runs=1, media_tasks=2, media_size=(400, 300), cache_chain=10,
-              plan_nodes=20, map_items=10)
+              plan_nodes=20, map_items=10, callback_deliveries=40,
+              scale_clients=4, scale_seconds=1.0, io_tasks=20, io_node_s=0.05,
+              io_workers=2, enqueue_samples=5)
 
 
 @dataclass(frozen=True)
@@ -159,6 +168,15 @@ def cases(sizes: Sizes) -> list[Case]:
     found.append(Case("plan", "reuse", f"plan of a {sizes.plan_nodes}-node flow, in process"))
     found.append(Case("plan-http", "reuse", f"plan of a {sizes.plan_nodes}-node flow over HTTP"))
     found.append(Case("map", "reuse", f"map over {sizes.map_items} merge items vs wide-{sizes.map_items}, per item/node"))
+    found.append(Case("callbacks", "callbacks", f"{sizes.callback_deliveries} signed task-end callbacks to a local "
+                                                "receiver, deliveries/s"))
+    found.append(Case("pg-chain", "scale", f"PostgreSQL, one worker: {chain.name} per flow vs an asyncpg durable floor"))
+    found.append(Case("pg-dbos", "scale", f"PostgreSQL: {chain.name} per flow vs DBOS's {sizes.chain}-step workflow"))
+    found.append(Case("workers", "scale", f"{sizes.io_node_s * 1e3:.0f} ms I/O-bound flows/s: "
+                                          f"{sizes.io_workers} worker processes vs 1 (PostgreSQL)"))
+    found.append(Case("enqueue-start", "scale", "PostgreSQL, idle workers: task created → node started, p95"))
+    found.append(Case("processes-sqlite", "scale", "HTTP trivial flows/s: serve --processes 2 vs serve (SQLite)"))
+    found.append(Case("processes-pg", "scale", "HTTP trivial flows/s: serve --processes 2 vs serve (PostgreSQL)"))
     return found
 
 

@@ -23,7 +23,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from bench import cases, files, http, llm, media, prefect_ref, references, reuse
+from bench import callbacks, cases, files, http, llm, media, postgres, prefect_ref, references, reuse, scale
 from bench.cases import Case, Shape, Sizes
 from bench.figures import Figure, percentile
 from bench.inprocess import OurEngine
@@ -67,6 +67,10 @@ class Suite:
                 asyncio.run(self._media())
             if any(c.group == "reuse" for c in self.selected):
                 asyncio.run(self._reuse())
+            if self.wants("callbacks"):
+                asyncio.run(self._callbacks())
+            if any(c.group == "scale" for c in self.selected):
+                self._scale()
         return self.rows
 
     # -- in-process: chain, wide, per flow, growth -----------------------------------------
@@ -420,6 +424,33 @@ class Suite:
         if self.wants("map"):
             self.rows.append(await reuse.measure_map(self.sizes, workdir, self.case("map")))
         self.progress.advance(bar)
+
+    async def _callbacks(self) -> None:
+        """Issue 12's callback delivery rate (bench/callbacks.py), in its own database."""
+        workdir = self.workdir / "callbacks"
+        workdir.mkdir()
+        bar = self.progress.add_task("callbacks", total=1)
+        self.rows.append(await callbacks.measure(self.sizes, workdir, self.case("callbacks")))
+        self.progress.advance(bar)
+
+    def _scale(self) -> None:
+        """Issue 11's cases: PostgreSQL (bench/postgres.py), processes and workers (bench/scale.py)."""
+        workdir = self.workdir / "scale"
+        workdir.mkdir()
+        bar = self.progress.add_task("PostgreSQL, DBOS, workers, processes", total=4)
+        if self.wants("pg-chain") or self.wants("pg-dbos"):
+            found = asyncio.run(postgres.measure_chain(self.sizes, *self._case_of("pg-chain", "pg-dbos")))
+            self.rows += [row for row in found if self.wants(row.case.name)]
+        self.progress.advance(bar)
+        if self.wants("workers") or self.wants("enqueue-start"):
+            found = scale.measure_workers(self.sizes, workdir, self.logs, *self._case_of("workers", "enqueue-start"))
+            self.rows += [row for row in found if self.wants(row.case.name)]
+        self.progress.advance(bar)
+        for engine in ("sqlite", "pg"):
+            if self.wants(f"processes-{engine}"):
+                self.rows.append(scale.measure_processes(self.sizes, workdir, self.logs,
+                                                         self.case(f"processes-{engine}"), engine))
+            self.progress.advance(bar)
 
     def _case_of(self, *names: str) -> list[Case]:
         """The cases named, selected or not (one measurement feeds rows of several cases)."""

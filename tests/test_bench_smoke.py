@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
-from bench import cases
+import pytest
+
+from bench import cases, scale
+from tests import pg
 from tests.processes import ROOT, process_env
+
+SCALE = "scale"  # server and worker processes on PostgreSQL: a test of its own (below), with a longer deadline
 
 
 def test_the_bench_runs_every_case_at_smoke_size_and_writes_its_files(tmp_path: Path) -> None:
     out = tmp_path / "results"
-    done = subprocess.run([sys.executable, "-m", "bench", "--smoke", "--no-prefect", "--out", str(out)], cwd=ROOT,
-                          env=process_env(), capture_output=True, text=True, timeout=55, check=False)
+    groups = [group for group in dict.fromkeys(c.group for c in cases.cases(cases.SMOKE)) if group != SCALE]
+    done = subprocess.run([sys.executable, "-m", "bench", "--smoke", "--no-prefect", "--out", str(out),
+                           "--only", *groups], cwd=ROOT, env=process_env(), capture_output=True, text=True,
+                          timeout=55, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
-    expected = [case.name for case in cases.cases(cases.SMOKE)]
+    expected = [case.name for case in cases.cases(cases.SMOKE) if case.group != SCALE]
     document = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert [row["case"] for row in document["rows"] if row["metric"] != "p99 ms"] == expected
     for row in document["rows"]:
@@ -31,3 +39,24 @@ def test_the_bench_runs_every_case_at_smoke_size_and_writes_its_files(tmp_path: 
         assert (out / "results.png").read_bytes().startswith(b"\x89PNG")
     else:
         assert "chart" in document["skipped"]
+
+
+@pytest.mark.timeout(300)
+def test_the_scale_cases_run_at_smoke_size(tmp_path: Path) -> None:
+    """PostgreSQL chain and DBOS, 1 → N workers, enqueue → start, serve --processes 2 (SQLite and PostgreSQL)."""
+    user, why = asyncio.run(pg.find_user())
+    if user is None:
+        pytest.skip(f"no PostgreSQL at {pg.PG_HOST}: {why}")
+    out = tmp_path / "results"
+    done = subprocess.run([sys.executable, "-m", "bench", "--smoke", "--out", str(out), "--only", SCALE], cwd=ROOT,
+                          env=process_env(), capture_output=True, text=True, timeout=280, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    document = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert [row["case"] for row in document["rows"]] == [c.name for c in cases.cases(cases.SMOKE) if c.group == SCALE]
+    for row in document["rows"]:
+        assert row["figures"]["graph-runtime"]["median"] > 0, row
+        references = {"floor", "naive durable", scale.ONE_PROCESS, scale.ONE_WORKER}
+        assert references & row["figures"].keys(), f"{row['case']} has no same-run reference"
+        assert row["targets"] and all(target["value"] is not None for target in row["targets"]
+                                      if "DBOS" not in target["text"] or importlib.util.find_spec("dbos")), row
