@@ -67,11 +67,9 @@ async def _engine(db_path: Path, telemetry: Telemetry | None) -> OurEngine:
 
 async def _round(engine: OurEngine, flows: int) -> tuple[float, float]:
     """Wall and CPU seconds per flow over ``flows`` chains run one after another."""
-    scheduler = engine.services.scheduler
     wall, cpu = time.perf_counter(), time.process_time()
     for _ in range(flows):
-        done = await engine.run_flow(CHAIN)
-        scheduler.mark_ended(done.id, done)  # what the scheduler does when a task it ran ends
+        await engine.run_flow(CHAIN)  # its end reaches the telemetry through the events hub, as in a server
     return (time.perf_counter() - wall) / flows, (time.process_time() - cpu) / flows
 
 
@@ -120,25 +118,24 @@ async def listener_cost(flows: int = 2000) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="graph-runtime-telemetry-") as scratch:
         recorder = await _engine(Path(scratch) / "record.db", None)
         events: list[tuple[Task, NodeRun]] = []
-        recorder.services.executor.listener = lambda task, run: events.append((task, run.copy()))
+        unwatch = recorder.services.events.watch_nodes(lambda task, run: events.append((task, run.copy())))
         done = await recorder.run_flow(CHAIN)
-        recorder.services.executor.listener = None  # one chain's events: the timed chains below add none
+        unwatch()  # one chain's events: the timed chains below add none
         chain_cpu = [(await _round(recorder, 50))[1] for _ in range(5)]
         await recorder.close()
         result: dict[str, Any] = {"chain_cpu_ms_per_flow": round(statistics.median(chain_cpu) * 1000, 4)}
         for name, make in SETUPS.items():
-            engine = await _engine(Path(scratch) / f"replay-{name}.db", make())
-            listener, scheduler = engine.services.executor.listener, engine.services.scheduler
-            assert listener is not None
-            warm = await engine.run_flow(CHAIN)  # a real chain first: the node types are read once, here
-            scheduler.mark_ended(warm.id, warm)
+            setup = make()
+            engine = await _engine(Path(scratch) / f"replay-{name}.db", setup)
+            hub = engine.services.events
+            await engine.run_flow(CHAIN)  # a real chain first: the node types are read once, here
             await asyncio.sleep(0.05)
             started = time.process_time()
             for index in range(flows):
                 task = dataclasses.replace(done, id=done.id + 1000 + index)
                 for _, run in events:
-                    listener(task, run)
-                scheduler.mark_ended(task.id, task)
+                    hub.node_changed(task, run)  # the watchers run; a task not run here adds no event
+                setup.task_stopped(task)
                 if index % 100 == 0:
                     await asyncio.sleep(0)  # the scheduler's end callbacks run, as on a live loop
             per_flow = (time.process_time() - started) / flows

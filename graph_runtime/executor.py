@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from graph_runtime import errors, output_cache, pools, selection
 from graph_runtime.attempts import run_attempts
 from graph_runtime.children import ChildLauncher, InlineLauncher, TaskChildren
 from graph_runtime.commits import GroupCommitter
+from graph_runtime.events import EventHub, EventKind
 from graph_runtime.flow import Edge
 from graph_runtime.models import (
     NodeRun,
@@ -49,9 +51,6 @@ from nodes.registry import Registry
 
 log = logging.getLogger(__name__)
 
-Listener = Callable[[Task, NodeRun], None]
-
-
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -65,6 +64,7 @@ class Control:
     # Set by the executor when the task was handed over to a worker of another pool (SPEC §10):
     # it is not this worker's any more, and must not be released to the queue.
     parked: bool = False
+    ended: Task | None = None  # the task as it ended here (committed), for whoever ran it as a child
     # Runs the child tasks of subflow and map nodes (the scheduler: beside its slots, under its
     # heartbeat). None: they run inline in this executor (a test or a one-off run).
     launcher: ChildLauncher | None = None
@@ -83,7 +83,7 @@ class Executor:
     prices: Mapping[str, Mapping[str, float]] = dataclasses.field(default_factory=dict)  # LLM_PRICES, as ctx.prices
     resolvers: Sequence[ParamResolver] = ()  # run in order on a node's parameters before its first try
     cache: OutputCache | None = None  # the output cache of deterministic nodes (SPEC §9); None: off
-    listener: Listener | None = None
+    events: EventHub | None = None  # numbers, stores and fans out the task's events (SPEC §11); None: none
     draining: bool = False  # set at shutdown: running nodes finish, no new node starts
     committer: GroupCommitter | None = None
     # A task whose worker died this often (between nodes too) is failing its process: give up (crashed).
@@ -116,10 +116,16 @@ class Executor:
         control = control or Control()
         run = _TaskRun(self, task, control.launcher or InlineLauncher(self))
         self._runs[task.id] = run
+        if self.events is not None:
+            await self.events.task_started(task)
         try:
             return await self._execute(task, control, run)
         finally:
             self._runs.pop(task.id, None)
+            if self.events is not None:
+                # Its events are stored before anyone else may run it (a resume, a hand-over
+                # continues their numbers), or a waiter hears of its end.
+                await outlast_cancel(self.events.task_stopped(task), limit_s=FINISH_AFTER_CANCEL_S)
 
     async def _execute(self, task: Task, control: Control, run: _TaskRun) -> Task:
         try:
@@ -461,13 +467,15 @@ class _TaskRun:
                                     run.node_id) if fans_out else None
             items = _MapItems(self, run, children, secrets) if fans_out and children is not None else None
 
+            say = self._teller(run.node_id, secrets)
+
             def make_context(_: int, timeout: float | None) -> RunContext:
                 # ctx.attempt is the node's try number across resumes (what `attempts` shows); a try
                 # cut short by a crash does not use up one of its retries.
                 return RunContext(task_id=self.task.id, node_id=run.node_id, flow_id=self.task.flow_id,
                                   attempt=run.attempts, timeout_s=timeout, http=self.ex.http,
                                   allow_private=self.ex.allow_private, limits=self.ex.limits, files=self.ex.files,
-                                  prices=self.ex.prices, children=children, items=items)
+                                  prices=self.ex.prices, children=children, items=items, say=say)
 
             output, cost = await run_attempts(instance, params, make_context, before_attempt)
             if secrets:
@@ -542,8 +550,26 @@ class _TaskRun:
 
     def _notify(self, run: NodeRun) -> None:
         # A map's items are summarised by the map's own run, which is notified instead.
-        if self.ex.listener is not None and not is_item_run(run.node_id):
-            self.ex.listener(self.task, run)
+        if self.ex.events is not None and not is_item_run(run.node_id):
+            self.ex.events.node_changed(self.task, run)
+
+    def _teller(self, node_id: str, secrets: frozenset[str]) -> Callable[[str, dict[str, Any]], None] | None:
+        """``ctx.say`` of a node: its progress, log lines and tokens become the task's events (its
+        secrets redacted), from the loop or from a thread the node runs code on."""
+        events = self.ex.events
+        if events is None or is_item_run(node_id):
+            return None
+        loop, task_id = asyncio.get_running_loop(), self.task.id
+
+        def say(kind: str, data: dict[str, Any]) -> None:
+            said = redact(data, secrets) if secrets else data
+            if threading.get_ident() == loop_thread:
+                events.node_said(task_id, EventKind(kind), said)
+            else:
+                loop.call_soon_threadsafe(events.node_said, task_id, EventKind(kind), said)
+
+        loop_thread = threading.get_ident()
+        return say
 
     def _fans_out(self) -> bool:
         if self.plan is None:

@@ -58,7 +58,6 @@ class Scheduler:
     claims_queued: bool = True  # False: it runs only the tasks given to run_child (`graph-runtime run`)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _running: dict[int, Control] = field(default_factory=dict)
-    _ended: dict[int, list[asyncio.Future[Task | None]]] = field(default_factory=dict)
     _loop_task: asyncio.Task[None] | None = None
     _heartbeat: Heartbeat | None = None
     _loop_watch: LoopWatch | None = None
@@ -88,7 +87,6 @@ class Scheduler:
         """
         self._claiming = False
         self.executor.draining = True
-        self.wake_all_waiters()
         pending = [c.asyncio_task for c in self._running.values() if c.asyncio_task is not None]
         if pending:
             log.info("draining", extra={"action": "drain_started", "count": len(pending)})
@@ -142,50 +140,16 @@ class Scheduler:
                 claimed = await self.store.claim_task(task_id, self.worker_id, self.lease_s)
                 if claimed is not None:
                     self._spawn(claimed)
-            if task_id in self._running:
-                waiter = self.ended_waiter(task_id)
-                try:
-                    ended = await waiter
-                finally:
-                    self.forget_waiter(task_id, waiter)
-                if ended is not None:
-                    return ended
+            control = self._running.get(task_id)
+            if control is not None and control.asyncio_task is not None:
+                await asyncio.wait([control.asyncio_task])  # never cancels it if we are cancelled
+                if control.ended is not None:
+                    return control.ended
             current = await self.store.get_task(task_id)
             if current.status.ended:
                 return current
             await asyncio.sleep(delay)
             delay = min(delay * 2, WAIT_POLL_S[1])
-
-    def ended_waiter(self, task_id: int) -> asyncio.Future[Task | None]:
-        """A future resolved when ``task_id`` stops running here; take it before re-reading the task.
-
-        Its result is the ended task as this process recorded it (committed already), or None
-        when there is nothing to hand over (a drain stopped it, the server is shutting down, it was
-        cancelled while queued): read the task then. Each waiter has its own future, so one giving
-        up never leaves another unwoken.
-        """
-        waiter: asyncio.Future[Task | None] = asyncio.get_running_loop().create_future()
-        self._ended.setdefault(task_id, []).append(waiter)
-        return waiter
-
-    def mark_ended(self, task_id: int, task: Task | None = None) -> None:
-        """Wake every waiter of ``task_id``, handing over ``task`` if it has ended."""
-        ended = task if task is not None and task.status.ended else None
-        for waiter in self._ended.pop(task_id, []):
-            if not waiter.done():
-                waiter.set_result(ended)
-
-    def wake_all_waiters(self) -> None:
-        """Shutting down: every ``?wait`` answers now with the task as it is."""
-        for task_id in list(self._ended):
-            self.mark_ended(task_id)
-
-    def forget_waiter(self, task_id: int, waiter: asyncio.Future[Task | None]) -> None:
-        waiters = self._ended.get(task_id)
-        if waiters and waiter in waiters:
-            waiters.remove(waiter)
-            if not waiters:
-                del self._ended[task_id]
 
     async def _loop(self) -> None:
         last_check = last_recovery = time.monotonic()
@@ -270,7 +234,9 @@ class Scheduler:
     async def _execute(self, task: Task, control: Control) -> None:
         try:
             await self.executor.execute(task, control)
-            if not task.status.ended and not control.parked:  # drained: its remaining nodes run after the next start
+            if task.status.ended:
+                control.ended = task
+            elif not control.parked:  # drained: its remaining nodes run after the next start
                 await self._release([task.id])
         except asyncio.CancelledError:
             raise
@@ -282,7 +248,6 @@ class Scheduler:
             self._running.pop(task.id, None)
             if self._heartbeat is not None:
                 self._heartbeat.drop(task.id)
-            self.mark_ended(task.id, task)
             self._wake.set()
 
     async def _release(self, task_ids: list[int]) -> None:

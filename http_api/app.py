@@ -9,6 +9,7 @@ from typing import Any
 import aiohttp_cors
 from aiohttp import web
 
+from graph_runtime.events import EventHub
 from graph_runtime.executor import Executor
 from graph_runtime.resolve import ParamResolver
 from graph_runtime.scheduler import Scheduler
@@ -23,6 +24,7 @@ from http_api import (
     routes_keys,
     routes_openapi,
     routes_secrets,
+    routes_events,
     routes_tasks,
 )
 from http_api.auth import KeyChecker, make_auth_middleware
@@ -31,6 +33,7 @@ from http_api.dashboard import routes as dashboard
 from http_api.file_links import FileLinks
 from http_api.file_resolver import FileResolver
 from http_api.flows_dir import load_flows_dir
+from http_api.views import EventViews
 from http_api.routes_metrics import add_route as add_metrics_route
 from http_api.secret_resolver import SecretResolver
 from http_api.services import Services
@@ -43,6 +46,7 @@ from storage import master_key
 from storage.files import open_file_store
 from storage.files.retention import RetentionSweeper
 from storage.node_cache import StoredOutputCache
+from storage.task_events import TaskEventLog
 from storage.repository import Repository
 from storage.repository_leases import lease_renewer
 from storage.secrets import SecretCipher
@@ -85,16 +89,17 @@ async def open_services(settings: Settings, registry: Registry | None = None,
         # Files before the node runs: ids completed from the store, URLs fetched through the guarded session.
         FileResolver(files, http, allow_private=settings.http_allow_private, max_bytes=settings.max_file_bytes),
     ]
+    events = EventHub(TaskEventLog(engine), EventViews())
     executor = Executor(store=repo, registry=registry, http=http, allow_private=settings.http_allow_private,
                         limits=settings.limits(), files=files, prices=prices, resolvers=resolvers,
                         cache=StoredOutputCache(repo) if settings.cache_max_bytes > 0 else None,
-                        pools=None if one_off else frozenset(settings.pools))
+                        pools=None if one_off else frozenset(settings.pools), events=events)
     scheduler = Scheduler(repo, executor, max_concurrent=settings.max_concurrent_jobs,
                           poll_interval_s=settings.poll_interval_s, lease_s=settings.lease_s,
                           open_renewer=lease_renewer(engine), wakeups=None if one_off else pg_wakeups(engine),
                           pools=frozenset(settings.pools), claims_queued=not one_off)
     services = Services(settings=settings, repo=repo, registry=registry, executor=executor, scheduler=scheduler,
-                        files=files, cipher=cipher, links=links)
+                        files=files, cipher=cipher, links=links, events=events)
     if telemetry is not None:
         telemetry.attach(services)
     return services
@@ -103,6 +108,7 @@ async def open_services(settings: Settings, registry: Registry | None = None,
 async def close_services(services: Services) -> None:
     services.accepting = False
     await services.scheduler.stop()
+    await services.events.close()
     await services.registry.aclose()
     if services.executor.http is not None:
         await services.executor.http.close()
@@ -114,7 +120,7 @@ async def _stop_accepting(app: web.Application) -> None:
     """Shutdown begins: new executes get 503 and every ?wait answers now."""
     services: Services = app[SERVICES]  # type: ignore[assignment]
     services.accepting = False
-    services.scheduler.wake_all_waiters()
+    services.events.interrupt()
 
 
 def create_app(settings: Settings, registry: Registry | None = None, *, tracer_provider: Any = None) -> web.Application:
@@ -150,8 +156,8 @@ def create_app(settings: Settings, registry: Registry | None = None, *, tracer_p
     errors.quiet_malformed_requests()
     app.cleanup_ctx.append(lifecycle)
     app.on_shutdown.append(_stop_accepting)
-    for table in (routes_tasks.routes, routes_flows.routes, routes_keys.routes, routes_openapi.routes,
-                  routes_files.routes, routes_secrets.routes, dashboard.routes):
+    for table in (routes_tasks.routes, routes_events.routes, routes_flows.routes, routes_keys.routes,
+                  routes_openapi.routes, routes_files.routes, routes_secrets.routes, dashboard.routes):
         app.router.add_routes(table)
     for table in (routes_hooks.routes, compat_ziggy.routes, compat_kestra.routes):  # triggers, the seed systems' APIs
         app.router.add_routes(table)

@@ -109,13 +109,14 @@ async def run_with_progress(services: Services, flow_id: str, raw: dict[str, Any
                 shown = changed
                 live.update(render(shown, started))
 
-        services.executor.listener = on_change
+        unwatch = services.events.watch_nodes(on_change)
         ticker = asyncio.create_task(_tick(live, lambda: shown, started))
         await scheduler.start()
         try:
             ended = await scheduler.run_child(task.id)
         finally:
             ticker.cancel()
+            unwatch()
             await scheduler.stop()
         live.update(render(ended, started))
     return await services.repo.get_task(task.id)

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import time
 from typing import Any
 
 from aiohttp import web
 
 from graph_runtime import errors as flow_errors
-from graph_runtime.models import Task, TaskStatus, in_start_order
+from graph_runtime.models import Task, TaskStatus
 from http_api import auth, errors, execute_form, planning
 from http_api.body import SERVICES, int_query, json_object, path_int
 from http_api.schemas import ExecuteBody, parse_body
@@ -96,26 +93,13 @@ def _with_query_mode(request: web.Request, body: ExecuteBody) -> ExecuteBody:
     return body.model_copy(update={"mode": mode})
 
 
-async def _wait_for_end(services: Services, task: Task, seconds: float) -> Task:
-    """``task`` once it ends, or as it is after ``seconds``.
-
-    Woken at once when this process runs it, with the ended task in hand (no read); re-read
-    every poll interval in case another process runs it.
-    """
-    waiter = services.scheduler.ended_waiter(task.id)
-    deadline = time.monotonic() + seconds
-    try:
-        while not task.status.ended and (left := deadline - time.monotonic()) > 0:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(min(left, services.settings.poll_interval_s)):
-                    await asyncio.shield(waiter)
-            if waiter.done():  # it stopped here: ended (handed over) or drained, or we are shutting down
-                ended = waiter.result()
-                return in_start_order(ended) if ended is not None else await services.repo.get_task(task.id)
-            task = await services.repo.get_task(task.id)
+async def _wait_for_end(services: Services, task: Task, seconds: float, *, items: bool = False) -> Task:
+    """``task`` once it ends, or as it is after ``seconds``: woken by the task's final event,
+    whichever process runs it (the events hub), then read once."""
+    if task.status.ended or seconds <= 0:
         return task
-    finally:
-        services.scheduler.forget_waiter(task.id, waiter)
+    await services.events.wait_ended(task.id, seconds)
+    return await services.repo.get_task(task.id, items=items)
 
 
 @routes.post("/api/v1/flow/{flow_id}/execute")
@@ -157,7 +141,7 @@ async def get_task(request: web.Request) -> web.Response:
                                     "nothing else", field="include")
     task = await _services(request).repo.get_task(task_id, items="items" in include)
     if wait and not task.status.ended:
-        task = await _wait_for_end(_services(request), task, wait)
+        task = await _wait_for_end(_services(request), task, wait, items="items" in include)
     return _answer(_services(request), task_view(task, outputs="outputs" in include, items="items" in include))
 
 
@@ -170,8 +154,8 @@ async def cancel_task(request: web.Request) -> web.Response:
     if task.status is TaskStatus.RUNNING:
         if services.scheduler.cancel(task_id):
             task = await _wait_for_end(services, task, 5)
-    else:
-        services.scheduler.mark_ended(task_id)
+    else:  # ended here, before any worker took it (queued, or waiting for a pool): its final event
+        await services.events.ended_elsewhere(task)
     return _answer(services, task_view(task), status=202)
 
 

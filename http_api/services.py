@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from graph_runtime import selection
+from graph_runtime.events import EventHub
 from graph_runtime.executor import Executor
 from graph_runtime.flow import Flow
 from graph_runtime.models import Task, TaskRequest
@@ -38,6 +39,7 @@ class Services:
     files: BlobFileStore
     links: FileLinks
     cipher: SecretCipher  # seals and opens secrets (storage.secrets); derived from the master key
+    events: EventHub  # every task event of this process, stored and fanned out (SPEC §11)
     accepting: bool = True
     # Called with each task this process queues, in the request's context (tracing keeps its traceparent).
     on_queued: list[Callable[[Task], None]] = field(default_factory=list)

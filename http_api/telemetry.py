@@ -1,15 +1,14 @@
 """What a process tells its operators: Prometheus metrics always, OpenTelemetry traces with the ``otel`` extra.
 
-Everything is observed from outside the executor: its ``listener`` (every node status change,
-called in the node's asyncio task), the scheduler's ``ended_waiter`` (a task's end), aiohttp
-middleware (requests) and the engine's statement events. Nothing here imports opentelemetry
+Everything is observed from outside the executor: the events hub's watchers (every node status
+change, called in the node's asyncio task, and each task's stop), aiohttp middleware (requests)
+and the engine's statement events. Nothing here imports opentelemetry
 unless it is installed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import importlib.util
 from collections import OrderedDict
 from collections.abc import Callable
@@ -72,21 +71,16 @@ class Telemetry:
     def attach(self, services: Services) -> Callable[[], None]:
         """Start observing ``services``' executor, scheduler and database; returns the undo."""
         self._services = services
-        previous = services.executor.listener
-
-        def listener(task: Task, run: NodeRun) -> None:
-            if previous is not None:
-                previous(task, run)
-            self._node_changed(task, run)
-
-        services.executor.listener = listener
+        unwatch_nodes = services.events.watch_nodes(self._node_changed)
+        unwatch_stops = services.events.watch_stops(self.task_stopped)
         if self.tracing is not None:
             services.on_queued.append(self.tracing.queued)
         undo_statements = statement_timing.time_statements(services.repo.engine, self.metrics.statement)
 
         def detach() -> None:
             undo_statements()
-            services.executor.listener = previous
+            unwatch_nodes()
+            unwatch_stops()
 
         return detach
 
@@ -139,18 +133,17 @@ class Telemetry:
             self._node_ended(task, run, types.get(run.node_id, UNKNOWN_TYPE))
 
     def _follow(self, task: Task) -> None:
-        assert self._services is not None
         self._followed.add(task.id)
-        waiter = self._services.scheduler.ended_waiter(task.id)
-        waiter.add_done_callback(functools.partial(self._task_done, task.id))
 
-    def _task_done(self, task_id: int, waiter: asyncio.Future[Task | None]) -> None:
-        self._followed.discard(task_id)
-        ended = None if waiter.cancelled() else waiter.result()
-        if ended is None:  # drained or shut down mid-run: it resumes later, maybe elsewhere
-            if self.tracing is not None:
-                self.tracing.task_stopped(task_id)
+    def task_stopped(self, task: Task) -> None:
+        """A task stopped running here (the events hub says so once its events are stored)."""
+        if task.id not in self._followed:
             return
-        self.metrics.task_ended(ended.flow_id, ended.status)
+        self._followed.discard(task.id)
+        if not task.status.ended:  # drained, handed over or shut down mid-run: it resumes later, maybe elsewhere
+            if self.tracing is not None:
+                self.tracing.task_stopped(task.id)
+            return
+        self.metrics.task_ended(task.flow_id, task.status)
         if self.tracing is not None:
-            self.tracing.task_ended(ended)
+            self.tracing.task_ended(task)

@@ -90,6 +90,17 @@ def task_view(task: Task, *, outputs: bool = False, items: bool = False) -> dict
     }
 
 
+class EventViews:
+    """The JSON of task events (SPEC §11): a ``task`` event's data is the task as ``GET /task/{id}``
+    shows it, a ``node`` event's the node run as the task lists it, with its ``node_id``."""
+
+    def task(self, task: Task) -> dict[str, Any]:
+        return task_view(task)
+
+    def node(self, task: Task, run: NodeRun) -> dict[str, Any]:
+        return {"node_id": run.node_id, **node_view(run)}
+
+
 def saved_cost(task: Task) -> float:
     """What the task's nodes served from the output cache would have cost to run (SPEC §9)."""
     # A cached node's saved_cost, and a map's (what its cached items saved); item runs are in their map's.

@@ -110,6 +110,8 @@ class RunContext:
         children: runs child tasks (``subflow``, ``map`` over a flow); None where the runtime
             cannot (see :mod:`nodes.fanout`).
         items: a ``map`` node's item runs; None for every other node.
+        say: where :meth:`progress`, :meth:`log` and :meth:`token` go (the task's event stream);
+            None: nowhere (a node run outside a task).
     """
 
     task_id: int
@@ -125,12 +127,31 @@ class RunContext:
     prices: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     children: Children | None = None
     items: ItemRuns | None = None
+    say: Callable[[str, dict[str, Any]], None] | None = None
 
     @functools.cached_property
     def stop(self) -> threading.Event:
         # Made on first use: most nodes never look, and an Event is a lock, a condition and a
         # deque for every node of a 10,000-node task to carry.
         return threading.Event()
+
+    def progress(self, fraction: float, message: str | None = None) -> None:
+        """Tell whoever watches the task how far this node is: ``fraction`` from 0.0 to 1.0 (a
+        ``progress`` event). Cheap enough to call per step; safe from a thread (``to_thread``)."""
+        if self.say is not None:
+            self.say("progress", {"node_id": self.node_id, "fraction": min(max(float(fraction), 0.0), 1.0),
+                                  "message": message})
+
+    def log(self, message: str, level: str = "info") -> None:
+        """A line for the task's ``log`` events (the dashboard's log pane): ``level`` is ``debug``,
+        ``info``, ``warning`` or ``error``. Never put a secret here."""
+        if self.say is not None:
+            self.say("log", {"node_id": self.node_id, "level": level, "message": str(message)})
+
+    def token(self, text: str) -> None:
+        """A piece of a model's streamed answer, as it arrives (a ``token`` event)."""
+        if self.say is not None and text:
+            self.say("token", {"node_id": self.node_id, "text": text})
 
     def report_usage(self, name: str, amount: float) -> None:
         """Add ``amount`` units of ``name`` (tokens, megapixels…) for the cost model to price."""

@@ -223,6 +223,24 @@ class NodeCacheRow(SQLModel, table=True):
     last_hit: datetime = _now_column()
 
 
+class TaskEventRow(SQLModel, table=True):
+    """One event of a task (SPEC §11): its number on the stream, kind, and JSON, as subscribers got it.
+
+    ``(task_id, seq)`` is the key: one writer per task at a time (the worker holding its lease)
+    numbers them 1, 2, … with no gap, so ``Last-Event-ID`` resumes exactly. ``final`` marks the
+    task event of its end.
+    """
+
+    __tablename__ = "task_event"
+
+    task_id: int = Field(primary_key=True, sa_type=BigId, foreign_key="task.id", ondelete="CASCADE")
+    seq: int = Field(primary_key=True)
+    kind: str = Field(max_length=16)
+    data: dict[str, Any] = Field(sa_type=JSONValue, nullable=False)
+    at: datetime = _now_column()
+    final: bool = Field(default=False)
+
+
 flow = FlowRow.__table__
 flow_revision = FlowRevisionRow.__table__
 task = TaskRow.__table__
@@ -231,3 +249,4 @@ api_key = ApiKeyRow.__table__
 file = FileRow.__table__
 secret = SecretRow.__table__
 node_cache = NodeCacheRow.__table__
+task_event = TaskEventRow.__table__

@@ -188,7 +188,34 @@ class FileMake(NodeType):
         return self.Output(label="made", file=made)
 
 
-TEST_TYPES = (Echo, Fail, Sleep, Blocking, LoopBlocker, Big, FileSize, FileMake)
+class Chatty(NodeType):
+    """Says how far it is, logs a line (with its ``secret`` in it, which must never be seen), streams
+    ``words`` as tokens — from the loop, and once from a thread — then waits ``hold`` seconds."""
+
+    type = "test.chatty"
+    description = "Reports progress, logs and tokens while it runs."
+
+    class Params(BaseModel):
+        model_config = ConfigDict(extra="allow")
+        words: list[str] = ["hello", " world"]
+        secret: str = ""
+        hold: float = 0.0
+
+    class Output(BaseModel):
+        text: str
+
+    async def run(self, params: Any, ctx: RunContext) -> Any:
+        ctx.progress(0.0, "starting")
+        ctx.log(f"using key {params.secret}" if params.secret else "no key")
+        for word in params.words:
+            ctx.token(word)
+        await ctx.to_thread(ctx.progress, 0.5, "from a thread")
+        await asyncio.sleep(params.hold)
+        ctx.progress(1.0)
+        return self.Output(text="".join(params.words))
+
+
+TEST_TYPES = (Echo, Fail, Sleep, Blocking, LoopBlocker, Big, FileSize, FileMake, Chatty)
 
 
 def registry_with_test_types() -> Registry:

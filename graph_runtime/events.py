@@ -1,0 +1,313 @@
+"""The task-events hub (SPEC §11): every status change of a task and its nodes, and what nodes say
+while they run (``ctx.progress``, ``ctx.log``, an LLM's tokens), as numbered, stored events.
+
+One hub per process. The executor reports to it; it numbers each task's events (``seq`` 1, 2, …:
+one writer per task at a time, the worker holding its lease), stores them in batches through an
+:class:`EventLog`, and only then hands them to this process's subscribers, so an event anyone
+saw is stored and a reconnect with ``Last-Event-ID`` resumes with no gap and no duplicate.
+Subscribers of tasks run by another process (an API process with ``--workers 0``) are fed by
+one poll of the log per process for all of them, never a query per subscriber.
+
+What reads from it: the event stream (``GET /task/{id}/events``), ``?wait`` (a task's end),
+the CLI's live table, metrics and traces (``watch``: every node change, synchronously, in the
+node's own asyncio task), and whatever reacts to a task's end (callbacks, flow triggers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from graph_runtime import errors
+from graph_runtime.models import NodeRun, Task
+
+log = logging.getLogger(__name__)
+
+
+class EventKind(enum.StrEnum):
+    TASK = "task"  # data: the task (as GET /task/{id} shows it)
+    NODE = "node"  # data: the node run, with its node_id
+    PROGRESS = "progress"  # data: {node_id, fraction, message}
+    LOG = "log"  # data: {node_id, level, message}
+    TOKEN = "token"  # data: {node_id, text}
+
+
+@dataclass(frozen=True, slots=True)
+class TaskEvent:
+    """One event of one task. ``seq`` is its id on the stream: 1, 2, … per task, no gaps."""
+
+    task_id: int
+    seq: int
+    kind: EventKind
+    data: Mapping[str, Any]
+    at: datetime
+    final: bool = False  # the task event of its end: the stream closes after it
+
+
+class EventRenderer(Protocol):
+    """Turns runtime values into the JSON of events (the API's task and node views)."""
+
+    def task(self, task: Task) -> dict[str, Any]: ...
+
+    def node(self, task: Task, run: NodeRun) -> dict[str, Any]: ...
+
+
+class EventLog(Protocol):
+    """Where events are kept (``storage`` implements it). A busy or unreachable database raises
+    ``StoreUnavailable``."""
+
+    async def append(self, events: Sequence[TaskEvent]) -> None:
+        """Store these events in one transaction."""
+
+    async def since(self, task_ids: Mapping[int, int]) -> list[TaskEvent]:
+        """The events of each task after the ``seq`` given for it, in (task, seq) order."""
+
+    async def last_seq(self, task_id: int) -> int:
+        """The highest ``seq`` stored for ``task_id``; 0 when it has none."""
+
+
+NodeWatcher = Callable[[Task, NodeRun], None]
+StopWatcher = Callable[[Task], None]
+
+POLL_S = 0.05
+"""How often the events of tasks another process runs are looked for, while someone waits for them."""
+
+
+@dataclass
+class _Stream:
+    """Where one task's events stand in this process."""
+
+    next_seq: int | None = None  # None: not known yet (read from the log before this process writes)
+    delivered: int = 0  # the last seq handed to subscribers
+    subscribers: set[asyncio.Queue[TaskEvent | None]] = field(default_factory=set)
+    writing: bool = False  # this process's executor runs the task: its events come straight from emit
+
+
+class EventHub:
+    """Numbers, stores and fans out task events (see the module's docstring).
+
+    Args:
+        log: the store of events.
+        renderer: makes the JSON of task and node events; None stores typed summaries only
+            (a test, a bench without the API).
+    """
+
+    def __init__(self, log: EventLog, renderer: EventRenderer | None = None, *, poll_s: float = POLL_S) -> None:
+        self._log = log
+        self._renderer = renderer
+        self._poll_s = poll_s
+        self._streams: dict[int, _Stream] = defaultdict(_Stream)
+        self._pending: list[TaskEvent] = []
+        self._flushed: asyncio.Event | None = None
+        self._flusher: asyncio.Task[None] | None = None
+        self._poller: asyncio.Task[None] | None = None
+        self._node_watchers: list[NodeWatcher] = []
+        self._stop_watchers: list[StopWatcher] = []
+        self._closed = False
+
+    # -- what the executor reports ---------------------------------------------------------
+
+    async def task_started(self, task: Task) -> None:
+        """A worker of this process runs ``task`` from now on (a first claim, a resume, a hand-over)."""
+        stream = self._streams[task.id]
+        stream.writing = True
+        if stream.next_seq is None:
+            # A first claim writes the task's first events; anything else continues after the stored ones.
+            stream.next_seq = 1 + (await self._log.last_seq(task.id) if task.claims > 1 else 0)
+        self._emit(task.id, EventKind.TASK, self._task_data(task), final=task.status.ended)
+
+    def node_changed(self, task: Task, run: NodeRun) -> None:
+        """A node's status changed (called in the node's asyncio task: watchers see it there)."""
+        for watcher in self._node_watchers:
+            watcher(task, run)
+        data = self._renderer.node(task, run) if self._renderer else {"node_id": run.node_id, "status": run.status.value}
+        self._emit(task.id, EventKind.NODE, data)
+
+    def node_said(self, task_id: int, kind: EventKind, data: Mapping[str, Any]) -> None:
+        """A running node's ``progress``, ``log`` or ``token``."""
+        self._emit(task_id, kind, data)
+
+    async def task_stopped(self, task: Task) -> None:
+        """This process stops running ``task``: it ended (its final event), or was handed over,
+        released or lost. Returns once its events are stored, so whoever runs it next continues
+        after them."""
+        stream = self._streams.get(task.id)
+        if stream is None or not stream.writing:
+            return
+        if task.status.ended:
+            self._emit(task.id, EventKind.TASK, self._task_data(task), final=True)
+        await self.flush()
+        stream.writing = False
+        stream.next_seq = None
+        for watcher in self._stop_watchers:
+            watcher(task)
+        self._forget_if_idle(task.id)
+
+    async def ended_elsewhere(self, task: Task) -> None:
+        """A task that no worker held ended here (cancelled while queued or waiting for a pool):
+        its final event, numbered after whatever is stored."""
+        stream = self._streams[task.id]
+        if stream.next_seq is None:
+            stream.next_seq = 1 + await self._log.last_seq(task.id)
+        stream.writing = True
+        await self.task_stopped(task)
+
+    # -- what readers use ------------------------------------------------------------------
+
+    def watch_nodes(self, watcher: NodeWatcher) -> Callable[[], None]:
+        """Call ``watcher(task, run)`` on each node change of tasks this process runs (metrics,
+        traces, the CLI's table), in the node's asyncio task. Returns the undo."""
+        self._node_watchers.append(watcher)
+        return lambda: self._node_watchers.remove(watcher)
+
+    def watch_stops(self, watcher: StopWatcher) -> Callable[[], None]:
+        """Call ``watcher(task)`` when a task this process ran stops here: it ended (its status
+        says so: callbacks, flow triggers, metrics), or was handed over, released or lost, to
+        resume elsewhere. Called once its events are stored. Returns the undo."""
+        self._stop_watchers.append(watcher)
+        return lambda: self._stop_watchers.remove(watcher)
+
+    async def history(self, task_id: int, after: int = 0) -> list[TaskEvent]:
+        """The task's stored events after ``seq`` ``after`` (all of an ended task's)."""
+        return await self._log.since({task_id: after})
+
+    async def subscribe(self, task_id: int, after: int = 0) -> AsyncIterator[TaskEvent]:
+        """The task's events after ``seq`` ``after``: first those stored, then each as it comes;
+        ends after the final one. A task that already ended yields its history and stops."""
+        stream = self._streams[task_id]
+        queue: asyncio.Queue[TaskEvent | None] = asyncio.Queue()
+        stream.subscribers.add(queue)
+        try:
+            last = after
+            for event in await self._log.since({task_id: after}):
+                yield event
+                last = event.seq
+                if event.final:
+                    return
+            if self._closed:
+                return
+            self._ensure_poller()
+            while True:
+                event = await queue.get()
+                if event is None:
+                    return  # the hub is closing
+                if event.seq <= last:
+                    continue  # read from the log already
+                yield event
+                last = event.seq
+                if event.final:
+                    return
+        finally:
+            stream.subscribers.discard(queue)
+            self._forget_if_idle(task_id)
+
+    async def wait_ended(self, task_id: int, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for ``task_id`` to end (``?wait``); whether it did."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                async for event in self.subscribe(task_id):
+                    if event.final:
+                        return True
+        return False
+
+    async def flush(self) -> None:
+        """Wait until every event emitted so far is stored and delivered."""
+        while self._pending or (self._flusher is not None and not self._flusher.done()):
+            if self._flusher is None or self._flusher.done():
+                self._flusher = asyncio.create_task(self._flush(), name="events-flush")
+            await asyncio.shield(self._flusher)
+
+    def interrupt(self) -> None:
+        """Shutting down: every subscription ends now (a ``?wait`` answers with the task as it is,
+        a stream closes and its client reconnects elsewhere with ``Last-Event-ID``); events are
+        still stored."""
+        self._closed = True
+        if self._poller is not None:
+            self._poller.cancel()
+        for stream in self._streams.values():
+            for queue in stream.subscribers:
+                queue.put_nowait(None)
+
+    async def close(self) -> None:
+        """Store what is pending and end every subscription."""
+        self.interrupt()
+        with contextlib.suppress(errors.StoreUnavailable, errors.StoreClosed):
+            await self.flush()
+        if self._poller is not None:
+            await asyncio.gather(self._poller, return_exceptions=True)
+
+    # -- inside ----------------------------------------------------------------------------
+
+    def _task_data(self, task: Task) -> dict[str, Any]:
+        if self._renderer is not None:
+            return self._renderer.task(task)
+        return {"id": task.id, "status_name": task.status.value}
+
+    def _emit(self, task_id: int, kind: EventKind, data: Mapping[str, Any], *, final: bool = False) -> None:
+        stream = self._streams.get(task_id)
+        if stream is None or not stream.writing or stream.next_seq is None:
+            return  # not this process's task (a late node report after a hand-over or a lost lease)
+        self._pending.append(TaskEvent(task_id, stream.next_seq, kind, data, datetime.now(UTC), final))
+        stream.next_seq += 1
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="events-flush")
+
+    async def _flush(self) -> None:
+        while self._pending:
+            await asyncio.sleep(0)  # the events of this loop turn go in one transaction
+            batch, self._pending = self._pending, []
+            delay = 0.05
+            while True:
+                try:
+                    await self._log.append(batch)
+                    break
+                except errors.StoreClosed:
+                    return
+                except errors.StoreUnavailable as exc:
+                    # Events wait, in order, as node runs do: the stream is late, never wrong.
+                    log.warning("events not stored yet, retrying in %.2fs: %s", delay, exc.message,
+                                extra={"action": "events_retry"})
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+            for event in batch:
+                self._deliver(event)
+
+    def _deliver(self, event: TaskEvent) -> None:
+        stream = self._streams.get(event.task_id)
+        if stream is None or event.seq <= stream.delivered:
+            return
+        stream.delivered = event.seq
+        for queue in stream.subscribers:
+            queue.put_nowait(event)
+
+    def _forget_if_idle(self, task_id: int) -> None:
+        stream = self._streams.get(task_id)
+        if stream is not None and not stream.subscribers and not stream.writing:
+            del self._streams[task_id]
+
+    def _ensure_poller(self) -> None:
+        if self._poller is None or self._poller.done():
+            self._poller = asyncio.create_task(self._poll(), name="events-poll")
+
+    async def _poll(self) -> None:
+        """Feed subscribers of tasks another process writes: one read for all of them per turn."""
+        while not self._closed:
+            watched = {task_id: stream.delivered for task_id, stream in list(self._streams.items())
+                       if stream.subscribers and not stream.writing}
+            if not watched:
+                if not any(stream.subscribers for stream in self._streams.values()):
+                    return  # nobody waits: the next subscriber starts it again
+            else:
+                try:
+                    for event in await self._log.since(watched):
+                        self._deliver(event)
+                except (errors.StoreUnavailable, errors.StoreClosed) as exc:
+                    log.debug("events poll failed: %s", exc)
+            await asyncio.sleep(self._poll_s)

@@ -1,0 +1,110 @@
+"""``GET /api/v1/task/{task_id}/events``: the task's events as server-sent events (SPEC §11).
+
+Each event is ``id: <seq>``, ``event: task|node|progress|log|token`` and one ``data:`` line of
+JSON. The stream starts with the stored history (all of it, or what follows ``Last-Event-ID``),
+goes on live, and closes after the final ``task`` event. A comment line every
+:data:`KEEPALIVE_S` keeps proxies from closing an idle stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from graph_runtime import errors as flow_errors
+from graph_runtime.events import TaskEvent
+from http_api import errors
+from http_api.body import SERVICES, path_int
+from http_api.services import Services
+from http_api.views import FILE_MARK, task_view, with_file_links
+from nodes import codec
+
+routes = web.RouteTableDef()
+
+KEEPALIVE_S = 15.0
+RETRY_MS = 1000
+
+
+def _last_event_id(request: web.Request) -> int:
+    """Where to resume: the ``Last-Event-ID`` header (what EventSource sends on reconnect), or
+    ``?last_event_id=`` for clients that cannot set headers; 0 is the whole history."""
+    raw = request.headers.get("Last-Event-ID", request.query.get("last_event_id", "0")).strip() or "0"
+    if not raw.isdigit() or len(raw) > 18:
+        raise errors.RequestInvalid("Last-Event-ID must be the id of an event of this stream (a whole number "
+                                    "from 0): send the last id you received to resume after it",
+                                    field="Last-Event-ID")
+    return int(raw)
+
+
+def _frame(services: Services, event_id: int, kind: str, data: object) -> bytes:
+    body = codec.dumps(data)
+    if FILE_MARK in body and isinstance(data, dict):  # a result's files get their signed links, as a poll's do
+        body = codec.dumps(with_file_links(data, services.links.url_for))
+    return b"id: %d\nevent: %s\ndata: %s\n\n" % (event_id, kind.encode(), body)
+
+
+@routes.get("/api/v1/task/{task_id}/events")
+async def task_events(request: web.Request) -> web.StreamResponse:
+    """The task's events: history first, then live, until its final ``task`` event."""
+    services: Services = request.app[SERVICES]  # type: ignore[assignment]
+    task_id = path_int(request, "task_id", flow_errors.TaskNotFound)
+    after = _last_event_id(request)
+    task = await services.repo.get_task(task_id)  # 404 before the stream starts
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                           "X-Accel-Buffering": "no"})
+    await response.prepare(request)
+    await response.write(b"retry: %d\n\n" % RETRY_MS)  # how long a client waits before it reconnects
+    last, final = after, False
+    # An ended task says nothing more: its stored history (what follows Last-Event-ID) is all.
+    events = (_as_async(await services.events.history(task_id, after)) if task.status.ended
+              else services.events.subscribe(task_id, after))
+    async for event in _with_keepalive(events):
+        if event is None:
+            await response.write(b": keep-alive\n\n")
+            continue
+        await response.write(_frame(services, event.seq, event.kind.value, event.data))
+        last, final = event.seq, event.final
+    if not final:
+        # The stream ended without the final event: this server is stopping (the client
+        # reconnects with Last-Event-ID), or the task ended before events existed (one closing
+        # event, so clients still learn the outcome).
+        task = await services.repo.get_task(task_id)
+        if task.status.ended and last == 0 and after == 0:
+            await response.write(_frame(services, 1, "task", task_view(task)))
+    with contextlib.suppress(ConnectionResetError):
+        await response.write_eof()
+    return response
+
+
+async def _as_async(events: list[TaskEvent]) -> AsyncIterator[TaskEvent]:
+    for event in events:
+        yield event
+
+
+async def _with_keepalive(events: AsyncIterator[TaskEvent]) -> AsyncIterator[TaskEvent | None]:
+    """The events, and None whenever none came for KEEPALIVE_S."""
+    iterator = aiter(events)
+    pending: asyncio.Task[TaskEvent] | None = None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(anext(iterator))
+            done, _ = await asyncio.wait([pending], timeout=KEEPALIVE_S)
+            if not done:
+                yield None
+                continue
+            try:
+                event = pending.result()
+            except StopAsyncIteration:
+                return
+            pending = None
+            yield event
+    finally:
+        if pending is not None:
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await pending
+        await events.aclose()  # type: ignore[attr-defined]
