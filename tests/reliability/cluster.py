@@ -43,8 +43,8 @@ def asyncpg_url(url: str) -> str:
 
 
 @asynccontextmanager
-async def pg_database(host: str = pg.PG_HOST) -> AsyncIterator[str]:
-    """A new database with the schema on ``host``'s server (the machine's by default), dropped after."""
+async def pg_database() -> AsyncIterator[str]:
+    """A new database with the schema on the machine's PostgreSQL, dropped after."""
     user, reason = await pg.find_user()
     if user is None:
         pytest.skip(f"PostgreSQL is not reachable at {pg.PG_HOST} as {' or '.join(pg.PG_USERS)} ({reason})")
@@ -53,6 +53,17 @@ async def pg_database(host: str = pg.PG_HOST) -> AsyncIterator[str]:
         yield url
     finally:
         await pg.drop_database(url)
+
+
+@asynccontextmanager
+async def deployed(tmp_path: Path, *, lease_s: float = 2.0) -> AsyncIterator[Deployment]:
+    """A :class:`Deployment` on a new database of the machine's PostgreSQL; its processes killed after."""
+    async with pg_database() as url:
+        deployment = Deployment(tmp_path, url, lease_s=lease_s)
+        try:
+            yield deployment
+        finally:
+            deployment.close()
 
 
 class Process(ServerProcess):
@@ -129,11 +140,16 @@ class Deployment:
         return "\n".join(f"=== {' '.join(p.args[:1])} pid {p.proc.pid}: {p.describe()}" for p in self.processes)
 
 
+def is_ready(worker: Process) -> bool:
+    """The worker has said it claims tasks."""
+    return "graph-runtime worker " in worker.stdout
+
+
 def wait_ready(worker: Process, timeout: float = START_TIMEOUT) -> None:
     def ready() -> bool:
         if worker.proc.poll() is not None:
             raise AssertionError(f"graph-runtime worker exited during start-up:\n{worker.describe()}")
-        return "graph-runtime worker " in worker.stdout
+        return is_ready(worker)
 
     wait_until(ready, timeout=timeout, interval=0.05, what="the worker's start-up line")
 

@@ -16,7 +16,7 @@ import pytest
 
 from tests.processes import http_raw
 from tests.recording import read_events
-from tests.reliability.cluster import Deployment, execute, pg_database, put_flow, wait_ended
+from tests.reliability.cluster import deployed, execute, put_flow, wait_ended
 
 pytestmark = pytest.mark.postgres
 
@@ -66,20 +66,16 @@ class HealthProbe:
 @pytest.mark.timeout(120)
 async def test_a_node_blocking_its_loop_for_15s_runs_once_and_the_api_answers_throughout(tmp_path: Path) -> None:
     began = time.monotonic()
-    async with pg_database() as url:
-        deployment = Deployment(tmp_path, url, lease_s=2.0)
-        try:
-            api = deployment.start_api()
-            first, second = deployment.start_worker(), deployment.start_worker()  # a second could take it over
-            async with deployment.session() as http:
-                await put_flow(http, BLOCKING_FLOW)
-                with HealthProbe(api.url) as probe:
-                    task_id = await execute(http, "blocks")
-                    ended = await wait_ended(http, [task_id], timeout=BLOCK_S + 45, describe=deployment.describe)
-                    await asyncio.sleep(3 * 2.0)  # three leases more: a lost lease would show as a second start by now
-            events = read_events(deployment.record)
-        finally:
-            deployment.close()
+    async with deployed(tmp_path, lease_s=2.0) as deployment:
+        api = deployment.start_api()
+        first, second = deployment.start_worker(), deployment.start_worker()  # a second could take it over
+        async with deployment.session() as http:
+            await put_flow(http, BLOCKING_FLOW)
+            with HealthProbe(api.url) as probe:
+                task_id = await execute(http, "blocks")
+                ended = await wait_ended(http, [task_id], timeout=BLOCK_S + 45, describe=deployment.describe)
+                await asyncio.sleep(3 * 2.0)  # three leases more: a lost lease would show as a second start by now
+        events = read_events(deployment.record)
 
     starts = [e for e in events if e.kind == "start" and e.node_id == "generate"]
     print(f"\nloop block: {len(probe.answers)} /healthz answers, max latency {probe.max_latency_ms:.1f} ms; "
@@ -97,22 +93,18 @@ async def test_a_node_blocking_its_loop_for_15s_runs_once_and_the_api_answers_th
 @pytest.mark.timeout(90)
 async def test_a_synchronous_node_sleeping_does_not_hold_up_another_task_on_the_same_worker(tmp_path: Path) -> None:
     began = time.monotonic()
-    async with pg_database() as url:
-        deployment = Deployment(tmp_path, url, lease_s=2.0)
-        try:
-            deployment.start_api()
-            worker = deployment.start_worker()  # the only worker: both tasks run in it
-            async with deployment.session() as http:
-                await put_flow(http, SYNC_FLOW)
-                await put_flow(http, QUICK_FLOW)
-                slow = await execute(http, "sleeps")
-                while not any(e.kind == "start" and e.node_id == "slow" for e in read_events(deployment.record)):
-                    await asyncio.sleep(0.05)
-                quick = await execute(http, "quick")
-                ended = await wait_ended(http, [slow, quick], timeout=60, describe=deployment.describe)
-            events = {(e.kind, e.node_id): e for e in read_events(deployment.record)}
-        finally:
-            deployment.close()
+    async with deployed(tmp_path, lease_s=2.0) as deployment:
+        deployment.start_api()
+        worker = deployment.start_worker()  # the only worker: both tasks run in it
+        async with deployment.session() as http:
+            await put_flow(http, SYNC_FLOW)
+            await put_flow(http, QUICK_FLOW)
+            slow = await execute(http, "sleeps")
+            while not any(e.kind == "start" and e.node_id == "slow" for e in read_events(deployment.record)):
+                await asyncio.sleep(0.05)
+            quick = await execute(http, "quick")
+            ended = await wait_ended(http, [slow, quick], timeout=60, describe=deployment.describe)
+        events = {(e.kind, e.node_id): e for e in read_events(deployment.record)}
 
     print(f"\nsync node: the quick task ended {(events['end', 'slow'].ns - events['end', 'quick'].ns) / 1e9:.2f}s "
           f"before the sleeping one; {time.monotonic() - began:.1f}s in all")
