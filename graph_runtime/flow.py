@@ -11,9 +11,10 @@ from typing import Annotated, Any, Literal
 
 import pydantic
 import yaml
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from graph_runtime import errors
+from graph_runtime.cron import check_expression, zone
 from nodes import codec
 
 ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
@@ -128,8 +129,54 @@ class WebhookTrigger(BaseModel):
                     "only (others see `***`).")
 
 
-# Schedule and flow-end triggers join this as a union discriminated by ``type``.
-Trigger = WebhookTrigger
+def _timezone(value: str) -> str:
+    zone(value)
+    return value
+
+
+class ScheduleTrigger(BaseModel):
+    """``{type: schedule, cron, timezone, node_settings}``: a task at each slot of ``cron`` in ``timezone``.
+
+    Each slot starts one task whatever the number of processes; after downtime only the latest
+    missed slot runs (``http_api.schedule`` says how).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["schedule"]
+    cron: Annotated[str, AfterValidator(check_expression)] = Field(
+        description="Five fields (minute hour day-of-month month day-of-week), e.g. `*/15 * * * *`, or "
+                    "@hourly, @daily, @weekly, @monthly, @yearly.")
+    timezone: Annotated[str, AfterValidator(_timezone)] = Field(
+        default="UTC", description="The IANA timezone the cron's wall-clock times are in (`Europe/Berlin`).")
+    node_settings: dict[str, dict[str, Any]] = Field(
+        default={}, description="As execute's `node_settings`: merged into the flow's settings for each task.")
+
+
+# YAML reads `flow_id: 1607` as a number, which is taken as the id "1607": the schema says so.
+_ID_OR_NUMBER = {"anyOf": [{"type": "string", "pattern": ID_PATTERN}, {"type": "integer"}]}
+EndStatus = Literal["succeeded", "failed", "cancelled"]
+ENDED_STATUSES: tuple[EndStatus, ...] = ("succeeded", "failed", "cancelled")
+
+
+class FlowEndTrigger(BaseModel):
+    """``{type: flow, flow_id, status}``: a task when a task of flow ``flow_id`` ends with one of ``status``.
+
+    The ended task's JSON (as ``GET /api/v1/task/{id}`` answers it) is the start node's ``data``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["flow"]
+    flow_id: Annotated[Id, WithJsonSchema(_ID_OR_NUMBER)] = Field(description="The flow whose tasks' ends are watched.")
+    status: list[EndStatus] = Field(
+        default=list(ENDED_STATUSES), min_length=1,
+        description="The ends that start a task (its `status_name`); all three when left out. A crashed task "
+                    "is `failed` (error code `crashed`).")
+
+
+Trigger = Annotated[WebhookTrigger | ScheduleTrigger | FlowEndTrigger, Field(discriminator="type")]
+TRIGGER_TYPES = ("webhook", "schedule", "flow")
 
 
 class Flow(BaseModel):
@@ -153,6 +200,19 @@ class Flow(BaseModel):
     namespace: str | None = Field(default=None, pattern=NAMESPACE_PATTERN,
                                   description="Kestra's namespace (default `default`).")
     triggers: list[Trigger] | None = Field(default=None, description="What starts a task besides execute.")
+
+    @pydantic.model_validator(mode="after")
+    def _triggers_fit(self) -> Flow:
+        ids = {node.id for node in self.nodes}
+        for index, trigger in enumerate(self.triggers or ()):
+            if isinstance(trigger, ScheduleTrigger):
+                for node_id in trigger.node_settings:
+                    if node_id not in ids:
+                        raise ValueError(f"triggers.{index}.node_settings: no node has id {node_id!r}")
+            elif isinstance(trigger, FlowEndTrigger) and trigger.flow_id == self.id:
+                raise ValueError(f"triggers.{index}.flow_id: a flow cannot start on its own end (each of its tasks "
+                                 "would start the next, forever)")
+        return self
 
     @property
     def namespace_name(self) -> str:
@@ -227,10 +287,18 @@ def parse(data: Any, *, flow_id: str | None = None) -> Flow:
     except pydantic.ValidationError as exc:
         problems = []
         for err in exc.errors():
-            path = ".".join(str(p) for p in err["loc"])
+            path = _field_path(err["loc"])
             problems.append(f"{path}: {err['msg']}" if path else err["msg"])
-        first = ".".join(str(p) for p in exc.errors()[0]["loc"]) or None
+        first = _field_path(exc.errors()[0]["loc"]) or None
         raise errors.FlowInvalid(problems, field=first) from None
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    """A dotted field path; a trigger's ``type`` tag, which pydantic puts in its union's path, left out
+    (``triggers.0.key``, not ``triggers.0.webhook.key``)."""
+    if len(loc) > 2 and loc[0] == "triggers" and loc[2] in TRIGGER_TYPES:
+        loc = loc[:2] + loc[3:]
+    return ".".join(str(part) for part in loc)
 
 
 class FlowYamlLoader(yaml.SafeLoader):

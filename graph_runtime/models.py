@@ -87,6 +87,38 @@ class NodeStatus(enum.StrEnum):
 
 
 @dataclass(frozen=True)
+class TaskTrigger:
+    """Which trigger of the flow started a task (SPEC §11); a task started by execute has none.
+
+    Attributes:
+        type: ``webhook``, ``schedule`` or ``flow``.
+        index: the trigger's position in the flow's ``triggers``.
+        slot: a schedule's slot (ISO 8601 UTC) the task is for.
+        task_id: a flow trigger's source: the ended task whose JSON is the start node's data.
+    """
+
+    type: str
+    index: int
+    slot: str | None = None
+    task_id: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The stored and wire form: ``type`` and ``index``, then ``slot`` or ``task_id`` when set."""
+        data: dict[str, Any] = {"type": self.type, "index": self.index}
+        if self.slot is not None:
+            data["slot"] = self.slot
+        if self.task_id is not None:
+            data["task_id"] = self.task_id
+        return data
+
+    @classmethod
+    def from_dict(cls, value: dict[str, Any] | None) -> TaskTrigger | None:
+        if value is None:
+            return None
+        return cls(str(value["type"]), int(value["index"]), value.get("slot"), value.get("task_id"))
+
+
+@dataclass(frozen=True)
 class TaskRequest:
     """What an execute request asked for, with defaults filled in (Scade's ``data``)."""
 
@@ -100,6 +132,7 @@ class TaskRequest:
     from_task_id: int | None = None  # rerun from a node (SPEC §9): the earlier task the inputs came from
     # {node: {input: value}} taken from that task, kept here so a resumed task never needs it again
     from_task_inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    trigger: TaskTrigger | None = None  # the trigger that started it (SPEC §11); None for an execute
 
     def as_data(self) -> dict[str, Any]:
         """Scade's ``data`` echo: ``node_id`` first and always null; ``mode`` only when not ``prod``."""
@@ -118,6 +151,8 @@ class TaskRequest:
         if self.from_task_id is not None:
             data["from_task_id"] = self.from_task_id
             data["from_task_inputs"] = self.from_task_inputs
+        if self.trigger is not None:  # absent for an execute: Scade's echo stays Scade's
+            data["trigger"] = self.trigger.as_dict()
         return data
 
     @classmethod
@@ -132,6 +167,7 @@ class TaskRequest:
             mode=data.get("mode") or "prod",
             from_task_id=data.get("from_task_id"),
             from_task_inputs=data.get("from_task_inputs") or {},
+            trigger=TaskTrigger.from_dict(data.get("trigger")),
         )
 
 

@@ -18,14 +18,15 @@ from http_api import (
     compat_ziggy,
     errors,
     file_links,
+    routes_events,
     routes_files,
     routes_flows,
     routes_hooks,
     routes_keys,
     routes_openapi,
     routes_secrets,
-    routes_events,
     routes_tasks,
+    triggers,
 )
 from http_api.auth import KeyChecker, make_auth_middleware
 from http_api.body import SERVICES
@@ -33,12 +34,13 @@ from http_api.dashboard import routes as dashboard
 from http_api.file_links import FileLinks
 from http_api.file_resolver import FileResolver
 from http_api.flows_dir import load_flows_dir
-from http_api.views import EventViews
 from http_api.routes_metrics import add_route as add_metrics_route
 from http_api.secret_resolver import SecretResolver
 from http_api.services import Services
 from http_api.settings import Settings
 from http_api.telemetry import Telemetry
+from http_api.trigger_loops import TRIGGER_LOOPS, TriggerLoops
+from http_api.views import EventViews
 from nodes.builtin import make_http_session
 from nodes.registry import Registry, default_registry
 from storage import engine as storage_engine
@@ -46,10 +48,10 @@ from storage import master_key
 from storage.files import open_file_store
 from storage.files.retention import RetentionSweeper
 from storage.node_cache import StoredOutputCache
-from storage.task_events import TaskEventLog
 from storage.repository import Repository
 from storage.repository_leases import lease_renewer
 from storage.secrets import SecretCipher
+from storage.task_events import TaskEventLog
 from storage.wakeups import pg_wakeups
 
 log = logging.getLogger(__name__)
@@ -140,7 +142,11 @@ def create_app(settings: Settings, registry: Registry | None = None, *, tracer_p
         # Every hour, and once at start: files no recent task references go (SPEC §7 retention).
         sweeper = RetentionSweeper(services.files, retention_days=settings.files_retention_days)
         sweeper.start()
+        # Schedules and flow ends start tasks from every serve process (http_api.triggers says why).
+        app[TRIGGER_LOOPS] = trigger_loops = TriggerLoops(services)
+        trigger_loops.start()
         yield
+        await trigger_loops.stop()
         await sweeper.stop()
         services.accepting = False
         await services.scheduler.drain(settings.shutdown_grace_s)
@@ -159,7 +165,8 @@ def create_app(settings: Settings, registry: Registry | None = None, *, tracer_p
     for table in (routes_tasks.routes, routes_events.routes, routes_flows.routes, routes_keys.routes,
                   routes_openapi.routes, routes_files.routes, routes_secrets.routes, dashboard.routes):
         app.router.add_routes(table)
-    for table in (routes_hooks.routes, compat_ziggy.routes, compat_kestra.routes):  # triggers, the seed systems' APIs
+    for table in (triggers.routes, routes_hooks.routes, compat_ziggy.routes,  # triggers, the seed systems' APIs
+                  compat_kestra.routes):
         app.router.add_routes(table)
     add_metrics_route(app, telemetry, open_to_all=settings.metrics_public)
     cors = aiohttp_cors.setup(app, defaults={"*": aiohttp_cors.ResourceOptions(

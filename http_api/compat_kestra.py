@@ -218,7 +218,7 @@ def execution_view(task: Task, namespace: str) -> dict[str, Any]:
     start = task.request.node_settings.get(task.request.start_node_id)
     inputs = start.get("data") if isinstance(start, dict) else None
     context = task.request.init_context
-    trigger = context.get("trigger")
+    trigger = task.request.trigger.as_dict() if task.request.trigger is not None else None
     return {
         "id": execution_id,
         "namespace": namespace,

@@ -303,11 +303,21 @@ HOOK_BODY = {"application/json": {"schema": {}}, "text/plain": {"schema": {"type
              "application/x-www-form-urlencoded": {"schema": {"type": "object",
                                                               "additionalProperties": {"type": "string"}}}}
 HOOK_ERRORS = (400, 404, 408, 413, 415, 422, 503)
+_SLOT = {"type": "string", "format": "date-time"}
 TRIGGER_LIST = {"type": "object", "required": ["triggers"], "properties": {"triggers": {"type": "array", "items": {
-    "type": "object", "required": ["flow_id", "namespace", "index", "type", "path", "next"],
+    "type": "object", "additionalProperties": False,
+    "required": ["flow_id", "namespace", "index", "type", "path", "cron", "timezone", "next", "next_slots", "watch"],
     "properties": {"flow_id": {"type": "string"}, "namespace": {"type": "string"}, "index": {"type": "integer"},
-                   "type": {"type": "string"}, "path": {"type": "string"},
-                   "next": {"type": ["string", "null"], "description": "A schedule trigger's next slot."}}}}}}
+                   "type": {"enum": ["webhook", "schedule", "flow"]},
+                   "path": {"type": ["string", "null"], "description": "A webhook's path, its key shown as `***`."},
+                   "cron": {"type": ["string", "null"]}, "timezone": {"type": ["string", "null"]},
+                   "next": {"oneOf": [_SLOT, {"type": "null"}], "description": "A schedule trigger's next slot."},
+                   "next_slots": {"type": "array", "items": _SLOT, "description": "A schedule's next slots."},
+                   "watch": {"oneOf": [{"type": "null"}, {
+                       "type": "object", "required": ["flow_id", "status"],
+                       "properties": {"flow_id": {"type": "string"}, "status": {"type": "array", "items": {
+                           "enum": ["succeeded", "failed", "cancelled"]}}}}],
+                       "description": "A flow trigger's watched flow and the ends that start a task."}}}}}}
 ZIGGY_STARTED = {"type": "object", "required": ["executionId", "flowUuid", "taskId"],
                  "properties": {"executionId": {"type": "string"}, "flowUuid": {"type": "string"},
                                 "taskId": {"type": "integer"}}}

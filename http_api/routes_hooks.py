@@ -1,11 +1,12 @@
-"""Webhook triggers (SPEC §11): ``POST /api/v1/hooks/{flow_id}/{key}`` starts a task; ``GET /api/v1/triggers``.
+"""Webhook triggers (SPEC §11): ``POST /api/v1/hooks/{flow_id}/{key}`` starts a task.
 
 A flow declares ``triggers: [{type: webhook, key}]``. The key is the credential (no server key is
 needed), so a wrong key, a flow without that hook and an unknown flow are the same 404, every key
 is compared in constant time, and neither the key nor a credential header is stored or logged
 (``access_log``/``redaction`` mask hook paths). The start node's ``data`` is
-``{"body", "headers", "query"}``; the task's ``data.init_context.trigger`` says which trigger
-started it. Kestra's webhook path (``compat_kestra``) starts tasks through :func:`start_hook`.
+``{"body", "headers", "query"}``; the task's ``trigger`` says which trigger started it. Kestra's
+webhook path (``compat_kestra``) starts tasks through :func:`start_hook`. ``GET /api/v1/triggers``
+lives in ``triggers``.
 """
 
 from __future__ import annotations
@@ -18,10 +19,9 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 
 from graph_runtime import errors as flow_errors
-from graph_runtime import selection
 from graph_runtime.flow import Flow, WebhookTrigger
-from graph_runtime.models import Task
-from http_api import errors
+from graph_runtime.models import Task, TaskTrigger
+from http_api import errors, triggers
 from http_api.auth import public
 from http_api.body import JSON_TYPES, MAX_JSON_DEPTH, SERVICES, json_response, read_body, too_deep
 from http_api.schemas import ExecuteBody
@@ -129,14 +129,14 @@ async def start_hook(request: web.Request, flow: Flow, revision: int, index: int
     if not services.accepting:
         raise errors.ShuttingDown()
     payload = await hook_payload(request)
-    start_id = selection.resolve_ids(flow, None, None, None)[0]
-    trigger = {"type": "webhook", "index": index}
-    body = ExecuteBody(node_settings={start_id: {"data": payload}}, init_context={"trigger": trigger})
+    trigger = TaskTrigger("webhook", index)
+    body = ExecuteBody(node_settings={triggers.start_node(flow): {"data": payload}})
     delivery = next((request.headers[name] for name in DELIVERY_ID_HEADERS if request.headers.get(name)), None)
     if delivery is not None and len(delivery) > 255:
         raise errors.RequestInvalid("a delivery id must be at most 255 characters", field="webhook-id")
     task, created = await submit(services, flow.id, body, revision=revision, idempotency_key=delivery,
-                                 raw_body={"body": payload["body"], "query": payload["query"], "trigger": trigger})
+                                 raw_body={"body": payload["body"], "query": payload["query"],
+                                           "trigger": trigger.as_dict()}, trigger=trigger)
     if created:
         log.info("task started by a webhook", extra={"action": "hook_fired", "task_id": task.id, "flow_id": flow.id})
     return task, created
@@ -150,14 +150,3 @@ async def fire_hook(request: web.Request) -> web.Response:
     task, created = await start_hook(request, flow, revision, index)
     return json_response({"id": task.id, "flow_id": task.flow_id, "status": task.status.number,
                           "status_name": task.status.value}, status=201 if created else 200)
-
-
-@routes.get("/api/v1/triggers")
-async def list_triggers(request: web.Request) -> web.Response:
-    """Every flow's triggers: ``{"triggers": [{flow_id, namespace, index, type, path, next}]}``; keys never shown."""
-    listed = []
-    for flow, _revision, _ in await _services(request).repo.list_flows():
-        for index, trigger in enumerate(flow.triggers or ()):
-            listed.append({"flow_id": flow.id, "namespace": flow.namespace_name, "index": index, "type": trigger.type,
-                           "path": f"/api/v1/hooks/{flow.id}/***", "next": None})  # next: schedule triggers' slot
-    return json_response({"triggers": listed})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from collections.abc import Callable
@@ -12,7 +13,7 @@ from graph_runtime import selection
 from graph_runtime.events import EventHub
 from graph_runtime.executor import Executor
 from graph_runtime.flow import Flow
-from graph_runtime.models import Task, TaskRequest
+from graph_runtime.models import Task, TaskRequest, TaskTrigger
 from graph_runtime.scheduler import Scheduler
 from http_api import rerun, secret_resolver
 from http_api.file_links import FileLinks
@@ -107,9 +108,11 @@ async def submit(
     idempotency_key: str | None = None,
     raw_body: dict[str, Any] | None = None,
     key_id: str | None = None,
+    trigger: TaskTrigger | None = None,
 ) -> tuple[Task, bool]:
     """Validate the whole request, persist the task as queued and wake the scheduler.
 
+    ``trigger``: the flow's trigger that starts it (SPEC §11), recorded in the task's ``data``.
     Returns the task and whether it was created (False: an idempotent replay).
     """
     request_print = fingerprint(raw_body or {}, revision, body.mode or "prod") if idempotency_key else None
@@ -120,6 +123,8 @@ async def submit(
             return earlier, False
     checked = await check(services, flow_id, body, revision=revision)
     request, plan, files, rev = checked.request, checked.plan, checked.files, checked.revision
+    if trigger is not None:
+        request = dataclasses.replace(request, trigger=trigger)
     task, created = await services.repo.create_task(
         flow_id, rev, request,
         idempotency_key=idempotency_key,

@@ -83,6 +83,7 @@ def task_view(task: Task, *, outputs: bool = False, items: bool = False) -> dict
         "started": timestamp(task.started),
         "error": task.error.as_dict() if task.error else None,
         "mode": task.request.mode,
+        "trigger": task.request.trigger.as_dict() if task.request.trigger is not None else None,
         "saved_cost": saved_cost(task),
         # A map's item runs (``map1[3]``) only when asked for: a 1,000-item map keeps a poll small.
         "nodes": {node_id: node_view(run, output=outputs) for node_id, run in task.nodes.items()

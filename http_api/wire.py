@@ -40,6 +40,16 @@ class RunError(Wire):
     message: str
 
 
+class TaskTrigger(Wire):
+    """Which of its flow's triggers started a task (SPEC §11)."""
+
+    type: Literal["webhook", "schedule", "flow"]
+    index: int = Field(ge=0, description="The trigger's position in the flow's `triggers`.")
+    slot: Timestamp | None = Field(default=None, description="A schedule trigger's slot this task is for.")
+    task_id: int | None = Field(default=None, description="A flow trigger's source: the task whose end started "
+                                                          "this one (its JSON is the start node's data).")
+
+
 class TaskData(Wire):
     """Scade's ``data``: the request with defaults filled in; ``node_settings`` exactly as sent."""
 
@@ -54,6 +64,7 @@ class TaskData(Wire):
     from_task_id: int | None = Field(default=None, description="Present only for a rerun from a node.")
     from_task_inputs: dict[str, dict[str, Any]] | None = Field(
         default=None, description="With `from_task_id`: {node: {input: value}} taken from that task.")
+    trigger: TaskTrigger | None = Field(default=None, description="Present only for a task a trigger started.")
 
 
 class MapItems(Wire):
@@ -110,6 +121,8 @@ class TaskView(Wire):
     started: Timestamp | None
     error: RunError | None
     mode: Mode = Field(description="Which value of each secret its nodes get (`dev` falls back to `prod`).")
+    trigger: TaskTrigger | None = Field(description="The flow's trigger that started it (webhook, schedule, flow "
+                                                    "end); null for an execute.")
     saved_cost: float = Field(description="The sum of its cached nodes' `saved_cost`: what the output "
                                           "cache saved this task.")
     nodes: dict[str, NodeRunView] = Field(description="Empty while queued; then every run-set node (and with "
