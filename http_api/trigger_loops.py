@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from aiohttp import web
 
+from graph_runtime.models import Task
 from http_api.flow_triggers import FlowEndTriggers
 from http_api.schedule import ScheduleTriggers
 from http_api.services import Services
@@ -17,6 +20,8 @@ class TriggerLoops:
     """One catalog of the flows' triggers, read by both loops."""
 
     def __init__(self, services: Services, *, round_s: float = ROUND_S) -> None:
+        self._services = services
+        self._unwatch: Callable[[], None] | None = None
         self.catalog = TriggerCatalog(services)
         self.schedule = ScheduleTriggers(services, self.catalog, now_utc)
         self._schedule_loop = Loop("schedule triggers", self.schedule.round, round_s)
@@ -29,8 +34,17 @@ class TriggerLoops:
     def start(self) -> None:
         self._schedule_loop.start()
         self._flow_end_loop.start()
+        # A task this process ran ended: sweep now (tasks other processes run are seen within ROUND_S).
+        self._unwatch = self._services.events.watch_stops(self._stopped)
+
+    def _stopped(self, task: Task) -> None:
+        if task.status.ended:
+            self._flow_end_loop.wake()
 
     async def stop(self) -> None:
+        if self._unwatch is not None:
+            self._unwatch()
+            self._unwatch = None
         await self._schedule_loop.stop()
         await self._flow_end_loop.stop()
 

@@ -78,6 +78,11 @@ class TriggerCatalog:
         self._refreshed = time.monotonic()
         return self._declared
 
+    @property
+    def refreshed(self) -> bool:
+        """Whether the flows were read at least once."""
+        return self._revisions is not None
+
     def expire(self) -> None:
         """Read the flows again at the next ``current()`` (a flow was just stored)."""
         self._refreshed = -math.inf
@@ -135,11 +140,11 @@ class Loop:
 
     async def _run(self) -> None:
         while True:
+            self._wake.clear()  # before the round: a wake-up during it asks for another
             try:
                 await self._step()
             except Exception as exc:  # the loop outlives a failed round (a database restart): the next retries
                 log.warning("%s: %s", self.name, exc, extra={"action": "trigger_loop_failed"})
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._interval_s)
 

@@ -18,7 +18,7 @@ from http_api import auth
 from http_api.app import create_app
 from http_api.body import SERVICES
 from http_api.settings import Settings
-from http_api.trigger_loops import TRIGGER_LOOPS
+from http_api.trigger_loops import TRIGGER_LOOPS, TriggerLoops
 from tests import pg
 from tests.conftest import Api
 from tests.support import FlowBuilder, eventually, registry_with_test_types
@@ -153,6 +153,21 @@ async def test_task_ended_wakes_the_sweep(api: Api) -> None:
     await loops.flow_end.task_ended(source["id"])
     [task] = await eventually(lambda: tasks_of(api, "report"), timeout=10.0)
     assert task["data"]["trigger"]["task_id"] == source["id"]
+
+
+async def test_an_end_in_this_process_wakes_the_sweep_through_the_events_hub(api: Api) -> None:
+    await api.app[TRIGGER_LOOPS].stop()
+    await api.put_flow(watched())
+    await api.put_flow(watcher())
+    hourly = TriggerLoops(api.services, round_s=3600.0)  # after its first round, only a wake-up sweeps
+    hourly.start()
+    try:
+        await eventually(lambda: hourly.catalog.refreshed)
+        source = await ended(api, "ingest")
+        [task] = await eventually(lambda: tasks_of(api, "report"), timeout=10.0)
+        assert task["data"]["trigger"]["task_id"] == source["id"]
+    finally:
+        await hourly.stop()
 
 
 async def test_a_dev_task_starts_a_dev_task(api: Api) -> None:
