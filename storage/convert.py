@@ -9,7 +9,8 @@ from typing import Any
 
 from sqlalchemy.engine import Row
 
-from graph_runtime.models import Lease, NodeRun, NodeStatus, RunError, Task, TaskRequest, TaskStatus, start_order_key
+from graph_runtime.models import NodeRun, Task, start_order_key
+from storage import rows
 
 
 @dataclass(frozen=True)
@@ -41,50 +42,13 @@ def utcnow() -> datetime:
 
 
 def task(row: Row[Any], nodes: dict[str, NodeRun]) -> Task:
-    """A :class:`Task` from a ``task`` row and its node runs."""
-    return Task(
-        id=row.id,
-        flow_id=row.flow_id,
-        revision=row.revision,
-        request=TaskRequest.from_data(row.data),
-        status=TaskStatus(row.status),
-        created=row.created,
-        started=row.started,
-        finished=row.finished,
-        result=row.result,
-        execution_time=row.execution_time,
-        execution_cost=row.execution_cost,
-        error=RunError.from_dict(row.error),
-        nodes=nodes,
-        claims=row.claims,
-        interruptions=row.interruptions,
-        lease=lease(row),
-        parent_id=row.parent_id,
-    )
-
-
-def lease(row: Row[Any]) -> Lease | None:
-    """The lease a ``task`` row is running under, or None when no worker holds it."""
-    return Lease(row.lease_owner, row.claims) if row.lease_owner is not None and row.status == "running" else None
+    """A :class:`Task` from a ``task`` row of a SQLAlchemy query (the API side) and its node runs."""
+    return rows.DECODED.task(tuple(getattr(row, name) for name in rows.TASK_COLUMNS), nodes)
 
 
 def node_run(row: Row[Any]) -> NodeRun:
-    """A :class:`NodeRun` from a ``node_run`` row."""
-    return NodeRun(
-        node_id=row.node_id,
-        status=NodeStatus(row.status),
-        started=row.started,
-        finished=row.finished,
-        execution_time=row.execution_time,
-        cost=row.cost,
-        attempts=row.attempts,
-        error=RunError.from_dict(row.error),
-        output=row.output,
-        cached=bool(row.cached),
-        saved_cost=row.saved_cost,
-        items=row.items,
-        waiting_for_pool=row.waiting_for_pool,
-    )
+    """A :class:`NodeRun` from a ``node_run`` row of a SQLAlchemy query."""
+    return rows.DECODED.node_run(tuple(getattr(row, name) for name in rows.RUN_COLUMNS))
 
 
 def node_runs_by_task(rows: Iterable[Row[Any]]) -> dict[int, dict[str, NodeRun]]:
@@ -94,26 +58,6 @@ def node_runs_by_task(rows: Iterable[Row[Any]]) -> dict[int, dict[str, NodeRun]]
         grouped.setdefault(row.task_id, []).append(node_run(row))
     # Sorted here too: the database's ORDER BY follows its collation for node ids.
     return {task_id: {run.node_id: run for run in sorted(runs, key=start_order_key)} for task_id, runs in grouped.items()}
-
-
-def node_run_values(task_id: int, run: NodeRun) -> dict[str, Any]:
-    """The ``node_run`` column values for ``run``."""
-    return {
-        "task_id": task_id,
-        "node_id": run.node_id,
-        "status": NodeStatus(run.status).value,
-        "started": run.started,
-        "finished": run.finished,
-        "execution_time": run.execution_time,
-        "cost": run.cost,
-        "attempts": run.attempts,
-        "error": run.error.as_dict() if run.error else None,
-        "output": run.output,
-        "cached": run.cached,
-        "saved_cost": run.saved_cost,
-        "items": run.items,
-        "waiting_for_pool": run.waiting_for_pool,
-    }
 
 
 def api_key(row: Row[Any]) -> ApiKeyRecord:

@@ -10,6 +10,7 @@ schema upgrade (:func:`create_schema`, revisions in ``storage/migrations``) and 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import logging
 import time
@@ -25,9 +26,11 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction, create_async_engine
 
+from graph_runtime.errors import StoreClosed, StoreUnavailable
 from nodes import codec
+from nodes.errors import GraphRuntimeError
 from storage import convert, migrations, tables
-from storage.errors import DatabaseUrlError, translated
+from storage.errors import DatabaseUrlError, IntegrityViolation, StorageError, translated, unavailable_sqlstate
 from storage.migrations import SchemaVersions
 from storage.sqlite_inline import SqliteInline
 
@@ -87,6 +90,11 @@ def create_engine(url: str) -> AsyncEngine:
             driver is not installed (the message says what to install).
     """
     parsed, backend = _resolve(url)
+    if backend.module == "aiosqlite" and parsed.database in (None, "", ":memory:"):
+        # The hot path (stdlib sqlite3) and the API side (SQLAlchemy) open connections of their
+        # own, and each would see another empty in-memory database.
+        raise DatabaseUrlError("an in-memory SQLite database is not supported: name a file "
+                               "(sqlite+aiosqlite:///path/to/file.db; on a tmpfs for speed)")
     if importlib.util.find_spec(backend.module) is None:
         raise DatabaseUrlError(
             f"the {parsed.get_backend_name()} driver {backend.module!r} is not installed: {backend.install}"
@@ -235,33 +243,130 @@ async def _advisory_unlock(conn: AsyncConnection) -> None:
 
 
 async def dispose(engine: AsyncEngine) -> None:
-    """Close every pooled connection (and the inline SQLite connections, if any)."""
+    """Close every pooled connection (and the hot path's own: inline SQLite, asyncpg pool)."""
     found = _INLINE.pop(engine.sync_engine, None)
     if found is not None:
         await found.close()
+    pool = _PG.pop(engine.sync_engine, None)
+    if pool is not None:
+        await pool.close()
     await engine.dispose()
 
 
 _INLINE: weakref.WeakKeyDictionary[Any, SqliteInline] = weakref.WeakKeyDictionary()
+_PG: weakref.WeakKeyDictionary[Any, PgPool] = weakref.WeakKeyDictionary()
+
+
+def pg_pool(engine: AsyncEngine) -> PgPool:
+    """The asyncpg pool of PostgreSQL's hot path on ``engine``'s database (one per engine)."""
+    assert engine.dialect.name == "postgresql"
+    found = _PG.get(engine.sync_engine)
+    if found is None:
+        found = _PG[engine.sync_engine] = PgPool(_asyncpg_dsn(engine))
+    return found
+
+
+def _asyncpg_dsn(engine: AsyncEngine) -> str:
+    return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+class PgPool:
+    """asyncpg connections for PostgreSQL's hot path (:mod:`storage.pg_hot_path`), without SQLAlchemy.
+
+    The pool is created on first use, on the loop that uses it. Every driver error leaves as ours:
+    a refused, dropped or overloaded connection is ``StoreUnavailable`` (the API answers 503, a
+    worker retries), a broken constraint :class:`IntegrityViolation`, the rest ``StorageError``.
+    After a lost connection every idle one is replaced on its next use, so the path recovers by
+    itself, with one failure per loss, once the server is back.
+    """
+
+    def __init__(self, dsn: str, max_size: int = 10) -> None:
+        self._dsn = dsn
+        self._max_size = max_size
+        self._pool: Any = None
+        self._creating: asyncio.Lock | None = None
+        self._closed = False
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Any]:
+        """A connection in autocommit: each statement is its own transaction."""
+        pool = await self._opened()
+        try:
+            async with pool.acquire() as conn:
+                yield conn
+        except Exception as exc:
+            translated, lost = self._translated(exc)
+            if lost:
+                await pool.expire_connections()  # the others are likely gone too (a restart)
+            raise translated from exc
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Any]:
+        """A connection in a transaction, committed when the block exits without an exception."""
+        async with self.connection() as conn, conn.transaction():
+            yield conn
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(5):
+                    await pool.close()
+            pool.terminate()
+
+    async def _opened(self) -> Any:
+        if self._pool is not None:
+            return self._pool
+        if self._closed:
+            raise StoreClosed("the database connection is closed")
+        import asyncpg  # the postgres extra: an engine on PostgreSQL has it already
+
+        if self._creating is None:
+            self._creating = asyncio.Lock()
+        async with self._creating:
+            if self._pool is None:
+                try:
+                    self._pool = await asyncpg.create_pool(
+                        self._dsn, min_size=1, max_size=self._max_size, timeout=10,
+                        server_settings={"application_name": "graph-runtime"})
+                except Exception as exc:
+                    raise self._translated(exc)[0] from exc
+        return self._pool
+
+    @staticmethod
+    def _translated(exc: Exception) -> tuple[Exception, bool]:
+        """Ours for a driver error, and whether it means the connection was lost."""
+        import asyncpg
+
+        if isinstance(exc, GraphRuntimeError):
+            return exc, False  # raised by the caller's block: ours already
+        if isinstance(exc, asyncpg.IntegrityConstraintViolationError):
+            return IntegrityViolation(f"database error: {exc}"), False
+        lost = isinstance(exc, (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+                                asyncpg.InternalClientError))  # the last: an idle connection the server closed
+        # A deadlock or serialization failure is worth retrying too; so is a server that is
+        # there but cannot serve now (shutting down, starting, too many connections).
+        if lost or isinstance(exc, asyncpg.exceptions.TransactionRollbackError) or unavailable_sqlstate(exc):
+            first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            return StoreUnavailable(f"the database is unavailable: {first_line}"), lost or unavailable_sqlstate(exc)
+        if isinstance(exc, asyncpg.PostgresError):
+            return StorageError(f"database error: {exc}"), False
+        return exc, False
 
 
 def inline(engine: AsyncEngine) -> SqliteInline | None:
     """The inline connections for the hot statements of a SQLite file database (one per engine).
 
-    None for PostgreSQL and in-memory SQLite (a second connection would see another database).
+    None for PostgreSQL.
     """
-    if engine.dialect.name != "sqlite" or is_memory_sqlite(engine):
+    if engine.dialect.name != "sqlite":
         return None
     found = _INLINE.get(engine.sync_engine)
     if found is None:
         assert engine.url.database is not None
         found = _INLINE[engine.sync_engine] = SqliteInline(engine.url.database, _SQLITE_PRAGMAS, BUSY_TIMEOUT_S)
     return found
-
-
-def is_memory_sqlite(engine: AsyncEngine) -> bool:
-    """Whether the engine is an in-memory SQLite database (one shared connection)."""
-    return engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:")
 
 
 def _resolve(url: str) -> tuple[URL, _Backend]:
@@ -322,8 +427,7 @@ async def listen(engine: AsyncEngine, channel: str, on_notify: Callable[[], None
     """
     import asyncpg  # the postgres extra: an engine on PostgreSQL has it already
 
-    dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-    conn = await asyncpg.connect(dsn, timeout=10)
+    conn = await asyncpg.connect(_asyncpg_dsn(engine), timeout=10)
     lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def gone(*_: Any) -> None:

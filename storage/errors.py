@@ -29,6 +29,10 @@ class StorageError(GraphRuntimeError):
     code = "internal"
 
 
+class IntegrityViolation(StorageError):
+    """A statement broke a constraint (the hot path's caller knows which one it can break)."""
+
+
 class SchemaTooNew(StorageError):
     """The database's schema is newer than this graph-runtime: run the release that wrote it, or a newer one."""
 
@@ -67,11 +71,16 @@ _UNAVAILABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03", "53300")
 SCHEMA_MISTAKES = ("no such table", "no such column", "syntax error", "has no column")
 
 
+def unavailable_sqlstate(exc: BaseException) -> bool:
+    """Whether a PostgreSQL error's SQLSTATE says the server cannot serve now (see above)."""
+    return str(getattr(exc, "sqlstate", None) or "").startswith(_UNAVAILABLE_SQLSTATES)
+
+
 def translate(exc: BaseException) -> GraphRuntimeError:
     """The graph-runtime error for a SQLAlchemy or driver exception."""
     if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
         return errors.StoreUnavailable(f"the database connection was lost: {_first_line(exc)}")
-    if str(getattr(getattr(exc, "orig", exc), "sqlstate", None) or "").startswith(_UNAVAILABLE_SQLSTATES):
+    if unavailable_sqlstate(getattr(exc, "orig", exc)):
         return errors.StoreUnavailable(f"the database is unavailable: {_first_line(exc)}")
     if any(mistake in _first_line(exc) for mistake in SCHEMA_MISTAKES):
         return StorageError(f"database error (is the schema created?): {_first_line(exc)}")

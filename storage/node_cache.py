@@ -15,39 +15,19 @@ sharing the database can add unseen between two checks.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
-from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nodes import codec
 from storage import convert
-from storage import sqlite_statements as lite
 from storage.repository_base import RepositoryBase
 from storage.tables import node_cache as cache_t
 
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
-
-_KEY = sa.bindparam("b_key", type_=cache_t.c.key.type)
-_GET = sa.select(cache_t.c.output, cache_t.c.cost, cache_t.c.last_hit).where(cache_t.c.key == _KEY)
-_TOUCH = sa.update(cache_t).where(cache_t.c.key == _KEY).values(last_hit=sa.bindparam("b_now", type_=cache_t.c.last_hit.type))
-_TOTAL = sa.select(sa.func.coalesce(sa.func.sum(cache_t.c.size), 0))
-_PG_FILL_LOCK = sa.text("SELECT pg_advisory_xact_lock(7270561)")  # an arbitrary id of "the cache filler"
-_EVICT_PAGE = 100
-# The same statements in SQLite's own SQL, for the inline connections (see storage.sqlite_statements).
-_LITE_GET = "SELECT output, cost, last_hit FROM node_cache WHERE key = ?"
-_LITE_TOUCH = "UPDATE node_cache SET last_hit = ? WHERE key = ?"
-_LITE_UPSERT = (
-    "INSERT INTO node_cache (key, node_type, output, cost, size, created, last_hit) VALUES (?, ?, ?, ?, ?, ?, ?)"
-    " ON CONFLICT (key) DO UPDATE SET node_type = excluded.node_type, output = excluded.output,"
-    " cost = excluded.cost, size = excluded.size, last_hit = excluded.last_hit"
-)  # entries looked at per eviction round: one round frees a lot, rarely more than one
-
 
 CHECK_EVERY = 64
 
@@ -64,29 +44,14 @@ class NodeCacheMethods(RepositoryBase):
 
     async def cache_get(self, key: str) -> tuple[dict[str, Any], float] | None:
         """The output under ``key`` and its run's cost, or None; a hit becomes the most recently used."""
-        if self._inline is not None:
-            return await self._inline_get(key)
-        async with self._read() as conn:
-            row = (await conn.execute(_GET, {"b_key": key})).first()
-        if row is None:
+        found = await self._hot.cache_get(key)
+        if found is None:
             return None
+        text, cost, last_hit = found
         now = convert.utcnow()
-        if (now - row.last_hit).total_seconds() >= self.cache_touch_after_s:
-            async with self._write() as conn:
-                await conn.execute(_TOUCH, {"b_key": key, "b_now": now})
-        return row.output, float(row.cost)
-
-    async def _inline_get(self, key: str) -> tuple[dict[str, Any], float] | None:
-        """``cache_get`` on a SQLite file's inline connections (tens of µs, not hundreds: a cached
-        node must cost less than running a cheap one)."""
-        assert self._inline is not None
-        row = await self._inline.read(lambda c: c.execute(_LITE_GET, (key,)).fetchone())
-        if row is None:
-            return None
-        now = convert.utcnow()
-        if (now - datetime.fromisoformat(row[2] + "+00:00")).total_seconds() >= self.cache_touch_after_s:
-            await self._inline.write(lambda c: c.execute(_LITE_TOUCH, (lite.dt(now), key)))
-        return codec.loads(row[0]), float(row[1])
+        if (now - last_hit).total_seconds() >= self.cache_touch_after_s:
+            await self._hot.cache_touch(key, now)
+        return codec.loads(text), float(cost)
 
     async def cache_put(self, key: str, node_type: str, output: dict[str, Any], cost: float) -> None:
         """Store ``output`` under ``key`` (an upsert), then evict down to ``cache_max_bytes``.
@@ -97,43 +62,18 @@ class NodeCacheMethods(RepositoryBase):
         size = len(text.encode())
         if size > self.cache_max_bytes:
             return
-        now = convert.utcnow()
         estimate = self._cache_estimate
         due = estimate is None or estimate + size > self.cache_max_bytes or self._puts_unchecked + 1 >= CHECK_EVERY
-        if self._inline is not None:
-            row = (key, node_type, text, cost, size, lite.dt(now), lite.dt(now))
-            max_bytes = self.cache_max_bytes
-
-            def work(c: sqlite3.Connection) -> int:
-                c.execute(_LITE_UPSERT, row)
-                return _lite_evict(c, max_bytes) if due else (estimate or 0) + size
-
-            total = await self._inline.write(work, size=size)
-            self._cache_estimate, self._puts_unchecked = total, 0 if due else self._puts_unchecked + 1
-            return
-        values = {"key": key, "node_type": node_type, "output": output, "cost": cost, "size": size,
-                  "created": now, "last_hit": now}
-        insert = self._insert(cache_t).values(**values)
-        upsert = insert.on_conflict_do_update(
-            index_elements=[cache_t.c.key],
-            set_={name: insert.excluded[name] for name in ("node_type", "output", "cost", "size", "last_hit")},
-        )
-        async with self._write() as conn:
-            if self._dialect == "postgresql":
-                # One filler at a time: two evictions deleting overlapping rows in different
-                # orders (or one behind another's upsert) would deadlock. SQLite's writers are
-                # serialised already.
-                await conn.execute(_PG_FILL_LOCK)
-            await conn.execute(upsert)
-            total = await _evict(conn, self.cache_max_bytes) if due else (estimate or 0) + size
-        self._cache_estimate, self._puts_unchecked = total, 0 if due else self._puts_unchecked + 1
+        total = await self._hot.cache_put((key, node_type, text, cost, size, convert.utcnow()),
+                                          self.cache_max_bytes if due else None)
+        if total is not None:
+            self._cache_estimate, self._puts_unchecked = total, 0
+        else:
+            self._cache_estimate, self._puts_unchecked = (estimate or 0) + size, self._puts_unchecked + 1
 
     async def cache_evict(self) -> int:
         """Evict down to ``cache_max_bytes`` now, whatever the estimate says; the total left."""
-        async with self._write() as conn:
-            if self._dialect == "postgresql":
-                await conn.execute(_PG_FILL_LOCK)
-            total = await _evict(conn, self.cache_max_bytes)
+        total = await self._hot.cache_evict(self.cache_max_bytes)
         self._cache_estimate, self._puts_unchecked = total, 0
         return total
 
@@ -153,41 +93,6 @@ class NodeCacheMethods(RepositoryBase):
             row = (await conn.execute(sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(cache_t.c.size), 0))
                                       .select_from(cache_t))).one()
         return int(row[0]), int(row[1])
-
-
-async def _evict(conn: AsyncConnection, max_bytes: int) -> int:
-    """Delete least recently hit entries until their total is within ``max_bytes``; the total left."""
-    total = int((await conn.execute(_TOTAL)).scalar_one())
-    while total > max_bytes:
-        oldest = (await conn.execute(
-            sa.select(cache_t.c.key, cache_t.c.size).order_by(cache_t.c.last_hit, cache_t.c.key).limit(_EVICT_PAGE)
-        )).all()
-        doomed = []
-        for row in oldest:
-            if total <= max_bytes:
-                break
-            doomed.append(row.key)
-            total -= int(row.size)
-        if not doomed:
-            break
-        await conn.execute(sa.delete(cache_t).where(cache_t.c.key.in_(doomed)))
-    return total
-
-
-def _lite_evict(conn: sqlite3.Connection, max_bytes: int) -> int:
-    """:func:`_evict` on an inline SQLite connection."""
-    total = int(conn.execute("SELECT COALESCE(SUM(size), 0) FROM node_cache").fetchone()[0])
-    while total > max_bytes:
-        doomed = []
-        for key, size in conn.execute(f"SELECT key, size FROM node_cache ORDER BY last_hit, key LIMIT {_EVICT_PAGE}"):
-            if total <= max_bytes:
-                break
-            doomed.append(key)
-            total -= int(size)
-        if not doomed:
-            break
-        conn.execute(f"DELETE FROM node_cache WHERE key IN ({', '.join('?' * len(doomed))})", doomed)
-    return total
 
 
 class StoredOutputCache:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy.dialects import postgresql, sqlite
@@ -13,13 +13,17 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from graph_runtime.errors import StoreUnavailable
 from storage import engine as engines
 from storage.errors import translated
+from storage.hot_path import HotPath
+from storage.pg_hot_path import PgHotPath
+from storage.sqlite_hot_path import SqliteHotPath
 
 
 class RepositoryBase:
     """Connections on one engine: each public call reads on one connection, or writes in
     exactly one transaction.
 
-    On SQLite, writers are serialised by an ``asyncio.Lock`` as well as ``BEGIN IMMEDIATE``:
+    The hot operations go through ``self._hot`` (:mod:`storage.hot_path`); the rest through
+    SQLAlchemy Core on ``engine``. On SQLite, writers are serialised by an ``asyncio.Lock`` as well as ``BEGIN IMMEDIATE``:
     the lock queues this process's writers fairly without holding a pooled connection, and
     ``BEGIN IMMEDIATE`` + ``busy_timeout`` covers other processes (a CLI next to the server).
     PostgreSQL needs neither: its row locks and ``SKIP LOCKED`` do the work.
@@ -31,17 +35,10 @@ class RepositoryBase:
         self._writer = engines.writer(engine)
         self._dialect = engine.dialect.name
         self._insert: Callable[..., Any] = sqlite.insert if self._dialect == "sqlite" else postgresql.insert
-        # A SQLite file's hot statements go through inline sqlite3 connections (see sqlite_inline);
-        # their write lock is the one every writer of this engine in this process queues on.
-        self._inline = engines.inline(engine)
-        lock: AbstractAsyncContextManager[Any] = nullcontext()
-        if self._inline is not None:
-            lock = self._inline.write_lock
-        elif self._dialect == "sqlite":
-            lock = asyncio.Lock()
-        self._write_lock = lock
-        # An in-memory database is one shared connection: readers must queue behind writers too.
-        self._read_lock = lock if engines.is_memory_sqlite(engine) else nullcontext()
+        # The hot operations' one implementation on this engine (chosen here, once). On SQLite its
+        # write lock is the one every writer of this engine in this process queues on.
+        self._hot = hot_path(engine)
+        self._write_lock = self._hot.write_lock
 
     @property
     def engine(self) -> AsyncEngine:
@@ -51,7 +48,7 @@ class RepositoryBase:
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[AsyncConnection]:
         """A connection for reads: each statement sees the latest commit; nothing is committed."""
-        async with translated(), self._read_lock, self._reader.connect() as conn:
+        async with translated(), self._reader.connect() as conn:
             yield conn
 
     @asynccontextmanager
@@ -73,3 +70,10 @@ class RepositoryBase:
                     yield conn
             finally:
                 await self._write_lock.__aexit__(None, None, None)
+
+
+def hot_path(engine: AsyncEngine) -> HotPath:
+    """The hot path of ``engine``'s database: stdlib sqlite3 on SQLite, asyncpg on PostgreSQL (their
+    connections are the engine's, closed by ``storage.engine.dispose``)."""
+    lite = engines.inline(engine)
+    return SqliteHotPath(lite) if lite is not None else PgHotPath(engines.pg_pool(engine))

@@ -13,7 +13,6 @@ from graph_runtime import errors
 from graph_runtime import flow as flows
 from graph_runtime.flow import Flow
 from storage import convert
-from storage import sqlite_statements as lite
 from storage.repository_base import RepositoryBase
 from storage.tables import flow as flow_t
 from storage.tables import flow_revision as revision_t
@@ -113,23 +112,13 @@ class FlowMethods(RepositoryBase):
             errors.FlowNotFound: no such flow, or it was deleted.
             errors.RevisionNotFound: the flow has no such revision.
         """
-        if self._inline is not None:
-            found = await self._inline.read(lambda c: lite.flow_revision_work(c, flow_id, revision))
-        else:
-            wanted = revision_t.c.revision == (flow_t.c.latest_revision if revision is None else revision)
-            async with self._read() as conn:
-                found = (
-                    await conn.execute(
-                        sa.select(flow_t.c.deleted, revision_t.c.revision, revision_t.c.created)
-                        .select_from(flow_t.outerjoin(revision_t, sa.and_(revision_t.c.flow_id == flow_t.c.id, wanted)))
-                        .where(flow_t.c.id == flow_id)
-                    )
-                ).first()
+        found = await self._hot.flow_revision(flow_id, revision)
         if found is None or found[0]:
             raise errors.FlowNotFound(f"no flow has the id {flow_id!r}")
         _, found_revision, created = found
         if found_revision is None:
             raise errors.RevisionNotFound(f"flow {flow_id!r} has no revision {revision}")
+        assert created is not None, "a stored revision has its creation time"
         return await self.load_flow(flow_id, found_revision), found_revision, created
 
     async def list_flows(self) -> list[tuple[Flow, int, datetime]]:
@@ -171,24 +160,8 @@ class FlowMethods(RepositoryBase):
         cached = self._flow_cache.get(flow_id, revision)
         if cached is not None:
             return cached
-        async with self._read() as conn:
-            definition = await _definition(conn, flow_id, revision)
-        return self._flow_cache.parse(flow_id, revision, definition)
+        return self._flow_cache.parse(flow_id, revision, await self._hot.flow_definition(flow_id, revision))
 
 
 def _latest_revision_join() -> sa.ColumnElement[bool]:
     return sa.and_(revision_t.c.flow_id == flow_t.c.id, revision_t.c.revision == flow_t.c.latest_revision)
-
-
-async def _definition(conn: AsyncConnection, flow_id: str, revision: int) -> dict[str, Any]:
-    definition = (
-        await conn.execute(
-            sa.select(revision_t.c.definition).where(revision_t.c.flow_id == flow_id, revision_t.c.revision == revision)
-        )
-    ).scalar_one_or_none()
-    if definition is not None:
-        return definition
-    exists = (await conn.execute(sa.select(flow_t.c.id).where(flow_t.c.id == flow_id))).first()
-    if exists is None:
-        raise errors.FlowNotFound(f"no flow has the id {flow_id!r}")
-    raise errors.RevisionNotFound(f"flow {flow_id!r} has no revision {revision}")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import AbstractAsyncContextManager
-from datetime import timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -35,16 +34,7 @@ class LeaseMethods(RepositoryBase):
         """
         if not task_ids:
             return set()
-        async with self._write() as conn:
-            # Taken after the write lock: a renewal that waited must not land already expired.
-            expires = convert.utcnow() + timedelta(seconds=lease_s)
-            rows = await conn.execute(
-                sa.update(task_t)
-                .where(task_t.c.id.in_(list(task_ids)), task_t.c.lease_owner == worker, task_t.c.status == _RUNNING)
-                .values(lease_expires=expires)
-                .returning(task_t.c.id)
-            )
-            return {row.id for row in rows}
+        return await self._hot.renew_leases(worker, list(task_ids), lease_s)
 
     async def release_tasks(self, worker: str, task_ids: Collection[int]) -> int:
         """Put tasks this worker stops running (a graceful shutdown) straight back in the queue."""
@@ -94,12 +84,9 @@ class LeaseMethods(RepositoryBase):
         return result.rowcount
 
 
-def lease_renewer(engine: AsyncEngine) -> Callable[[], AbstractAsyncContextManager[LeaseMethods]] | None:
-    """What the heartbeat thread opens: its own engine on ``engine``'s database, so renewals never
-    wait for the worker's event loop. None for an in-memory SQLite database (one connection only:
-    the heartbeat then renews through the worker's loop)."""
-    if engines.is_memory_sqlite(engine):
-        return None
+def lease_renewer(engine: AsyncEngine) -> Callable[[], AbstractAsyncContextManager[LeaseMethods]]:
+    """What the heartbeat thread opens: its own connections to ``engine``'s database, on the hot path
+    like the worker's (stdlib sqlite3, or asyncpg), so renewals never wait for the worker's event loop."""
     url = engine.url.render_as_string(hide_password=False)
 
     @contextlib.asynccontextmanager

@@ -1,8 +1,8 @@
-"""The hot statements in SQLite's own SQL, and the rows they read and write.
+"""The hot statements in SQLite's own SQL (see :mod:`storage.sqlite_hot_path`).
 
 Values are stored exactly as SQLAlchemy stores them through :mod:`storage.tables` (datetimes as
 ``YYYY-MM-DD HH:MM:SS.ffffff`` UTC text, JSON as text, booleans as 0/1), so rows written here read
-back through the SQLAlchemy path and the other way round; ``tests/storage`` checks both ways.
+back through the API side's SQLAlchemy queries and the other way round; ``tests/storage`` checks both.
 Every ``*_work`` function runs inside one transaction of :class:`storage.sqlite_inline.SqliteInline`
 and does nothing but SQL (it may be run again if the database was busy).
 """
@@ -11,21 +11,17 @@ from __future__ import annotations
 
 import functools
 import sqlite3
-from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
-from graph_runtime.models import Lease, NodeRun, NodeStatus, RunError, Task, TaskRequest, TaskStatus
+from graph_runtime.models import Lease, NodeRun, Task
 from nodes import codec
+from storage import rows
+from storage.hot_path import evictable
 
-_TASK_COLUMNS = (
-    "id, flow_id, revision, status, data, created, started, finished, result, execution_time,"
-    " execution_cost, error, claims, request_fingerprint, interruptions, lease_owner, parent_id"
-)
-_RUN_COLUMNS = (
-    "task_id, node_id, status, started, finished, execution_time, cost, attempts, error, output, cached, saved_cost,"
-    " items, waiting_for_pool"
-)
+_TASK_COLUMNS = ", ".join(rows.TASK_COLUMNS)
+_RUN_COLUMNS = ", ".join(rows.RUN_COLUMNS)
 
 _INSERT_TASK = (
     "INSERT INTO task (flow_id, revision, status, data, created, cancel_requested, claims, idempotency_key,"
@@ -85,77 +81,21 @@ _FLOW_REVISION = (
 )
 _LATEST_REVISION = _FLOW_REVISION.format(which="flow.latest_revision")
 _GIVEN_REVISION = _FLOW_REVISION.format(which="?")
+_DEFINITION = "SELECT definition FROM flow_revision WHERE flow_id = ? AND revision = ?"
+_FLOW_EXISTS = "SELECT 1 FROM flow WHERE id = ?"
+_RENEW = (
+    "UPDATE task SET lease_expires = ? WHERE id IN ({ids}) AND lease_owner = ? AND status = 'running' RETURNING id"
+)
 
 
-# -- values ----------------------------------------------------------------------------------
-
-
-def dt(value: datetime | None) -> str | None:
-    """SQLAlchemy's SQLite DATETIME text for an aware datetime (the UTC wall time)."""
-    if value is None:
-        return None
-    if value.tzinfo is not UTC:
-        if value.tzinfo is None:
-            raise ValueError(f"naive datetime {value!r}: pass an aware UTC datetime")
-        value = value.astimezone(UTC)
-    return value.isoformat(" ", "microseconds")[:-6]  # without "+00:00"
-
-
-def _parse_dt(text: str | None) -> datetime | None:
-    # Parsing the zone is ~6x faster than .replace(tzinfo=UTC) afterwards (a poll parses dozens).
-    return None if text is None else datetime.fromisoformat(text + "+00:00")
-
-
-def json_text(value: Any) -> str | None:
-    """JSON text, or NULL for None (the tables' JSON columns are ``none_as_null``)."""
-    return None if value is None else codec.dumps_str(value)
-
-
-def _json(text: str | None) -> Any:
-    return None if text is None else codec.loads(text)
-
-
-def run_params(task_id: int, run: NodeRun) -> tuple[Any, ...]:
-    """One node run's ``_UPSERT_RUNS`` parameters."""
-    return (
-        task_id, run.node_id, NodeStatus(run.status).value, dt(run.started), dt(run.finished), run.execution_time,
-        run.cost, run.attempts, json_text(run.error.as_dict() if run.error else None), json_text(run.output),
-        1 if run.cached else 0, run.saved_cost, json_text(run.items), run.waiting_for_pool,
-    )
-
-
-def params_size(params: Iterable[tuple[Any, ...]]) -> int:
-    """Roughly how many bytes these ``run_params`` rows write (their JSON: output and error)."""
-    return sum(len(row[9] or "") + len(row[8] or "") for row in params)
-
-
-# Lookups, not Enum calls: a poll converts a status per node.
-_TASK_STATUS = {status.value: status for status in TaskStatus}
-_NODE_STATUS = {status.value: status for status in NodeStatus}
-
-
-def _task(row: Sequence[Any], nodes: dict[str, NodeRun]) -> Task:
-    lease = Lease(row[15], row[12]) if row[15] is not None and row[3] == "running" else None
-    return Task(
-        id=row[0], flow_id=row[1], revision=row[2], request=TaskRequest.from_data(codec.loads(row[4])),
-        status=_TASK_STATUS[row[3]], created=_parse_dt(row[5]), started=_parse_dt(row[6]), finished=_parse_dt(row[7]),
-        result=_json(row[8]), execution_time=row[9], execution_cost=row[10], error=RunError.from_dict(_json(row[11])),
-        nodes=nodes, claims=row[12], interruptions=row[14], lease=lease, parent_id=row[16],
-    )
-
-
-def _node_run(row: Sequence[Any]) -> NodeRun:
-    return NodeRun(
-        node_id=row[1], status=_NODE_STATUS[row[2]], started=_parse_dt(row[3]), finished=_parse_dt(row[4]),
-        execution_time=row[5], cost=row[6], attempts=row[7], error=RunError.from_dict(_json(row[8])), output=_json(row[9]),
-        cached=bool(row[10]), saved_cost=row[11], items=_json(row[12]), waiting_for_pool=row[13],
-    )
+_CODEC = rows.SQLITE
+dt = rows.dt_text
 
 
 def _runs(conn: sqlite3.Connection, task_id: int, *, items: bool = True) -> dict[str, NodeRun]:
     """The task's node runs; with ``items=False`` without its map items' runs (the task view)."""
     query = _RUNS_OF_TASK if items else _NODE_RUNS_OF_TASK
-    return {row[1]: _node_run(row) for row in conn.execute(query, (task_id,))}
+    return {row[1]: _CODEC.node_run(row) for row in conn.execute(query, (task_id,))}
 
 
 # -- transactions ----------------------------------------------------------------------------
@@ -178,7 +118,7 @@ def create_task_work(
 def earlier_task_work(conn: sqlite3.Connection, flow_id: str, key: str) -> tuple[Task, str | None] | None:
     """The task created with this idempotency key and its request fingerprint, or None."""
     row = conn.execute(_TASK_BY_KEY, (flow_id, key)).fetchone()
-    return None if row is None else (_task(row, _runs(conn, row[0])), row[13])
+    return None if row is None else (_CODEC.task(row, _runs(conn, row[0])), row[rows.FINGERPRINT])
 
 
 def claim_work(conn: sqlite3.Connection, task_id: int, now: datetime, worker: str, expires: datetime) -> Task | None:
@@ -202,19 +142,19 @@ def claim_many_work(conn: sqlite3.Connection, limit: int, pools: Sequence[str], 
     params: tuple[Any, ...] = (dt(now), worker, dt(expires), limit)
     if pools:
         params = (*params, *pools, limit, limit)
-    rows = conn.execute(_claim_many(len(pools)), params).fetchall()
-    return _claimed(conn, sorted(rows, key=lambda row: row[0]))
+    found = conn.execute(_claim_many(len(pools)), params).fetchall()
+    return _claimed(conn, sorted(found, key=lambda row: row[0]))
 
 
-def _claimed(conn: sqlite3.Connection, rows: list[Any]) -> list[Task]:
+def _claimed(conn: sqlite3.Connection, claimed: list[Any]) -> list[Task]:
     # A first claim has only the pending rows written with the task: the executor makes those itself.
-    resumed = [row[0] for row in rows if row[12] > 1]
+    resumed = [row[0] for row in claimed if row[rows.CLAIMS] > 1]
     runs: dict[int, dict[str, NodeRun]] = {task_id: {} for task_id in resumed}
     if resumed:
         query = f"SELECT {_RUN_COLUMNS} FROM node_run WHERE task_id IN ({','.join('?' * len(resumed))})"
         for run_row in conn.execute(query + " ORDER BY task_id, started ASC NULLS LAST, node_id", resumed):
-            runs[run_row[0]][run_row[1]] = _node_run(run_row)
-    return [_task(row, runs.get(row[0], {})) for row in rows]
+            runs[run_row[0]][run_row[1]] = _CODEC.node_run(run_row)
+    return [_CODEC.task(row, runs.get(row[0], {})) for row in claimed]
 
 
 def any_claimable_work(conn: sqlite3.Connection, pools: Sequence[str]) -> bool:
@@ -241,10 +181,10 @@ def held_work(conn: sqlite3.Connection, leases: dict[int, Lease]) -> set[int]:
     if not leases:
         return set()
     ids = list(leases)
-    rows = conn.execute(
+    found = conn.execute(
         f"SELECT id, lease_owner, claims FROM task WHERE status = 'running' AND id IN ({','.join('?' * len(ids))})", ids
     )
-    return {row[0] for row in rows if leases[row[0]] == Lease(row[1], row[2])}
+    return {row[0] for row in found if leases[row[0]] == Lease(row[1], row[2])}
 
 
 def upsert_runs_work(conn: sqlite3.Connection, params: list[tuple[Any, ...]], leases: dict[int, Lease]) -> frozenset[int]:
@@ -278,7 +218,7 @@ def finish_work(conn: sqlite3.Connection, values: tuple[Any, ...], runs: list[tu
 def task_work(conn: sqlite3.Connection, task_id: int, items: bool = False) -> Task | None:
     """The task with its node runs (its map items' runs too if ``items``), from one snapshot."""
     row = conn.execute(_TASK_BY_ID, (task_id,)).fetchone()
-    return None if row is None else _task(row, _runs(conn, task_id, items=items))
+    return None if row is None else _CODEC.task(row, _runs(conn, task_id, items=items))
 
 
 def cancel_flag_work(conn: sqlite3.Connection, task_id: int) -> bool | None:
@@ -294,4 +234,61 @@ def flow_revision_work(
         row = conn.execute(_LATEST_REVISION, (flow_id,)).fetchone()
     else:
         row = conn.execute(_GIVEN_REVISION, (revision, flow_id)).fetchone()
-    return None if row is None else (bool(row[0]), row[1], _parse_dt(row[2]))
+    return None if row is None else (bool(row[0]), row[1], rows.parse_dt_text(row[2]))
+
+
+def definition_work(conn: sqlite3.Connection, flow_id: str, revision: int) -> dict[str, Any] | str:
+    """The definition of a flow revision, or ``"no flow"`` / ``"no revision"``."""
+    row = conn.execute(_DEFINITION, (flow_id, revision)).fetchone()
+    if row is not None:
+        return codec.loads(row[0])  # type: ignore[no-any-return]
+    return "no revision" if conn.execute(_FLOW_EXISTS, (flow_id,)).fetchone() else "no flow"
+
+
+def renew_work(conn: sqlite3.Connection, worker: str, task_ids: Sequence[int], expires: datetime) -> set[int]:
+    """Extend ``worker``'s leases on these running tasks; the ids it still holds."""
+    marks = ",".join("?" * len(task_ids))
+    found = conn.execute(_RENEW.format(ids=marks), (dt(expires), *task_ids, worker))
+    return {row[0] for row in found}
+
+
+# -- the output cache ------------------------------------------------------------------------
+
+_CACHE_GET = "SELECT output, cost, last_hit FROM node_cache WHERE key = ?"
+_CACHE_TOUCH = "UPDATE node_cache SET last_hit = ? WHERE key = ?"
+_CACHE_UPSERT = (
+    "INSERT INTO node_cache (key, node_type, output, cost, size, created, last_hit) VALUES (?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (key) DO UPDATE SET node_type = excluded.node_type, output = excluded.output,"
+    " cost = excluded.cost, size = excluded.size, last_hit = excluded.last_hit"
+)
+EVICT_PAGE = 100  # entries looked at per eviction round: one round frees a lot, rarely more than one
+
+
+def cache_get_work(conn: sqlite3.Connection, key: str) -> tuple[str, float, datetime] | None:
+    """The output (JSON text), cost and last hit stored under ``key``."""
+    row = conn.execute(_CACHE_GET, (key,)).fetchone()
+    return None if row is None else (row[0], row[1], rows.parse_dt_text(row[2]))  # type: ignore[return-value]
+
+
+def cache_touch_work(conn: sqlite3.Connection, key: str, now: datetime) -> None:
+    conn.execute(_CACHE_TOUCH, (dt(now), key))
+
+
+def cache_put_work(conn: sqlite3.Connection, row: tuple[Any, ...], evict_to: int | None) -> int | None:
+    """Upsert a ``node_cache`` row (key, node_type, output text, cost, size, now); then, if
+    ``evict_to`` is given, evict down to it and return the total left."""
+    key, node_type, text, cost, size, now = row
+    conn.execute(_CACHE_UPSERT, (key, node_type, text, cost, size, dt(now), dt(now)))
+    return None if evict_to is None else cache_evict_work(conn, evict_to)
+
+
+def cache_evict_work(conn: sqlite3.Connection, max_bytes: int) -> int:
+    """Delete least recently hit entries until their total is within ``max_bytes``; the total left."""
+    total = int(conn.execute("SELECT COALESCE(SUM(size), 0) FROM node_cache").fetchone()[0])
+    while total > max_bytes:
+        oldest = conn.execute(f"SELECT key, size FROM node_cache ORDER BY last_hit, key LIMIT {EVICT_PAGE}").fetchall()
+        doomed, total = evictable(oldest, total, max_bytes)
+        if not doomed:
+            break
+        conn.execute(f"DELETE FROM node_cache WHERE key IN ({', '.join('?' * len(doomed))})", doomed)
+    return total

@@ -64,30 +64,10 @@ def new_task(task_id: int, values: dict[str, Any], request: TaskRequest) -> Task
     )
 
 
-async def earlier_task(conn: AsyncConnection, flow_id: str, key: str | None, fingerprint: str | None) -> Task | None:
-    row = (
-        await conn.execute(sa.select(task_t).where(task_t.c.flow_id == flow_id, task_t.c.idempotency_key == key))
-    ).first()
-    if row is None:
-        return None
-    if row.request_fingerprint != fingerprint:
-        raise key_conflict(key, flow_id, row.id)
-    nodes = await node_runs(conn, [row.id])
-    return convert.task(row, nodes.get(row.id, {}))
-
-
 def key_conflict(key: str | None, flow_id: str, task_id: int) -> errors.IdempotencyConflict:
     return errors.IdempotencyConflict(
         f"the idempotency key {key!r} was already used on flow {flow_id!r} with another request (task {task_id})"
     )
-
-
-async def load_task(conn: AsyncConnection, task_id: int, *, items: bool = False) -> Task:
-    row = (await conn.execute(TASK_BY_ID, {"task_id": task_id})).first()
-    if row is None:
-        raise errors.TaskNotFound(f"no task has the id {task_id}")
-    nodes = await node_runs(conn, [task_id], items=items)
-    return convert.task(row, nodes.get(task_id, {}))
 
 
 async def update_returning(conn: AsyncConnection, update: sa.Update) -> sa.Row[Any] | None:

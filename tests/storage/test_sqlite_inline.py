@@ -24,8 +24,8 @@ from graph_runtime import errors
 from graph_runtime.flow import Flow
 from graph_runtime.models import NodeRun, NodeStatus, RunError, TaskOutcome, TaskStatus
 from nodes import codec
-from storage import convert, tables
 from storage import engine as engines
+from storage import rows, tables
 from storage.repository import Repository
 from storage.sqlite_inline import _CHECKPOINT_EVERY, THREAD_ABOVE_BYTES, SqliteInline
 from tests.storage.conftest import make_request
@@ -56,6 +56,12 @@ def full_run(node_id: str, started: datetime, cost: float = 0.1 + 0.2) -> NodeRu
     output = {"z": {"list": [1, 2.5, None, True, "日本語"], "empty": {}}, "a": 2**53, "f": 1e-300}
     return NodeRun(node_id, NodeStatus.FAILED, started, started + timedelta(seconds=1, microseconds=7), 1.000007, cost, 3,
                    error, output, waiting_for_pool="gpu")
+
+
+def sqlalchemy_values(task_id: int, run: NodeRun) -> dict[str, object]:
+    """A node run's column values as a SQLAlchemy insert takes them (JSON columns as objects)."""
+    values = dict(zip(rows.RUN_COLUMNS, rows.DECODED.run_params(task_id, run), strict=True))
+    return {**values, "error": run.error.as_dict() if run.error else None, "output": run.output, "items": run.items}
 
 
 def raw(path: str, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
@@ -103,7 +109,7 @@ async def test_both_paths_store_the_very_same_bytes(repo: Repository, saved_flow
     await repo.save_node_runs(inline_id, runs)
     await repo.finish_task(inline_id, outcome, [])
     async with engines.writer(repo.engine).begin() as conn:  # what the SQLAlchemy path executes
-        await conn.execute(sa.insert(tables.node_run), [convert.node_run_values(sqlalchemy_id, run) for run in runs])
+        await conn.execute(sa.insert(tables.node_run), [sqlalchemy_values(sqlalchemy_id, run) for run in runs])
         await conn.execute(sa.update(tables.task).where(tables.task.c.id == sqlalchemy_id).values(
             status="succeeded", finished=T0, execution_time=2.5, execution_cost=1, result=outcome.result, error=None))
 
@@ -123,7 +129,7 @@ async def test_sqlalchemy_writes_read_back_identically_inline(repo: Repository, 
     await repo.claim_task(running, "w1", lease_s=60)
     runs = [full_run("late", T0 + timedelta(days=1)), full_run("early", T0.astimezone(PARIS))]
     async with engines.writer(repo.engine).begin() as conn:
-        await conn.execute(sa.insert(tables.node_run), [convert.node_run_values(running, run) for run in runs])
+        await conn.execute(sa.insert(tables.node_run), [sqlalchemy_values(running, run) for run in runs])
     flagged = await repo.request_cancel(running)
     assert await repo.renew_leases("w1", [running], lease_s=60) == {running}
     assert await repo.get_task(running) == flagged and list(flagged.nodes) == ["early", "late"]

@@ -1,0 +1,289 @@
+"""The hot path on PostgreSQL: asyncpg directly (:class:`storage.engine.PgPool`), no SQLAlchemy.
+
+Each operation is as few round trips as its SQL allows: most are one statement in autocommit, a
+write and its node runs folded together with data-modifying ``WITH`` clauses (one statement is
+one transaction), so a node's end or a task's end costs one round trip and one commit. Node runs
+travel as column arrays (``unnest``), JSON as text encoded by the project's codec.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
+from datetime import datetime, timedelta
+from typing import Any
+
+from graph_runtime import errors
+from graph_runtime.models import Lease, NodeRun, Task, TaskOutcome
+from nodes import codec
+from storage import convert, rows
+from storage.engine import PgPool
+from storage.errors import IntegrityViolation
+from storage.hot_path import CacheRow, encoded, evictable, outcome_raised, outcome_values
+from storage.wakeups import CHANNEL
+
+_CODEC = rows.POSTGRES
+_TASK_COLUMNS = ", ".join(rows.TASK_COLUMNS)
+_RUN_COLUMNS = ", ".join(rows.RUN_COLUMNS)
+_NOTIFY = f"pg_notify('{CHANNEL}', '')"
+
+# Node runs as 14 column arrays, $1..$14 of the statements that write them.
+_RUN_ARRAYS = (
+    "unnest($1::bigint[], $2::varchar[], $3::varchar[], $4::timestamptz[], $5::timestamptz[], $6::float8[],"
+    f" $7::float8[], $8::int[], $9::json[], $10::json[], $11::bool[], $12::float8[], $13::json[], $14::varchar[])"
+    f" AS u({_RUN_COLUMNS})"
+)
+_UPSERT_RUNS = (
+    f"INSERT INTO node_run ({_RUN_COLUMNS}) SELECT * FROM {_RUN_ARRAYS} {{where}}"
+    " ON CONFLICT (task_id, node_id) DO UPDATE SET "
+    + ", ".join(f"{name} = excluded.{name}" for name in rows.RUN_COLUMNS[2:])
+)
+# Each task's runs in start order, ids in code-point order (the "C" collation) as start_order_key sorts them.
+_RUNS_OF_TASKS = (
+    f"SELECT {_RUN_COLUMNS} FROM node_run WHERE task_id = ANY($1::bigint[]) {{items}}"
+    ' ORDER BY task_id, started ASC NULLS LAST, node_id COLLATE "C"'
+)
+_RUNS_WITH_ITEMS = _RUNS_OF_TASKS.format(items="")
+_RUNS_WITHOUT_ITEMS = _RUNS_OF_TASKS.format(items="AND node_id NOT LIKE '%]'")  # a map's row summarises its items
+
+_CREATE_TASK = (
+    "WITH t AS (INSERT INTO task (flow_id, revision, status, data, created, cancel_requested, claims, interruptions,"
+    " idempotency_key, request_fingerprint, key_id, mode, parent_id)"
+    " VALUES ($1, $2, 'queued', $3::json, $4, false, 0, 0, $5, $6, $7, $8, $9) {conflict} RETURNING id),"
+    " p AS (INSERT INTO node_run (task_id, node_id, status, attempts, cached)"
+    " SELECT t.id, n, 'pending', 0, false FROM t, unnest($10::varchar[]) AS n)"
+    # Delivered when this statement commits: idle workers claim the task at once.
+    f" SELECT id, {_NOTIFY} FROM t"
+)
+_CREATE = _CREATE_TASK.format(conflict="")
+_CREATE_ONCE = _CREATE_TASK.format(conflict="ON CONFLICT (flow_id, idempotency_key) DO NOTHING")
+_TASK_BY_ID = f"SELECT {_TASK_COLUMNS} FROM task WHERE id = $1"
+_TASK_BY_KEY = f"SELECT {_TASK_COLUMNS} FROM task WHERE flow_id = $1 AND idempotency_key = $2"
+
+_CLAIMED = (
+    "UPDATE task SET status = 'running', started = coalesce(started, $1), claims = claims + 1, lease_owner = $2,"
+    " lease_expires = $3, pool = NULL WHERE id IN (SELECT id FROM task WHERE {claimable}"
+    " ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED) RETURNING " + _TASK_COLUMNS
+)
+_CLAIM_QUEUED = _CLAIMED.format(claimable="status = 'queued'")
+_CLAIM_QUEUED_OR_PARKED = _CLAIMED.format(
+    claimable="(status = 'queued' OR (status = 'running' AND lease_owner IS NULL AND pool = ANY($5::varchar[])))")
+_CLAIM_ONE = (
+    "UPDATE task SET status = 'running', started = $1, claims = claims + 1, lease_owner = $2, lease_expires = $3"
+    " WHERE id = $4 AND status = 'queued' RETURNING " + _TASK_COLUMNS
+)
+
+# The fence: rows of a task named in the leases ($15 ids, $16 workers, $17 epochs) are written only
+# while that lease is its current one; the held rows stay share-locked to the commit, so a requeue
+# cannot slip in between. Answers the fenced-off ids.
+_SAVE_FENCED = (
+    "WITH fence AS (SELECT * FROM unnest($15::bigint[], $16::varchar[], $17::int[]) AS l(id, worker, epoch)),"
+    " held AS (SELECT t.id FROM task t JOIN fence ON t.id = fence.id AND t.lease_owner = fence.worker"
+    " AND t.claims = fence.epoch WHERE t.status = 'running' ORDER BY t.id FOR SHARE OF t),"
+    " w AS (" + _UPSERT_RUNS.format(
+        where="WHERE u.task_id NOT IN (SELECT id FROM fence) OR u.task_id IN (SELECT id FROM held)") + ")"
+    " SELECT array(SELECT id FROM fence EXCEPT SELECT id FROM held)"
+)
+_SAVE = _UPSERT_RUNS.format(where="")
+_FINISH = (
+    "WITH f AS (UPDATE task SET status = $15, finished = $16, execution_time = $17, execution_cost = $18,"
+    " result = $19::json, error = $20::json, lease_owner = NULL, lease_expires = NULL"
+    " WHERE id = $21 AND ($22::varchar IS NULL OR (status = 'running' AND lease_owner = $22 AND claims = $23))"
+    " RETURNING id),"
+    " w AS (" + _UPSERT_RUNS.format(where="WHERE EXISTS (SELECT 1 FROM f)") + ")"
+    " SELECT (SELECT count(*) FROM f), EXISTS (SELECT 1 FROM task WHERE id = $21)"
+)
+_PARK = (
+    "WITH p AS (UPDATE task SET pool = $15, lease_owner = NULL, lease_expires = NULL"
+    " WHERE id = $16 AND status = 'running' AND lease_owner = $17 AND claims = $18 RETURNING id),"
+    " w AS (" + _UPSERT_RUNS.format(where="WHERE EXISTS (SELECT 1 FROM p)") + "),"
+    f" n AS (SELECT {_NOTIFY} FROM p)"  # a worker serving the pool may be idle
+    " SELECT (SELECT count(*) FROM p), EXISTS (SELECT 1 FROM task WHERE id = $16), (SELECT count(*) FROM n)"
+)
+_CANCEL_FLAG = "SELECT cancel_requested FROM task WHERE id = $1"
+_RENEW = (
+    "UPDATE task SET lease_expires = $1 WHERE id = ANY($2::bigint[]) AND lease_owner = $3 AND status = 'running'"
+    " RETURNING id"
+)
+_FLOW_REVISION = (
+    "SELECT flow.deleted, flow_revision.revision, flow_revision.created FROM flow LEFT OUTER JOIN flow_revision"
+    " ON flow_revision.flow_id = flow.id AND flow_revision.revision = {which} WHERE flow.id = $1"
+)
+_LATEST_REVISION = _FLOW_REVISION.format(which="flow.latest_revision")
+_GIVEN_REVISION = _FLOW_REVISION.format(which="$2")
+_DEFINITION = (
+    "SELECT flow_revision.definition, flow.id FROM flow LEFT OUTER JOIN flow_revision"
+    " ON flow_revision.flow_id = flow.id AND flow_revision.revision = $2 WHERE flow.id = $1"
+)
+
+_CACHE_GET = "SELECT output, cost, last_hit FROM node_cache WHERE key = $1"
+_CACHE_TOUCH = "UPDATE node_cache SET last_hit = $2 WHERE key = $1"
+_CACHE_UPSERT = (
+    "INSERT INTO node_cache (key, node_type, output, cost, size, created, last_hit)"
+    " VALUES ($1, $2, $3::json, $4, $5, $6, $6) ON CONFLICT (key) DO UPDATE SET node_type = excluded.node_type,"
+    " output = excluded.output, cost = excluded.cost, size = excluded.size, last_hit = excluded.last_hit"
+)
+# One filler at a time: two evictions deleting overlapping rows in different orders (or one behind
+# another's upsert) would deadlock. An arbitrary id of "the cache filler".
+_CACHE_FILL_LOCK = "SELECT pg_advisory_xact_lock(7270561)"
+_CACHE_TOTAL = "SELECT COALESCE(SUM(size), 0) FROM node_cache"
+_CACHE_OLDEST = "SELECT key, size FROM node_cache ORDER BY last_hit, key LIMIT $1"
+_CACHE_DELETE = "DELETE FROM node_cache WHERE key = ANY($1::varchar[])"
+EVICT_PAGE = 100
+
+
+def _run_arrays(params: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
+    """``run_params`` rows as the 14 column arrays of ``_RUN_ARRAYS`` (one row per run)."""
+    columns = list(zip(*rows.last_per_run(params), strict=True))
+    return [list(column) for column in columns] if columns else [[] for _ in rows.RUN_COLUMNS]
+
+
+class PgHotPath:
+    """:class:`storage.hot_path.HotPath` on PostgreSQL."""
+
+    write_lock = nullcontext()  # row locks and SKIP LOCKED do the work
+
+    def __init__(self, pool: PgPool) -> None:
+        self._pool = pool
+
+    async def create_task(self, values: dict[str, Any], node_ids: Sequence[str]) -> int | None:
+        key = values["idempotency_key"]
+        try:
+            async with self._pool.connection() as conn:
+                row = await conn.fetchrow(
+                    _CREATE_ONCE if key is not None else _CREATE, values["flow_id"], values["revision"],
+                    rows.json_text(values["data"]), values["created"], key, values["request_fingerprint"],
+                    values["key_id"], values["mode"], values["parent_id"], list(node_ids))
+        except IntegrityViolation:
+            # The only constraint a new task can break is the foreign key to the flow revision.
+            raise errors.RevisionNotFound(f"flow {values['flow_id']!r} has no revision {values['revision']}") from None
+        return None if row is None else int(row[0])
+
+    async def earlier_task(self, flow_id: str, key: str) -> tuple[Task, str | None] | None:
+        async with self._pool.connection() as conn:
+            row = await conn.fetchrow(_TASK_BY_KEY, flow_id, key)
+            if row is None:
+                return None
+            nodes = await self._runs(conn, [row[0]], items=True)
+        return _CODEC.task(row, nodes.get(row[0], {})), row[rows.FINGERPRINT]
+
+    async def get_task(self, task_id: int, items: bool) -> Task | None:
+        async with self._pool.connection() as conn:
+            row = await conn.fetchrow(_TASK_BY_ID, task_id)
+            if row is None:
+                return None
+            nodes = await self._runs(conn, [task_id], items=items)
+        return _CODEC.task(row, nodes.get(task_id, {}))
+
+    async def claim_tasks(self, worker: str, lease_s: float, limit: int, pools: Sequence[str]) -> list[Task]:
+        now = convert.utcnow()
+        args: tuple[Any, ...] = (now, worker, now + timedelta(seconds=lease_s), limit)
+        async with self._pool.connection() as conn:
+            if pools:
+                found = await conn.fetch(_CLAIM_QUEUED_OR_PARKED, *args, list(pools))
+            else:
+                found = await conn.fetch(_CLAIM_QUEUED, *args)
+            return await self._claimed(conn, sorted(found, key=lambda row: row[0]))
+
+    async def claim_task(self, task_id: int, worker: str, lease_s: float) -> Task | None:
+        now = convert.utcnow()
+        async with self._pool.connection() as conn:
+            row = await conn.fetchrow(_CLAIM_ONE, now, worker, now + timedelta(seconds=lease_s), task_id)
+            return None if row is None else (await self._claimed(conn, [row]))[0]
+
+    async def _claimed(self, conn: Any, claimed: Sequence[Any]) -> list[Task]:
+        # Node runs are written only after a claim: a first claim has none to read.
+        resumed = [row[0] for row in claimed if row[rows.CLAIMS] > 1]
+        nodes = await self._runs(conn, resumed, items=True) if resumed else {}
+        return [_CODEC.task(row, nodes.get(row[0], {})) for row in claimed]
+
+    async def _runs(self, conn: Any, task_ids: list[int], *, items: bool) -> dict[int, dict[str, NodeRun]]:
+        return _CODEC.runs_by_task(await conn.fetch(_RUNS_WITH_ITEMS if items else _RUNS_WITHOUT_ITEMS, task_ids))
+
+    async def save_runs(self, runs: Sequence[tuple[int, NodeRun]], leases: Mapping[int, Lease]) -> frozenset[int]:
+        arrays = _run_arrays(await encoded(_CODEC, runs))
+        try:
+            async with self._pool.connection() as conn:
+                if not leases:
+                    await conn.execute(_SAVE, *arrays)
+                    return frozenset()
+                fenced = list(leases)
+                refused = await conn.fetchval(_SAVE_FENCED, *arrays, fenced, [leases[i].worker for i in fenced],
+                                              [leases[i].epoch for i in fenced])
+        except IntegrityViolation:
+            raise errors.TaskNotFound("a node run names a task that does not exist") from None
+        return frozenset(refused)
+
+    async def finish_task(self, task_id: int, outcome: TaskOutcome, runs: Sequence[NodeRun], lease: Lease | None) -> None:
+        arrays = _run_arrays(await encoded(_CODEC, [(task_id, run) for run in runs]))
+        fence = (lease.worker, lease.epoch) if lease is not None else (None, None)
+        async with self._pool.connection() as conn:
+            changed, exists = await conn.fetchrow(_FINISH, *arrays, *outcome_values(outcome, _CODEC), task_id, *fence)
+        outcome_raised("ok" if changed else "lost" if exists else "missing", task_id)
+
+    async def park_task(self, task_id: int, pool: str, runs: Sequence[NodeRun], lease: Lease) -> None:
+        arrays = _run_arrays(await encoded(_CODEC, [(task_id, run) for run in runs]))
+        async with self._pool.connection() as conn:
+            changed, exists, _ = await conn.fetchrow(_PARK, *arrays, pool, task_id, lease.worker, lease.epoch)
+        outcome_raised("ok" if changed else "lost" if exists else "missing", task_id)
+
+    async def cancel_flag(self, task_id: int) -> bool | None:
+        async with self._pool.connection() as conn:
+            flag = await conn.fetchval(_CANCEL_FLAG, task_id)
+        return None if flag is None else bool(flag)
+
+    async def renew_leases(self, worker: str, task_ids: Sequence[int], lease_s: float) -> set[int]:
+        async with self._pool.connection() as conn:
+            found = await conn.fetch(_RENEW, convert.utcnow() + timedelta(seconds=lease_s), list(task_ids), worker)
+        return {row[0] for row in found}
+
+    async def flow_revision(self, flow_id: str, revision: int | None) -> tuple[bool, int | None, datetime | None] | None:
+        async with self._pool.connection() as conn:
+            if revision is None:
+                row = await conn.fetchrow(_LATEST_REVISION, flow_id)
+            else:
+                row = await conn.fetchrow(_GIVEN_REVISION, flow_id, revision)
+        return None if row is None else (bool(row[0]), row[1], rows.utc(row[2]))
+
+    async def flow_definition(self, flow_id: str, revision: int) -> dict[str, Any]:
+        async with self._pool.connection() as conn:
+            row = await conn.fetchrow(_DEFINITION, flow_id, revision)
+        if row is None:
+            raise errors.FlowNotFound(f"no flow has the id {flow_id!r}")
+        if row[0] is None:
+            raise errors.RevisionNotFound(f"flow {flow_id!r} has no revision {revision}")
+        return codec.loads(row[0])  # type: ignore[no-any-return]
+
+    async def cache_get(self, key: str) -> tuple[str, float, datetime] | None:
+        async with self._pool.connection() as conn:
+            row = await conn.fetchrow(_CACHE_GET, key)
+        return None if row is None else (row[0], row[1], rows.utc(row[2]))  # type: ignore[return-value]
+
+    async def cache_touch(self, key: str, now: datetime) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute(_CACHE_TOUCH, key, now)
+
+    async def cache_put(self, row: CacheRow, evict_to: int | None) -> int | None:
+        async with self._pool.transaction() as conn:
+            await conn.execute(_CACHE_FILL_LOCK)
+            await conn.execute(_CACHE_UPSERT, *row)
+            return None if evict_to is None else await _evict(conn, evict_to)
+
+    async def cache_evict(self, max_bytes: int) -> int:
+        async with self._pool.transaction() as conn:
+            await conn.execute(_CACHE_FILL_LOCK)
+            return await _evict(conn, max_bytes)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+
+async def _evict(conn: Any, max_bytes: int) -> int:
+    """Delete least recently hit entries until their total is within ``max_bytes``; the total left."""
+    total = int(await conn.fetchval(_CACHE_TOTAL))
+    while total > max_bytes:
+        doomed, total = evictable(await conn.fetch(_CACHE_OLDEST, EVICT_PAGE), total, max_bytes)
+        if not doomed:
+            break
+        await conn.execute(_CACHE_DELETE, doomed)
+    return total

@@ -1,0 +1,111 @@
+"""The hot path on SQLite: stdlib ``sqlite3`` transactions run inline on the event loop
+(:class:`storage.sqlite_inline.SqliteInline`), statements in :mod:`storage.sqlite_statements`."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from graph_runtime import errors
+from graph_runtime.models import Lease, NodeRun, Task, TaskOutcome
+from storage import convert, rows
+from storage import sqlite_statements as lite
+from storage.hot_path import CacheRow, encoded, outcome_raised, outcome_values
+from storage.sqlite_inline import SqliteInline
+
+_CODEC = rows.SQLITE
+
+
+class SqliteHotPath:
+    """:class:`storage.hot_path.HotPath` on a SQLite file."""
+
+    def __init__(self, inline: SqliteInline) -> None:
+        self._lite = inline
+        self.write_lock = inline.write_lock
+
+    async def create_task(self, values: dict[str, Any], node_ids: Sequence[str]) -> int | None:
+        key = values["idempotency_key"]
+        params = (values["flow_id"], values["revision"], rows.json_text(values["data"]), lite.dt(values["created"]),
+                  key, values["request_fingerprint"], values["key_id"], values["mode"], values["parent_id"])
+        try:
+            return await self._lite.write(lambda c: lite.create_task_work(c, params, key is not None, node_ids))
+        except sqlite3.IntegrityError:
+            raise errors.RevisionNotFound(f"flow {values['flow_id']!r} has no revision {values['revision']}") from None
+
+    async def earlier_task(self, flow_id: str, key: str) -> tuple[Task, str | None] | None:
+        return await self._lite.read(lambda c: lite.earlier_task_work(c, flow_id, key))
+
+    async def get_task(self, task_id: int, items: bool) -> Task | None:
+        return await self._lite.read(lambda c: lite.task_work(c, task_id, items))
+
+    async def claim_tasks(self, worker: str, lease_s: float, limit: int, pools: Sequence[str]) -> list[Task]:
+        if not await self._lite.read(lambda c: lite.any_claimable_work(c, pools)):
+            # The scheduler looks after every task end and every submit; most looks find nothing,
+            # and a read is far cheaper than an empty write transaction.
+            return []
+        now = convert.utcnow()
+        expires = now + timedelta(seconds=lease_s)
+        return await self._lite.write(lambda c: lite.claim_many_work(c, limit, pools, now, worker, expires))
+
+    async def claim_task(self, task_id: int, worker: str, lease_s: float) -> Task | None:
+        now = convert.utcnow()
+        expires = now + timedelta(seconds=lease_s)
+        return await self._lite.write(lambda c: lite.claim_work(c, task_id, now, worker, expires))
+
+    async def save_runs(self, runs: Sequence[tuple[int, NodeRun]], leases: Mapping[int, Lease]) -> frozenset[int]:
+        params = await encoded(_CODEC, runs)
+        fences = dict(leases)
+        try:
+            return await self._lite.write(lambda c: lite.upsert_runs_work(c, params, fences),
+                                          size=rows.params_size(params))
+        except sqlite3.IntegrityError:
+            raise errors.TaskNotFound("a node run names a task that does not exist") from None
+
+    async def finish_task(self, task_id: int, outcome: TaskOutcome, runs: Sequence[NodeRun], lease: Lease | None) -> None:
+        row = (*outcome_values(outcome, _CODEC), task_id)
+        params = await encoded(_CODEC, [(task_id, run) for run in runs])
+        size = len(row[4] or "") + rows.params_size(params)
+        outcome_raised(await self._lite.write(lambda c: lite.finish_work(c, row, params, lease), size=size), task_id)
+
+    async def park_task(self, task_id: int, pool: str, runs: Sequence[NodeRun], lease: Lease) -> None:
+        params = await encoded(_CODEC, [(task_id, run) for run in runs])
+        outcome = await self._lite.write(lambda c: lite.park_work(c, task_id, pool, params, lease),
+                                         size=rows.params_size(params))
+        outcome_raised(outcome, task_id)
+
+    async def cancel_flag(self, task_id: int) -> bool | None:
+        return await self._lite.read(lambda c: lite.cancel_flag_work(c, task_id))
+
+    async def renew_leases(self, worker: str, task_ids: Sequence[int], lease_s: float) -> set[int]:
+        # The expiry is taken inside the transaction: a renewal that queued behind writers must not land expired.
+        return await self._lite.write(
+            lambda c: lite.renew_work(c, worker, task_ids, convert.utcnow() + timedelta(seconds=lease_s)))
+
+    async def flow_revision(self, flow_id: str, revision: int | None) -> tuple[bool, int | None, datetime | None] | None:
+        return await self._lite.read(lambda c: lite.flow_revision_work(c, flow_id, revision))
+
+    async def flow_definition(self, flow_id: str, revision: int) -> dict[str, Any]:
+        found = await self._lite.read(lambda c: lite.definition_work(c, flow_id, revision))
+        if found == "no flow":
+            raise errors.FlowNotFound(f"no flow has the id {flow_id!r}")
+        if found == "no revision":
+            raise errors.RevisionNotFound(f"flow {flow_id!r} has no revision {revision}")
+        assert isinstance(found, dict)
+        return found
+
+    async def cache_get(self, key: str) -> tuple[str, float, datetime] | None:
+        return await self._lite.read(lambda c: lite.cache_get_work(c, key))
+
+    async def cache_touch(self, key: str, now: datetime) -> None:
+        await self._lite.write(lambda c: lite.cache_touch_work(c, key, now))
+
+    async def cache_put(self, row: CacheRow, evict_to: int | None) -> int | None:
+        return await self._lite.write(lambda c: lite.cache_put_work(c, row, evict_to), size=row[4])
+
+    async def cache_evict(self, max_bytes: int) -> int:
+        return await self._lite.write(lambda c: lite.cache_evict_work(c, max_bytes))
+
+    async def close(self) -> None:
+        await self._lite.close()

@@ -1,0 +1,94 @@
+"""The hot path of each engine (storage.hot_path): chosen once per repository, the heartbeat's own
+connections on it too, and on PostgreSQL (asyncpg, no SQLAlchemy) a lost or refused connection
+is StoreUnavailable, after which the path reconnects by itself."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+import pytest
+
+import storage
+from graph_runtime import errors
+from graph_runtime.flow import Flow
+from graph_runtime.models import NodeRun, NodeStatus
+from storage.pg_hot_path import PgHotPath
+from storage.repository import Repository
+from storage.repository_leases import lease_renewer
+from storage.sqlite_hot_path import SqliteHotPath
+from tests.storage.conftest import make_request
+
+SavedFlow = Callable[..., Awaitable[Flow]]
+
+
+def on_postgres(repo: Repository) -> bool:
+    return repo.engine.dialect.name == "postgresql"
+
+
+async def test_each_engine_has_one_hot_path(repo: Repository) -> None:
+    expected = PgHotPath if on_postgres(repo) else SqliteHotPath
+    assert type(repo._hot) is expected
+
+
+async def test_the_heartbeats_own_connections_renew_on_the_hot_path(repo: Repository, saved_flow: SavedFlow) -> None:
+    await saved_flow()
+    task, _ = await repo.create_task("demo", 1, make_request())
+    await repo.claim_task(task.id, "w1", lease_s=0)
+    async with lease_renewer(repo.engine)() as renewer:
+        assert type(renewer._hot) is type(repo._hot)
+        assert await renewer.renew_leases("w1", [task.id], 60) == {task.id}
+        assert await renewer.renew_leases("w2", [task.id], 60) == set()
+    assert await repo.requeue_expired() == 0, "renewed"
+
+
+async def test_a_duplicate_run_in_one_batch_leaves_the_last(repo: Repository, saved_flow: SavedFlow) -> None:
+    await saved_flow()
+    task, _ = await repo.create_task("demo", 1, make_request(), node_ids=["start"])
+    claimed = await repo.claim_task(task.id, "w1", 60)
+    assert claimed is not None and claimed.lease is not None
+    runs = [(task.id, NodeRun("start", NodeStatus.RUNNING)), (task.id, NodeRun("start", NodeStatus.SUCCEEDED))]
+    assert await repo.save_node_runs_many(runs, {task.id: claimed.lease}) == frozenset()
+    assert (await repo.get_task(task.id)).nodes["start"].status is NodeStatus.SUCCEEDED
+
+
+@pytest.mark.postgres
+async def test_postgres_connections_lost_are_unavailable_then_come_back(repo: Repository, saved_flow: SavedFlow) -> None:
+    if not on_postgres(repo):
+        pytest.skip("PostgreSQL's hot path")
+    await saved_flow()
+    task, _ = await repo.create_task("demo", 1, make_request())
+    assert (await repo.get_task(task.id)).id == task.id  # the pool is open
+    # What a server restart does to every open connection.
+    admin = await asyncpg.connect(repo.engine.url.set(drivername="postgresql").render_as_string(hide_password=False))
+    try:
+        killed = await admin.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid() AND application_name = 'graph-runtime'")
+    finally:
+        await admin.close()
+    assert killed >= 1
+    outcomes = []
+    for _ in range(3):
+        try:
+            outcomes.append((await repo.get_task(task.id)).id)
+        except errors.StoreUnavailable as exc:
+            assert "unavailable" in str(exc)
+            outcomes.append("unavailable")
+    assert outcomes[-1] == task.id and outcomes.count("unavailable") <= 1, outcomes
+    claimed = await repo.claim_tasks("w1", 60, 5)
+    assert [t.id for t in claimed] == [task.id]
+
+
+@pytest.mark.postgres
+async def test_an_unreachable_postgres_is_unavailable(repo: Repository) -> None:
+    if not on_postgres(repo):
+        pytest.skip("PostgreSQL's hot path")
+    engine = storage.create_engine(repo.engine.url.set(port=1).render_as_string(hide_password=False))
+    try:
+        away = Repository(engine)
+        for attempt in (away.get_task(1), away.claim_tasks("w1", 60, 5), away.is_cancel_requested(1)):
+            with pytest.raises(errors.StoreUnavailable):
+                await attempt
+    finally:
+        await storage.dispose(engine)
