@@ -56,10 +56,13 @@ class ScheduleTriggers:
         Returns the tasks this call created (a slot another process fired first is not among them).
         """
         started = []
-        for entry in declared:
-            trigger = entry.trigger
-            if not isinstance(trigger, ScheduleTrigger) or not self._services.accepting:
-                continue
+        schedules = [(entry, entry.trigger) for entry in declared if isinstance(entry.trigger, ScheduleTrigger)]
+        # Forget the triggers of revisions no longer the latest (or of deleted flows).
+        current = {(entry.flow.id, entry.revision, entry.index) for entry, _ in schedules}
+        self._due = {where: due for where, due in self._due.items() if where in current}
+        for entry, trigger in schedules:
+            if not self._services.accepting:
+                break
             where = (entry.flow.id, entry.revision, entry.index)
             due = self._due.get(where)
             if due is not None and now < due:
