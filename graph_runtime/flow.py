@@ -16,6 +16,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from graph_runtime import errors
 from graph_runtime.cron import check_expression, zone
 from nodes import codec
+from nodes.builtin.http_client import HttpUrl
 
 ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 
@@ -129,6 +130,14 @@ class WebhookTrigger(BaseModel):
                     "only (others see `***`).")
 
 
+class OnEnd(BaseModel):
+    """``on_end: [{url}]``: when any task of the flow ends, its JSON is POSTed there, signed (SPEC §11 callbacks)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: HttpUrl = Field(max_length=2048, description="An absolute http(s) URL; reached through the SSRF guard.")
+
+
 def _timezone(value: str) -> str:
     zone(value)
     return value
@@ -200,6 +209,7 @@ class Flow(BaseModel):
     namespace: str | None = Field(default=None, pattern=NAMESPACE_PATTERN,
                                   description="Kestra's namespace (default `default`).")
     triggers: list[Trigger] | None = Field(default=None, description="What starts a task besides execute.")
+    on_end: list[OnEnd] | None = Field(default=None, description="Where each task's JSON is POSTed, signed, when it ends.")
 
     @pydantic.model_validator(mode="after")
     def _triggers_fit(self) -> Flow:

@@ -132,6 +132,8 @@ class TaskRequest:
     from_task_id: int | None = None  # rerun from a node (SPEC §9): the earlier task the inputs came from
     # {node: {input: value}} taken from that task, kept here so a resumed task never needs it again
     from_task_inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Where to POST the task, signed, when it ends (SPEC §11 callbacks); None: nowhere (but the flow's on_end).
+    callback_url: str | None = None
     trigger: TaskTrigger | None = None  # the trigger that started it (SPEC §11); None for an execute
 
     def as_data(self) -> dict[str, Any]:
@@ -151,6 +153,8 @@ class TaskRequest:
         if self.from_task_id is not None:
             data["from_task_id"] = self.from_task_id
             data["from_task_inputs"] = self.from_task_inputs
+        if self.callback_url is not None:  # left out otherwise: Scade's echo stays exactly Scade's
+            data["callback_url"] = self.callback_url
         if self.trigger is not None:  # absent for an execute: Scade's echo stays Scade's
             data["trigger"] = self.trigger.as_dict()
         return data
@@ -167,6 +171,7 @@ class TaskRequest:
             mode=data.get("mode") or "prod",
             from_task_id=data.get("from_task_id"),
             from_task_inputs=data.get("from_task_inputs") or {},
+            callback_url=data.get("callback_url"),
             trigger=TaskTrigger.from_dict(data.get("trigger")),
         )
 

@@ -18,6 +18,7 @@ from http_api import (
     compat_ziggy,
     errors,
     file_links,
+    routes_callbacks,
     routes_events,
     routes_files,
     routes_flows,
@@ -30,6 +31,7 @@ from http_api import (
 )
 from http_api.auth import KeyChecker, make_auth_middleware
 from http_api.body import SERVICES
+from http_api.callbacks import CallbackDispatcher
 from http_api.dashboard import routes as dashboard
 from http_api.file_links import FileLinks
 from http_api.file_resolver import FileResolver
@@ -45,6 +47,7 @@ from nodes.builtin import make_http_session
 from nodes.registry import Registry, default_registry
 from storage import engine as storage_engine
 from storage import master_key
+from storage.callbacks import CallbackStore
 from storage.files import open_file_store
 from storage.files.retention import RetentionSweeper
 from storage.node_cache import StoredOutputCache
@@ -100,8 +103,10 @@ async def open_services(settings: Settings, registry: Registry | None = None,
                           poll_interval_s=settings.poll_interval_s, lease_s=settings.lease_s,
                           open_renewer=lease_renewer(engine), wakeups=None if one_off else pg_wakeups(engine),
                           pools=frozenset(settings.pools), claims_queued=not one_off)
+    callbacks = CallbackDispatcher(CallbackStore(engine), repo, cipher, links, http)
+    events.watch_stops(lambda task: callbacks.wake() if task.status.ended else None)  # at once, not at the next sweep
     services = Services(settings=settings, repo=repo, registry=registry, executor=executor, scheduler=scheduler,
-                        files=files, cipher=cipher, links=links, events=events)
+                        files=files, cipher=cipher, links=links, events=events, callbacks=callbacks)
     if telemetry is not None:
         telemetry.attach(services)
     return services
@@ -145,7 +150,9 @@ def create_app(settings: Settings, registry: Registry | None = None, *, tracer_p
         # Schedules and flow ends start tasks from every serve process (http_api.triggers says why).
         app[TRIGGER_LOOPS] = trigger_loops = TriggerLoops(services)
         trigger_loops.start()
+        services.callbacks.start()  # ended tasks' signed POSTs, from the outbox (SPEC §11 callbacks)
         yield
+        await services.callbacks.stop()
         await trigger_loops.stop()
         await sweeper.stop()
         services.accepting = False
@@ -163,7 +170,8 @@ def create_app(settings: Settings, registry: Registry | None = None, *, tracer_p
     app.cleanup_ctx.append(lifecycle)
     app.on_shutdown.append(_stop_accepting)
     for table in (routes_tasks.routes, routes_events.routes, routes_flows.routes, routes_keys.routes,
-                  routes_openapi.routes, routes_files.routes, routes_secrets.routes, dashboard.routes):
+                  routes_openapi.routes, routes_files.routes, routes_secrets.routes, routes_callbacks.routes,
+                  dashboard.routes):
         app.router.add_routes(table)
     for table in (triggers.routes, routes_hooks.routes, compat_ziggy.routes,  # triggers, the seed systems' APIs
                   compat_kestra.routes):

@@ -71,6 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     revoke.add_argument("key_id")
 
     _secrets_parser(sub, common)
+    sub.add_parser("webhook-secret", parents=[common],
+                   help="print the callbacks' signing secret (whsec_…): the current one if never shown, else a new one")
 
     flows = sub.add_parser("flows", help="list or validate flows").add_subparsers(dest="flows_command", required=True)
     flows.add_parser("list", parents=[common], help="load the flows directory and list stored flows")

@@ -70,6 +70,9 @@ async def _dispatch_async(args: argparse.Namespace, settings: Settings) -> int:
             return await keys_command(services, args)
         if args.command == "secrets":
             return await secrets_command(services, args)
+        if args.command == "webhook-secret":  # shown once: a second call rotates it (SPEC §11 callbacks)
+            print(await services.callbacks.store.reveal_secret(services.cipher))
+            return 0
         if args.command == "flows" and args.flows_command == "show":
             return await show_flow(services, args, settings.flows_dir)
         if args.command == "flows" and args.flows_command == "push":

@@ -27,6 +27,7 @@ REQUEST_MODELS: tuple[type[BaseModel], ...] = (schemas.ExecuteBody, schemas.KeyC
 RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     wire.TaskView, wire.TaskList, wire.FlowList, wire.FlowView, wire.KeyCreated, wire.KeyList,
     wire.NodeTypeList, wire.Health, wire.ErrorBody, wire.FileUploaded, wire.SecretList, wire.PlanView,
+    wire.CallbackList, wire.WebhookSecret,
 )
 
 # Path ids: what the server can route and store. Flow ids are the flow model's ids, except "." and
@@ -406,7 +407,16 @@ SEED_OPERATIONS: tuple[Operation, ...] = (
     *_kestra_operations("/api/v1", ""),
     *_kestra_operations("/api/v1/{tenant}", "Tenant"),
 )
-OPERATIONS = (*OPERATIONS, *SEED_OPERATIONS)
+CALLBACK_OPERATIONS: tuple[Operation, ...] = (
+    Operation("get", "/api/v1/task/{task_id}/callbacks", "listTaskCallbacks",
+              "The task's callbacks (its `callback_url`, its flow's `on_end`): state and every attempt.", "tasks",
+              {200: Answer("The callbacks.", wire.CallbackList)}, (401, 404, 503), parameters=(TASK_PATH,)),
+    Operation("post", "/api/v1/webhook-secret", "revealWebhookSecret",
+              "The callbacks' signing secret: the current one if never shown, else a new one (a rotation).", "keys",
+              {200: Answer("The secret, shown this once.", wire.WebhookSecret)}, (401, 403, 503), scope="admin",
+              body_required=False),
+)
+OPERATIONS = (*OPERATIONS, *SEED_OPERATIONS, *CALLBACK_OPERATIONS)
 
 
 def component_schemas() -> dict[str, Any]:

@@ -8,6 +8,7 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
 from http_api import errors
+from nodes.builtin.http_client import HttpUrl
 
 ID = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -31,6 +32,10 @@ class ExecuteBody(BaseModel):
         default=None, ge=1, le=2**63 - 1, strict=True,
         description="Rerun from a node: inputs fed from outside the run set come from this earlier task "
                     "of the same flow (node_settings still win).")
+    callback_url: HttpUrl | None = Field(
+        default=None, max_length=2048,
+        description="When the task ends (any status), POST the task JSON here, signed per Standard Webhooks; "
+                    "retried for 24 h (SPEC §11 callbacks; GET /api/v1/task/{id}/callbacks lists the attempts).")
 
 
 class KeyCreateBody(BaseModel):

@@ -16,6 +16,7 @@ from graph_runtime.flow import Flow
 from graph_runtime.models import Task, TaskRequest, TaskTrigger
 from graph_runtime.scheduler import Scheduler
 from http_api import rerun, secret_resolver
+from http_api.callbacks import CallbackDispatcher
 from http_api.file_links import FileLinks
 from http_api.file_resolver import check_request_files
 from http_api.schemas import ExecuteBody
@@ -40,6 +41,7 @@ class Services:
     files: BlobFileStore
     links: FileLinks
     cipher: SecretCipher  # seals and opens secrets (storage.secrets); derived from the master key
+    callbacks: CallbackDispatcher  # delivers ended tasks to their callback URLs (started by serve)
     events: EventHub  # every task event of this process, stored and fanned out (SPEC §11)
     accepting: bool = True
     # Called with each task this process queues, in the request's context (tracing keeps its traceparent).
@@ -60,7 +62,7 @@ def build_request(flow: Flow, body: ExecuteBody) -> TaskRequest:
     return TaskRequest(
         start_node_id=s, end_node_id=e, result_node_id=r,
         node_settings=body.node_settings, init_context=body.init_context, timeout_s=body.timeout_s,
-        mode=body.mode or "prod",
+        mode=body.mode or "prod", callback_url=body.callback_url,
     )
 
 

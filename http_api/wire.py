@@ -64,6 +64,8 @@ class TaskData(Wire):
     from_task_id: int | None = Field(default=None, description="Present only for a rerun from a node.")
     from_task_inputs: dict[str, dict[str, Any]] | None = Field(
         default=None, description="With `from_task_id`: {node: {input: value}} taken from that task.")
+    callback_url: str | None = Field(default=None, description="Present only when the request gave one: where the "
+                                                               "task is POSTed, signed, when it ends.")
     trigger: TaskTrigger | None = Field(default=None, description="Present only for a task a trigger started.")
 
 
@@ -322,6 +324,44 @@ class PlanView(Wire):
     cached: list[str] = Field(description="Run-set nodes the output cache would answer now (only nodes none of whose "
                                           "inputs is made in this run); they count 0 in `estimated_cost`.")
     estimated_cost: CostRangeView
+
+
+class CallbackAttempt(Wire):
+    """One POST of a callback: its answer's status, or why there was none."""
+
+    attempt: int = Field(ge=1)
+    at: Timestamp
+    duration_s: float = Field(ge=0)
+    status_code: int | None = Field(description="The receiver's HTTP status; null when it did not answer.")
+    error: str | None = Field(description="Why the attempt failed (`answered 500`, `timeout: …`, `ssrf_blocked: …`, "
+                                          "`connection_error: …`); null when delivered.")
+
+
+class CallbackDelivery(Wire):
+    """A task's callback to one URL (its `callback_url`, or one of its flow's `on_end`)."""
+
+    url: str
+    webhook_id: str = Field(description="The `webhook-id` header of every attempt (the same across retries).")
+    state: Literal["waiting", "pending", "delivered", "given_up"] = Field(
+        description="waiting: the task has not ended; pending: due at `next_attempt`; delivered; given_up: 24 h of "
+                    "retries failed.")
+    delivered: bool
+    given_up: bool
+    next_attempt: Timestamp | None
+    retry_until: Timestamp | None = Field(description="When retries stop: 24 h after the task ended.")
+    attempts: list[CallbackAttempt]
+
+
+class CallbackList(Wire):
+    """``GET /api/v1/task/{task_id}/callbacks``."""
+
+    callbacks: list[CallbackDelivery]
+
+
+class WebhookSecret(Wire):
+    """``POST /api/v1/webhook-secret``: the Standard Webhooks signing secret, shown this once."""
+
+    secret: str = Field(pattern=r"^whsec_[A-Za-z0-9+/=]+$")
 
 
 class ErrorDetail(BaseModel):

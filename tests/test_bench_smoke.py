@@ -60,3 +60,16 @@ def test_the_scale_cases_run_at_smoke_size(tmp_path: Path) -> None:
         assert references & row["figures"].keys(), f"{row['case']} has no same-run reference"
         assert row["targets"] and all(target["value"] is not None for target in row["targets"]
                                       if "DBOS" not in target["text"] or importlib.util.find_spec("dbos")), row
+
+
+def test_the_callbacks_case_runs_at_smoke_size(tmp_path: Path) -> None:
+    """Signed deliveries to a local receiver through the real dispatcher, beside plain POSTs of the same bodies."""
+    out = tmp_path / "results"
+    done = subprocess.run([sys.executable, "-m", "bench", "--smoke", "--no-prefect", "--out", str(out),
+                           "--only", "callbacks"], cwd=ROOT, env=process_env(), capture_output=True, text=True,
+                          timeout=55, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    [row] = json.loads((out / "results.json").read_text(encoding="utf-8"))["rows"]
+    assert row["case"] == "callbacks" and row["metric"] == "deliveries/s"
+    assert row["figures"]["graph-runtime"]["median"] > 0 and row["figures"]["floor"]["median"] > 0
+    assert row["targets"][0]["value"] is not None
