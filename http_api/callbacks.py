@@ -112,9 +112,11 @@ class CallbackDispatcher:
             self._wake.clear()
             try:
                 await self.run_once()
-            except (GraphRuntimeError, OSError) as exc:
+            except (GraphRuntimeError, OSError) as exc:  # the database is busy or away: the next tick retries
                 log.warning("callback sweep failed, next in %.0f s: %s", self.sweep_s, exc,
                             extra={"action": "callbacks_failed"})
+            except Exception:  # a bug: said loudly, and the outbox keeps being delivered
+                log.exception("callback dispatcher error", extra={"action": "callbacks_failed"})
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.sweep_s)
 
