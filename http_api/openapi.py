@@ -195,6 +195,16 @@ def _execute(path: str, operation_id: str, created: int, summary: str) -> Operat
                      body_example=EXAMPLE_EXECUTE, body_content=EXECUTE_FORM)
 
 
+SSE_EVENT = {  # one event of the stream, as server-sent-event readers (and schemathesis) see it
+    "type": "object",
+    "properties": {
+        "id": {"type": "string", "pattern": "^[0-9]+$"},
+        "event": {"enum": ["task", "node", "progress", "log", "token"]},
+        "data": {"type": "string", "description": "JSON: the task, the node run (with `node_id`), or what the node said."},
+    },
+    "required": ["id", "event", "data"],
+}
+
 OPERATIONS: tuple[Operation, ...] = (
     _execute("/api/v1/flow/{flow_id}/execute", "executeFlow", 201,
              "Queue a task for the selected subgraph (201 and Location)."),
@@ -211,6 +221,15 @@ OPERATIONS: tuple[Operation, ...] = (
                                             {"type": "string", "pattern": "^(outputs|items)(,(outputs|items))?$"},
                                             "Also each node's `output` (`outputs`) and each map item's run "
                                             "(`items`), comma-separated."))),
+    Operation("get", "/api/v1/task/{task_id}/events", "taskEvents",
+              "The task's events as server-sent events: `task` (each status change, data = the task), `node` (each "
+              "node status change), `progress`, `log` and `token` (what a running node says). Each has an `id:`; "
+              "send the last one received as `Last-Event-ID` to resume with no gap. History first, then live; "
+              "the stream closes after the final `task` event.", "tasks",
+              {200: Answer("`text/event-stream`: `id:`, `event:` and one `data:` line of JSON per event.",
+                           SSE_EVENT, media="text/event-stream")}, (401, 404, 422, 503),
+              parameters=(TASK_PATH, _param("Last-Event-ID", "header", {"type": "string", "pattern": "^[0-9]{0,18}$"},
+                                            "Resume after this event (the last id received; empty or 0: the whole history)."))),
     Operation("post", "/api/v1/task/{task_id}/cancel", "cancelTask", "Cancel a queued or running task.", "tasks",
               {202: Answer("The task, cancelled (or still stopping).", wire.TaskView)}, (401, 404, 409, 503),
               parameters=(TASK_PATH,)),
