@@ -139,9 +139,8 @@ class CallbackDispatcher:
 
     async def _deliver(self, due: list[Due]) -> int:
         secret = Webhook(await self.store.signing_secret(self.cipher))
-        bodies: dict[int, bytes | None] = {}
-        for task_id in dict.fromkeys(d.task_id for d in due):
-            bodies[task_id] = await self._body(task_id)
+        task_ids = list(dict.fromkeys(d.task_id for d in due))  # a task with several URLs is read once
+        bodies = dict(zip(task_ids, await asyncio.gather(*(self._body(t) for t in task_ids)), strict=True))
         outcomes = await asyncio.gather(*(self._attempt(secret, d, bodies[d.task_id]) for d in due))
         return await self.store.record(self.claim, outcomes)
 
