@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg  # type: ignore[import-untyped]
 import pytest
 
 from tests import pg
@@ -190,12 +189,3 @@ async def wait_ended(http: aiohttp.ClientSession, task_ids: Sequence[int], *, ti
             raise AssertionError(f"{len(left)} task(s) not ended within {timeout}s: {left[:20]}\n"
                                  f"{describe() if describe else ''}")
         await asyncio.sleep(interval)
-
-
-async def task_statuses(database_url: str) -> dict[str, int]:
-    """How many tasks of the database are in each status (read directly: exact, whatever the API does)."""
-    conn = await asyncpg.connect(asyncpg_url(database_url))
-    try:
-        return {row["status"]: row["n"] for row in await conn.fetch("SELECT status, count(*) AS n FROM task GROUP BY status")}
-    finally:
-        await conn.close()
