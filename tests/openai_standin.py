@@ -1,7 +1,10 @@
 """A stand-in for an OpenAI-compatible API, on loopback, speaking the real wire protocol.
 
-Endpoints (under ``/v1``): ``/chat/completions`` (non-streaming; image content parts accepted
-and described deterministically in the answer), ``/audio/transcriptions`` (multipart, verbose
+Endpoints (under ``/v1``): ``/chat/completions`` (image content parts accepted and described
+deterministically in the answer; with ``stream: true`` the answer comes as OpenAI streams it:
+``data: {chat.completion.chunk}`` events, one per word, a last chunk with ``usage`` when
+``stream_options.include_usage`` asks, then ``data: [DONE]``; ``streams = False`` plays a server
+that ignores the flag and answers JSON), ``/audio/transcriptions`` (multipart, verbose
 JSON), ``/embeddings``, ``/images/generations`` (``b64_json`` or ``url`` answers). Every request
 is recorded; ``fail_next`` makes the next N requests answer a status (429 with ``Retry-After``
 by default) first. Answers are pure functions of the request, so tests can state them exactly.
@@ -9,8 +12,10 @@ by default) first. Answers are pure functions of the request, so tests can state
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
+import re
 import struct
 import time
 import zlib
@@ -45,6 +50,8 @@ class StandIn:
     handler_s: list[float] = field(default_factory=list)  # time spent inside handlers, per request
     image_answer: str = "b64_json"  # or "url"
     chat_text: str | None = None  # overrides the deterministic chat answer
+    streams: bool = True  # False: ignore "stream": true and answer one JSON body, as some servers do
+    stream_gate: asyncio.Event | None = None  # set: a stream waits for it after its first piece
     base_url: str = ""
 
     def fail_next(self, times: int, status: int = 429, retry_after: str | None = "1") -> None:
@@ -138,11 +145,43 @@ async def _standin_middleware(request: web.Request, handler: Any) -> web.StreamR
         standin.handler_s.append(time.perf_counter() - started)
 
 
-async def _chat(request: web.Request) -> web.Response:
+async def _chat(request: web.Request) -> web.StreamResponse:
     body = request[RECORDED].json
     if not body.get("model") or not body.get("messages"):
         return web.json_response({"error": {"message": "model and messages are required"}}, status=400)
-    return web.json_response(_chat_answer(body, request.app[STANDIN]))
+    standin = request.app[STANDIN]
+    answer = _chat_answer(body, standin)
+    if body.get("stream") and standin.streams:
+        return await _stream_chat(request, answer, bool((body.get("stream_options") or {}).get("include_usage")))
+    return web.json_response(answer)
+
+
+def pieces(text: str) -> list[str]:
+    """How the stand-in cuts an answer into streamed deltas: each word with the space before it."""
+    return re.findall(r"\s*\S+", text) or [text]
+
+
+async def _stream_chat(request: web.Request, answer: dict[str, Any], include_usage: bool) -> web.StreamResponse:
+    standin = request.app[STANDIN]
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    await response.prepare(request)
+    head = {key: answer[key] for key in ("id", "created", "model")} | {"object": "chat.completion.chunk"}
+    [choice] = answer["choices"]
+
+    async def send(data: Any) -> None:
+        await response.write(b"data: " + codec.dumps(data) + b"\n\n")
+
+    await send(head | {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]})
+    for i, piece in enumerate(pieces(choice["message"]["content"])):
+        await send(head | {"choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]})
+        if i == 0 and standin.stream_gate is not None:
+            await standin.stream_gate.wait()
+    await send(head | {"choices": [{"index": 0, "delta": {}, "finish_reason": choice["finish_reason"]}]})
+    if include_usage:
+        await send(head | {"choices": [], "usage": answer["usage"]})
+    await response.write(b"data: [DONE]\n\n")
+    await response.write_eof()
+    return response
 
 
 async def _transcribe(request: web.Request) -> web.Response:
@@ -195,4 +234,4 @@ def make_app() -> web.Application:
     return app
 
 
-__all__ = ["STANDIN", "Recorded", "StandIn", "describe_part", "make_app", "tiny_png"]
+__all__ = ["STANDIN", "Recorded", "StandIn", "describe_part", "make_app", "pieces", "tiny_png"]

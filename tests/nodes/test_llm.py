@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,25 +17,11 @@ from nodes import errors
 from nodes.builtin import make_http_session
 from nodes.builtin.llm import LlmChat, LlmEmbed, LlmImage, LlmTranscribe
 from nodes.contract import NodeType
+from tests.nodes.conftest import Server
 from tests.nodes.helpers import make_ctx
-from tests.openai_standin import STANDIN, StandIn, make_app, tiny_png
+from tests.openai_standin import tiny_png
 
 KEY = "sk-test-123"
-
-
-@dataclass
-class Server:
-    state: StandIn
-    base_url: str  # …/v1
-    port: int
-
-
-@pytest.fixture
-async def standin(aiohttp_server) -> AsyncIterator[Server]:
-    server = await aiohttp_server(make_app())
-    state = server.app[STANDIN]
-    state.base_url = str(server.make_url("")).rstrip("/")
-    yield Server(state, f"{state.base_url}/v1", server.port)
 
 
 @dataclass

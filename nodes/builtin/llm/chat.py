@@ -1,4 +1,13 @@
-"""``llm.chat``: one non-streaming chat completion, with images, JSON output and priced tokens."""
+"""``llm.chat``: one chat completion, with images, JSON output and priced tokens, streamed as it is written.
+
+Streaming (``stream``, true by default): when the node runs in a task, it asks the model for a
+stream (``stream: true`` and ``stream_options: {include_usage: true}``) and each piece of text
+becomes one of the task's ``token`` events as it arrives, for the dashboard, the CLI and the
+client's ``events()``. The output and the cost are the same as without streaming: the text is
+the pieces joined and the usage is the last chunk's. A server that ignores the flag and answers
+JSON works unchanged; ``stream: false`` is for one that refuses the request. Outside a task
+(nothing to tell) the node never asks for a stream.
+"""
 
 from __future__ import annotations
 
@@ -54,6 +63,9 @@ class ChatParams(LlmParams):
     max_tokens: int | None = Field(None, ge=1)
     response_format: Literal["text", "json"] | dict[str, Any] = Field(
         "text", description='"text", "json" (a JSON object), or a JSON schema the answer must follow.')
+    stream: bool = Field(
+        True, description="Ask the model to stream its answer, each piece becoming a token event of the task "
+        "as it arrives (the output and cost are the same). false for a server that refuses stream requests.")
 
     @pydantic.field_validator("images", mode="before")
     @classmethod
@@ -104,7 +116,8 @@ class LlmChat(NodeType):
         "Sends a prompt or messages (with images and an optional system message) to an "
         "OpenAI-compatible /chat/completions endpoint and returns the answer's text, the JSON "
         "it holds when response_format asks for JSON, the token usage, the model and the finish "
-        "reason. Tokens are priced into the cost with prices, else the server's LLM_PRICES."
+        "reason. Tokens are priced into the cost with prices, else the server's LLM_PRICES. "
+        "In a task the answer streams: each piece of text is a token event as it arrives."
     )
     Params = ChatParams
     Output = ChatOutput
@@ -127,9 +140,17 @@ class LlmChat(NodeType):
             errors.HttpStatusError, errors.ConnectionFailed, errors.NodeTimeout, errors.SsrfBlocked.
         """
         body = await chat_body(params, ctx)
+        streamed = params.stream and ctx.say is not None
+        if streamed:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}  # the usage comes in a last chunk
+            if ctx.attempt > 1:  # the tokens of the failed try stay on the stream: say they are void
+                ctx.log(f"try {ctx.attempt}: the answer starts again", "warning")
         request = http_client.Request("POST", client.endpoint(params.base_url, "/chat/completions"),
                                       client.auth_headers(params.api_key), codec.dumps(body))
         request.headers["Content-Type"] = "application/json"
+        if streamed:
+            request.headers["Accept"] = "text/event-stream, application/json"
         answer = await client.call(ctx, request)
         return _output(params, answer, ctx)
 

@@ -29,6 +29,7 @@ from yarl import URL
 
 from nodes import codec, errors
 from nodes.builtin import http_body, http_client
+from nodes.builtin.llm import stream
 from nodes.contract import RunContext
 
 MAX_WAITS = 5
@@ -70,6 +71,9 @@ def auth_headers(api_key: Any) -> CIMultiDict[str]:
 async def call(ctx: RunContext, request: http_client.Request) -> Any:
     """Send ``request`` and return the answer's JSON, waiting out ``Retry-After`` (see module doc).
 
+    A 2xx answer that is an event stream (the request asked for ``stream: true``) is read as it
+    arrives by :func:`nodes.builtin.llm.stream.read` and returned folded into one answer.
+
     Raises:
         errors.HttpStatusError: a non-2xx answer (retryable for 429 and 5xx).
         errors.NodeFailed: the answer is not JSON, or larger than the limit.
@@ -92,6 +96,8 @@ async def _send_once(session: aiohttp.ClientSession, request: http_client.Reques
     """One send: the status, the wait a retryable answer asks for, and the parsed body."""
     async with http_client.open_final(session, request, ctx, follow=False) as resp:
         shown = http_client.shown_url(resp.url)
+        if resp.status < 300 and stream.is_event_stream(resp):
+            return resp.status, None, await stream.read(resp, ctx, MAX_ANSWER_BYTES, shown)
         body = await http_body.read(resp, MAX_ANSWER_BYTES, shown)
         retryable = resp.status == 429 or resp.status >= 500
         wait = retry_after_s(resp.headers) if retryable else None
