@@ -49,6 +49,9 @@ class TaskEvent:
     data: Mapping[str, Any]
     at: datetime
     final: bool = False  # the task event of its end: the stream closes after it
+    # The fence: stored only while the task's claim count is still this (the writer's lease epoch),
+    # so a worker that lost its lease records no event. None: not fenced (a task no worker held).
+    epoch: int | None = None
 
 
 class EventRenderer(Protocol):
@@ -64,7 +67,8 @@ class EventLog(Protocol):
     ``StoreUnavailable``."""
 
     async def append(self, events: Sequence[TaskEvent]) -> None:
-        """Store these events in one transaction."""
+        """Store these events in one transaction; an event whose ``epoch`` is no longer its task's
+        claim count, or whose number is taken, is dropped."""
 
     async def since(self, task_ids: Mapping[int, int]) -> list[TaskEvent]:
         """The events of each task after the ``seq`` given for it, in (task, seq) order."""
@@ -88,6 +92,7 @@ class _Stream:
     delivered: int = 0  # the last seq handed to subscribers
     subscribers: set[asyncio.Queue[TaskEvent | None]] = field(default_factory=set)
     writing: bool = False  # this process's executor runs the task: its events come straight from emit
+    epoch: int | None = None  # the lease epoch of this process's claim, fencing its events
 
 
 class EventHub:
@@ -118,6 +123,7 @@ class EventHub:
         """A worker of this process runs ``task`` from now on (a first claim, a resume, a hand-over)."""
         stream = self._streams[task.id]
         stream.writing = True
+        stream.epoch = task.lease.epoch if task.lease is not None else None
         if stream.next_seq is None:
             # A first claim writes the task's first events; anything else continues after the stored ones.
             stream.next_seq = 1 + (await self._log.last_seq(task.id) if task.claims > 1 else 0)
@@ -156,7 +162,7 @@ class EventHub:
         stream = self._streams[task.id]
         if stream.next_seq is None:
             stream.next_seq = 1 + await self._log.last_seq(task.id)
-        stream.writing = True
+        stream.writing, stream.epoch = True, None
         await self.task_stopped(task)
 
     # -- what readers use ------------------------------------------------------------------
@@ -254,7 +260,7 @@ class EventHub:
         stream = self._streams.get(task_id)
         if stream is None or not stream.writing or stream.next_seq is None:
             return  # not this process's task (a late node report after a hand-over or a lost lease)
-        self._pending.append(TaskEvent(task_id, stream.next_seq, kind, data, datetime.now(UTC), final))
+        self._pending.append(TaskEvent(task_id, stream.next_seq, kind, data, datetime.now(UTC), final, stream.epoch))
         stream.next_seq += 1
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name="events-flush")

@@ -358,6 +358,10 @@ class _TaskRun:
             self._notify(self.task.nodes[node_id])
         pool = self.foreign[held[0]]
         runs = [self.task.nodes[n] for n in sorted(self.dirty) if n in self.task.nodes]
+        if self.ex.events is not None:
+            # Stored under this claim before the hand-over: once a worker of the pool claims the
+            # task, this one's events are fenced off, and that worker numbers its own after them.
+            await self.ex.events.flush()
         await self.persist(lambda: self.ex.store.park_task(self.task.id, pool, runs, lease=self.task.lease))  # type: ignore[arg-type]
         self.dirty.clear()
         log.info("waiting for a worker of pool %s", pool,
