@@ -1,0 +1,54 @@
+"""Stored task events (SPEC §11) on SQLite and PostgreSQL: read back by number, several tasks in one
+read, and fenced by the writer's lease epoch (SPEC §10) so a worker that lost its lease records
+no event and never takes a number the resuming worker wrote."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+from graph_runtime.events import EventKind, TaskEvent
+from graph_runtime.flow import Flow
+from storage.repository import Repository
+from storage.task_events import TaskEventLog
+from tests.storage.conftest import make_request
+
+SavedFlow = Callable[..., Awaitable[Flow]]
+
+
+def _event(task_id: int, seq: int, epoch: int | None, text: str = "x", *, final: bool = False) -> TaskEvent:
+    return TaskEvent(task_id, seq, EventKind.LOG, {"node_id": "n", "message": text}, datetime.now(UTC), final, epoch)
+
+
+async def test_events_come_back_by_number_for_several_tasks_at_once(repo: Repository, saved_flow: SavedFlow) -> None:
+    await saved_flow()
+    log = TaskEventLog(repo.engine)
+    first = (await repo.create_task("demo", 1, make_request()))[0].id
+    second = (await repo.create_task("demo", 1, make_request(n=2)))[0].id
+    await log.append([_event(first, seq, None, f"a{seq}") for seq in (1, 2, 3)]
+                     + [_event(second, 1, None, "b1", final=True)])
+    assert await log.last_seq(first) == 3 and await log.last_seq(second) == 1 and await log.last_seq(999) == 0
+    found = await log.since({first: 1, second: 0})
+    assert [(e.task_id, e.seq, e.data["message"]) for e in found] == [(first, 2, "a2"), (first, 3, "a3"),
+                                                                      (second, 1, "b1")]
+    assert found[-1].final and not found[0].final and found[0].kind is EventKind.LOG
+
+
+async def test_a_worker_that_lost_its_lease_stores_no_event(repo: Repository, saved_flow: SavedFlow) -> None:
+    await saved_flow()
+    log = TaskEventLog(repo.engine)
+    task = (await repo.create_task("demo", 1, make_request()))[0]
+    stale = await repo.claim_task(task.id, "w1", lease_s=0.01)
+    assert stale is not None and stale.lease is not None
+    await log.append([_event(task.id, 1, stale.lease.epoch, "w1 ran")])
+    # w1 froze; its lease ran out; w2 resumed the task (a new claim, a new epoch).
+    assert await repo.requeue_expired(exclude_worker="w2") == 1
+    resumed = await repo.claim_task(task.id, "w2", lease_s=60)
+    assert resumed is not None and resumed.lease is not None and resumed.lease.epoch > stale.lease.epoch
+    # w1 wakes and reports, with the number w2 is about to use: refused. w2's event takes the number.
+    await log.append([_event(task.id, 2, stale.lease.epoch, "w1 late")])
+    await log.append([_event(task.id, 2, resumed.lease.epoch, "w2 ran")])
+    assert [e.data["message"] for e in await log.since({task.id: 0})] == ["w1 ran", "w2 ran"]
+    # A number already written is kept whoever writes it again.
+    await log.append([_event(task.id, 2, resumed.lease.epoch, "again")])
+    assert [e.data["message"] for e in await log.since({task.id: 1})] == ["w2 ran"]
