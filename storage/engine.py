@@ -270,6 +270,12 @@ def _asyncpg_dsn(engine: AsyncEngine) -> str:
     return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
+async def _keep_session(conn: Any) -> None:
+    """No reset query when a connection goes back to the pool: the hot path leaves no session state
+    (no LISTEN, SET or session advisory lock; an open transaction is still rolled back by asyncpg),
+    and asyncpg's default would be one more statement per use, an idle worker's poll included."""
+
+
 class PgPool:
     """asyncpg connections for PostgreSQL's hot path (:mod:`storage.pg_hot_path`), without SQLAlchemy.
 
@@ -328,7 +334,7 @@ class PgPool:
             if self._pool is None:
                 try:
                     self._pool = await asyncpg.create_pool(
-                        self._dsn, min_size=1, max_size=self._max_size, timeout=10,
+                        self._dsn, min_size=1, max_size=self._max_size, timeout=10, reset=_keep_session,
                         server_settings={"application_name": "graph-runtime"})
                 except Exception as exc:
                     raise self._translated(exc)[0] from exc
