@@ -47,12 +47,47 @@ class FlowCache:
         return flow
 
 
-class FlowMethods(RepositoryBase):
-    """Saving, reading, listing and deleting flows. Revisions are kept forever."""
+class FlowReads(RepositoryBase):
+    """A flow's revisions as a worker reads them (on the hot path), parsed once per process."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         super().__init__(engine)
         self._flow_cache = FlowCache()
+
+    async def get_flow(self, flow_id: str, revision: int | None = None) -> tuple[Flow, int, datetime]:
+        """The latest (or the given) revision of a flow that is not deleted.
+
+        Returns:
+            ``(flow, revision, created)``, ``created`` being when that revision was stored.
+
+        Raises:
+            errors.FlowNotFound: no such flow, or it was deleted.
+            errors.RevisionNotFound: the flow has no such revision.
+        """
+        found = await self._hot.flow_revision(flow_id, revision)
+        if found is None or found[0]:
+            raise errors.FlowNotFound(f"no flow has the id {flow_id!r}")
+        _, found_revision, created = found
+        if found_revision is None:
+            raise errors.RevisionNotFound(f"flow {flow_id!r} has no revision {revision}")
+        assert created is not None, "a stored revision has its creation time"
+        return await self.load_flow(flow_id, found_revision), found_revision, created
+
+    async def load_flow(self, flow_id: str, revision: int) -> Flow:
+        """The definition of ``flow_id`` at ``revision``, deleted or not (cached in memory).
+
+        Raises:
+            errors.FlowNotFound: the flow never existed.
+            errors.RevisionNotFound: the flow has no such revision.
+        """
+        cached = self._flow_cache.get(flow_id, revision)
+        if cached is not None:
+            return cached
+        return self._flow_cache.parse(flow_id, revision, await self._hot.flow_definition(flow_id, revision))
+
+
+class FlowMethods(FlowReads):
+    """Saving, listing and deleting flows (the API's side). Revisions are kept forever."""
 
     async def save_flow(self, flow: Flow) -> tuple[int, bool]:
         """Store ``flow`` as a new revision unless its latest revision is the same definition.
@@ -102,25 +137,6 @@ class FlowMethods(RepositoryBase):
         ).one()
         return row.latest_revision, row.deleted, row.digest
 
-    async def get_flow(self, flow_id: str, revision: int | None = None) -> tuple[Flow, int, datetime]:
-        """The latest (or the given) revision of a flow that is not deleted.
-
-        Returns:
-            ``(flow, revision, created)``, ``created`` being when that revision was stored.
-
-        Raises:
-            errors.FlowNotFound: no such flow, or it was deleted.
-            errors.RevisionNotFound: the flow has no such revision.
-        """
-        found = await self._hot.flow_revision(flow_id, revision)
-        if found is None or found[0]:
-            raise errors.FlowNotFound(f"no flow has the id {flow_id!r}")
-        _, found_revision, created = found
-        if found_revision is None:
-            raise errors.RevisionNotFound(f"flow {flow_id!r} has no revision {revision}")
-        assert created is not None, "a stored revision has its creation time"
-        return await self.load_flow(flow_id, found_revision), found_revision, created
-
     async def list_flows(self) -> list[tuple[Flow, int, datetime]]:
         """The latest revision of every flow that is not deleted, by id: ``(flow, revision, created)``."""
         async with self._read() as conn:
@@ -149,18 +165,6 @@ class FlowMethods(RepositoryBase):
             )
             if result.rowcount == 0:
                 raise errors.FlowNotFound(f"no flow has the id {flow_id!r}")
-
-    async def load_flow(self, flow_id: str, revision: int) -> Flow:
-        """The definition of ``flow_id`` at ``revision``, deleted or not (cached in memory).
-
-        Raises:
-            errors.FlowNotFound: the flow never existed.
-            errors.RevisionNotFound: the flow has no such revision.
-        """
-        cached = self._flow_cache.get(flow_id, revision)
-        if cached is not None:
-            return cached
-        return self._flow_cache.parse(flow_id, revision, await self._hot.flow_definition(flow_id, revision))
 
 
 def _latest_revision_join() -> sa.ColumnElement[bool]:

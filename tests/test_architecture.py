@@ -94,7 +94,7 @@ def test_import_linter_would_catch_an_upward_import(tmp_path: Path) -> None:
 
 def test_the_scan_sees_what_it_looks_for() -> None:
     # Guards the scanner itself: a test that finds nothing because it looks nowhere proves nothing.
-    assert "sqlalchemy.ext.asyncio" in imported_modules(ROOT / "storage" / "repository.py")
+    assert "sqlalchemy.ext.asyncio" in imported_modules(ROOT / "storage" / "repository_base.py")
     assert "aiohttp.web" in imported_modules(ROOT / "http_api" / "app.py")
     assert len(source_files()) > 20
     assert is_under("aiohttp.web_request", {"aiohttp.web"}) and not is_under("aiohttp.abc", {"aiohttp.web"})

@@ -19,7 +19,7 @@ import storage
 from graph_runtime import flow as flows
 from graph_runtime.flow import Flow
 from graph_runtime.models import TaskRequest
-from storage.repository import Repository
+from storage.repository import Repository, WorkerStore
 from tests import pg
 
 TABLES = "node_run, task, flow_revision, flow, api_key"
@@ -55,14 +55,15 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-async def make_repository(database_url: str) -> AsyncIterator[Callable[[], Repository]]:
-    """Builds repositories on the test's database, each on its own engine (as separate processes)."""
+async def make_repository(database_url: str) -> AsyncIterator[Callable[..., Any]]:
+    """Builds repositories on the test's database, each on its own engine (as separate processes);
+    ``make(WorkerStore)`` builds only the executor's side."""
     engines = []
 
-    def make() -> Repository:
+    def make(kind: type[WorkerStore] = Repository) -> Any:
         engine = storage.create_engine(database_url)
         engines.append(engine)
-        return Repository(engine)
+        return kind(engine)
 
     first = make()
     if first.engine.dialect.name == "postgresql":
@@ -76,8 +77,15 @@ async def make_repository(database_url: str) -> AsyncIterator[Callable[[], Repos
 
 
 @pytest.fixture
-def repo(make_repository: Callable[[], Repository]) -> Repository:
+def repo(make_repository: Callable[..., Repository]) -> Repository:
     return make_repository()
+
+
+@pytest.fixture
+def store(make_repository: Callable[..., WorkerStore]) -> WorkerStore:
+    """The store a worker uses (graph_runtime.ports.TaskStore), alone, on the test's database:
+    the contract tests run on it, on SQLite and on PostgreSQL."""
+    return make_repository(WorkerStore)
 
 
 def make_flow(flow_id: str = "demo", **extra: Any) -> Flow:
