@@ -192,7 +192,20 @@ class EventHub:
         stream.subscribers.add(queue)
         try:
             last = after
-            for event in await self._log.since({task_id: after}):
+            # The history: what was handed out before this subscription is yielded from the read;
+            # anything newer goes out through _deliver, to this queue and every other subscriber's,
+            # so the poll's cursor moves on and is never behind what someone has read.
+            # Read from the older of the two, so no event between them is skipped for the others.
+            handed_out = stream.delivered
+            history = await self._log.since({task_id: min(after, handed_out)})
+            for event in history:
+                if event.seq > handed_out:
+                    self._deliver(event)
+            for event in history:
+                if event.seq > handed_out:
+                    break
+                if event.seq <= after:
+                    continue
                 yield event
                 last = event.seq
                 if event.final:

@@ -4,6 +4,7 @@ no event and never takes a number the resuming worker wrote."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
@@ -42,6 +43,7 @@ async def test_a_worker_that_lost_its_lease_stores_no_event(repo: Repository, sa
     assert stale is not None and stale.lease is not None
     await log.append([_event(task.id, 1, stale.lease.epoch, "w1 ran")])
     # w1 froze; its lease ran out; w2 resumed the task (a new claim, a new epoch).
+    await asyncio.sleep(0.05)
     assert await repo.requeue_expired(exclude_worker="w2") == 1
     resumed = await repo.claim_task(task.id, "w2", lease_s=60)
     assert resumed is not None and resumed.lease is not None and resumed.lease.epoch > stale.lease.epoch
