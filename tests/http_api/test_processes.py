@@ -85,10 +85,11 @@ def test_two_processes_share_the_port_and_the_work_and_stop_with_nothing_lost(tm
             owners.update(_lease_pids(database))
             return owners >= set(pids)
 
-        wait_until(both_seen, timeout=20, interval=0.05, what="both processes run tasks")
-        assert owners == set(pids)
+        wait_until(both_seen, timeout=30, interval=0.05, what="both processes run tasks")
+        assert owners == set(pids), (owners, server.describe())
         for task_id in first:
-            assert _wait_ended(server, token, task_id)["status_name"] == "succeeded"
+            ended = _wait_ended(server, token, task_id)
+            assert ended["status_name"] == "succeeded", (ended, server.describe())
 
         # SIGTERM while tasks run and wait: every process drains, nothing is left running or lost.
         second = [_execute(server, token, seconds=0.5) for _ in range(30)]
@@ -96,7 +97,7 @@ def test_two_processes_share_the_port_and_the_work_and_stop_with_nothing_lost(tm
         assert "stopping 2 processes" in server.stdout
         assert not any(_alive(pid) for pid in pids)
         statuses = _statuses(database, second)
-        assert set(statuses.values()) <= {"succeeded", "queued"}, statuses
+        assert set(statuses.values()) <= {"succeeded", "queued"}, (statuses, server.describe())
 
     with serving("--db", database, "--flows", str(flows), cwd=tmp_path) as again:  # one process finishes the rest
         token = again.keys_printed[0] if again.keys_printed else token
