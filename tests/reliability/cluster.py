@@ -150,7 +150,10 @@ def wait_ready(worker: Process, timeout: float = START_TIMEOUT) -> None:
             raise AssertionError(f"graph-runtime worker exited during start-up:\n{worker.describe()}")
         return is_ready(worker)
 
-    wait_until(ready, timeout=timeout, interval=0.05, what="the worker's start-up line")
+    try:
+        wait_until(ready, timeout=timeout, interval=0.05, what="the worker's start-up line")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{worker.describe()}") from None
 
 
 def sigkill(process: Process) -> None:
