@@ -71,7 +71,7 @@ async def test_a_flow_runs_from_its_graph_and_its_output_image_opens(api: Api, b
     heading = page.get_by_role("heading", level=1)
     await page.wait_for_url("**/ui/#/task/*")
     url_before = page.url
-    await page.locator("h1[data-status='succeeded']").wait_for(timeout=20_000)  # no reload: the page polls
+    await page.locator("h1[data-status='succeeded']").wait_for(timeout=20_000)  # no reload: the page follows the event stream
     assert page.url == url_before
     assert "succeeded" in await heading.inner_text()
     nodes = page.locator("#nodes [role=row][data-node]")

@@ -32,17 +32,21 @@ export async function api(method, path, body, { token = key.get(), raw = false, 
     else { init.body = JSON.stringify(body); init.headers["Content-Type"] = "application/json"; }
   }
   const response = await fetch(`/api/v1${path}`, init);
+  if (!response.ok) throw await failure(response, token);
   const text = await response.text();
-  const data = text ? JSON.parse(text) : null;
-  if (!response.ok) {
-    const error = new ApiError(response.status, data);
-    if (response.status === 401 && token === key.get()) {
-      key.clear();
-      location.hash = "#/signin";
-    }
-    throw error;
+  return text ? JSON.parse(text) : null;
+}
+
+/** The ApiError of an answer that is not 2xx; a 401 for the signed-in key (revoked) signs out. */
+export async function failure(response, token = key.get()) {
+  const text = await response.text();
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch { /* a proxy's HTML page: the status says it */ }
+  if (response.status === 401 && token === key.get()) {
+    key.clear();
+    location.hash = "#/signin";
   }
-  return data;
+  return new ApiError(response.status, data);
 }
 
 /** Upload a File object as the raw body (POST /api/v1/files?name=); returns the file value. */

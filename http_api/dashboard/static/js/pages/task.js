@@ -1,16 +1,24 @@
 // A live task: statuses, a node timeline (Gantt), outputs with file previews, errors, cost, cancel
-// and rerun from a node. Updates come from watchTask (polling today, the event stream later).
+// and rerun from a node; while nodes run, their progress bars, log lines and streamed text (a
+// model's tokens). Everything after the first answer comes from the task's event stream
+// (watchTask; it falls back to polling), drawn at most once a frame.
 import { api } from "../api.js";
 import { alertBox, badge, credits, focusHeading, h, seconds, when } from "../dom.js";
 import { watchTask } from "../watch.js";
 
 const ENDED = new Set([3, 4, 5]);
+const ENDED_NODE = new Set(["succeeded", "failed", "skipped", "cancelled"]);
 
 export async function taskPage(view, taskId, query) {
   let flow = null;  // node id → type, from the flow's definition
   let current = null;
   let shownNode = null;
+  let live = false;  // the task was running when the page opened: its task and node events count
+  let drawing = 0;  // a frame is asked for
+  let taskChanged = false;  // a task event came: the frame redraws the whole page, not only the nodes
   const rows = new Map();
+  const progress = new Map();  // node id → {fraction, message}: its last progress event
+  const tokens = new Map();  // node id → the text it streamed (token events), joined
   const heading = h("h1", {}, `Task ${taskId} `);
   const facts = h("dl", { class: "facts" });
   const actions = h("div", { class: "row" });
@@ -19,6 +27,8 @@ export async function taskPage(view, taskId, query) {
   const tbody = h("div", { role: "rowgroup", class: "body" });
   const panel = h("section", { class: "card", id: "node-panel", "aria-live": "polite", hidden: true });
   const request = h("pre");
+  const logList = h("ol", { id: "log", class: "log", "aria-live": "polite", "aria-label": "Log lines" });
+  const noLogs = h("p", { class: "muted small" }, "No log lines.");
   view.append(heading, h("div", { class: "card" }, facts), actions, problems, panel,
     // One table is the node list and the Gantt chart (its last column). It is made of grid rows with
     // ARIA table roles, not <table>: in a long one a row off screen then costs no style, layout or
@@ -28,6 +38,7 @@ export async function taskPage(view, taskId, query) {
       h("div", { role: "rowgroup" }, h("div", { role: "row", class: "tr head" },
         ["node", "type", "status", "tries", "time", "cost", "timeline"].map((t) => h("div", { role: "columnheader" }, t)))),
       tbody)),
+    h("h2", {}, "Logs"), h("div", { class: "card logs" }, noLogs, logList),
     h("h2", {}, "Result"), resultBox,
     h("details", {}, h("summary", {}, "Request (data)"), request));
 
@@ -45,8 +56,89 @@ export async function taskPage(view, taskId, query) {
       tbody.append(...order.map((id) => rows.get(id).tr));
     }
   }, () => {});
-  const stop = ENDED.has(first.status) ? () => {} : watchTask(taskId, update, (error) => problems.replaceChildren(alertBox(error)));
-  return stop;
+  // An ended task's stream is its history: read for the log lines and streamed text it holds.
+  live = !ENDED.has(first.status);
+  return watchTask(taskId, {
+    onEvent,
+    onTask: update,
+    onMode: (mode) => { view.dataset.live = mode; },
+    onError: (error) => problems.replaceChildren(alertBox(error)),
+  });
+
+  function onEvent(kind, data) {
+    if (kind === "log") { addLog(data); return; }
+    if (kind === "token") tokens.set(data.node_id, (tokens.get(data.node_id) || "") + data.text);
+    else if (kind === "progress") progress.set(data.node_id, data);
+    else if (!live) return;  // the page drew this ended task from its answer: statuses are final
+    else if (kind === "node") {
+      const { node_id: id, ...node } = data;
+      const had = current.nodes[id];
+      current.nodes[id] = had && "output" in had && !("output" in node) ? { ...node, output: had.output } : node;
+      if (id === shownNode && ENDED_NODE.has(node.status)) loadOutputs();
+    } else if (kind === "task") {
+      if (ENDED.has(data.status)) { live = false; finish(data); return; }
+      current = withOutputs(data);
+      taskChanged = true;
+    }
+    redraw();
+  }
+
+  /** The ended task, with every node's output (events carry none): one request, then drawn. */
+  async function finish(task) {
+    try {
+      update(await api("GET", `/task/${taskId}?include=outputs`));
+    } catch {
+      update(withOutputs(task));
+    }
+  }
+
+  /** `task` (an event's, without outputs) keeping the outputs the page already has. */
+  function withOutputs(task) {
+    for (const [id, node] of Object.entries(task.nodes)) {
+      const had = current.nodes[id];
+      if (had && "output" in had && !("output" in node)) node.output = had.output;
+    }
+    return task;
+  }
+
+  /** A node shown in the panel ended while the task runs: fetch the outputs for its panel. */
+  async function loadOutputs() {
+    try {
+      const task = await api("GET", `/task/${taskId}?include=outputs`);
+      for (const [id, node] of Object.entries(task.nodes)) {
+        if (current.nodes[id] && "output" in node) current.nodes[id].output = node.output;
+      }
+      redraw();
+    } catch { /* the panel says "No output." until the task's end brings them */ }
+  }
+
+  function redraw() {
+    if (drawing) return;
+    drawing = requestAnimationFrame(() => {
+      drawing = 0;
+      if (taskChanged) { taskChanged = false; update(current); return; }
+      // Nodes and the panel only: the heading, facts and Cancel button stay (a click is not lost).
+      drawNodes(current);
+      if (shownNode) showNode(shownNode, false);
+    });
+  }
+
+  function addLog(line) {
+    noLogs.hidden = true;
+    logList.append(h("li", { "data-level": line.level, "data-node": line.node_id },
+      h("span", { class: `level l-${line.level}` }, line.level), " ",
+      nodeLink(line.node_id, { class: "node" }), " ",
+      h("span", { class: "message" }, line.message)));
+  }
+
+  function nodeLink(id, attrs) {
+    return h("a", { href: `#/task/${taskId}?node=${encodeURIComponent(id)}`, "aria-controls": "node-panel", ...attrs,
+      onclick: (event) => {
+        event.preventDefault();
+        history.replaceState(null, "", event.currentTarget.href);  // no hashchange: the page stays
+        showNode(id, true);
+      } }, id);
+  }
 
   function typeOf(id) {
     return (flow && flow.get(id)) || "";
@@ -94,6 +186,12 @@ export async function taskPage(view, taskId, query) {
         row.bar.className = `bar s-${node.status}`;
         row.tr.dataset.status = node.status;
       }
+      const told = node.status === "running" ? progress.get(id) : undefined;
+      row.progress.hidden = !told;
+      if (told) {
+        row.progress.value = told.fraction;
+        row.progress.title = `${Math.round(told.fraction * 100)} %${told.message ? `: ${told.message}` : ""}`;
+      }
       row.tries.textContent = node.attempts;
       // A node pending because no worker of its pool has taken the task yet says so (SPEC §10).
       row.time.textContent = node.cached ? "cached"
@@ -112,19 +210,15 @@ export async function taskPage(view, taskId, query) {
 
   function makeRow(id) {
     const cell = (cls) => h("div", { role: "cell", class: cls });
-    const row = { badge: cell(), tries: cell("num"), time: cell("num"), cost: cell("num"), bar: h("div", { class: "bar" }) };
+    const row = { badge: h("span"), tries: cell("num"), time: cell("num"), cost: cell("num"), bar: h("div", { class: "bar" }) };
     row.type = cell("small muted");
+    row.progress = h("progress", { max: 1, value: 0, hidden: true, "aria-label": `Progress of ${id}` });
     row.type.textContent = typeOf(id);
     row.tr = h("div", { role: "row", class: "tr", "data-node": id },
       // A link, not a button: 1,000 buttons cost a 1,000-node page a third of its layout time; and
       // the link is the node's address (#/task/N?node=ID opens its panel).
-      h("div", { role: "rowheader" }, h("a", { href: `#/task/${taskId}?node=${encodeURIComponent(id)}`, "aria-controls": "node-panel",
-        "aria-label": `Show node ${id}`, onclick: (event) => {
-          event.preventDefault();
-          history.replaceState(null, "", event.currentTarget.href);  // no hashchange: the page stays
-          showNode(id, true);
-        } }, id)),
-      row.type, row.badge, row.tries, row.time, row.cost, h("div", { role: "cell", class: "track" }, row.bar));
+      h("div", { role: "rowheader" }, nodeLink(id, { "aria-label": `Show node ${id}` })),
+      row.type, h("div", { role: "cell" }, row.badge, row.progress), row.tries, row.time, row.cost, h("div", { role: "cell", class: "track" }, row.bar));
     tbody.append(row.tr);
     return row;
   }
@@ -132,6 +226,8 @@ export async function taskPage(view, taskId, query) {
   function showNode(id, focus) {
     shownNode = id;
     const node = current.nodes[id];
+    const told = progress.get(id);
+    const text = tokens.get(id);
     panel.hidden = false;
     panel.replaceChildren(...[
       h("h2", { tabindex: -1 }, `Node ${id} `, badge(node.status)),
@@ -139,6 +235,9 @@ export async function taskPage(view, taskId, query) {
         + `cost ${credits(node.cost)}${node.cached ? ` · from the cache, saved ${credits(node.saved_cost)}` : ""}`
         + (node.waiting_for_pool ? ` · waiting for a worker of pool ${node.waiting_for_pool}` : "")),
       node.error ? alertBox({ message: `${node.error.code}: ${node.error.message}` }) : null,
+      told ? h("p", { class: "small" }, h("progress", { max: 1, value: told.fraction, "aria-label": "Node progress" }),
+        ` ${Math.round(told.fraction * 100)} %${told.message ? ` · ${told.message}` : ""}`) : null,
+      text ? h("div", {}, h("h3", {}, "Streamed text"), h("pre", { class: "tokens", id: "node-tokens" }, text)) : null,
       h("div", { class: "previews" }, previews(node.output)),
       node.output !== undefined && node.output !== null ? h("pre", {}, JSON.stringify(stripUrls(node.output), null, 2)) : h("p", { class: "muted" }, "No output."),
       ENDED.has(current.status) ? h("a", { href: rerunLink(current, id) }, `Re-run from ${id}…`) : null,
