@@ -113,6 +113,10 @@ class Sizes:
     io_node_s: float = 0.2
     io_workers: int = 4
     enqueue_samples: int = 100  # tasks queued one at a time to idle workers
+    events_flows: int = 200  # chains per round, with and without the events hub (bench/events.py)
+    event_streams: int = 1000  # open event streams beside the chain load (bench/events.py)
+    event_stream_tasks: int = 4  # the long tasks those streams follow
+    event_tick_s: float = 0.04  # each long task's node length: a node event every half of it
 
     def repeats_for(self, shape: Shape) -> int:
         return self.big_repeats if shape.node_count >= self.big_nodes else self.repeats
@@ -132,7 +136,7 @@ SMOKE = Sizes(chain=5, wide=10, sequential_flows=5, prefect_sequential_flows=2, 
               llm_calls=20, files_mib=8, media_runs=1, media_tasks=2, media_size=(400, 300), cache_chain=10,
               plan_nodes=20, map_items=10, callback_deliveries=40,
               scale_clients=4, scale_seconds=1.0, io_tasks=20, io_node_s=0.05,
-              io_workers=2, enqueue_samples=5)
+              io_workers=2, enqueue_samples=5, events_flows=10, event_streams=20, event_stream_tasks=2)
 
 
 @dataclass(frozen=True)
@@ -170,6 +174,10 @@ def cases(sizes: Sizes) -> list[Case]:
     found.append(Case("map", "reuse", f"map over {sizes.map_items} merge items vs wide-{sizes.map_items}, per item/node"))
     found.append(Case("callbacks", "callbacks", f"{sizes.callback_deliveries} signed task-end callbacks to a local "
                                                 "receiver, deliveries/s"))
+    found.append(Case("events-overhead", "events", "deep-10 in-process with the events hub vs without, "
+                                                   "nobody listening, per flow"))
+    found.append(Case("events-streams", "events", f"HTTP deep-10 flows/s with {sizes.event_streams} event "
+                                                  "streams open vs none"))
     found.append(Case("pg-chain", "scale", f"PostgreSQL, one worker: {chain.name} per flow vs an asyncpg durable floor"))
     found.append(Case("pg-dbos", "scale", f"PostgreSQL: {chain.name} per flow vs DBOS's {sizes.chain}-step workflow"))
     found.append(Case("workers", "scale", f"{sizes.io_node_s * 1e3:.0f} ms I/O-bound flows/s: "

@@ -23,7 +23,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from bench import callbacks, cases, files, http, llm, media, postgres, prefect_ref, references, reuse, scale
+from bench import callbacks, cases, events, files, http, llm, media, postgres, prefect_ref, references, reuse, scale
 from bench.cases import Case, Shape, Sizes
 from bench.figures import Figure, percentile
 from bench.inprocess import OurEngine
@@ -69,6 +69,8 @@ class Suite:
                 asyncio.run(self._reuse())
             if self.wants("callbacks"):
                 asyncio.run(self._callbacks())
+            if any(c.group == "events" for c in self.selected):
+                self._events()
             if any(c.group == "scale" for c in self.selected):
                 self._scale()
         return self.rows
@@ -431,6 +433,19 @@ class Suite:
         workdir.mkdir()
         bar = self.progress.add_task("callbacks", total=1)
         self.rows.append(await callbacks.measure(self.sizes, workdir, self.case("callbacks")))
+        self.progress.advance(bar)
+
+    def _events(self) -> None:
+        """Issue 12's event cases (bench/events.py): the hub with nobody listening, 1,000 open streams."""
+        workdir = self.workdir / "events"
+        workdir.mkdir()
+        bar = self.progress.add_task("events: hub overhead, open streams", total=2)
+        if self.wants("events-overhead"):
+            self.rows.append(asyncio.run(events.overhead_row(self.sizes, workdir, self.case("events-overhead"))))
+        self.progress.advance(bar)
+        if self.wants("events-streams"):
+            self.rows.append(events.streams_row(self.sizes, workdir / "streams", self.logs,
+                                                self.case("events-streams")))
         self.progress.advance(bar)
 
     def _scale(self) -> None:

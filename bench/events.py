@@ -1,0 +1,373 @@
+"""Task events (issue 12, SPEC §11): what the events hub costs when nobody listens, and 1,000 open streams.
+
+``events-overhead``: the in-process 10-node chain (:class:`bench.inprocess.OurEngine`, output cache
+off) with the events hub as ``open_services`` builds it, against the same executor without one
+(``events=None``), on the same services and database. Rounds alternate with and without, so a
+drift of the machine's speed touches both alike; the figure is the median of the per-round
+ratios. Nobody subscribes: what is timed is each event's making (the task and node views), its
+batch insert (one transaction per loop turn) and the flush task.
+
+``events-streams``: a real ``graph-runtime serve`` on SQLite (:func:`bench.http.serving`). A few
+long tasks run a chain of ``delay`` nodes (a built-in type: each node's ``running`` and
+``succeeded`` events carry their own ``started`` and ``finished`` times). One client process
+opens ``event_streams`` streams over them (aiohttp, spread evenly), and HTTP load processes run
+the 10-node chain with ``?wait`` at ``http_clients[0]`` clients. Each round measures chain
+throughput once with the streams open and once without (the same long tasks run in both, only
+the streams differ; the order alternates). Delivery latency per event = the client's receive time
+− the event's own timestamp (same machine, same clock). Everything shares the machine's two
+cores: the server, the stream reader and the load processes compete, and the output says so.
+
+Standalone: ``python -m bench.events overhead [FLOWS_PER_ROUND] [ROUNDS]`` or
+``python -m bench.events streams [STREAMS] [SECONDS]`` print the figures as JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bench import cases, http
+from bench.cases import Case, Sizes
+from bench.figures import percentile
+from bench.results import FLOOR, OURS, Row, Target
+
+if TYPE_CHECKING:
+    from bench.inprocess import OurEngine
+
+CHAIN = cases.Shape("deep", 10)
+OVERHEAD_TARGET_PCT = 5.0
+DROP_TARGET_PCT = 20.0
+LATENCY_TARGET_MS = 50.0
+
+
+# -- no listener: the hub's cost on the in-process chain ----------------------------------------
+
+
+async def _round(engine: OurEngine, flows: int) -> tuple[float, float]:
+    """Wall and CPU seconds per flow over ``flows`` chains run one after another."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(flows):
+        await engine.run_flow(CHAIN)
+    return (time.perf_counter() - wall) / flows, (time.process_time() - cpu) / flows
+
+
+async def measure_overhead(flows: int = 200, rounds: int = 7, workdir: Path | None = None) -> dict[str, Any]:
+    """Median ms per chain with the hub and without, and the overhead in percent (wall and CPU)."""
+    # Here, not at the top: the stream reader's process imports this module and needs none of the server.
+    from bench.inprocess import OurEngine
+    from http_api import heap
+
+    with tempfile.TemporaryDirectory(prefix="graph-runtime-events-") as scratch:
+        on = await OurEngine.open((workdir or Path(scratch)) / "events.db")
+        # The same services, database and executor settings, built without a hub: no event is made.
+        bare = dataclasses.replace(on.services.executor, events=None)
+        off = OurEngine(dataclasses.replace(on.services, executor=bare))
+        engines = {"off": off, "on": on}
+        wall: dict[str, list[float]] = {"off": [], "on": []}
+        cpu: dict[str, list[float]] = {"off": [], "on": []}
+        try:
+            await on.install(CHAIN)
+            for engine in engines.values():
+                await _round(engine, max(1, flows // 10))  # warm-up, untimed
+            heap.settle()
+            for index in range(rounds):
+                for name in ("off", "on") if index % 2 == 0 else ("on", "off"):
+                    seconds, cpu_seconds = await _round(engines[name], flows)
+                    wall[name].append(seconds)
+                    cpu[name].append(cpu_seconds)
+            # The path really ran: a chain with the hub stored its events, one without stored none.
+            with_hub, without = await on.run_flow(CHAIN), await off.run_flow(CHAIN)
+            await on.services.events.flush()
+            stored = len(await on.services.events.history(with_hub.id))
+            if stored < CHAIN.size or await on.services.events.history(without.id):
+                raise AssertionError(f"events stored: {stored} with the hub, some without it")
+        finally:
+            await on.close()
+    return {"flows_per_round": flows, "rounds": rounds, "target_pct": OVERHEAD_TARGET_PCT, "events_per_flow": stored,
+            **_figures("wall", wall["off"], wall["on"]), **_figures("cpu", cpu["off"], cpu["on"]),
+            "samples_ms": {kind: {name: [round(v * 1e3, 4) for v in values] for name, values in found.items()}
+                           for kind, found in (("wall", wall), ("cpu", cpu))}}
+
+
+def _figures(kind: str, off: list[float], on: list[float]) -> dict[str, float]:
+    # The median of the per-round ratios: the two halves of a round ran back to back, under the same load.
+    ratios = [b / a for a, b in zip(off, on, strict=True)]
+    return {f"{kind}_off_ms_per_flow": round(statistics.median(off) * 1000, 4),
+            f"{kind}_on_ms_per_flow": round(statistics.median(on) * 1000, 4),
+            f"{kind}_overhead_pct": round((statistics.median(ratios) - 1) * 100, 2)}
+
+
+
+# -- 1,000 streams: chain throughput beside them, and each event's delivery latency -------------
+
+TICKER_ID = "bench-events-ticker"
+STREAM_TIMEOUT_S = 120.0
+
+
+def ticker_flow(ticks: int, tick_s: float) -> dict[str, Any]:
+    """A long task of built-in ``delay`` nodes in a chain: a node event every ``tick_s / 2`` seconds
+    (each node's ``running``, then its ``succeeded``), each carrying its own time."""
+    nodes = [{"id": f"t{i}", "type": "delay", "settings": {"seconds": tick_s}} for i in range(ticks)]
+    edges = [{"from": f"t{i - 1}", "to": f"t{i}", "input": "value"} for i in range(1, ticks)]
+    return {"id": TICKER_ID, "name": "bench events ticker", "nodes": nodes, "edges": edges,
+            "defaults": {"start_node_id": "t0", "end_node_id": f"t{ticks - 1}"}}
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamSizes:
+    streams: int = 1000
+    tasks: int = 4  # the long tasks the streams are spread over
+    tick_s: float = 0.04  # each long task: a node event every 20 ms
+    seconds: float = 3.0  # the throughput window
+    rounds: int = 3
+    clients: int = 16  # chain-10 HTTP clients
+
+    @property
+    def task_s(self) -> float:
+        # Long enough to cover the streams' opening, the load's start-up, warm-up and window (cancelled after).
+        return self.seconds + 10.0
+
+    @classmethod
+    def of(cls, sizes: Sizes) -> StreamSizes:
+        return cls(streams=sizes.event_streams, tasks=sizes.event_stream_tasks, tick_s=sizes.event_tick_s,
+                   seconds=sizes.http_seconds, rounds=sizes.http_repeats, clients=sizes.http_clients[0])
+
+
+def measure_streams(sizes: StreamSizes, workdir: Path, logs: Path) -> dict[str, Any]:
+    """chain-10 flows/s over HTTP with ``sizes.streams`` event streams open and with none, alternating;
+    the latency of every live event each stream received (p50, p99, max)."""
+    ticks = max(2, round(sizes.task_s / sizes.tick_s))
+    flows_dir = workdir / "flows"
+    flows_dir.mkdir(parents=True, exist_ok=True)
+    (flows_dir / f"{TICKER_ID}.json").write_text(json.dumps(ticker_flow(ticks, sizes.tick_s)), encoding="utf-8")
+    rates: dict[str, list[float]] = {"none": [], "streams": []}
+    server_cpu: dict[str, list[float]] = {"none": [], "streams": []}
+    load_cpu: list[float] = []
+    readers: list[dict[str, Any]] = []
+    outlasted = True
+    with http.serving(workdir, logs, CHAIN) as server:
+        load = http.LoadGenerator(len(http._split(sizes.clients, 32)), 32)
+        try:
+            warm = _chain_load(server, sizes.clients, min(1.0, sizes.seconds), 0.0)
+            load.run(server, warm)  # the first flows load the flow and its plan
+            for index in range(sizes.rounds):
+                for phase in ("none", "streams") if index % 2 == 0 else ("streams", "none"):
+                    reader = _StreamReader() if phase == "streams" else None  # its imports before the tasks start
+                    tasks = [_start_ticker(server) for _ in range(sizes.tasks)]
+                    if reader is not None:
+                        reader.open(server, tasks, sizes.streams)
+                    result = load.run(server, _chain_load(server, sizes.clients, sizes.seconds,
+                                                          min(1.0, sizes.seconds / 2)))
+                    if result.errors:  # a wrong answer is a bug; none at all in the window is a figure (0/s)
+                        raise RuntimeError(f"chain load with {phase}: {result.errors} errors, {result.first_error}")
+                    for task_id in tasks:
+                        _, task = server.request("GET", f"/api/v1/task/{task_id}")
+                        if task["status_name"] != "running":
+                            outlasted = False  # the streams were not all live for the whole window
+                        else:  # its stream's last event is the cancel: the next phase starts clean
+                            server.request("POST", f"/api/v1/task/{task_id}/cancel")
+                    rates[phase].append(result.per_second)
+                    server_cpu[phase].append(result.server_cpu)
+                    load_cpu.append(result.load_cpu)
+                    if reader is not None:
+                        readers.append(reader.finish())
+                    for task_id in tasks:  # the next phase starts with no long task of this one left
+                        _wait_ended(server, task_id)
+        finally:
+            load.close()
+    latencies = [x for r in readers for x in r["latencies_ms"]]
+    ratios = [b / a if a else 0.0 for a, b in zip(rates["none"], rates["streams"], strict=True)]
+    return {
+        "streams": sizes.streams, "tasks": sizes.tasks, "tick_s": sizes.tick_s, "clients": sizes.clients,
+        "rounds": sizes.rounds, "long_tasks_outlasted_every_window": outlasted,
+        "flows_per_s_none": rates["none"], "flows_per_s_streams": rates["streams"],
+        "drop_pct": round((1 - statistics.median(ratios)) * 100, 2),
+        "latency_ms_p50": round(percentile(latencies, 50), 2) if latencies else None,
+        "latency_ms_p99": round(percentile(latencies, 99), 2) if latencies else None,
+        "latency_ms_max": round(max(latencies), 2) if latencies else None, "live_events_received": len(latencies),
+        "events_per_s_delivered": round(statistics.median(r["delivered_per_s"] for r in readers)),
+        "streams_complete": [r["complete"] for r in readers],
+        "server_cpu_cores": server_cpu, "busiest_load_process_cpu": load_cpu,
+        "reader_cpu_cores": [r["cpu_cores"] for r in readers],
+        "seconds_to_open_all_streams": [r["open_s"] for r in readers],
+    }
+
+
+def _chain_load(server: http.Server, clients: int, seconds: float, warmup_s: float) -> http.Load:
+    return http.Load(server.port, http.execute_request(server, CHAIN), 201, b'"status":3', clients, seconds,
+                     warmup_s=warmup_s)
+
+
+def _start_ticker(server: http.Server) -> int:
+    status, task = server.request("POST", f"/api/v1/flow/{TICKER_ID}/execute", {})
+    if status not in (200, 201):
+        raise RuntimeError(f"the long task did not start: {status} {task}")
+    return int(task["id"])
+
+
+def _wait_ended(server: http.Server, task_id: int) -> None:
+    deadline = time.monotonic() + STREAM_TIMEOUT_S
+    while time.monotonic() < deadline:
+        _, task = server.request("GET", f"/api/v1/task/{task_id}?wait=30")
+        if task["status_name"] in ("succeeded", "failed", "cancelled", "timed_out", "crashed"):
+            if task["status_name"] == "failed":
+                raise RuntimeError(f"the long task {task_id} ended {task['status_name']}: {task.get('error')}")
+            return
+    raise RuntimeError(f"the long task {task_id} did not end within {STREAM_TIMEOUT_S:.0f} s")
+
+
+class _StreamReader:
+    """The client process holding the streams open (``python -m bench.events read``): started, then
+    waited for until every stream is open, so the load starts with all of them listening."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "bench.events", "read"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, env=http._child_env())
+
+    def open(self, server: http.Server, tasks: list[int], streams: int) -> None:
+        order = {"port": server.port, "token": server.token, "tasks": tasks, "streams": streams}
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps(order).encode())
+        self.proc.stdin.close()
+        line = self.proc.stdout.readline()
+        self.opened = json.loads(line or b"{}")
+        if self.opened.get("open") != streams:
+            self.proc.kill()
+            raise RuntimeError(f"the stream reader did not open its streams: {line!r}")
+
+    def finish(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        found = {**json.loads(self.proc.stdout.readline() or b"{}"), "open_s": self.opened["open_s"]}
+        if self.proc.wait(timeout=STREAM_TIMEOUT_S) != 0 or "latencies_ms" not in found:
+            raise RuntimeError(f"the stream reader failed: {found}")
+        return found
+
+
+async def read_streams(order: dict[str, Any]) -> dict[str, Any]:
+    """The reader's work: ``streams`` streams spread over ``tasks``; each live node event's latency
+    (receive time − its ``started`` or ``finished``), until every stream has its final event."""
+    import aiohttp  # the client's library, as a user's script would use it
+
+    tasks, count = order["tasks"], order["streams"]
+    url = f"http://{http.HOST}:{order['port']}/api/v1/task/{{}}/events"
+    headers = {"Authorization": f"Basic {order['token']}"}
+    latencies: list[float] = []
+    stamps: dict[str, float] = {}  # one parse per timestamp text: every subscriber of a task sees the same
+    complete = 0
+    opened = 0
+    all_open = asyncio.Event()
+    timeout = aiohttp.ClientTimeout(total=STREAM_TIMEOUT_S)
+
+    def stamp(text: str) -> float:
+        found = stamps.get(text)
+        if found is None:
+            found = stamps[text] = datetime.fromisoformat(text).timestamp()
+        return found
+
+    async def follow(session: aiohttp.ClientSession, task_id: int) -> None:
+        nonlocal complete, opened
+        async with session.get(url.format(task_id), headers=headers) as response:
+            response.raise_for_status()
+            since = time.time()  # events older than the stream are its history, not deliveries
+            expected, final = 1, False
+            async for raw in response.content:
+                if raw.startswith(b"id: "):
+                    if expected == 1:  # the server read its history: the stream is live from here
+                        opened += 1
+                        if opened == count:
+                            all_open.set()
+                    if int(raw[4:]) != expected:
+                        raise RuntimeError(f"task {task_id}: event {raw[4:].strip()!r} where {expected} was due")
+                    expected += 1
+                elif raw.startswith(b"data: "):
+                    received = time.time()
+                    data = json.loads(raw[6:])
+                    if "node_id" in data:
+                        text = data.get("finished") or data.get("started")
+                        if text:
+                            at = stamp(text)
+                            if at >= since:
+                                latencies.append((received - at) * 1e3)
+                    elif data.get("status_name") in ("succeeded", "failed", "cancelled", "timed_out", "crashed"):
+                        final = True
+            complete += final
+
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        followers = [asyncio.create_task(follow(session, tasks[i % len(tasks)])) for i in range(count)]
+        waiting = asyncio.create_task(all_open.wait())
+        started = time.perf_counter()
+        await asyncio.wait([waiting, *followers], return_when=asyncio.FIRST_COMPLETED)
+        print(json.dumps({"open": opened, "open_s": round(time.perf_counter() - started, 3)}), flush=True)
+        cpu, wall = time.process_time(), time.perf_counter()
+        await asyncio.gather(*followers)
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    return {"latencies_ms": latencies, "complete": complete, "cpu_cores": round(cpu / wall, 3),
+            "delivered_per_s": len(latencies) / wall}
+
+# -- the suite's rows ---------------------------------------------------------------------------
+
+
+async def overhead_row(sizes: Sizes, workdir: Path, case: Case) -> Row:
+    found = await measure_overhead(sizes.events_flows, max(3, sizes.repeats), workdir)
+    row = Row(case, "ms/flow", extra={k: v for k, v in found.items() if k != "samples_ms"})
+    row.figure(OURS).samples = found["samples_ms"]["wall"]["on"]
+    row.figure(FLOOR).samples = found["samples_ms"]["wall"]["off"]
+    row.targets.append(Target(f"the hub adds ≤ {OVERHEAD_TARGET_PCT:g}% wall time (median of per-round ratios)",
+                              found["wall_overhead_pct"], OVERHEAD_TARGET_PCT))
+    row.targets.append(Target(f"the hub adds ≤ {OVERHEAD_TARGET_PCT:g}% CPU time (median of per-round ratios)",
+                              found["cpu_overhead_pct"], OVERHEAD_TARGET_PCT))
+    row.notes.append(f"ours: the in-process chain with the events hub as open_services builds it, nobody listening "
+                     f"({found['events_per_flow']} events stored per flow); floor: the same services and executor with "
+                     f"events=None; {found['flows_per_round']} flows per round, rounds alternating, SQLite")
+    return row
+
+
+def streams_row(sizes: Sizes, workdir: Path, logs: Path, case: Case) -> Row:
+    found = measure_streams(StreamSizes.of(sizes), workdir, logs)
+    row = Row(case, "flows/s", extra=found)
+    row.figure(OURS).samples = found["flows_per_s_streams"]
+    row.figure(FLOOR).samples = found["flows_per_s_none"]
+    row.targets.append(Target(f"chain flows/s drop ≤ {DROP_TARGET_PCT:g}% with the streams open (median of "
+                              "per-round ratios)", found["drop_pct"], DROP_TARGET_PCT))
+    row.targets.append(Target(f"event delivery p99 ≤ {LATENCY_TARGET_MS:g} ms", found["latency_ms_p99"],
+                              LATENCY_TARGET_MS))
+    row.notes.append(f"ours: {found['streams']} GET …/events streams over {found['tasks']} long tasks (a node event every "
+                     f"{found['tick_s'] * 500:g} ms each), read by one aiohttp client process; floor: the same long "
+                     f"tasks, no stream; {found['clients']} HTTP clients run deep-10 with ?wait; serve on SQLite; the "
+                     "server, the stream reader and the load processes share the machine's cores; latency = receive "
+                     "time − the event's own started/finished")
+    return row
+
+
+def main(argv: list[str]) -> int:
+    if argv and argv[0] == "read":  # the stream reader's process (see _StreamReader)
+        print(json.dumps(asyncio.run(read_streams(json.loads(sys.stdin.read())))), flush=True)
+        return 0
+    if argv and argv[0] == "overhead":
+        flows = int(argv[1]) if len(argv) > 1 else 200
+        rounds = int(argv[2]) if len(argv) > 2 else 7
+        print(json.dumps(asyncio.run(measure_overhead(flows, rounds)), indent=2))
+        return 0
+    if argv and argv[0] == "streams":
+        sizes = StreamSizes(streams=int(argv[1]) if len(argv) > 1 else 1000,
+                            seconds=float(argv[2]) if len(argv) > 2 else 3.0)
+        with tempfile.TemporaryDirectory(prefix="graph-runtime-events-") as scratch:
+            found = measure_streams(sizes, Path(scratch), Path(scratch) / "logs")
+        print(json.dumps(found, indent=2))
+        return 0
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
