@@ -135,6 +135,9 @@ class TaskRequest:
     # Where to POST the task, signed, when it ends (SPEC §11 callbacks); None: nowhere (but the flow's on_end).
     callback_url: str | None = None
     trigger: TaskTrigger | None = None  # the trigger that started it (SPEC §11); None for an execute
+    # The caller's W3C traceparent (SPEC §11 traces): kept so whichever process runs the task continues
+    # the caller's trace. None when the request sent none.
+    traceparent: str | None = None
 
     def as_data(self) -> dict[str, Any]:
         """Scade's ``data`` echo: ``node_id`` first and always null; ``mode`` only when not ``prod``."""
@@ -157,6 +160,8 @@ class TaskRequest:
             data["callback_url"] = self.callback_url
         if self.trigger is not None:  # absent for an execute: Scade's echo stays Scade's
             data["trigger"] = self.trigger.as_dict()
+        if self.traceparent is not None:  # absent unless the caller sent one: Scade's echo stays Scade's
+            data["traceparent"] = self.traceparent
         return data
 
     @classmethod
@@ -173,6 +178,7 @@ class TaskRequest:
             from_task_inputs=data.get("from_task_inputs") or {},
             callback_url=data.get("callback_url"),
             trigger=TaskTrigger.from_dict(data.get("trigger")),
+            traceparent=data.get("traceparent"),
         )
 
 

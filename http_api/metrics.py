@@ -61,6 +61,7 @@ class Metrics:
                                       "HTTP request latency, by method, route pattern and status",
                                       ["method", "route", "status"], buckets=FAST_BUCKETS, registry=r)
         self._per_node: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._per_verb: dict[str, Any] = {}
 
     def node_ended(self, node_type: str, run: NodeRun) -> None:
         """A node run reached an end status (not ``skipped``: it never ran)."""
@@ -89,8 +90,12 @@ class Metrics:
         self.tasks.labels(flow_id, status.value).inc()
 
     def statement(self, sql: str, seconds: float) -> None:
-        verb = sql.lstrip()[:8].split(None, 1)[0].lower() if sql.strip() else "other"
-        self.db_seconds.labels(verb if verb in SQL_VERBS else "other").observe(seconds)
+        words = sql[:16].split(None, 1)
+        verb = words[0].lower() if words else "other"
+        series = self._per_verb.get(verb)
+        if series is None:  # ``labels()`` validates and locks: once per verb, not per statement
+            series = self._per_verb[verb] = self.db_seconds.labels(verb if verb in SQL_VERBS else "other")
+        series.observe(seconds)
 
     async def scrape(self, repo: Repository, running_here: int) -> bytes:
         """The exposition text, with the database gauges read now."""

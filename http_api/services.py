@@ -5,8 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from graph_runtime import selection
@@ -15,7 +14,7 @@ from graph_runtime.executor import Executor
 from graph_runtime.flow import Flow
 from graph_runtime.models import Task, TaskRequest, TaskTrigger
 from graph_runtime.scheduler import Scheduler
-from http_api import rerun, secret_resolver
+from http_api import rerun, secret_resolver, traceparent
 from http_api.callbacks import CallbackDispatcher
 from http_api.file_links import FileLinks
 from http_api.file_resolver import check_request_files
@@ -44,8 +43,6 @@ class Services:
     callbacks: CallbackDispatcher  # delivers ended tasks to their callback URLs (started by serve)
     events: EventHub  # every task event of this process, stored and fanned out (SPEC §11)
     accepting: bool = True
-    # Called with each task this process queues, in the request's context (tracing keeps its traceparent).
-    on_queued: list[Callable[[Task], None]] = field(default_factory=list)
 
 
 def fingerprint(body: dict[str, Any], revision: int | None, mode: str = "prod") -> str:
@@ -127,6 +124,8 @@ async def submit(
     request, plan, files, rev = checked.request, checked.plan, checked.files, checked.revision
     if trigger is not None:
         request = dataclasses.replace(request, trigger=trigger)
+    if (caller_trace := traceparent.caller()) is not None:  # kept with the task: its runner continues the trace
+        request = dataclasses.replace(request, traceparent=caller_trace)
     task, created = await services.repo.create_task(
         flow_id, rev, request,
         idempotency_key=idempotency_key,
@@ -137,8 +136,6 @@ async def submit(
     if created:
         if files:  # a used upload is kept while tasks reference it, not swept as unused after a day
             await services.files.mark_used({file.id for file in files})
-        for hook in services.on_queued:
-            hook(task)
         services.scheduler.notify()
         log.info("task queued", extra={"action": "task_queued", "task_id": task.id, "flow_id": flow_id, "revision": rev})
     return task, created

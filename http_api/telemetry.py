@@ -18,6 +18,7 @@ import aiohttp
 from aiohttp.typedefs import Middleware
 
 from graph_runtime.models import NodeRun, NodeStatus, Task
+from http_api import traceparent
 from http_api.metrics import Metrics
 from nodes.errors import GraphRuntimeError
 from storage import statement_timing
@@ -62,8 +63,10 @@ class Telemetry:
         return cls(Metrics(), tracing.Tracing(provider) if provider is not None else None)
 
     def middlewares(self) -> list[Middleware]:
-        """Outermost first: the timing sees every answer, the trace context covers the handler."""
-        return [self.metrics.middleware(), *([self.tracing.middleware()] if self.tracing else [])]
+        """Outermost first: the timing sees every answer; the caller's ``traceparent`` is kept for the
+        task an execute queues (or, with tracing on, an instrumentation's span around the request)."""
+        current = self.tracing.current_traceparent if self.tracing is not None else None
+        return [self.metrics.middleware(), traceparent.middleware(current)]
 
     def client_trace_configs(self) -> list[aiohttp.TraceConfig]:
         return [self.tracing.client_trace_config()] if self.tracing else []
@@ -73,8 +76,6 @@ class Telemetry:
         self._services = services
         unwatch_nodes = services.events.watch_nodes(self._node_changed)
         unwatch_stops = services.events.watch_stops(self.task_stopped)
-        if self.tracing is not None:
-            services.on_queued.append(self.tracing.queued)
         undo_statements = statement_timing.time_statements(services.repo.engine, self.metrics.statement)
 
         def detach() -> None:
@@ -92,7 +93,7 @@ class Telemetry:
 
     def _node_changed(self, task: Task, run: NodeRun) -> None:
         if task.id not in self._followed:
-            self._follow(task)
+            self._followed.add(task.id)
         if self.tracing is not None:
             self.tracing.node_changed(task, run)
         if run.status in NODE_ENDED:
@@ -131,9 +132,6 @@ class Telemetry:
             self._types.popitem(last=False)
         for task, run in self._loading.pop(key, []):
             self._node_ended(task, run, types.get(run.node_id, UNKNOWN_TYPE))
-
-    def _follow(self, task: Task) -> None:
-        self._followed.add(task.id)
 
     def task_stopped(self, task: Task) -> None:
         """A task stopped running here (the events hub says so once its events are stored)."""

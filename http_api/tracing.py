@@ -1,31 +1,30 @@
 """OpenTelemetry spans for tasks and nodes (the ``otel`` extra): imported only when it is installed.
 
-Spans are made from the executor's listener: a task's span opens at its first node event with the
-task's ``started`` time and closes when the scheduler reports the task ended, with its
-``finished`` time. A node's span carries the node's own start and end times but is made at its
-end, in one call with all its attributes (the SDK's per-call cost is most of a span's), or at
-its first outgoing request if sooner: the listener marks the node current in the node's asyncio
-task, so the shared HTTP session's trace hook sends a W3C ``traceparent`` naming the node's span
-on every request the node makes (``http_request``, ``llm.*``, file fetches).
+Spans are made from the events hub's watchers: a task's span opens at its first node event with
+the task's ``started`` time and closes when the task stops here, with its ``finished`` time. A
+node's span carries the node's own start and end times but is made at its end, in one call with
+all its attributes (the SDK's per-call cost is most of a span's), or at its first outgoing request
+if sooner: a node's start marks it current in the node's asyncio task, so the shared HTTP
+session's trace hook sends a W3C ``traceparent`` naming the node's span on every request the node
+makes (``http_request``, ``llm.*``, file fetches).
 
-A ``traceparent`` sent with the execute request is the parent of the task's span. It is kept in
-memory by task id, so it is continued when this process runs the task (the usual single server);
-another process running it starts a new trace (a stored column would carry it: a migration).
+The per-node path is kept to that one SDK call and a few dictionary operations: the nodes' parent
+context is made once per task, a start stores the node run itself (its ``started`` is set once and
+kept through retries), and nothing is attached to OpenTelemetry's context.
+
+A ``traceparent`` sent with the execute request is stored with the task (``TaskRequest.traceparent``,
+see :mod:`http_api.traceparent`), so whichever process runs the task continues the caller's trace.
 """
 
 from __future__ import annotations
 
 import contextvars
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
-from aiohttp import web
-from aiohttp.typedefs import Middleware
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
@@ -33,8 +32,6 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from graph_runtime.models import NodeRun, NodeStatus, Task, TaskStatus
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-MAX_PENDING = 10_000  # traceparents of queued tasks kept; a task run elsewhere never claims its entry
 NODE_FAILED = frozenset({NodeStatus.FAILED, NodeStatus.CANCELLED})
 
 
@@ -44,22 +41,27 @@ def configured_provider() -> trace.TracerProvider | None:
     return None if isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider)) else provider
 
 
-@dataclass
-class _NodeTrace:
-    """A running node: its span is made at its end, or at its first HTTP request if sooner."""
+@dataclass(slots=True)
+class _TaskTrace:
+    """A task running here: its span, and its nodes' parent context (made once, not per node)."""
 
-    name: str
+    span: Span
     parent: otel_context.Context
-    start: int | None
     recording: bool  # False when the task's trace is not sampled: no node span is made
-    span: Span | None = None
+    running: dict[str, NodeRun] = field(default_factory=dict)  # started, no end seen yet
+    early: dict[str, Span] = field(default_factory=dict)  # spans made at a node's first request
 
 
-_CURRENT_NODE: contextvars.ContextVar[_NodeTrace | None] = contextvars.ContextVar("graph_runtime_node", default=None)
+_CURRENT_NODE: contextvars.ContextVar[tuple[_TaskTrace, NodeRun] | None] = contextvars.ContextVar(
+    "graph_runtime_node", default=None)
 
 
 def _ns(when: datetime | None) -> int | None:
     return int(when.timestamp() * 1e9) if when is not None else None
+
+
+def _node_name(node_id: str) -> str:
+    return f"node {node_id}"
 
 
 class Tracing:
@@ -68,73 +70,52 @@ class Tracing:
     def __init__(self, provider: trace.TracerProvider) -> None:
         self._tracer = provider.get_tracer("graph_runtime")
         self._propagator = TraceContextTextMapPropagator()
-        self._parents: OrderedDict[int, otel_context.Context] = OrderedDict()
-        self._tasks: dict[int, Span] = {}
-        self._nodes: dict[tuple[int, str], _NodeTrace] = {}
+        self._tasks: dict[int, _TaskTrace] = {}
 
-    # -- the execute request --------------------------------------------------------------
+    @staticmethod
+    def current_traceparent() -> str | None:
+        """The current span as a ``traceparent`` (an instrumentation's server span around a request), if any."""
+        span_context = trace.get_current_span().get_span_context()
+        if not span_context.is_valid:
+            return None
+        return f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}-{int(span_context.trace_flags) & 0xff:02x}"
 
-    def middleware(self) -> Middleware:
-        """Makes an incoming ``traceparent`` the current context while the request is handled."""
-
-        @web.middleware
-        async def continue_trace(request: web.Request, handler: Handler) -> web.StreamResponse:
-            if "traceparent" not in request.headers:
-                return await handler(request)
-            token = otel_context.attach(self._propagator.extract(request.headers))
-            try:
-                return await handler(request)
-            finally:
-                otel_context.detach(token)
-
-        return continue_trace
-
-    def queued(self, task: Task) -> None:
-        """A task was queued: remember the caller's trace (if any) as its span's parent."""
-        parent = otel_context.get_current()
-        if trace.get_current_span(parent).get_span_context().is_valid:
-            self._parents[task.id] = parent
-            if len(self._parents) > MAX_PENDING:
-                self._parents.popitem(last=False)
-
-    # -- the executor's events ------------------------------------------------------------
+    # -- the events hub ------------------------------------------------------------------------
 
     def node_changed(self, task: Task, run: NodeRun) -> None:
         """Called in the node's own asyncio task: a start makes the node current there (for its requests)."""
         if run.status is not NodeStatus.RUNNING:
             return
-        key = (task.id, run.node_id)
-        node = self._nodes.get(key)
-        if node is None:
-            node = self._nodes[key] = self._new_node(task, run, _ns(run.started))
-        _CURRENT_NODE.set(node)  # this task's context only; it ends with the node
+        traced = self._tasks.get(task.id) or self._start_task(task)
+        traced.running.setdefault(run.node_id, run)  # a retry's start keeps the first
+        _CURRENT_NODE.set((traced, run))  # this asyncio task's context only; it ends with the node
 
     def node_ended(self, task: Task, run: NodeRun, node_type: str | None) -> None:
-        node = self._nodes.pop((task.id, run.node_id), None)
-        if node is None:  # ended without a start (served from the cache): a span of its own all the same
-            node = self._new_node(task, run, _ns(run.started or run.finished))
-        if not node.recording:  # the task's trace is not sampled: its nodes' spans would record nothing
+        traced = self._tasks.get(task.id) or self._start_task(task)  # a task whose first node came from the cache
+        traced.running.pop(run.node_id, None)
+        if not traced.recording:  # the task's trace is not sampled: its nodes' spans would record nothing
             return
         attributes: dict[str, Any] = {"graph_runtime.node_type": node_type or "unknown",
                                       "graph_runtime.status": run.status.value, "graph_runtime.attempts": run.attempts,
                                       "graph_runtime.cost": run.cost or 0.0}
         if run.cached:
             attributes["graph_runtime.cached"] = True
-        # One call with every attribute where it can be: the SDK's per-call cost is most of a span's.
-        span = node.span
-        if span is None:
-            span = self._tracer.start_span(node.name, context=node.parent, start_time=node.start, attributes=attributes)
+        span = traced.early.pop(run.node_id, None) if traced.early else None
+        if span is None:  # the usual case: one SDK call with every attribute
+            span = self._tracer.start_span(_node_name(run.node_id), context=traced.parent,
+                                           start_time=_ns(run.started or run.finished), attributes=attributes)
         else:
             span.set_attributes(attributes)
-        if run.status in NODE_FAILED and run.error is not None:
+        if run.error is not None and run.status in NODE_FAILED:
             span.set_status(Status(StatusCode.ERROR, f"{run.error.code}: {run.error.message}"))
         span.end(end_time=_ns(run.finished))
 
     def task_ended(self, task: Task) -> None:
-        span = self._tasks.pop(task.id, None)
-        if span is None:
+        traced = self._tasks.pop(task.id, None)
+        if traced is None:
             return
-        self._end_nodes(task.id, _ns(task.finished))  # a node cut off without an end event
+        self._end_nodes(traced, _ns(task.finished))  # a node cut off without an end event
+        span = traced.span
         span.set_attributes({"graph_runtime.status": task.status.value,
                              "graph_runtime.cost": task.execution_cost or 0.0})
         if task.status is not TaskStatus.SUCCEEDED and task.error is not None:
@@ -143,31 +124,30 @@ class Tracing:
 
     def task_stopped(self, task_id: int) -> None:
         """Drained or shut down mid-run: end what is open now (a resume makes new spans)."""
-        self._end_nodes(task_id, None)
-        span = self._tasks.pop(task_id, None)
-        if span is not None:
-            span.end()
+        traced = self._tasks.pop(task_id, None)
+        if traced is not None:
+            self._end_nodes(traced, None)
+            traced.span.end()
 
-    def _end_nodes(self, task_id: int, when: int | None) -> None:
-        for key in [key for key in self._nodes if key[0] == task_id]:
-            node = self._nodes.pop(key)
-            if node.recording:
-                span = node.span or self._tracer.start_span(node.name, context=node.parent, start_time=node.start)
-                span.end(end_time=when)
+    def _end_nodes(self, traced: _TaskTrace, when: int | None) -> None:
+        if not traced.recording:
+            return
+        for node_id, run in traced.running.items():
+            span = traced.early.pop(node_id, None) or self._tracer.start_span(
+                _node_name(node_id), context=traced.parent, start_time=_ns(run.started))
+            span.end(end_time=when)
+        for span in traced.early.values():  # made at a request a node sent after its end
+            span.end(end_time=when)
 
-    def _new_node(self, task: Task, run: NodeRun, start: int | None) -> _NodeTrace:
-        task_span = self._task_span(task)
-        return _NodeTrace(f"node {run.node_id}", trace.set_span_in_context(task_span), start, task_span.is_recording())
-
-    def _task_span(self, task: Task) -> Span:
-        span = self._tasks.get(task.id)
-        if span is None:
-            span = self._tasks[task.id] = self._tracer.start_span(
-                f"task {task.flow_id}", context=self._parents.pop(task.id, None), kind=SpanKind.INTERNAL,
-                start_time=_ns(task.started),
-                attributes={"graph_runtime.task_id": task.id, "graph_runtime.flow_id": task.flow_id,
-                            "graph_runtime.revision": task.revision})
-        return span
+    def _start_task(self, task: Task) -> _TaskTrace:
+        caller = task.request.traceparent if task.request is not None else None
+        parent = self._propagator.extract({"traceparent": caller}) if caller is not None else None
+        span = self._tracer.start_span(
+            f"task {task.flow_id}", context=parent, kind=SpanKind.INTERNAL, start_time=_ns(task.started),
+            attributes={"graph_runtime.task_id": task.id, "graph_runtime.flow_id": task.flow_id,
+                        "graph_runtime.revision": task.revision})
+        traced = self._tasks[task.id] = _TaskTrace(span, trace.set_span_in_context(span), span.is_recording())
+        return traced
 
     # -- outgoing requests ----------------------------------------------------------------
 
@@ -177,15 +157,18 @@ class Tracing:
 
         async def on_request_start(session: aiohttp.ClientSession, ctx: SimpleNamespace,
                                    params: aiohttp.TraceRequestStartParams) -> None:
-            node = _CURRENT_NODE.get()
-            if node is None:
+            current = _CURRENT_NODE.get()
+            if current is None:
                 return
-            if not node.recording:  # not sampled: the task's context goes on, flagged so
-                self._propagator.inject(params.headers, context=node.parent)
+            traced, run = current
+            if not traced.recording:  # not sampled: the task's context goes on, flagged so
+                self._propagator.inject(params.headers, context=traced.parent)
                 return
-            if node.span is None:  # a node's request: its span is made now, to be named as the parent
-                node.span = self._tracer.start_span(node.name, context=node.parent, start_time=node.start)
-            self._propagator.inject(params.headers, context=trace.set_span_in_context(node.span))
+            span = traced.early.get(run.node_id)
+            if span is None:  # a node's request: its span is made now, to be named as the parent
+                span = traced.early[run.node_id] = self._tracer.start_span(
+                    _node_name(run.node_id), context=traced.parent, start_time=_ns(run.started))
+            self._propagator.inject(params.headers, context=trace.set_span_in_context(span))
 
         config.on_request_start.append(on_request_start)
         return config

@@ -67,6 +67,8 @@ class TaskData(Wire):
     callback_url: str | None = Field(default=None, description="Present only when the request gave one: where the "
                                                                "task is POSTed, signed, when it ends.")
     trigger: TaskTrigger | None = Field(default=None, description="Present only for a task a trigger started.")
+    traceparent: str | None = Field(default=None, description="Present only when the request sent a valid W3C "
+                                                              "`traceparent`: the trace the task's spans continue.")
 
 
 class MapItems(Wire):

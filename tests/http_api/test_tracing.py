@@ -197,3 +197,41 @@ async def test_a_retried_node_is_one_span_counting_its_attempts(traced: Api, exp
     assert attrs(node)["graph_runtime.attempts"] == 3
     assert attrs(node)["graph_runtime.status"] == "succeeded"
     assert node.status.status_code is not StatusCode.ERROR
+
+
+async def test_an_api_process_keeps_the_traceparent_for_the_worker_that_runs_the_task(
+        aiohttp_client: Any, settings: Settings, exporter: InMemorySpanExporter) -> None:
+    # `serve --workers 0` (no SDK set up in it, so no tracing of its own) and a worker on the same
+    # SQLite file: the caller's trace goes through the database with the task.
+    api_only = await aiohttp_client(create_app(settings.model_copy(update={"workers": 0}),
+                                               registry=registry_with_test_types()))
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    worker = await aiohttp_client(create_app(settings, registry=registry_with_test_types(), tracer_provider=provider))
+    _, token = await auth.issue_key(api_only.server.app[SERVICES].repo, "admin", "admin")
+    api = Api(api_only, token)
+    await api.put_flow(FlowBuilder("handed").node("a", "start", data={"v": 1}).node("b", "test.echo")
+                       .edge("a", "b", input="v").build())
+    task = await api.execute("handed", {"end_node_id": "b"}, headers={"traceparent": TRACEPARENT})
+    assert task["data"]["traceparent"] == TRACEPARENT
+    done = await api.wait_for_status(task["id"], "succeeded")
+    assert done["data"]["traceparent"] == TRACEPARENT
+    spans = by_name(await finished_spans(exporter, 3))
+    task_span = spans["task handed"]
+    assert attrs(task_span)["graph_runtime.task_id"] == task["id"]
+    assert task_span.context.trace_id == int(CALLER_TRACE, 16)
+    assert task_span.parent is not None and task_span.parent.span_id == int(CALLER_SPAN, 16)
+    assert spans["node b"].context.trace_id == int(CALLER_TRACE, 16)
+
+
+async def test_the_traceparent_shows_in_data_only_when_a_valid_one_was_sent(traced: Api) -> None:
+    await traced.put_flow(FlowBuilder("echoed").node("a", "start", data={"v": 1}).build())
+    plain = await traced.execute("echoed", {"end_node_id": "a"})
+    assert "traceparent" not in plain["data"]  # Scade's echo, unchanged
+    for invalid in (TRACEPARENT.upper(), f"00-{'0' * 32}-{CALLER_SPAN}-01", f"00-{CALLER_TRACE}-{'0' * 16}-01",
+                    f"ff-{CALLER_TRACE}-{CALLER_SPAN}-01", f"{TRACEPARENT}-extra", "nonsense"):
+        task = await traced.execute("echoed", {"end_node_id": "a"}, headers={"traceparent": invalid})
+        assert "traceparent" not in task["data"], invalid
+    later_version = await traced.execute("echoed", {"end_node_id": "a"},
+                                         headers={"traceparent": f"01-{CALLER_TRACE}-{CALLER_SPAN}-01-future"})
+    assert later_version["data"]["traceparent"] == TRACEPARENT  # read as version 00, as W3C asks
