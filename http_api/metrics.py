@@ -12,7 +12,7 @@ raw path: ``/api/v1/task/{task_id}``), an HTTP method and status, an SQL verb.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -20,6 +20,7 @@ from aiohttp.typedefs import Middleware
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from graph_runtime.models import NodeRun, NodeStatus, TaskStatus
+from storage.callbacks import DELIVERED, GIVEN_UP, PENDING, Outcome
 from storage.repository import Repository
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -30,6 +31,8 @@ NODE_BUCKETS = (0.001, 0.005, 0.025, 0.1, 0.5, 1.0, 2.5, 10.0, 30.0, 60.0, 300.0
 FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0)
 UNMATCHED = "unmatched"  # the route label of a request no route matched (404/405): one series, not one per path
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# A callback attempt's outcome label, by the state it leaves its delivery in (storage.callbacks).
+CALLBACK_OUTCOMES = {DELIVERED: "delivered", PENDING: "failed", GIVEN_UP: "given_up"}
 SQL_VERBS = frozenset({"select", "insert", "update", "delete", "begin", "commit", "rollback", "pragma", "with"})
 
 
@@ -60,6 +63,13 @@ class Metrics:
         self.http_seconds = Histogram("graph_runtime_http_request_duration_seconds",
                                       "HTTP request latency, by method, route pattern and status",
                                       ["method", "route", "status"], buckets=FAST_BUCKETS, registry=r)
+        self.callback_attempts = Counter(
+            "graph_runtime_callback_attempts",
+            "Callback POSTs this process made, by outcome: delivered (a 2xx), failed (retried later), "
+            "given_up (failed, and the last)", ["outcome"], registry=r)
+        # Each outcome's series exists from the start (at 0), so a rate() over it never lacks a sample.
+        self._callback_outcomes = {state: self.callback_attempts.labels(outcome)
+                                   for state, outcome in CALLBACK_OUTCOMES.items()}
         self._per_node: dict[tuple[str, str], tuple[Any, Any]] = {}
         self._per_verb: dict[str, Any] = {}
 
@@ -85,6 +95,11 @@ class Metrics:
             series = self._per_node[(node_type, status)] = (self.node_seconds.labels(node_type, status),
                                                             self.cost.labels(node_type))
         return series
+
+    def callbacks_attempted(self, outcomes: Sequence[Outcome]) -> None:
+        """The callback dispatcher's attempts of one batch, each with the state it leaves its delivery in."""
+        for outcome in outcomes:
+            self._callback_outcomes[outcome.state].inc()
 
     def task_ended(self, flow_id: str, status: TaskStatus) -> None:
         self.tasks.labels(flow_id, status.value).inc()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from http_api import auth
 from http_api.app import create_app
 from http_api.body import SERVICES
+from http_api.routes_metrics import TELEMETRY
 from http_api.settings import Settings
+from storage.callbacks import DELIVERED, GIVEN_UP, PENDING, Outcome
 from tests.conftest import ROOT, Api
 from tests.support import FlowBuilder, registry_with_test_types
 
@@ -155,6 +158,22 @@ async def test_the_grafana_dashboard_queries_only_metrics_the_server_serves(api:
     assert used - served <= {"graph_runtime_node_saved_cost_total"}, used - served  # merge costs nothing to save
     assert {"graph_runtime_tasks_total", "graph_runtime_node_duration_seconds_bucket",
             "graph_runtime_http_request_duration_seconds_bucket"} <= used
+
+
+async def test_callback_attempts_are_counted_by_outcome(api: Api) -> None:
+    # Each outcome's series is served from the start, at 0; a batch's attempts land in theirs.
+    for outcome in ("delivered", "failed", "given_up"):
+        assert value(await scrape(api), "graph_runtime_callback_attempts_total", outcome=outcome) == 0.0
+    at = datetime.now(UTC)
+    outcomes = [Outcome(1, 1, at, 0.01, 200, None, DELIVERED, None),
+                Outcome(2, 1, at, 0.01, 500, "answered 500", PENDING, at),
+                Outcome(3, 1, at, 0.01, None, "timeout", PENDING, at),
+                Outcome(4, 9, at, 0.01, 500, "answered 500", GIVEN_UP, None)]
+    api.app[TELEMETRY].metrics.callbacks_attempted(outcomes)
+    found = await scrape(api)
+    assert value(found, "graph_runtime_callback_attempts_total", outcome="delivered") == 1.0
+    assert value(found, "graph_runtime_callback_attempts_total", outcome="failed") == 2.0
+    assert value(found, "graph_runtime_callback_attempts_total", outcome="given_up") == 1.0
 
 
 async def test_the_telemetry_bench_runs(tmp_path: Path) -> None:
