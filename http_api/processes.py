@@ -132,6 +132,8 @@ class Supervisor:
                 if not child.listening:
                     inodes = _listening_inodes(self.port) if inodes is None else inodes
                     child.listening = _holds_any(child.proc.pid, inodes)
+                    if child.listening and self.announced:  # a restarted one
+                        _say(f"process {child.index} (pid {child.proc.pid}) listening again")
                 continue
             stop = self._exited(child, code)
             if stop is not None:
