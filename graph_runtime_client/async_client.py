@@ -136,10 +136,13 @@ class AsyncClient:
                                            body={k: v for k, v in body.items() if v is not None})
         return Plan.from_json(answer)
 
-    async def events(self, task: TaskRef, *, last_event_id: str | None = None) -> AsyncIterator[Event]:
+    async def events(self, task: TaskRef, *, last_event_id: str | None = None,
+                     max_failures: int = 10) -> AsyncIterator[Event]:
         """The task's events (``task``, ``node``, ``progress``, ``log``, ``token``) until it ends,
-        reconnecting with ``Last-Event-ID``. Needs a server with the event stream (issue 12)."""
-        async for event in events.follow(self.transport, _task_id(task), last_event_id=last_event_id):
+        reconnecting with ``Last-Event-ID``; more than ``max_failures`` drops in a row with no
+        event between raise :class:`StreamError`."""
+        async for event in events.follow(self.transport, _task_id(task), last_event_id=last_event_id,
+                                         max_failures=max_failures):
             yield event
 
     # --- files --------------------------------------------------------------------------------

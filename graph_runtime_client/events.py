@@ -1,8 +1,6 @@
 """Following a task's event stream (``GET /api/v1/task/{id}/events``), reconnecting with
-``Last-Event-ID`` until the final ``task`` event.
-
-The server side of this stream is not built yet (issue 12 item 1): this is the client's half of
-the protocol, tested against a protocol-level SSE endpoint, not against our API.
+``Last-Event-ID`` until the final ``task`` event. Tested against a protocol-level SSE endpoint
+and against the server's own stream (``tests/http_api/test_events.py``, the CLI's live table).
 """
 
 from __future__ import annotations

@@ -63,8 +63,8 @@ class Client:
     def plan(self, flow: str, **options: Any) -> Plan:
         return self._call(self._client.plan(flow, **options))
 
-    def events(self, task: TaskRef, *, last_event_id: str | None = None) -> Iterator[Event]:
-        return self._iterate(self._client.events(task, last_event_id=last_event_id))
+    def events(self, task: TaskRef, *, last_event_id: str | None = None, max_failures: int = 10) -> Iterator[Event]:
+        return self._iterate(self._client.events(task, last_event_id=last_event_id, max_failures=max_failures))
 
     def upload(self, source: str | os.PathLike[str] | bytes, **options: Any) -> File:
         return self._call(self._client.upload(source, **options))

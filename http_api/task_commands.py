@@ -3,12 +3,17 @@ Python client (``--url``/``--key``), or on the database directly (``--db``), wit
 
 Both sources answer the client's typed values (:mod:`graph_runtime_client.models`): the local one
 turns the API's own task view into them, so a task prints the same whichever way it was read.
+
+The live table of ``watch`` and ``run --remote`` follows a server's event stream (the client's
+``events()``: node changes as they happen, and the nodes' log lines printed above the table); if
+the stream cannot be had or keeps dropping, it polls the task instead, as it does on a database.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import json
 import os
 import sys
@@ -28,7 +33,8 @@ from http_api.settings import Settings
 from http_api.views import history_view, task_view
 from nodes import codec
 
-WATCH_INTERVAL_S = 0.25  # the live table's refresh; the event stream (issue 12) will replace this poll
+POLL_S = 0.25  # the live table's refresh where there is no event stream (a database, a stream that failed)
+STREAM_DROPS = 3  # drops in a row, with no event between, before the table falls back to polling
 
 
 class TaskSource(Protocol):
@@ -134,15 +140,44 @@ async def list_tasks(source: TaskSource, args: argparse.Namespace) -> int:
 
 
 async def watch(source: TaskSource, task_id: int) -> client.Task:
-    """The live node table on stderr until the task ends; the ended task."""
+    """The live node table on stderr until the task ends; the ended task (as ``source.task`` reads it)."""
     started = time.monotonic()
     task = await source.task(task_id)
     with Live(render(task, started), console=Console(stderr=True), refresh_per_second=8) as live:
+        if not task.ended and isinstance(source, client.AsyncClient):
+            try:
+                task = await _follow(source, task, live, started)
+            except client.ClientError as exc:  # no stream here, or it kept dropping: poll from where it stood
+                if isinstance(exc, client.ApiError) and exc.status in (401, 403):
+                    raise
+                live.console.print(f"(the event stream failed: {exc}; polling the task)", markup=False, highlight=False)
         while not task.ended:
-            await asyncio.sleep(WATCH_INTERVAL_S)
+            await asyncio.sleep(POLL_S)
             task = await source.task(task_id)
             live.update(render(task, started))
     return task
+
+
+async def _follow(server: client.AsyncClient, task: client.Task, live: Live, started: float) -> client.Task:
+    """Feed the table from the task's event stream until its final event; then the ended task."""
+    raw = copy.deepcopy(task.raw)
+    async for event in server.events(task.id, max_failures=STREAM_DROPS):
+        data = event.data if isinstance(event.data, dict) else {}
+        if event.event == "task":
+            raw = data
+        elif event.event == "node":
+            node = dict(data)
+            raw.setdefault("nodes", {})[node.pop("node_id")] = node
+        elif event.event == "log":
+            live.console.print(f"{data.get('node_id')} {data.get('level')}: {data.get('message')}",
+                               markup=False, highlight=False)
+            continue
+        else:
+            continue  # progress and tokens: the table has no column for them
+        task = client.Task.from_json(raw)
+        live.update(render(task, started))
+    # The final event was the ended task; read once as `tasks show` would, so the JSON printed is the same.
+    return await server.task(task.id) if task.ended else task
 
 
 async def run_remote(server: client.AsyncClient, args: argparse.Namespace) -> int:
