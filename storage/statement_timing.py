@@ -2,8 +2,8 @@
 
 SQLAlchemy's cursor events bracket each statement on the connection that runs it; the start
 time rides on the execution context, so concurrent statements on other connections never mix.
-Not seen: the SQLite hot path in ``sqlite_inline`` (stdlib ``sqlite3``, no SQLAlchemy), which
-would need a timing call of its own.
+Not seen: the hot path of either engine (:mod:`storage.hot_path`: stdlib ``sqlite3``, or asyncpg
+directly), which would need a timing call of its own; these are the API side's queries.
 """
 
 from __future__ import annotations
