@@ -74,7 +74,7 @@ class Telemetry:
     def attach(self, services: Services) -> Callable[[], None]:
         """Start observing ``services``' executor, scheduler and database; returns the undo."""
         self._services = services
-        unwatch_nodes = services.events.watch_nodes(self._node_changed)
+        unwatch_nodes = services.events.watch_nodes(self.node_changed)
         unwatch_stops = services.events.watch_stops(self.task_stopped)
         undo_statements = statement_timing.time_statements(services.repo.engine, self.metrics.statement)
 
@@ -91,7 +91,8 @@ class Telemetry:
 
     # -- the executor's events ------------------------------------------------------------
 
-    def _node_changed(self, task: Task, run: NodeRun) -> None:
+    def node_changed(self, task: Task, run: NodeRun) -> None:
+        """A node's status changed (the events hub calls this in the node's asyncio task)."""
         if task.id not in self._followed:
             self._followed.add(task.id)
         if self.tracing is not None:

@@ -183,5 +183,5 @@ async def test_the_telemetry_bench_runs(tmp_path: Path) -> None:
     figures = await bench_telemetry.measure(flows=2, rounds=2, workdir=tmp_path)
     assert set(figures) >= {"on", "on_sdk", "on_sdk_10pct"}
     assert all(figures[name]["cpu_on_ms_per_flow"] > 0 for name in ("on", "on_sdk"))
-    replayed = await bench_telemetry.listener_cost(flows=3)
+    replayed = await bench_telemetry.listener_cost(flows=3, rounds=2)
     assert replayed["on"]["cpu_ms_per_flow"] > 0 and replayed["chain_cpu_ms_per_flow"] > 0
