@@ -68,7 +68,7 @@ async def test_postgres_connections_lost_are_unavailable_then_come_back(repo: Re
     finally:
         await admin.close()
     assert killed >= 1
-    outcomes = []
+    outcomes: list[int | str] = []
     for _ in range(3):
         try:
             outcomes.append((await repo.get_task(task.id)).id)
