@@ -250,9 +250,14 @@ class _TaskRun:
         is named and failed; the task ends ``crashed`` instead of resuming again."""
         if self.task.interruptions < self.ex.max_interruptions:
             return None
-        running = sorted((r for r in self.task.nodes.values() if r.status is NodeStatus.RUNNING), key=start_order_key)
+        # Only a node that was started that often is blamed: one still stored `running` from an
+        # earlier interruption, whose next worker died (killed from outside) before starting it
+        # again, has not taken a process down twice.
+        running = sorted((r for r in self.task.nodes.values()
+                          if r.status is NodeStatus.RUNNING and r.attempts >= self.ex.max_interruptions),
+                         key=start_order_key)
         if not running:
-            return None  # it died between nodes: no node to blame; max_claims still bounds it
+            return None  # it died between nodes (or not in one node each time); max_claims still bounds it
         suspect = running[0]
         crash = errors.TaskCrashed(
             f"the process running node {suspect.node_id!r} died {self.task.interruptions} times while running "

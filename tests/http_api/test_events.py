@@ -121,7 +121,7 @@ async def test_the_python_client_follows_the_stream(api: Api) -> None:
     async with AsyncClient(url, api.token) as client:
         task = await client.submit("chatty")
         seen = [event async for event in client.events(task)]
-    assert [e.event for e in seen][0] == "task" and seen[-1].event == "task"
+    assert seen[0].event == "task" and seen[-1].event == "task"
     assert seen[-1].data["status_name"] == "succeeded"
     assert [e.data["text"] for e in seen if e.event == "token"] == ["hello", " world"]
 
