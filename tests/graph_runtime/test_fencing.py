@@ -139,6 +139,21 @@ async def test_a_task_whose_process_died_twice_in_a_node_ends_crashed_naming_it(
     assert Echo.runs == [], "the crashing node is not run a third time"
 
 
+async def test_a_worker_killed_before_it_restarts_a_node_does_not_get_that_node_blamed(repo: Repository) -> None:
+    """Two interruptions, but the node stored running was started once: the second worker died
+    (killed from outside) before it began it again. It resumes; it is not a crashing node."""
+    task, _ = await repo.create_task("echo", 1, TaskRequest("s", "e", "e"), node_ids=["s", "a", "e"])
+    await _die_while_running(repo, task.id, attempts=1)
+    await _die_while_running(repo, task.id, attempts=1)
+    scheduler = Scheduler(repo, Executor(repo, registry_with_test_types()), poll_interval_s=0.05)
+    await scheduler.start()
+    try:
+        done = await eventually(lambda: _ended(repo, task.id))
+    finally:
+        await scheduler.stop()
+    assert done.status is TaskStatus.SUCCEEDED and done.interruptions == 2 and done.nodes["a"].attempts == 2
+
+
 async def test_a_task_interrupted_once_resumes(repo: Repository) -> None:
     task, _ = await repo.create_task("echo", 1, TaskRequest("s", "e", "e"), node_ids=["s", "a", "e"])
     await _die_while_running(repo, task.id, attempts=1)
