@@ -117,6 +117,7 @@ class Sizes:
     event_streams: int = 1000  # open event streams beside the chain load (bench/events.py)
     event_stream_tasks: int = 4  # the long tasks those streams follow
     event_tick_s: float = 0.04  # each long task's node length: a node event every half of it
+    event_task_margin_s: float = 60.0  # how much longer than the window the long tasks are (then cancelled)
 
     def repeats_for(self, shape: Shape) -> int:
         return self.big_repeats if shape.node_count >= self.big_nodes else self.repeats
@@ -136,7 +137,8 @@ SMOKE = Sizes(chain=5, wide=10, sequential_flows=5, prefect_sequential_flows=2, 
               llm_calls=20, files_mib=8, media_runs=1, media_tasks=2, media_size=(400, 300), cache_chain=10,
               plan_nodes=20, map_items=10, callback_deliveries=40,
               scale_clients=4, scale_seconds=1.0, io_tasks=20, io_node_s=0.05,
-              io_workers=2, enqueue_samples=5, events_flows=10, event_streams=20, event_stream_tasks=2)
+              io_workers=2, enqueue_samples=5, events_flows=10, event_streams=20, event_stream_tasks=2,
+              event_task_margin_s=10.0)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ the streams differ; the order alternates). Delivery latency per event = the clie
 cores: the server, the stream reader and the load processes compete, and the output says so.
 
 Standalone: ``python -m bench.events overhead [FLOWS_PER_ROUND] [ROUNDS]`` or
-``python -m bench.events streams [STREAMS] [SECONDS]`` print the figures as JSON.
+``python -m bench.events streams [STREAMS] [SECONDS] [TICK_S]`` print the figures as JSON.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -130,16 +131,19 @@ class StreamSizes:
     seconds: float = 3.0  # the throughput window
     rounds: int = 3
     clients: int = 16  # chain-10 HTTP clients
+    # The long tasks outlast the window by this much: the streams' opening (many seconds, on a busy
+    # machine), the load's start-up and warm-up. They are cancelled once the window is over.
+    margin_s: float = 60.0
 
     @property
     def task_s(self) -> float:
-        # Long enough to cover the streams' opening, the load's start-up, warm-up and window (cancelled after).
-        return self.seconds + 10.0
+        return self.seconds + self.margin_s
 
     @classmethod
     def of(cls, sizes: Sizes) -> StreamSizes:
         return cls(streams=sizes.event_streams, tasks=sizes.event_stream_tasks, tick_s=sizes.event_tick_s,
-                   seconds=sizes.http_seconds, rounds=sizes.http_repeats, clients=sizes.http_clients[0])
+                   seconds=sizes.http_seconds, rounds=sizes.http_repeats, clients=sizes.http_clients[0],
+                   margin_s=sizes.event_task_margin_s)
 
 
 def measure_streams(sizes: StreamSizes, workdir: Path, logs: Path) -> dict[str, Any]:
@@ -174,7 +178,7 @@ def measure_streams(sizes: StreamSizes, workdir: Path, logs: Path) -> dict[str, 
                         if task["status_name"] != "running":
                             outlasted = False  # the streams were not all live for the whole window
                         else:  # its stream's last event is the cancel: the next phase starts clean
-                            server.request("POST", f"/api/v1/task/{task_id}/cancel")
+                            _cancel(server, task_id)
                     rates[phase].append(result.per_second)
                     server_cpu[phase].append(result.server_cpu)
                     load_cpu.append(result.load_cpu)
@@ -212,6 +216,14 @@ def _start_ticker(server: http.Server) -> int:
     if status not in (200, 201):
         raise RuntimeError(f"the long task did not start: {status} {task}")
     return int(task["id"])
+
+
+def _cancel(server: http.Server, task_id: int) -> None:
+    try:
+        server.request("POST", f"/api/v1/task/{task_id}/cancel")
+    except urllib.error.HTTPError as exc:
+        if exc.code != 409:  # 409: it ended since it was read
+            raise
 
 
 def _wait_ended(server: http.Server, task_id: int) -> None:
@@ -360,7 +372,8 @@ def main(argv: list[str]) -> int:
         return 0
     if argv and argv[0] == "streams":
         sizes = StreamSizes(streams=int(argv[1]) if len(argv) > 1 else 1000,
-                            seconds=float(argv[2]) if len(argv) > 2 else 3.0)
+                            seconds=float(argv[2]) if len(argv) > 2 else 3.0,
+                            tick_s=float(argv[3]) if len(argv) > 3 else StreamSizes.tick_s)
         with tempfile.TemporaryDirectory(prefix="graph-runtime-events-") as scratch:
             found = measure_streams(sizes, Path(scratch), Path(scratch) / "logs")
         print(json.dumps(found, indent=2))
