@@ -8,20 +8,16 @@ the loops and sweep by hand, so they decide when a sweep happens; one lets the l
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from http_api import auth
-from http_api.app import create_app
-from http_api.body import SERVICES
 from http_api.settings import Settings
 from http_api.trigger_loops import TRIGGER_LOOPS, TriggerLoops
-from tests import pg
 from tests.conftest import Api
-from tests.support import FlowBuilder, eventually, registry_with_test_types
+from tests.http_api.trigger_support import postgres_settings, server, tasks_of
+from tests.support import FlowBuilder, eventually
 
 
 def watched(flow_id: str = "ingest") -> dict[str, Any]:
@@ -38,25 +34,10 @@ def watcher(flow_id: str = "report", source: str = "ingest", status: list[str] |
             .edge("in", "out", input="source").build())
 
 
-async def server(aiohttp_client: Any, settings: Settings, *, loops: bool = False) -> Api:
-    """A server from the production factory; its trigger loops stopped unless ``loops``."""
-    client = await aiohttp_client(create_app(settings, registry=registry_with_test_types()))
-    _, token = await auth.issue_key(client.server.app[SERVICES].repo, "admin", "admin")
-    api = Api(client, token)
-    if not loops:
-        await api.app[TRIGGER_LOOPS].stop()
-    return api
-
-
 async def sweep(api: Api) -> list[int]:
     """One flow-end sweep on ``api``'s server now: the ids of the tasks it created."""
     loops = api.app[TRIGGER_LOOPS]
     return [task.id for task in await loops.flow_end.sweep(datetime.now(UTC), await loops.catalog.refresh())]
-
-
-async def tasks_of(api: Api, flow_id: str) -> list[dict[str, Any]]:
-    listed = await api.json("GET", "/api/v1/tasks", 200, params={"flow_id": flow_id, "include": "data"})
-    return list(reversed(listed["tasks"]))
 
 
 async def ended(api: Api, flow_id: str, body: dict[str, Any] | None = None, status: str = "succeeded") -> Any:
@@ -199,20 +180,13 @@ async def test_triggers_lists_flow_triggers_with_what_they_watch(api: Api) -> No
                     "watch": {"flow_id": "ingest", "status": ["failed", "cancelled"]}}
 
 
-@pytest.fixture
-async def pg_settings() -> AsyncIterator[Settings]:
-    user, reason = await pg.find_user()
-    if user is None:
-        pytest.skip(f"PostgreSQL is not reachable at {pg.PG_HOST} ({reason})")
-    url = await pg.create_database(user)
-    try:
-        yield Settings(database_url=url, flows_dir=None, poll_interval_s=0.2)
-    finally:
-        await pg.drop_database(url)
+
+pg_settings = pytest.fixture(postgres_settings)
 
 
 @pytest.mark.postgres
-async def test_one_task_per_source_among_three_servers_on_postgres(aiohttp_client: Any, pg_settings: Settings) -> None:
+async def test_one_task_per_source_among_three_servers_on_postgres(pg_settings: Settings, aiohttp_client: Any) -> None:
+    # pg_settings first: torn down last, once the servers (aiohttp_client) have closed
     servers = [await server(aiohttp_client, pg_settings) for _ in range(3)]
     await servers[0].put_flow(watched())
     await servers[0].put_flow(watcher())

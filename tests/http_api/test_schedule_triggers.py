@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -16,14 +15,11 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from graph_runtime import cron
-from http_api import auth
-from http_api.app import create_app
-from http_api.body import SERVICES
 from http_api.settings import Settings
 from http_api.trigger_loops import TRIGGER_LOOPS, TriggerLoops
-from tests import pg
 from tests.conftest import Api
-from tests.support import FlowBuilder, eventually, registry_with_test_types
+from tests.http_api.trigger_support import postgres_settings, server, tasks_of
+from tests.support import FlowBuilder, eventually
 
 MINUTE = timedelta(minutes=1)
 
@@ -32,15 +28,6 @@ def scheduled(flow_id: str = "nightly", *, cron_text: str = "* * * * *", timezon
               **trigger: Any) -> dict[str, Any]:
     return (FlowBuilder(flow_id, triggers=[{"type": "schedule", "cron": cron_text, "timezone": timezone, **trigger}])
             .node("in", "start", data={"fixed": 1}).node("out", "end").edge("in", "out", input="request").build())
-
-
-async def server(aiohttp_client: Any, settings: Settings) -> Api:
-    """Another server on the same database, as a second process would be (its loops stopped)."""
-    client = await aiohttp_client(create_app(settings, registry=registry_with_test_types()))
-    _, token = await auth.issue_key(client.server.app[SERVICES].repo, "other-admin", "admin")
-    other = Api(client, token)
-    await other.app[TRIGGER_LOOPS].stop()
-    return other
 
 
 async def stopped(api: Api) -> TriggerLoops:
@@ -53,11 +40,6 @@ async def tick(api: Api, now: datetime) -> list[int]:
     """One schedule round at ``now`` on ``api``'s server: the ids of the tasks it created."""
     loops = api.app[TRIGGER_LOOPS]
     return [task.id for task in await loops.schedule.tick(now, await loops.catalog.refresh())]
-
-
-async def tasks_of(api: Api, flow_id: str) -> list[dict[str, Any]]:
-    listed = await api.json("GET", "/api/v1/tasks", 200, params={"flow_id": flow_id, "include": "data"})
-    return list(reversed(listed["tasks"]))
 
 
 def in_minutes(minutes: int) -> datetime:
@@ -215,20 +197,13 @@ async def test_the_loop_fires_on_its_own_clock(api: Api) -> None:
     assert task["data"]["trigger"]["slot"] == iso(floor_minute(ahead))
 
 
-@pytest.fixture
-async def pg_settings() -> AsyncIterator[Settings]:
-    user, reason = await pg.find_user()
-    if user is None:
-        pytest.skip(f"PostgreSQL is not reachable at {pg.PG_HOST} ({reason})")
-    url = await pg.create_database(user)
-    try:
-        yield Settings(database_url=url, flows_dir=None, poll_interval_s=0.2)
-    finally:
-        await pg.drop_database(url)
+
+pg_settings = pytest.fixture(postgres_settings)
 
 
 @pytest.mark.postgres
-async def test_one_task_per_slot_among_three_servers_on_postgres(aiohttp_client: Any, pg_settings: Settings) -> None:
+async def test_one_task_per_slot_among_three_servers_on_postgres(pg_settings: Settings, aiohttp_client: Any) -> None:
+    # pg_settings first: torn down last, once the servers (aiohttp_client) have closed
     servers = [await server(aiohttp_client, pg_settings) for _ in range(3)]
     await servers[0].put_flow(scheduled())
     now = datetime.now(UTC) + 2 * MINUTE
