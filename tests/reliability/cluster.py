@@ -20,11 +20,12 @@ import aiohttp
 import pytest
 
 from tests import pg
-from tests.processes import ROOT, START_TIMEOUT, ServerProcess, cli_command, free_port, process_env, wait_until
+from tests.processes import ROOT, ServerProcess, cli_command, free_port, process_env, wait_until
 from tests.recording import RECORD_ENV
 
 ENTRY_POINTS = "[graph_runtime.nodes]\nreliability = tests.reliability.plugin:register\n"
 METADATA = "Metadata-Version: 2.1\nName: reliability-test-nodes\nVersion: 1.0\n"
+START_S = 60.0  # a deadline, not a measure: with other suites running, a process takes 20 s and more to start
 
 
 def install_plugin(site: Path) -> Path:
@@ -98,7 +99,7 @@ class Deployment:
             api = self._start(["serve", "--workers", "0", "--port", str(port), "--flows", str(self.flows),
                                *self.common, *flags], port=port)
             try:
-                api.wait_ready()
+                api.wait_ready(START_S)
             except AssertionError:
                 api.kill()
                 if "address already in use" not in api.stderr.lower() or attempt == 2:
@@ -144,7 +145,7 @@ def is_ready(worker: Process) -> bool:
     return "graph-runtime worker " in worker.stdout
 
 
-def wait_ready(worker: Process, timeout: float = START_TIMEOUT) -> None:
+def wait_ready(worker: Process, timeout: float = START_S) -> None:
     def ready() -> bool:
         if worker.proc.poll() is not None:
             raise AssertionError(f"graph-runtime worker exited during start-up:\n{worker.describe()}")

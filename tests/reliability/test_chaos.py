@@ -84,7 +84,7 @@ async def test_workers_killed_at_random_lose_nothing_and_rerun_no_succeeded_node
             deployment.start_api()
             workers = [deployment.start_worker(wait=False) for _ in range(WORKERS)]  # starting side by side
             for worker in workers:
-                wait_ready(worker, timeout=60)
+                wait_ready(worker)
             async with deployment.session() as http:
                 await put_flow(http, FLOW)
                 task_ids: list[int] = []

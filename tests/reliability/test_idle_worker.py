@@ -30,7 +30,7 @@ FLOW = {"id": "one", "nodes": [{"id": "n", "type": "test.record", "settings": {"
         "defaults": {"start_node_id": "n", "end_node_id": "n"}}
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(150)
 async def test_an_idle_worker_makes_at_most_one_query_a_second(tmp_path: Path) -> None:
     async with deployed(tmp_path, lease_s=10.0) as deployment:
         # The worker reaches the database through the counting relay; nothing else does.
@@ -60,7 +60,7 @@ def _at(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(180)
 async def test_new_work_wakes_an_idle_worker_at_once(tmp_path: Path) -> None:
     async with deployed(tmp_path, lease_s=10.0) as deployment:
         deployment.start_api()

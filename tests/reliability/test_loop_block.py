@@ -63,7 +63,7 @@ class HealthProbe:
         return 1000 * max(took for _, took in self.answers)
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(180)
 async def test_a_node_blocking_its_loop_for_15s_runs_once_and_the_api_answers_throughout(tmp_path: Path) -> None:
     began = time.monotonic()
     async with deployed(tmp_path, lease_s=2.0) as deployment:
@@ -90,7 +90,7 @@ async def test_a_node_blocking_its_loop_for_15s_runs_once_and_the_api_answers_th
         [a for a in probe.answers if a[0] != 200][:10]
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(150)
 async def test_a_synchronous_node_sleeping_does_not_hold_up_another_task_on_the_same_worker(tmp_path: Path) -> None:
     began = time.monotonic()
     async with deployed(tmp_path, lease_s=2.0) as deployment:
