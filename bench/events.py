@@ -277,7 +277,9 @@ async def read_streams(order: dict[str, Any]) -> dict[str, Any]:
     complete = 0
     opened = 0
     all_open = asyncio.Event()
-    timeout = aiohttp.ClientTimeout(total=STREAM_TIMEOUT_S)
+    # A stream lasts as long as its task (the whole phase, and minutes to open them all on a busy
+    # machine): only silence is an error.
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=STREAM_TIMEOUT_S, sock_read=STREAM_TIMEOUT_S)
 
     def stamp(text: str) -> float:
         found = stamps.get(text)
@@ -363,7 +365,12 @@ def streams_row(sizes: Sizes, workdir: Path, logs: Path, case: Case) -> Row:
 
 def main(argv: list[str]) -> int:
     if argv and argv[0] == "read":  # the stream reader's process (see _StreamReader)
-        print(json.dumps(asyncio.run(read_streams(json.loads(sys.stdin.read())))), flush=True)
+        try:
+            found = asyncio.run(read_streams(json.loads(sys.stdin.read())))
+        except Exception as exc:  # the bench process shows why, with the rest of its output
+            print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}), flush=True)
+            return 1
+        print(json.dumps(found), flush=True)
         return 0
     if argv and argv[0] == "overhead":
         flows = int(argv[1]) if len(argv) > 1 else 200
