@@ -34,15 +34,12 @@ import time
 import urllib.error
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bench import cases, http
 from bench.cases import Case, Sizes
 from bench.figures import percentile
 from bench.results import FLOOR, OURS, Row, Target
-
-if TYPE_CHECKING:
-    from bench.inprocess import OurEngine
 
 CHAIN = cases.Shape("deep", 10)
 OVERHEAD_TARGET_PCT = 5.0
@@ -53,18 +50,11 @@ LATENCY_TARGET_MS = 50.0
 # -- no listener: the hub's cost on the in-process chain ----------------------------------------
 
 
-async def _round(engine: OurEngine, flows: int) -> tuple[float, float]:
-    """Wall and CPU seconds per flow over ``flows`` chains run one after another."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    for _ in range(flows):
-        await engine.run_flow(CHAIN)
-    return (time.perf_counter() - wall) / flows, (time.process_time() - cpu) / flows
-
-
 async def measure_overhead(flows: int = 200, rounds: int = 7, workdir: Path | None = None) -> dict[str, Any]:
     """Median ms per chain with the hub and without, and the overhead in percent (wall and CPU)."""
     # Here, not at the top: the stream reader's process imports this module and needs none of the server.
     from bench.inprocess import OurEngine
+    from bench.telemetry import _figures, _round  # the same timing and figures as the telemetry case
     from http_api import heap
 
     with tempfile.TemporaryDirectory(prefix="graph-runtime-events-") as scratch:
@@ -97,14 +87,6 @@ async def measure_overhead(flows: int = 200, rounds: int = 7, workdir: Path | No
             **_figures("wall", wall["off"], wall["on"]), **_figures("cpu", cpu["off"], cpu["on"]),
             "samples_ms": {kind: {name: [round(v * 1e3, 4) for v in values] for name, values in found.items()}
                            for kind, found in (("wall", wall), ("cpu", cpu))}}
-
-
-def _figures(kind: str, off: list[float], on: list[float]) -> dict[str, float]:
-    # The median of the per-round ratios: the two halves of a round ran back to back, under the same load.
-    ratios = [b / a for a, b in zip(off, on, strict=True)]
-    return {f"{kind}_off_ms_per_flow": round(statistics.median(off) * 1000, 4),
-            f"{kind}_on_ms_per_flow": round(statistics.median(on) * 1000, 4),
-            f"{kind}_overhead_pct": round((statistics.median(ratios) - 1) * 100, 2)}
 
 
 
