@@ -70,7 +70,7 @@ async def test_new_work_wakes_an_idle_worker_at_once(tmp_path: Path) -> None:
             await put_flow(http, FLOW)
             for n in range(EXECUTES):
                 # Idle in between, at changing phases of its 2 s fallback poll.
-                await asyncio.sleep(0.1 + (n % 7) * 0.07)
+                await asyncio.sleep(0.05 + (n % 7) * 0.04)
                 task_id = await execute(http, "one")
                 # Polled, not ?wait=: an API-only process re-reads a waited task once a poll interval.
                 [task] = (await wait_ended(http, [task_id], timeout=10, interval=0.02)).values()
