@@ -20,7 +20,7 @@ import contextlib
 import enum
 import logging
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -62,13 +62,17 @@ class EventRenderer(Protocol):
     def node(self, task: Task, run: NodeRun) -> dict[str, Any]: ...
 
 
-class EventLog(Protocol):
-    """Where events are kept (``storage`` implements it). A busy or unreachable database raises
-    ``StoreUnavailable``."""
+class EventWriter(Protocol):
+    """Stores events, in the order given (the process's group committer: with the node runs of the
+    same loop turn, in their transaction). An event whose ``epoch`` is no longer its task's claim
+    count, or whose number is taken, is dropped."""
 
-    async def append(self, events: Sequence[TaskEvent]) -> None:
-        """Store these events in one transaction; an event whose ``epoch`` is no longer its task's
-        claim count, or whose number is taken, is dropped."""
+    def append_events(self, events: list[TaskEvent]) -> Awaitable[None]: ...
+
+
+class EventLog(Protocol):
+    """Where events are read from (``storage`` implements it). A busy or unreachable database raises
+    ``StoreUnavailable``."""
 
     async def since(self, task_ids: Mapping[int, int]) -> list[TaskEvent]:
         """The events of each task after the ``seq`` given for it, in (task, seq) order."""
@@ -99,12 +103,15 @@ class EventHub:
     """Numbers, stores and fans out task events (see the module's docstring).
 
     Args:
-        log: the store of events.
+        writer: stores them (the process's group committer).
+        log: reads them back.
         renderer: makes the JSON of task and node events; None stores typed summaries only
             (a test, a bench without the API).
     """
 
-    def __init__(self, log: EventLog, renderer: EventRenderer | None = None, *, poll_s: float = POLL_S) -> None:
+    def __init__(self, writer: EventWriter, log: EventLog, renderer: EventRenderer | None = None, *,
+                 poll_s: float = POLL_S) -> None:
+        self._writer = writer
         self._log = log
         self._renderer = renderer
         self._poll_s = poll_s
@@ -214,14 +221,14 @@ class EventHub:
                 return
             self._ensure_poller()
             while True:
-                event = await queue.get()
-                if event is None:
+                live = await queue.get()
+                if live is None:
                     return  # the hub is closing
-                if event.seq <= last:
+                if live.seq <= last:
                     continue  # read from the log already
-                yield event
-                last = event.seq
-                if event.final:
+                yield live
+                last = live.seq
+                if live.final:
                     return
         finally:
             stream.subscribers.discard(queue)
@@ -285,7 +292,7 @@ class EventHub:
             delay = 0.05
             while True:
                 try:
-                    await self._log.append(batch)
+                    await self._writer.append_events(batch)
                     break
                 except errors.StoreClosed:
                     return

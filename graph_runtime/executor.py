@@ -19,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from graph_runtime import errors, output_cache, pools, selection
 from graph_runtime.attempts import run_attempts
@@ -50,6 +50,8 @@ from nodes.limits import Limits
 from nodes.registry import Registry
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -150,6 +152,13 @@ class Executor:
         except errors.LeaseLost:
             _log_lease_lost(task)
             return task
+        except errors.StoreUnavailable as exc:
+            # The database went away for a moment outside a retried write (a read): the task is not
+            # at fault. It goes back to the queue as at a shutdown, and resumes when it is back.
+            log.warning("store unavailable; the task goes back to the queue: %s", exc.message,
+                        extra={"action": "task_released", "task_id": task.id})
+            await asyncio.shield(run.abandon())
+            return task
         except errors.GraphRuntimeError as exc:
             run.fail(exc)
         except Exception as exc:  # a bug in the runtime must still end the task truthfully
@@ -203,9 +212,9 @@ class _TaskRun:
         self.foreign: dict[str, str] = {}  # nodes of pools this worker does not serve: their pool
         self.held: list[str] = []  # foreign nodes that became ready: the task goes to their pool
 
-    async def persist(self, write: Callable[[], Awaitable[None]]) -> None:
-        """Run a store write, retrying while the database is busy or away: it costs latency,
-        never a failed node or a lost transition."""
+    async def persist(self, write: Callable[[], Awaitable[T]]) -> T:
+        """Run a store write (or a read the task cannot do without), retrying while the database
+        is busy or away: it costs latency, never a failed node or a lost transition."""
         delay = 0.05
         while True:
             try:
@@ -225,7 +234,7 @@ class _TaskRun:
         if self.task.interruptions > self.ex.max_claims:
             raise errors.TaskCrashed(f"the task was interrupted {self.task.interruptions} times; "
                                      "it is not resumed again")
-        flow = await self.ex.store.load_flow(self.task.flow_id, self.task.revision)
+        flow = await self.persist(lambda: self.ex.store.load_flow(self.task.flow_id, self.task.revision))
         try:
             self.plan = selection.plan(flow, self.ex.registry, self.task.request)
         except errors.GraphRuntimeError as exc:

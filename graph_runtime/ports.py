@@ -6,6 +6,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
+from graph_runtime.events import TaskEvent
 from graph_runtime.flow import Flow
 from graph_runtime.models import Lease, NodeRun, Task, TaskOutcome, TaskRequest
 
@@ -64,8 +65,10 @@ class TaskStore(Protocol):
         """Insert or update these node runs of ``task_id`` in one transaction; ``LeaseLost`` if fenced off."""
 
     async def save_node_runs_many(self, rows: Sequence[tuple[int, NodeRun]],
-                                  leases: Mapping[int, Lease] | None = None) -> frozenset[int]:
-        """Insert or update node runs of several tasks, ``(task_id, run)`` each, in one transaction.
+                                  leases: Mapping[int, Lease] | None = None,
+                                  events: Sequence[TaskEvent] = ()) -> frozenset[int]:
+        """Insert or update node runs of several tasks, ``(task_id, run)`` each, and store ``events``
+        (each fenced by its own epoch), in one transaction.
 
         Returns the ids of tasks in ``leases`` whose lease was lost: their rows were not written.
         """

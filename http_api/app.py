@@ -9,6 +9,7 @@ from typing import Any
 import aiohttp_cors
 from aiohttp import web
 
+from graph_runtime.commits import GroupCommitter
 from graph_runtime.events import EventHub
 from graph_runtime.executor import Executor
 from graph_runtime.resolve import ParamResolver
@@ -94,11 +95,13 @@ async def open_services(settings: Settings, registry: Registry | None = None,
         # Files before the node runs: ids completed from the store, URLs fetched through the guarded session.
         FileResolver(files, http, allow_private=settings.http_allow_private, max_bytes=settings.max_file_bytes),
     ]
-    events = EventHub(TaskEventLog(engine), EventViews())
+    # One group committer per process: node runs and task events share its transactions, in order.
+    committer = GroupCommitter(repo)
+    events = EventHub(committer, TaskEventLog(engine), EventViews())
     executor = Executor(store=repo, registry=registry, http=http, allow_private=settings.http_allow_private,
                         limits=settings.limits(), files=files, prices=prices, resolvers=resolvers,
                         cache=StoredOutputCache(repo) if settings.cache_max_bytes > 0 else None,
-                        pools=None if one_off else frozenset(settings.pools), events=events)
+                        pools=None if one_off else frozenset(settings.pools), events=events, committer=committer)
     scheduler = Scheduler(repo, executor, max_concurrent=settings.max_concurrent_jobs,
                           poll_interval_s=settings.poll_interval_s, lease_s=settings.lease_s,
                           open_renewer=lease_renewer(engine), wakeups=None if one_off else pg_wakeups(engine),

@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from graph_runtime import errors
+from graph_runtime.events import TaskEvent
 from graph_runtime.models import Lease, NodeRun, Task, TaskOutcome, TaskStatus
 from nodes import codec
 from storage.rows import RowCodec, json_text
@@ -53,8 +54,10 @@ class HotPath(Protocol):
     async def claim_task(self, task_id: int, worker: str, lease_s: float) -> Task | None:
         """Claim ``task_id`` if it is queued."""
 
-    async def save_runs(self, rows: Sequence[tuple[int, NodeRun]], leases: Mapping[int, Lease]) -> frozenset[int]:
-        """Upsert node runs; the ids of tasks in ``leases`` refused by the fence. ``TaskNotFound``."""
+    async def save_runs(self, rows: Sequence[tuple[int, NodeRun]], leases: Mapping[int, Lease],
+                        events: Sequence[TaskEvent] = ()) -> frozenset[int]:
+        """Upsert node runs, and store ``events`` (each fenced by its epoch, a number never written
+        twice) in the same transaction; the ids of tasks in ``leases`` refused by the fence. ``TaskNotFound``."""
 
     async def finish_task(self, task_id: int, outcome: TaskOutcome, runs: Sequence[NodeRun], lease: Lease | None) -> None:
         """Record the task's end and these runs, drop the lease. ``TaskNotFound``, ``LeaseLost``."""

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from graph_runtime import errors
+from graph_runtime.events import TaskEvent
 from graph_runtime.models import Lease, NodeRun, Task, TaskOutcome
 from nodes import codec
 from storage import convert, rows
@@ -85,6 +86,13 @@ _SAVE_FENCED = (
     " SELECT array(SELECT id FROM fence EXCEPT SELECT id FROM held)"
 )
 _SAVE = _UPSERT_RUNS.format(where="")
+# A task event, stored only while its writer's claim is still the task's ($7 NULL: not fenced),
+# never over a number already written (SPEC §10, §11); the columns as storage.rows.event_params gives them.
+_APPEND_EVENT = (
+    "INSERT INTO task_event (task_id, seq, kind, data, at, final) SELECT $1, $2, $3, $4::json, $5, $6"
+    " WHERE $7::int IS NULL OR EXISTS (SELECT 1 FROM task WHERE id = $8 AND claims = $9)"
+    " ON CONFLICT (task_id, seq) DO NOTHING"
+)
 _FINISH = (
     "WITH f AS (UPDATE task SET status = $15, finished = $16, execution_time = $17, execution_cost = $18,"
     " result = $19::json, error = $20::json, lease_owner = NULL, lease_expires = NULL"
@@ -200,19 +208,26 @@ class PgHotPath:
     async def _runs(self, conn: Any, task_ids: list[int], *, items: bool) -> dict[int, dict[str, NodeRun]]:
         return _CODEC.runs_by_task(await conn.fetch(_RUNS_WITH_ITEMS if items else _RUNS_WITHOUT_ITEMS, task_ids))
 
-    async def save_runs(self, runs: Sequence[tuple[int, NodeRun]], leases: Mapping[int, Lease]) -> frozenset[int]:
-        arrays = _run_arrays(await encoded(_CODEC, runs))
+    async def save_runs(self, runs: Sequence[tuple[int, NodeRun]], leases: Mapping[int, Lease],
+                        events: Sequence[TaskEvent] = ()) -> frozenset[int]:
+        arrays = _run_arrays(await encoded(_CODEC, runs)) if runs else None
+        event_rows = rows.event_params(events)
+        refused: Sequence[int] = ()
         try:
-            async with self._pool.connection() as conn:
-                if not leases:
+            # Runs and events in one transaction when there are both; either alone is one statement.
+            opened = self._pool.transaction() if event_rows and arrays is not None else self._pool.connection()
+            async with opened as conn:
+                if arrays is not None and not leases:
                     await conn.execute(_SAVE, *arrays)
-                    return frozenset()
-                fenced = list(leases)
-                refused = await conn.fetchval(_SAVE_FENCED, *arrays, fenced, [leases[i].worker for i in fenced],
-                                              [leases[i].epoch for i in fenced])
+                elif arrays is not None:
+                    fenced = list(leases)
+                    refused = await conn.fetchval(_SAVE_FENCED, *arrays, fenced, [leases[i].worker for i in fenced],
+                                                  [leases[i].epoch for i in fenced])
+                if event_rows:
+                    await conn.executemany(_APPEND_EVENT, event_rows)
         except IntegrityViolation:
             raise errors.TaskNotFound("a node run names a task that does not exist") from None
-        return frozenset(refused)
+        return frozenset(refused or ())
 
     async def finish_task(self, task_id: int, outcome: TaskOutcome, runs: Sequence[NodeRun], lease: Lease | None) -> None:
         arrays = _run_arrays(await encoded(_CODEC, [(task_id, run) for run in runs]))

@@ -139,3 +139,10 @@ def last_per_run(params: Sequence[tuple[Any, ...]]) -> Sequence[tuple[Any, ...]]
     if len({(row[0], row[1]) for row in params}) == len(params):
         return params
     return list({(row[0], row[1]): row for row in params}.values())
+
+
+def event_params(events: Sequence[Any]) -> list[tuple[Any, ...]]:
+    """Rows of :data:`storage.sqlite_statements` / ``pg_hot_path``'s fenced event insert, one per
+    ``graph_runtime.events.TaskEvent``: its columns, then the fence (epoch, task id, epoch)."""
+    return [(e.task_id, e.seq, e.kind.value, codec.dumps_str(e.data), e.at, e.final, e.epoch, e.task_id, e.epoch)
+            for e in events]

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from graph_runtime import errors
+from graph_runtime.events import TaskEvent
 from graph_runtime.models import Lease, NodeRun, Task, TaskOutcome
 from storage import convert, rows
 from storage import sqlite_statements as lite
@@ -54,12 +55,14 @@ class SqliteHotPath:
         expires = now + timedelta(seconds=lease_s)
         return await self._lite.write(lambda c: lite.claim_work(c, task_id, now, worker, expires))
 
-    async def save_runs(self, runs: Sequence[tuple[int, NodeRun]], leases: Mapping[int, Lease]) -> frozenset[int]:
+    async def save_runs(self, runs: Sequence[tuple[int, NodeRun]], leases: Mapping[int, Lease],
+                        events: Sequence[TaskEvent] = ()) -> frozenset[int]:
         params = await encoded(_CODEC, runs)
         fences = dict(leases)
+        event_rows = rows.event_params(events)
         try:
-            return await self._lite.write(lambda c: lite.upsert_runs_work(c, params, fences),
-                                          size=rows.params_size(params))
+            return await self._lite.write(lambda c: lite.upsert_runs_work(c, params, fences, event_rows),
+                                          size=rows.params_size(params) + sum(len(row[3]) for row in event_rows))
         except sqlite3.IntegrityError:
             raise errors.TaskNotFound("a node run names a task that does not exist") from None
 

@@ -36,6 +36,13 @@ _UPSERT_RUNS = (
     " attempts = excluded.attempts, error = excluded.error, output = excluded.output, cached = excluded.cached,"
     " saved_cost = excluded.saved_cost, items = excluded.items, waiting_for_pool = excluded.waiting_for_pool"
 )
+# A task event, stored only while its writer's claim is still the task's (``epoch`` NULL: not
+# fenced), never over a number already written (SPEC §10, §11).
+_APPEND_EVENT = (
+    "INSERT INTO task_event (task_id, seq, kind, data, at, final) SELECT ?, ?, ?, ?, ?, ?"
+    " WHERE ? IS NULL OR EXISTS (SELECT 1 FROM task WHERE id = ? AND claims = ?)"
+    " ON CONFLICT (task_id, seq) DO NOTHING"
+)
 _CLAIM = (
     "UPDATE task SET status = 'running', started = ?, claims = claims + 1, lease_owner = ?, lease_expires = ?"
     " WHERE id = {which} AND status = 'queued' RETURNING " + _TASK_COLUMNS
@@ -187,15 +194,19 @@ def held_work(conn: sqlite3.Connection, leases: dict[int, Lease]) -> set[int]:
     return {row[0] for row in found if leases[row[0]] == Lease(row[1], row[2])}
 
 
-def upsert_runs_work(conn: sqlite3.Connection, params: list[tuple[Any, ...]], leases: dict[int, Lease]) -> frozenset[int]:
-    """Insert or update node runs (``run_params`` rows); return the ids of tasks refused by the fence.
+def upsert_runs_work(conn: sqlite3.Connection, params: list[tuple[Any, ...]], leases: dict[int, Lease],
+                     events: Sequence[tuple[Any, ...]] = ()) -> frozenset[int]:
+    """Insert or update node runs (``run_params`` rows), and store task events (``rows.event_params``,
+    each fenced by its epoch) in the same transaction; return the ids of tasks refused by the fence.
 
     Rows of a task named in ``leases`` are written only while that lease is the task's current
     one; rows of other tasks are written as they are. Raises IntegrityError for an unknown task.
     """
-    held = held_work(conn, leases)
-    refused = frozenset(leases) - held
-    conn.executemany(_UPSERT_RUNS, [row for row in params if row[0] not in refused] if refused else params)
+    refused = frozenset(leases) - held_work(conn, leases) if leases else frozenset()
+    if params:
+        conn.executemany(_UPSERT_RUNS, [row for row in params if row[0] not in refused] if refused else params)
+    if events:
+        conn.executemany(_APPEND_EVENT, [(*row[:4], dt(row[4]), *row[5:]) for row in events])
     return refused
 
 

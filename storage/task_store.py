@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 import sqlalchemy as sa
 
 from graph_runtime import errors
+from graph_runtime.events import TaskEvent
 from graph_runtime.models import Lease, NodeRun, Task, TaskOutcome, TaskRequest, TaskStatus
 from storage import cancels, migrations, task_rows
 from storage.errors import SchemaNotCurrent
@@ -189,8 +190,10 @@ class WorkerStore(FlowReads, LeaseMethods, NodeCacheMethods):
             raise errors.LeaseLost(task_ids=refused)
 
     async def save_node_runs_many(self, rows: Sequence[tuple[int, NodeRun]],
-                                  leases: Mapping[int, Lease] | None = None) -> frozenset[int]:
-        """Insert or update node runs of several tasks in one transaction (group commit).
+                                  leases: Mapping[int, Lease] | None = None,
+                                  events: Sequence[TaskEvent] = ()) -> frozenset[int]:
+        """Insert or update node runs of several tasks, and store task events, in one transaction
+        (group commit). Each event is fenced by its own epoch (see ``graph_runtime.events``).
 
         The fence: rows of a task named in ``leases`` are written only if that lease is still the
         task's current one (running, same worker, same claim); a worker presumed dead whose
@@ -202,9 +205,9 @@ class WorkerStore(FlowReads, LeaseMethods, NodeCacheMethods):
         Raises:
             errors.TaskNotFound: one of the tasks does not exist.
         """
-        if not rows:
+        if not rows and not events:
             return frozenset()
-        return await self._hot.save_runs(rows, leases or {})
+        return await self._hot.save_runs(rows, leases or {}, events)
 
     async def finish_task(self, task_id: int, outcome: TaskOutcome, runs: Sequence[NodeRun], *,
                           lease: Lease | None = None) -> None:

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from graph_runtime.commits import GroupCommitter
 from graph_runtime.events import EventHub, EventKind
 from graph_runtime.models import Lease, Task, TaskRequest, TaskStatus
 from storage import engine as storage_engine
@@ -37,8 +38,8 @@ async def test_subscribers_in_another_process_see_each_event_once_in_order(repo:
     created, _ = await repo.create_task("f", 1, TaskRequest("s", "e", "e"))
     claimed = await repo.claim_task(created.id, "w1", 60)
     assert claimed is not None and claimed.lease is not None
-    writer = EventHub(TaskEventLog(repo.engine))
-    reader = EventHub(TaskEventLog(repo.engine), poll_s=0.01)
+    writer = EventHub(GroupCommitter(repo), TaskEventLog(repo.engine))
+    reader = EventHub(GroupCommitter(repo), TaskEventLog(repo.engine), poll_s=0.01)
     try:
         await writer.task_started(claimed)  # seq 1
         early = [asyncio.ensure_future(_collect(reader, claimed.id)) for _ in range(3)]

@@ -26,7 +26,7 @@ async def test_events_come_back_by_number_for_several_tasks_at_once(repo: Reposi
     log = TaskEventLog(repo.engine)
     first = (await repo.create_task("demo", 1, make_request()))[0].id
     second = (await repo.create_task("demo", 1, make_request(n=2)))[0].id
-    await log.append([_event(first, seq, None, f"a{seq}") for seq in (1, 2, 3)]
+    await repo.save_node_runs_many([], {}, [_event(first, seq, None, f"a{seq}") for seq in (1, 2, 3)]
                      + [_event(second, 1, None, "b1", final=True)])
     assert await log.last_seq(first) == 3 and await log.last_seq(second) == 1 and await log.last_seq(999) == 0
     found = await log.since({first: 1, second: 0})
@@ -41,16 +41,16 @@ async def test_a_worker_that_lost_its_lease_stores_no_event(repo: Repository, sa
     task = (await repo.create_task("demo", 1, make_request()))[0]
     stale = await repo.claim_task(task.id, "w1", lease_s=0.01)
     assert stale is not None and stale.lease is not None
-    await log.append([_event(task.id, 1, stale.lease.epoch, "w1 ran")])
+    await repo.save_node_runs_many([], {}, [_event(task.id, 1, stale.lease.epoch, "w1 ran")])
     # w1 froze; its lease ran out; w2 resumed the task (a new claim, a new epoch).
     await asyncio.sleep(0.05)
     assert await repo.requeue_expired(exclude_worker="w2") == 1
     resumed = await repo.claim_task(task.id, "w2", lease_s=60)
     assert resumed is not None and resumed.lease is not None and resumed.lease.epoch > stale.lease.epoch
     # w1 wakes and reports, with the number w2 is about to use: refused. w2's event takes the number.
-    await log.append([_event(task.id, 2, stale.lease.epoch, "w1 late")])
-    await log.append([_event(task.id, 2, resumed.lease.epoch, "w2 ran")])
+    await repo.save_node_runs_many([], {}, [_event(task.id, 2, stale.lease.epoch, "w1 late")])
+    await repo.save_node_runs_many([], {}, [_event(task.id, 2, resumed.lease.epoch, "w2 ran")])
     assert [e.data["message"] for e in await log.since({task.id: 0})] == ["w1 ran", "w2 ran"]
     # A number already written is kept whoever writes it again.
-    await log.append([_event(task.id, 2, resumed.lease.epoch, "again")])
+    await repo.save_node_runs_many([], {}, [_event(task.id, 2, resumed.lease.epoch, "again")])
     assert [e.data["message"] for e in await log.since({task.id: 1})] == ["w2 ran"]
