@@ -52,6 +52,9 @@ class TaskEvent:
     # The fence: stored only while the task's claim count is still this (the writer's lease epoch),
     # so a worker that lost its lease records no event. None: not fenced (a task no worker held).
     epoch: int | None = None
+    # Readers' cache of this event's encodings (the stream's frame): one live event object reaches
+    # every subscriber of this process, so it is encoded once, not once per subscriber.
+    encoded: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
 
 
 class EventRenderer(Protocol):
@@ -191,9 +194,11 @@ class EventHub:
         """The task's stored events after ``seq`` ``after`` (all of an ended task's)."""
         return await self._log.since({task_id: after})
 
-    async def subscribe(self, task_id: int, after: int = 0) -> AsyncIterator[TaskEvent]:
+    async def subscribe(self, task_id: int, after: int = 0, *,
+                        idle_s: float | None = None) -> AsyncIterator[TaskEvent | None]:
         """The task's events after ``seq`` ``after``: first those stored, then each as it comes;
-        ends after the final one. A task that already ended yields its history and stops."""
+        ends after the final one. With ``idle_s``, None whenever nothing came for that long (a
+        stream's keep-alive: one timer per subscriber, no task per event)."""
         stream = self._streams[task_id]
         queue: asyncio.Queue[TaskEvent | None] = asyncio.Queue()
         stream.subscribers.add(queue)
@@ -221,7 +226,12 @@ class EventHub:
                 return
             self._ensure_poller()
             while True:
-                live = await queue.get()
+                try:
+                    async with asyncio.timeout(idle_s):
+                        live = await queue.get()
+                except TimeoutError:
+                    yield None
+                    continue
                 if live is None:
                     return  # the hub is closing
                 if live.seq <= last:
@@ -239,7 +249,7 @@ class EventHub:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):
                 async for event in self.subscribe(task_id):
-                    if event.final:
+                    if event is not None and event.final:
                         return True
         return False
 

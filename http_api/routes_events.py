@@ -8,7 +8,6 @@ goes on live, and closes after the final ``task`` event. A comment line every
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -39,7 +38,15 @@ def _last_event_id(request: web.Request) -> int:
     return int(raw)
 
 
-def _frame(services: Services, event_id: int, kind: str, data: object) -> bytes:
+def _frame(services: Services, event: TaskEvent) -> bytes:
+    """The event as it goes on the wire: encoded once, whatever the number of subscribers."""
+    frame = event.encoded.get("sse")
+    if frame is None:
+        frame = event.encoded["sse"] = _encode(services, event.seq, event.kind.value, event.data)
+    return frame
+
+
+def _encode(services: Services, event_id: int, kind: str, data: object) -> bytes:
     body = codec.dumps(data)
     if FILE_MARK in body and isinstance(data, dict):  # a result's files get their signed links, as a poll's do
         body = codec.dumps(with_file_links(data, services.links.url_for))
@@ -59,13 +66,14 @@ async def task_events(request: web.Request) -> web.StreamResponse:
     await response.write(b"retry: %d\n\n" % RETRY_MS)  # how long a client waits before it reconnects
     last, final = after, False
     # An ended task says nothing more: its stored history (what follows Last-Event-ID) is all.
-    events = (_as_async(await services.events.history(task_id, after)) if task.status.ended
-              else services.events.subscribe(task_id, after))
-    async for event in _with_keepalive(events):
+    events: AsyncIterator[TaskEvent | None] = (
+        _as_async(await services.events.history(task_id, after)) if task.status.ended
+        else services.events.subscribe(task_id, after, idle_s=KEEPALIVE_S))
+    async for event in events:
         if event is None:
             await response.write(b": keep-alive\n\n")
             continue
-        await response.write(_frame(services, event.seq, event.kind.value, event.data))
+        await response.write(_frame(services, event))
         last, final = event.seq, event.final
     if not final:
         # The stream ended without the final event: this server is stopping (the client
@@ -73,38 +81,14 @@ async def task_events(request: web.Request) -> web.StreamResponse:
         # event, so clients still learn the outcome).
         task = await services.repo.get_task(task_id)
         if task.status.ended and last == 0 and after == 0:
-            await response.write(_frame(services, 1, "task", task_view(task)))
+            await response.write(_encode(services, 1, "task", task_view(task)))
     with contextlib.suppress(ConnectionResetError):
         await response.write_eof()
     return response
 
 
-async def _as_async(events: list[TaskEvent]) -> AsyncIterator[TaskEvent]:
+async def _as_async(events: list[TaskEvent]) -> AsyncIterator[TaskEvent | None]:
     for event in events:
         yield event
 
 
-async def _with_keepalive(events: AsyncIterator[TaskEvent]) -> AsyncIterator[TaskEvent | None]:
-    """The events, and None whenever none came for KEEPALIVE_S."""
-    iterator = aiter(events)
-    pending: asyncio.Task[TaskEvent] | None = None
-    try:
-        while True:
-            if pending is None:
-                pending = asyncio.ensure_future(anext(iterator))
-            done, _ = await asyncio.wait([pending], timeout=KEEPALIVE_S)
-            if not done:
-                yield None
-                continue
-            try:
-                event = pending.result()
-            except StopAsyncIteration:
-                return
-            pending = None
-            yield event
-    finally:
-        if pending is not None:
-            pending.cancel()
-            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                await pending
-        await events.aclose()  # type: ignore[attr-defined]
