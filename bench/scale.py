@@ -27,6 +27,7 @@ import json
 import os
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -227,11 +228,13 @@ def measure_processes(sizes: Sizes, workdir: Path, logs: Path, case: Case, engin
     row.targets.append(Target("≥ 1,500 flows/s (aim)", figures[OURS].median, 1500.0, at_most=False))
     how = ("both servers up at once, windows alternating" if engine == "sqlite"
            else "one server at a time (1 process, then 2)")
+    per_flow = {name: _cpu_ms_per_flow(cpu[name], figures[name]) for name in figures}
     row.notes.append(f"{engine}: a one-node flow, POST …/execute?wait=60, {sizes.scale_clients} keep-alive clients in "
                      f"{len(http._split(sizes.scale_clients, sizes.clients_per_load_process))} load processes on the "
                      f"same 2 cores; servers used {_span(cpu[OURS])} cores (2 processes) and {_span(cpu[ONE_PROCESS])} "
-                     f"(one), the busiest load process {_span(load_cpu)} of a core; {how}, windows of "
-                     f"{sizes.scale_seconds:g} s")
+                     f"(one), the busiest load process {_span(load_cpu)} of a core; server CPU per flow "
+                     f"{per_flow[OURS]:.2f} ms (2 processes) and {per_flow[ONE_PROCESS]:.2f} ms (one); {how}, windows "
+                     f"of {sizes.scale_seconds:g} s")
     return row
 
 
@@ -250,6 +253,11 @@ def _load_rounds(sizes: Sizes, case: Case, load: http.LoadGenerator, servers: di
             figures[name].add(result.per_second)
             cpu[name].append(result.server_cpu)
             load_cpu.append(result.load_cpu)
+
+
+def _cpu_ms_per_flow(cores: list[float], flows: Figure) -> float:
+    """The servers' CPU milliseconds per completed flow, window by window (median)."""
+    return statistics.median(c / f * 1e3 for c, f in zip(cores, flows.samples, strict=True) if f) if cores else 0.0
 
 
 def _flows_load(server: http.Server, clients: int, seconds: float, warmup_s: float) -> http.Load:
