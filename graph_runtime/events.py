@@ -20,7 +20,7 @@ import contextlib
 import enum
 import logging
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -195,7 +195,7 @@ class EventHub:
         return await self._log.since({task_id: after})
 
     async def subscribe(self, task_id: int, after: int = 0, *,
-                        idle_s: float | None = None) -> AsyncIterator[TaskEvent | None]:
+                        idle_s: float | None = None) -> AsyncGenerator[TaskEvent | None, None]:
         """The task's events after ``seq`` ``after``: first those stored, then each as it comes;
         ends after the final one. With ``idle_s``, None whenever nothing came for that long (a
         stream's keep-alive: one timer per subscriber, no task per event)."""

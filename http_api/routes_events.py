@@ -9,7 +9,7 @@ goes on live, and closes after the final ``task`` event. A comment line every
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from aiohttp import web
 
@@ -66,15 +66,19 @@ async def task_events(request: web.Request) -> web.StreamResponse:
     await response.write(b"retry: %d\n\n" % RETRY_MS)  # how long a client waits before it reconnects
     last, final = after, False
     # An ended task says nothing more: its stored history (what follows Last-Event-ID) is all.
-    events: AsyncIterator[TaskEvent | None] = (
+    events: AsyncGenerator[TaskEvent | None, None] = (
         _as_async(await services.events.history(task_id, after)) if task.status.ended
         else services.events.subscribe(task_id, after, idle_s=KEEPALIVE_S))
-    async for event in events:
-        if event is None:
-            await response.write(b": keep-alive\n\n")
-            continue
-        await response.write(_frame(services, event))
-        last, final = event.seq, event.final
+    try:
+        async with contextlib.aclosing(events):  # the subscription ends with the stream, however it ends
+            async for event in events:
+                if event is None:
+                    await response.write(b": keep-alive\n\n")
+                    continue
+                await response.write(_frame(services, event))
+                last, final = event.seq, event.final
+    except ConnectionResetError:  # the client left (a closed tab, a reconnect): nothing is wrong here
+        return response
     if not final:
         # The stream ended without the final event: this server is stopping (the client
         # reconnects with Last-Event-ID), or the task ended before events existed (one closing
@@ -87,7 +91,7 @@ async def task_events(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def _as_async(events: list[TaskEvent]) -> AsyncIterator[TaskEvent | None]:
+async def _as_async(events: list[TaskEvent]) -> AsyncGenerator[TaskEvent | None, None]:
     for event in events:
         yield event
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+from collections.abc import Callable
 
 import asyncpg
+import pytest
 
 import storage
 
@@ -58,3 +61,16 @@ async def create_database(user: str) -> str:
 async def drop_database(url: str) -> None:
     user, name = url.split("//", 1)[1].split("@", 1)[0], url.rsplit("/", 1)[1]
     await admin(user, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def run_on_a_new_database(run: Callable[[str], None]) -> None:
+    """``run(url)`` on a database of its own, dropped afterwards; the test is skipped when no
+    PostgreSQL answers. For tests that start processes (synchronous test functions)."""
+    user, reason = asyncio.run(find_user())
+    if user is None:
+        pytest.skip(f"PostgreSQL is not reachable at {PG_HOST} ({reason})")
+    url = asyncio.run(create_database(user))
+    try:
+        run(url)
+    finally:
+        asyncio.run(drop_database(url))

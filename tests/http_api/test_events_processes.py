@@ -4,7 +4,6 @@ streams the events a `graph-runtime worker` process writes, live, with ids 1, 2,
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import threading
@@ -77,11 +76,4 @@ def test_an_api_process_streams_what_a_worker_process_runs_on_sqlite(tmp_path: P
 @pytest.mark.postgres
 @pytest.mark.timeout(150)
 def test_an_api_process_streams_what_a_worker_process_runs_on_postgres(tmp_path: Path) -> None:
-    user, reason = asyncio.run(pg.find_user())
-    if user is None:
-        pytest.skip(f"PostgreSQL is not reachable at {pg.PG_HOST} ({reason})")
-    url = asyncio.run(pg.create_database(user))
-    try:
-        _walk_through(url, tmp_path)
-    finally:
-        asyncio.run(pg.drop_database(url))
+    pg.run_on_a_new_database(lambda url: _walk_through(url, tmp_path))

@@ -4,7 +4,6 @@ the GPU worker exists; the rest of the task runs on the plain worker. SQLite and
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -101,11 +100,4 @@ def test_a_gpu_node_waits_for_a_gpu_worker_on_sqlite(tmp_path: Path) -> None:
 @pytest.mark.postgres
 @pytest.mark.timeout(150)
 def test_a_gpu_node_waits_for_a_gpu_worker_on_postgres(tmp_path: Path) -> None:
-    user, reason = asyncio.run(pg.find_user())
-    if user is None:
-        pytest.skip(f"PostgreSQL is not reachable at {pg.PG_HOST} ({reason})")
-    url = asyncio.run(pg.create_database(user))
-    try:
-        _walk_through(url, tmp_path)
-    finally:
-        asyncio.run(pg.drop_database(url))
+    pg.run_on_a_new_database(lambda url: _walk_through(url, tmp_path))
