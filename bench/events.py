@@ -101,7 +101,8 @@ def ticker_flow(ticks: int, tick_s: float) -> dict[str, Any]:
     """A long task of built-in ``delay`` nodes in a chain: a node event every ``tick_s / 2`` seconds
     (each node's ``running``, then its ``succeeded``), each carrying its own time."""
     nodes = [{"id": f"t{i}", "type": "delay", "settings": {"seconds": tick_s}} for i in range(ticks)]
-    edges = [{"from": f"t{i - 1}", "to": f"t{i}", "input": "value"} for i in range(1, ticks)]
+    # Each passes on its predecessor's value (not its whole output: that would nest one level per node).
+    edges = [{"from": f"t{i - 1}", "output": "value", "to": f"t{i}", "input": "value"} for i in range(1, ticks)]
     return {"id": TICKER_ID, "name": "bench events ticker", "nodes": nodes, "edges": edges,
             "defaults": {"start_node_id": "t0", "end_node_id": f"t{ticks - 1}"}}
 
