@@ -24,7 +24,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 import aiohttp
@@ -82,6 +82,8 @@ class CallbackDispatcher:
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._gate = asyncio.Semaphore(CONCURRENCY)
+        # Told each batch's attempts once they are made (the metrics count them by outcome).
+        self.on_outcomes: list[Callable[[Sequence[Outcome]], None]] = []
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="callbacks")
@@ -142,6 +144,8 @@ class CallbackDispatcher:
         task_ids = list(dict.fromkeys(d.task_id for d in due))  # a task with several URLs is read once
         bodies = dict(zip(task_ids, await asyncio.gather(*(self._body(t) for t in task_ids)), strict=True))
         outcomes = await asyncio.gather(*(self._attempt(secret, d, bodies[d.task_id]) for d in due))
+        for observe in self.on_outcomes:
+            observe(outcomes)
         return await self.store.record(self.claim, outcomes)
 
     async def _body(self, task_id: int) -> bytes | None:

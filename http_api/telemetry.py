@@ -76,12 +76,14 @@ class Telemetry:
         self._services = services
         unwatch_nodes = services.events.watch_nodes(self.node_changed)
         unwatch_stops = services.events.watch_stops(self.task_stopped)
+        services.callbacks.on_outcomes.append(self.metrics.callbacks_attempted)
         undo_statements = statement_timing.time_statements(services.repo.engine, self.metrics.statement)
 
         def detach() -> None:
             undo_statements()
             unwatch_nodes()
             unwatch_stops()
+            services.callbacks.on_outcomes.remove(self.metrics.callbacks_attempted)
 
         return detach
 

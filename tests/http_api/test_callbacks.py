@@ -182,6 +182,10 @@ async def test_500s_are_retried_under_one_webhook_id_until_the_receiver_takes_it
         assert listed["delivered"]
         await asyncio.sleep(0.3)  # a delivered callback is not sent again
         assert len(receiver.received) == 3
+        # /metrics counts the attempts by outcome: two failed (retried), one delivered.
+        metrics = await (await api.request("GET", "/metrics")).text()
+        assert 'graph_runtime_callback_attempts_total{outcome="failed"} 2.0' in metrics
+        assert 'graph_runtime_callback_attempts_total{outcome="delivered"} 1.0' in metrics
 
 
 async def test_a_flows_on_end_gets_every_end_failed_and_cancelled_too(api: Api, receiver: Receiver) -> None:
