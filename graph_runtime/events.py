@@ -87,6 +87,9 @@ class EventLog(Protocol):
 NodeWatcher = Callable[[Task, NodeRun], None]
 StopWatcher = Callable[[Task], None]
 
+RECENTLY_ENDED = 4096
+"""How many tasks' final events a hub keeps at hand for ``wait_ended``."""
+
 POLL_S = 0.05
 """How often the events of tasks another process runs are looked for, while someone waits for them."""
 
@@ -125,6 +128,8 @@ class EventHub:
         self._poller: asyncio.Task[None] | None = None
         self._node_watchers: list[NodeWatcher] = []
         self._stop_watchers: list[StopWatcher] = []
+        # Final events delivered here lately: a ?wait that starts just after a task ended finds it.
+        self._recently_ended: dict[int, TaskEvent] = {}
         self._closed = False
 
     # -- what the executor reports ---------------------------------------------------------
@@ -244,14 +249,33 @@ class EventHub:
             stream.subscribers.discard(queue)
             self._forget_if_idle(task_id)
 
-    async def wait_ended(self, task_id: int, timeout_s: float) -> bool:
-        """Wait up to ``timeout_s`` for ``task_id`` to end (``?wait``); whether it did."""
-        with contextlib.suppress(TimeoutError):
+    async def wait_ended(self, task_id: int, timeout_s: float) -> TaskEvent | None:
+        """Wait up to ``timeout_s`` for ``task_id`` to end (``?wait``): its final event (whose data
+        is the ended task), or None. Nothing is read for it: a task run here ends through this
+        hub, one run elsewhere through the shared poll; a task that ended here a moment ago is
+        remembered. The caller has seen the task not ended before calling."""
+        ended = self._recently_ended.get(task_id)
+        if ended is not None:
+            return ended
+        stream = self._streams[task_id]
+        queue: asyncio.Queue[TaskEvent | None] = asyncio.Queue()
+        stream.subscribers.add(queue)
+        try:
+            ended = self._recently_ended.get(task_id)  # ended while the stream was being set up
+            if ended is not None:
+                return ended
+            if not self._closed:
+                self._ensure_poller()
             async with asyncio.timeout(timeout_s):
-                async for event in self.subscribe(task_id):
-                    if event is not None and event.final:
-                        return True
-        return False
+                while (event := await queue.get()) is not None:
+                    if event.final:
+                        return event
+        except TimeoutError:
+            pass
+        finally:
+            stream.subscribers.discard(queue)
+            self._forget_if_idle(task_id)
+        return None
 
     async def flush(self) -> None:
         """Wait until every event emitted so far is stored and delivered."""
@@ -316,6 +340,10 @@ class EventHub:
                 self._deliver(event)
 
     def _deliver(self, event: TaskEvent) -> None:
+        if event.final:
+            self._recently_ended[event.task_id] = event
+            if len(self._recently_ended) > RECENTLY_ENDED:
+                del self._recently_ended[next(iter(self._recently_ended))]  # the oldest
         stream = self._streams.get(event.task_id)
         if stream is None or event.seq <= stream.delivered:
             return

@@ -107,7 +107,10 @@ async def open_services(settings: Settings, registry: Registry | None = None,
                           open_renewer=lease_renewer(engine), wakeups=None if one_off else pg_wakeups(engine),
                           pools=frozenset(settings.pools), claims_queued=not one_off)
     callbacks = CallbackDispatcher(CallbackStore(engine), repo, cipher, links, http)
-    events.watch_stops(lambda task: callbacks.wake() if task.status.ended else None)  # at once, not at the next sweep
+    # A task of this process that ended with a callback_url: swept at once, not at the next sweep. Not
+    # every end: a sweep is a write transaction, and under load it would hold SQLite's one writer
+    # after every task (a flow's on_end is found by the sweep each second).
+    events.watch_stops(lambda task: callbacks.wake() if task.status.ended and task.request.callback_url else None)
     services = Services(settings=settings, repo=repo, registry=registry, executor=executor, scheduler=scheduler,
                         files=files, cipher=cipher, links=links, events=events, callbacks=callbacks)
     if telemetry is not None:

@@ -38,7 +38,8 @@ class TriggerLoops:
         self._unwatch = self._services.events.watch_stops(self._stopped)
 
     def _stopped(self, task: Task) -> None:
-        if task.status.ended:
+        # Only the end of a watched flow's task: a round costs reads, and most ends start nothing.
+        if task.status.ended and self.catalog.watches(task.flow_id):
             self._flow_end_loop.wake()
 
     async def stop(self) -> None:

@@ -83,6 +83,11 @@ class TriggerCatalog:
         """Whether the flows were read at least once."""
         return self._revisions is not None
 
+    def watches(self, flow_id: str) -> bool:
+        """Whether a flow trigger (as last read) watches ``flow_id``'s tasks."""
+        return any(entry.trigger.type == "flow" and getattr(entry.trigger, "flow_id", None) == flow_id
+                   for entry in self._declared)
+
     def expire(self) -> None:
         """Read the flows again at the next ``current()`` (a flow was just stored)."""
         self._refreshed = -math.inf

@@ -9,8 +9,8 @@ import pytest
 
 from graph_runtime.commits import GroupCommitter
 from graph_runtime.errors import TaskNotFound
-from graph_runtime.flow import parse
 from graph_runtime.events import TaskEvent
+from graph_runtime.flow import parse
 from graph_runtime.models import Lease, NodeRun, NodeStatus, TaskRequest
 from storage import engine as storage_engine
 from storage.repository import Repository

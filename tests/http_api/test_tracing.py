@@ -207,7 +207,8 @@ async def test_an_api_process_keeps_the_traceparent_for_the_worker_that_runs_the
                                                registry=registry_with_test_types()))
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    worker = await aiohttp_client(create_app(settings, registry=registry_with_test_types(), tracer_provider=provider))
+    # The worker: started (it runs the task), never called.
+    await aiohttp_client(create_app(settings, registry=registry_with_test_types(), tracer_provider=provider))
     _, token = await auth.issue_key(api_only.server.app[SERVICES].repo, "admin", "admin")
     api = Api(api_only, token)
     await api.put_flow(FlowBuilder("handed").node("a", "start", data={"v": 1}).node("b", "test.echo")
