@@ -8,6 +8,13 @@ saw is stored and a reconnect with ``Last-Event-ID`` resumes with no gap and no 
 Subscribers of tasks run by another process (an API process with ``--workers 0``) are fed by
 one poll of the log per process for all of them, never a query per subscriber.
 
+Events nobody here reads are stored a moment later (``commits.EVENTS_LATER_S``), gathered into
+few commits, most often the task's end's: they are most of the bytes a task writes, and storing
+each with its node run made a short chain a third slower. A stream opened here stores what is
+pending first and its task's events go out at once from then on. What that costs: a stream read
+through another process sees them up to that moment later, and a worker killed outright loses
+that last moment of history (never an event anyone was handed).
+
 What reads from it: the event stream (``GET /task/{id}/events``), ``?wait`` (a task's end),
 the CLI's live table, metrics and traces (``watch``: every node change, synchronously, in the
 node's own asyncio task), and whatever reacts to a task's end (callbacks, flow triggers).
@@ -20,7 +27,7 @@ import contextlib
 import enum
 import logging
 from collections import defaultdict
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -70,7 +77,16 @@ class EventWriter(Protocol):
     same loop turn, in their transaction). An event whose ``epoch`` is no longer its task's claim
     count, or whose number is taken, is dropped."""
 
-    def append_events(self, events: list[TaskEvent]) -> Awaitable[None]: ...
+    def append_events(self, events: Sequence[TaskEvent], stored: Callable[[Sequence[TaskEvent]], None], *,
+                      read: bool = True) -> None:
+        """Store ``events`` (retrying while the database is away), then call ``stored(events)``:
+        at once if someone ``read``s them, else within a moment, gathered with others."""
+
+    def drain(self) -> Awaitable[None]:
+        """Wait until everything handed over so far is stored."""
+
+    def take_events(self, task_id: int) -> list[TaskEvent]:
+        """Take back ``task_id``'s events not being stored yet (their ``stored`` is not called)."""
 
 
 class EventLog(Protocol):
@@ -103,6 +119,9 @@ class _Stream:
     subscribers: set[asyncio.Queue[TaskEvent | None]] = field(default_factory=set)
     writing: bool = False  # this process's executor runs the task: its events come straight from emit
     epoch: int | None = None  # the lease epoch of this process's claim, fencing its events
+    unstored: int = 0  # events handed to the writer, not stored yet
+    readers: int = 0  # streams reading its events here (not ?wait: that waits for the end only)
+    ended: bool = False  # its final event is stored (with the task's end)
 
 
 class EventHub:
@@ -122,9 +141,6 @@ class EventHub:
         self._renderer = renderer
         self._poll_s = poll_s
         self._streams: dict[int, _Stream] = defaultdict(_Stream)
-        self._pending: list[TaskEvent] = []
-        self._flushed: asyncio.Event | None = None
-        self._flusher: asyncio.Task[None] | None = None
         self._poller: asyncio.Task[None] | None = None
         self._node_watchers: list[NodeWatcher] = []
         self._stop_watchers: list[StopWatcher] = []
@@ -155,6 +171,32 @@ class EventHub:
         """A running node's ``progress``, ``log`` or ``token``."""
         self._emit(task_id, kind, data)
 
+    def unstored(self, task_id: int) -> list[TaskEvent]:
+        """The task's events not being stored yet, taken back from the writer: they go in the
+        transaction of its end, with :meth:`final_event`'s (its last node's, most often)."""
+        return self._writer.take_events(task_id)
+
+    def final_event(self, ended: Task) -> TaskEvent | None:
+        """The final event of ``ended`` (this process runs it, and it is in its end state), to be
+        stored in the same transaction as the end itself (``TaskStore.finish_task``); once that
+        committed, :meth:`end_stored`. Its number is taken only then: asked again (the end
+        changed before it could be written), the same number comes back."""
+        stream = self._streams.get(ended.id)
+        if stream is None or not stream.writing or stream.next_seq is None or stream.ended:
+            return None
+        return TaskEvent(ended.id, stream.next_seq, EventKind.TASK, self._task_data(ended), datetime.now(UTC),
+                         True, stream.epoch)
+
+    def end_stored(self, events: Sequence[TaskEvent]) -> None:
+        """``events`` (:meth:`unstored`'s, then :meth:`final_event`'s) are committed with the
+        task's end: hand them out."""
+        for event in events:
+            stream = self._streams.get(event.task_id)
+            if stream is not None and event.final and stream.next_seq == event.seq:
+                stream.next_seq += 1
+                stream.ended = True
+        self._stored(events)
+
     async def task_stopped(self, task: Task) -> None:
         """This process stops running ``task``: it ended (its final event), or was handed over,
         released or lost. Returns once its events are stored, so whoever runs it next continues
@@ -162,10 +204,11 @@ class EventHub:
         stream = self._streams.get(task.id)
         if stream is None or not stream.writing:
             return
-        if task.status.ended:
+        if task.status.ended and not stream.ended:
             self._emit(task.id, EventKind.TASK, self._task_data(task), final=True)
-        await self.flush()
-        stream.writing = False
+        if stream.unstored:
+            await self.flush()
+        stream.writing = stream.ended = False
         stream.next_seq = None
         for watcher in self._stop_watchers:
             watcher(task)
@@ -207,7 +250,10 @@ class EventHub:
         stream = self._streams[task_id]
         queue: asyncio.Queue[TaskEvent | None] = asyncio.Queue()
         stream.subscribers.add(queue)
+        stream.readers += 1
         try:
+            if stream.unstored:
+                await self.flush()  # what this process has not stored yet is stored now, and read below
             last = after
             # The history: what was handed out before this subscription is yielded from the read;
             # anything newer goes out through _deliver, to this queue and every other subscriber's,
@@ -247,6 +293,7 @@ class EventHub:
                     return
         finally:
             stream.subscribers.discard(queue)
+            stream.readers -= 1
             self._forget_if_idle(task_id)
 
     async def wait_ended(self, task_id: int, timeout_s: float) -> TaskEvent | None:
@@ -279,10 +326,7 @@ class EventHub:
 
     async def flush(self) -> None:
         """Wait until every event emitted so far is stored and delivered."""
-        while self._pending or (self._flusher is not None and not self._flusher.done()):
-            if self._flusher is None or self._flusher.done():
-                self._flusher = asyncio.create_task(self._flush(), name="events-flush")
-            await asyncio.shield(self._flusher)
+        await self._writer.drain()
 
     def interrupt(self) -> None:
         """Shutting down: every subscription ends now (a ``?wait`` answers with the task as it is,
@@ -314,30 +358,18 @@ class EventHub:
         stream = self._streams.get(task_id)
         if stream is None or not stream.writing or stream.next_seq is None:
             return  # not this process's task (a late node report after a hand-over or a lost lease)
-        self._pending.append(TaskEvent(task_id, stream.next_seq, kind, data, datetime.now(UTC), final, stream.epoch))
+        stream.unstored += 1
+        # Into the next group commit, with the node runs of the same loop turn.
+        self._writer.append_events((TaskEvent(task_id, stream.next_seq, kind, data, datetime.now(UTC), final,
+                                              stream.epoch),), self._stored, read=stream.readers > 0)
         stream.next_seq += 1
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush(), name="events-flush")
 
-    async def _flush(self) -> None:
-        while self._pending:
-            await asyncio.sleep(0)  # the events of this loop turn go in one transaction
-            batch, self._pending = self._pending, []
-            delay = 0.05
-            while True:
-                try:
-                    await self._writer.append_events(batch)
-                    break
-                except errors.StoreClosed:
-                    return
-                except errors.StoreUnavailable as exc:
-                    # Events wait, in order, as node runs do: the stream is late, never wrong.
-                    log.warning("events not stored yet, retrying in %.2fs: %s", delay, exc.message,
-                                extra={"action": "events_retry"})
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 2.0)
-            for event in batch:
-                self._deliver(event)
+    def _stored(self, events: Sequence[TaskEvent]) -> None:
+        for event in events:
+            stream = self._streams.get(event.task_id)
+            if stream is not None and stream.unstored:
+                stream.unstored -= 1
+            self._deliver(event)
 
     def _deliver(self, event: TaskEvent) -> None:
         if event.final:

@@ -25,7 +25,7 @@ from graph_runtime import errors, output_cache, pools, selection
 from graph_runtime.attempts import run_attempts
 from graph_runtime.children import ChildLauncher, InlineLauncher, TaskChildren
 from graph_runtime.commits import GroupCommitter
-from graph_runtime.events import EventHub, EventKind
+from graph_runtime.events import EventHub, EventKind, TaskEvent
 from graph_runtime.flow import Edge
 from graph_runtime.models import (
     NodeRun,
@@ -634,6 +634,21 @@ class _TaskRun:
             with contextlib.suppress(errors.StoreUnavailable, errors.LeaseLost):
                 await self.ex.store.save_node_runs(self.task.id, [*ended, *interrupted], lease=self.task.lease)
 
+    async def _record_end(self, outcome: TaskOutcome, runs: list[NodeRun], unstored: list[TaskEvent]) -> None:
+        """Write the end with the task's events not stored yet and its final event, in one
+        transaction; then ``task`` says it."""
+        task = self.task
+        ended = dataclasses.replace(task, status=outcome.status, finished=outcome.finished, result=outcome.result,
+                                    error=outcome.error, execution_time=outcome.execution_time,
+                                    execution_cost=outcome.execution_cost)
+        final = self.ex.events.final_event(ended) if self.ex.events is not None else None
+        events = [*unstored, final] if final is not None else unstored
+        await self.ex.store.finish_task(task.id, outcome, runs, lease=task.lease, events=events)
+        task.status, task.finished, task.result, task.error = ended.status, ended.finished, ended.result, ended.error
+        task.execution_time, task.execution_cost = ended.execution_time, ended.execution_cost
+        if self.ex.events is not None:
+            self.ex.events.end_stored(events)
+
     async def finish(self) -> None:
         """Decide the task's outcome from its node runs and persist it in one transaction."""
         task = self.task
@@ -656,11 +671,13 @@ class _TaskRun:
             error=None if status is TaskStatus.SUCCEEDED else self.failure,
         )
         runs = [task.nodes[n] for n in sorted(self.dirty) if n in task.nodes]
+        # The last node's events go in the end's transaction instead of one of their own.
+        unstored = self.ex.events.unstored(task.id) if self.ex.events is not None else []
         await self.ex.committer.drain()  # type: ignore[union-attr]  # no grouped write may land after the end
         if status is not TaskStatus.SUCCEEDED and self._fans_out():
             await self._cancel_children()
         try:
-            await self.persist(lambda: self.ex.store.finish_task(task.id, outcome, runs, lease=task.lease))
+            await self.persist(lambda: self._record_end(outcome, runs, unstored))
         except (TypeError, ValueError) as exc:
             # Something in the result could not be stored: end the task truthfully without it.
             log.error("task result cannot be stored: %s", exc, extra={"action": "task_store_failed", "task_id": task.id})
@@ -668,10 +685,7 @@ class _TaskRun:
             outcome = dataclasses.replace(outcome, status=TaskStatus.FAILED, result=None, error=error)
             for run in runs:
                 run.output = None
-            await self.ex.store.finish_task(task.id, outcome, runs, lease=task.lease)
-            status = TaskStatus.FAILED
-        task.status, task.finished, task.result, task.error = status, finished, outcome.result, outcome.error
-        task.execution_time, task.execution_cost = outcome.execution_time, outcome.execution_cost
+            await self._record_end(outcome, runs, unstored)
         log.info("task ended", extra={"action": "task_finished", "task_id": task.id, "status": status.value})
 
 

@@ -74,8 +74,9 @@ class TaskStore(Protocol):
         """
 
     async def finish_task(self, task_id: int, outcome: TaskOutcome, runs: Sequence[NodeRun], *,
-                          lease: Lease | None = None) -> None:
-        """Record the task's end together with its last node-run changes, and drop its lease.
+                          lease: Lease | None = None, events: Sequence[TaskEvent] = ()) -> None:
+        """Record the task's end together with its last node-run changes and ``events`` (its final
+        event), and drop its lease.
 
         Raises ``LeaseLost`` (nothing written) when ``lease`` is no longer the task's.
         """

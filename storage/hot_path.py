@@ -59,8 +59,9 @@ class HotPath(Protocol):
         """Upsert node runs, and store ``events`` (each fenced by its epoch, a number never written
         twice) in the same transaction; the ids of tasks in ``leases`` refused by the fence. ``TaskNotFound``."""
 
-    async def finish_task(self, task_id: int, outcome: TaskOutcome, runs: Sequence[NodeRun], lease: Lease | None) -> None:
-        """Record the task's end and these runs, drop the lease. ``TaskNotFound``, ``LeaseLost``."""
+    async def finish_task(self, task_id: int, outcome: TaskOutcome, runs: Sequence[NodeRun], lease: Lease | None,
+                          events: Sequence[TaskEvent] = ()) -> None:
+        """Record the task's end, these runs and events, drop the lease. ``TaskNotFound``, ``LeaseLost``."""
 
     async def park_task(self, task_id: int, pool: str, runs: Sequence[NodeRun], lease: Lease) -> None:
         """See :meth:`graph_runtime.ports.TaskStore.park_task`."""

@@ -86,20 +86,31 @@ _SAVE_FENCED = (
     " SELECT array(SELECT id FROM fence EXCEPT SELECT id FROM held)"
 )
 _SAVE = _UPSERT_RUNS.format(where="")
-# A task event, stored only while its writer's claim is still the task's ($7 NULL: not fenced),
-# never over a number already written (SPEC §10, §11); the columns as storage.rows.event_params gives them.
-_APPEND_EVENT = (
-    "INSERT INTO task_event (task_id, seq, kind, data, at, final) SELECT $1, $2, $3, $4::json, $5, $6"
-    " WHERE $7::int IS NULL OR EXISTS (SELECT 1 FROM task WHERE id = $8 AND claims = $9)"
+# Task events as 7 column arrays from ``${first}`` on (storage.rows.event_params: the columns, then
+# the epoch), stored never over a number already written (SPEC §10, §11).
+_EVENT_ARRAYS = (
+    "unnest(${0}::bigint[], ${1}::int[], ${2}::varchar[], ${3}::text[], ${4}::timestamptz[], ${5}::bool[],"
+    " ${6}::int[]) AS e(task_id, seq, kind, data, at, final, epoch)"
+)
+_INSERT_EVENTS = (
+    "INSERT INTO task_event (task_id, seq, kind, data, at, final)"
+    " SELECT e.task_id, e.seq, e.kind, e.data::json, e.at, e.final FROM {arrays} WHERE {fence}"
     " ON CONFLICT (task_id, seq) DO NOTHING"
 )
+# Each event only while its writer's claim is still the task's (epoch NULL: not fenced); the task row
+# is share-locked to the commit, so a claim cannot slip in between.
+_APPEND_EVENTS = _INSERT_EVENTS.format(
+    arrays=_EVENT_ARRAYS.format(*range(1, 8)),
+    fence="e.epoch IS NULL OR EXISTS (SELECT 1 FROM task t WHERE t.id = e.task_id AND t.claims = e.epoch FOR SHARE)")
+# The task's end, its runs and its final event ($24..$30) in one statement: the end's own fence covers the event.
 _FINISH = (
     "WITH f AS (UPDATE task SET status = $15, finished = $16, execution_time = $17, execution_cost = $18,"
     " result = $19::json, error = $20::json, lease_owner = NULL, lease_expires = NULL"
     " WHERE id = $21 AND ($22::varchar IS NULL OR (status = 'running' AND lease_owner = $22 AND claims = $23))"
     " RETURNING id),"
-    " w AS (" + _UPSERT_RUNS.format(where="WHERE EXISTS (SELECT 1 FROM f)") + ")"
-    " SELECT (SELECT count(*) FROM f), EXISTS (SELECT 1 FROM task WHERE id = $21)"
+    " w AS (" + _UPSERT_RUNS.format(where="WHERE EXISTS (SELECT 1 FROM f)") + "),"
+    " ev AS (" + _INSERT_EVENTS.format(arrays=_EVENT_ARRAYS.format(*range(24, 31)), fence="EXISTS (SELECT 1 FROM f)")
+    + ") SELECT (SELECT count(*) FROM f), EXISTS (SELECT 1 FROM task WHERE id = $21)"
 )
 _PARK = (
     "WITH p AS (UPDATE task SET pool = $15, lease_owner = NULL, lease_expires = NULL"
@@ -138,6 +149,12 @@ _CACHE_TOTAL = "SELECT COALESCE(SUM(size), 0) FROM node_cache"
 _CACHE_OLDEST = "SELECT key, size FROM node_cache ORDER BY last_hit, key LIMIT $1"
 _CACHE_DELETE = "DELETE FROM node_cache WHERE key = ANY($1::varchar[])"
 EVICT_PAGE = 100
+
+
+def _event_arrays(events: Sequence[TaskEvent]) -> list[list[Any]]:
+    """``events`` as the 7 column arrays of ``_EVENT_ARRAYS``."""
+    columns = list(zip(*rows.event_params(events), strict=True))
+    return [list(column) for column in columns] if columns else [[] for _ in range(rows.EVENT_EPOCH + 1)]
 
 
 def _run_arrays(params: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
@@ -211,7 +228,7 @@ class PgHotPath:
     async def save_runs(self, runs: Sequence[tuple[int, NodeRun]], leases: Mapping[int, Lease],
                         events: Sequence[TaskEvent] = ()) -> frozenset[int]:
         arrays = _run_arrays(await encoded(_CODEC, runs)) if runs else None
-        event_rows = rows.event_params(events)
+        event_rows = _event_arrays(events) if events else None
         refused: Sequence[int] = ()
         try:
             # Runs and events in one transaction when there are both; either alone is one statement.
@@ -224,16 +241,18 @@ class PgHotPath:
                     refused = await conn.fetchval(_SAVE_FENCED, *arrays, fenced, [leases[i].worker for i in fenced],
                                                   [leases[i].epoch for i in fenced])
                 if event_rows:
-                    await conn.executemany(_APPEND_EVENT, event_rows)
+                    await conn.execute(_APPEND_EVENTS, *event_rows)
         except IntegrityViolation:
             raise errors.TaskNotFound("a node run names a task that does not exist") from None
         return frozenset(refused or ())
 
-    async def finish_task(self, task_id: int, outcome: TaskOutcome, runs: Sequence[NodeRun], lease: Lease | None) -> None:
+    async def finish_task(self, task_id: int, outcome: TaskOutcome, runs: Sequence[NodeRun], lease: Lease | None,
+                          events: Sequence[TaskEvent] = ()) -> None:
         arrays = _run_arrays(await encoded(_CODEC, [(task_id, run) for run in runs]))
         fence = (lease.worker, lease.epoch) if lease is not None else (None, None)
         async with self._pool.connection() as conn:
-            changed, exists = await conn.fetchrow(_FINISH, *arrays, *outcome_values(outcome, _CODEC), task_id, *fence)
+            changed, exists = await conn.fetchrow(_FINISH, *arrays, *outcome_values(outcome, _CODEC), task_id, *fence,
+                                                  *_event_arrays(events))
         outcome_raised("ok" if changed else "lost" if exists else "missing", task_id)
 
     async def park_task(self, task_id: int, pool: str, runs: Sequence[NodeRun], lease: Lease) -> None:

@@ -141,8 +141,11 @@ def last_per_run(params: Sequence[tuple[Any, ...]]) -> Sequence[tuple[Any, ...]]
     return list({(row[0], row[1]): row for row in params}.values())
 
 
+EVENT_EPOCH = 6
+"""Where an :func:`event_params` row holds its fence: the claim count its writer held."""
+
+
 def event_params(events: Sequence[Any]) -> list[tuple[Any, ...]]:
-    """Rows of :data:`storage.sqlite_statements` / ``pg_hot_path``'s fenced event insert, one per
-    ``graph_runtime.events.TaskEvent``: its columns, then the fence (epoch, task id, epoch)."""
-    return [(e.task_id, e.seq, e.kind.value, codec.dumps_str(e.data), e.at, e.final, e.epoch, e.task_id, e.epoch)
-            for e in events]
+    """One row per ``graph_runtime.events.TaskEvent``: the ``task_event`` columns (task id, seq,
+    kind, data as JSON text, at, final), then the fence, its epoch (None: not fenced)."""
+    return [(e.task_id, e.seq, e.kind.value, codec.dumps_str(e.data), e.at, e.final, e.epoch) for e in events]

@@ -66,11 +66,14 @@ class SqliteHotPath:
         except sqlite3.IntegrityError:
             raise errors.TaskNotFound("a node run names a task that does not exist") from None
 
-    async def finish_task(self, task_id: int, outcome: TaskOutcome, runs: Sequence[NodeRun], lease: Lease | None) -> None:
+    async def finish_task(self, task_id: int, outcome: TaskOutcome, runs: Sequence[NodeRun], lease: Lease | None,
+                          events: Sequence[TaskEvent] = ()) -> None:
         row = (*outcome_values(outcome, _CODEC), task_id)
         params = await encoded(_CODEC, [(task_id, run) for run in runs])
-        size = len(row[4] or "") + rows.params_size(params)
-        outcome_raised(await self._lite.write(lambda c: lite.finish_work(c, row, params, lease), size=size), task_id)
+        event_rows = rows.event_params(events)
+        size = len(row[4] or "") + rows.params_size(params) + sum(len(event[3]) for event in event_rows)
+        outcome_raised(await self._lite.write(lambda c: lite.finish_work(c, row, params, lease, event_rows), size=size),
+                       task_id)
 
     async def park_task(self, task_id: int, pool: str, runs: Sequence[NodeRun], lease: Lease) -> None:
         params = await encoded(_CODEC, [(task_id, run) for run in runs])

@@ -36,11 +36,10 @@ _UPSERT_RUNS = (
     " attempts = excluded.attempts, error = excluded.error, output = excluded.output, cached = excluded.cached,"
     " saved_cost = excluded.saved_cost, items = excluded.items, waiting_for_pool = excluded.waiting_for_pool"
 )
-# A task event, stored only while its writer's claim is still the task's (``epoch`` NULL: not
-# fenced), never over a number already written (SPEC §10, §11).
+# A task event, never over a number already written (SPEC §10, §11); the fence is checked once
+# per batch by append_events_work.
 _APPEND_EVENT = (
-    "INSERT INTO task_event (task_id, seq, kind, data, at, final) SELECT ?, ?, ?, ?, ?, ?"
-    " WHERE ? IS NULL OR EXISTS (SELECT 1 FROM task WHERE id = ? AND claims = ?)"
+    "INSERT INTO task_event (task_id, seq, kind, data, at, final) VALUES (?, ?, ?, ?, ?, ?)"
     " ON CONFLICT (task_id, seq) DO NOTHING"
 )
 _CLAIM = (
@@ -202,17 +201,31 @@ def upsert_runs_work(conn: sqlite3.Connection, params: list[tuple[Any, ...]], le
     Rows of a task named in ``leases`` are written only while that lease is the task's current
     one; rows of other tasks are written as they are. Raises IntegrityError for an unknown task.
     """
-    refused = frozenset(leases) - held_work(conn, leases) if leases else frozenset()
+    held = held_work(conn, leases) if leases else set()
+    refused = frozenset(leases) - held
     if params:
         conn.executemany(_UPSERT_RUNS, [row for row in params if row[0] not in refused] if refused else params)
     if events:
-        conn.executemany(_APPEND_EVENT, [(*row[:4], dt(row[4]), *row[5:]) for row in events])
+        append_events_work(conn, events, {task_id: leases[task_id].epoch for task_id in held})
     return refused
 
 
+def append_events_work(conn: sqlite3.Connection, events: Sequence[tuple[Any, ...]], claims: dict[int, int]) -> None:
+    """Store task events (``rows.event_params``) whose epoch is still their task's claim count (SPEC
+    §10: a worker that lost its lease records nothing); ``claims``: the counts this transaction
+    knows already. One look per batch, not one per event."""
+    epoch = rows.EVENT_EPOCH
+    unknown = list({row[0] for row in events if row[epoch] is not None and row[0] not in claims})
+    if unknown:
+        found = conn.execute(f"SELECT id, claims FROM task WHERE id IN ({','.join('?' * len(unknown))})", unknown)
+        claims = {**claims, **dict(found.fetchall())}
+    conn.executemany(_APPEND_EVENT, [(*row[:4], dt(row[4]), row[5]) for row in events
+                                     if row[epoch] is None or claims.get(row[0]) == row[epoch]])
+
+
 def finish_work(conn: sqlite3.Connection, values: tuple[Any, ...], runs: list[tuple[Any, ...]],
-                lease: Lease | None) -> str:
-    """Record a task's end (``_FINISH`` values) and its last node runs.
+                lease: Lease | None, events: Sequence[tuple[Any, ...]] = ()) -> str:
+    """Record a task's end (``_FINISH`` values), its last node runs and events (its final one).
 
     Returns ``"ok"``, ``"missing"`` (no such task) or ``"lost"`` (``lease`` is not the task's current one).
     """
@@ -223,6 +236,8 @@ def finish_work(conn: sqlite3.Connection, values: tuple[Any, ...], runs: list[tu
     if changed == 0:
         return "missing" if conn.execute(_TASK_EXISTS, (values[-1],)).fetchone() is None else "lost"
     conn.executemany(_UPSERT_RUNS, runs)
+    if events:
+        append_events_work(conn, events, {values[-1]: lease.epoch} if lease is not None else {})
     return "ok"
 
 

@@ -210,8 +210,9 @@ class WorkerStore(FlowReads, LeaseMethods, NodeCacheMethods):
         return await self._hot.save_runs(rows, leases or {}, events)
 
     async def finish_task(self, task_id: int, outcome: TaskOutcome, runs: Sequence[NodeRun], *,
-                          lease: Lease | None = None) -> None:
-        """Record the task's end and its last node-run changes in one transaction, and drop its lease.
+                          lease: Lease | None = None, events: Sequence[TaskEvent] = ()) -> None:
+        """Record the task's end, its last node-run changes and ``events`` (its final event) in one
+        transaction, and drop its lease.
 
         Args:
             lease: the fence: the end is recorded only while this is the task's current lease.
@@ -220,7 +221,7 @@ class WorkerStore(FlowReads, LeaseMethods, NodeCacheMethods):
             errors.TaskNotFound: no task has this id.
             errors.LeaseLost: ``lease`` is no longer the task's current one; nothing was written.
         """
-        await self._hot.finish_task(task_id, outcome, runs, lease)
+        await self._hot.finish_task(task_id, outcome, runs, lease, events)
 
     async def is_cancel_requested(self, task_id: int) -> bool:
         """Whether someone asked to cancel ``task_id``.

@@ -63,3 +63,52 @@ async def test_subscribers_in_another_process_see_each_event_once_in_order(repo:
     finally:
         await writer.close()
         await reader.close()
+
+
+class EventBatches(Repository):
+    """The real repository, recording how many events each grouped commit carried."""
+
+    event_batches: list[int]
+
+    async def save_node_runs_many(self, rows, leases=None, events=()):  # type: ignore[no-untyped-def]
+        if events:
+            self.event_batches.append(len(events))
+        return await super().save_node_runs_many(rows, leases, events)
+
+
+async def test_events_nobody_reads_are_gathered_and_a_stream_opened_mid_task_gets_them_and_then_each_at_once(
+        db_url: str) -> None:
+    from graph_runtime.commits import EVENTS_LATER_S
+    from graph_runtime.flow import parse
+
+    engine = storage_engine.create_engine(db_url)
+    repo = EventBatches(engine)
+    repo.event_batches = []
+    await repo.save_flow(parse(FlowBuilder("f").node("s", "start").node("e", "end").edge("s", "e").build()))
+    created, _ = await repo.create_task("f", 1, TaskRequest("s", "e", "e"))
+    claimed = await repo.claim_task(created.id, "w1", 60)
+    assert claimed is not None
+    hub = EventHub(GroupCommitter(repo), TaskEventLog(engine))
+    try:
+        await hub.task_started(claimed)  # seq 1
+        for step in range(9):  # seq 2..10, nobody reading: none is written yet
+            hub.node_said(claimed.id, EventKind.PROGRESS, {"node_id": "s", "fraction": step / 10})
+            await asyncio.sleep(0)
+        assert repo.event_batches == []
+        await asyncio.sleep(EVENTS_LATER_S * 3)  # ...but within a moment, in one commit
+        assert repo.event_batches == [10]
+        assert [e.seq for e in await hub.history(claimed.id)] == list(range(1, 11))
+
+        hub.node_said(claimed.id, EventKind.LOG, {"node_id": "s", "message": "pending"})  # seq 11, unstored
+        stream = hub.subscribe(claimed.id)
+        seen = [(await anext(stream)).seq for _ in range(11)]  # type: ignore[union-attr]
+        assert seen == list(range(1, 12))  # what was pending is stored and handed out first
+        started = asyncio.get_running_loop().time()
+        hub.node_said(claimed.id, EventKind.LOG, {"node_id": "s", "message": "live"})  # seq 12: read now
+        live = await asyncio.wait_for(anext(stream), 5)
+        assert live is not None and live.seq == 12
+        assert asyncio.get_running_loop().time() - started < EVENTS_LATER_S  # not gathered: someone reads
+        await stream.aclose()
+    finally:
+        await hub.close()
+        await storage_engine.dispose(engine)
