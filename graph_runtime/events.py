@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import enum
 import logging
 from collections import defaultdict
@@ -62,6 +63,9 @@ class TaskEvent:
     # Readers' cache of this event's encodings (the stream's frame): one live event object reaches
     # every subscriber of this process, so it is encoded once, not once per subscriber.
     encoded: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
+    # A final event made here: the ended task itself, so a ``?wait`` answers without reading it
+    # back. Never stored, and dropped from the events kept for ``wait_ended`` (its node outputs).
+    task: Task | None = field(default=None, compare=False, repr=False)
 
 
 class EventRenderer(Protocol):
@@ -185,7 +189,7 @@ class EventHub:
         if stream is None or not stream.writing or stream.next_seq is None or stream.ended:
             return None
         return TaskEvent(ended.id, stream.next_seq, EventKind.TASK, self._task_data(ended), datetime.now(UTC),
-                         True, stream.epoch)
+                         True, stream.epoch, task=ended)
 
     def end_stored(self, events: Sequence[TaskEvent]) -> None:
         """``events`` (:meth:`unstored`'s, then :meth:`final_event`'s) are committed with the
@@ -373,7 +377,7 @@ class EventHub:
 
     def _deliver(self, event: TaskEvent) -> None:
         if event.final:
-            self._recently_ended[event.task_id] = event
+            self._recently_ended[event.task_id] = dataclasses.replace(event, task=None) if event.task else event
             if len(self._recently_ended) > RECENTLY_ENDED:
                 del self._recently_ended[next(iter(self._recently_ended))]  # the oldest
         stream = self._streams.get(event.task_id)

@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from graph_runtime import errors as flow_errors
-from graph_runtime.models import Task, TaskStatus
+from graph_runtime.models import Task, TaskStatus, in_start_order
 from http_api import auth, errors, execute_form, planning
 from http_api.body import SERVICES, int_query, json_object, path_int
 from http_api.schemas import ExecuteBody, parse_body
@@ -95,10 +95,13 @@ def _with_query_mode(request: web.Request, body: ExecuteBody) -> ExecuteBody:
 
 async def _wait_for_end(services: Services, task: Task, seconds: float, *, items: bool = False) -> Task:
     """``task`` once it ends, or as it is after ``seconds``: woken by the task's final event,
-    whichever process runs it (the events hub), then read once."""
+    whichever process runs it (the events hub); the ended task as this process's executor left
+    it, or else read once."""
     if task.status.ended or seconds <= 0:
         return task
-    await services.events.wait_ended(task.id, seconds)
+    final = await services.events.wait_ended(task.id, seconds)
+    if final is not None and final.task is not None and not items:
+        return in_start_order(final.task)
     return await services.repo.get_task(task.id, items=items)
 
 

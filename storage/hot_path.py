@@ -59,6 +59,12 @@ class HotPath(Protocol):
         """Upsert node runs, and store ``events`` (each fenced by its epoch, a number never written
         twice) in the same transaction; the ids of tasks in ``leases`` refused by the fence. ``TaskNotFound``."""
 
+    async def events_since(self, cursors: Mapping[int, int]) -> list[TaskEvent]:
+        """Each task's stored events after the ``seq`` given for it, in (task, seq) order."""
+
+    async def last_event_seq(self, task_id: int) -> int:
+        """The highest ``seq`` stored for the task; 0 when it has none."""
+
     async def finish_task(self, task_id: int, outcome: TaskOutcome, runs: Sequence[NodeRun], lease: Lease | None,
                           events: Sequence[TaskEvent] = ()) -> None:
         """Record the task's end, these runs and events, drop the lease. ``TaskNotFound``, ``LeaseLost``."""

@@ -120,6 +120,11 @@ _PARK = (
     " SELECT (SELECT count(*) FROM p), EXISTS (SELECT 1 FROM task WHERE id = $16), (SELECT count(*) FROM n)"
 )
 _CANCEL_FLAG = "SELECT cancel_requested FROM task WHERE id = $1"
+_EVENTS_SINCE = (
+    f"SELECT {', '.join('e.' + name for name in rows.EVENT_COLUMNS)} FROM unnest($1::bigint[], $2::int[]) AS c(id, after)"
+    " JOIN task_event e ON e.task_id = c.id AND e.seq > c.after ORDER BY e.task_id, e.seq"
+)
+_LAST_EVENT = "SELECT max(seq) FROM task_event WHERE task_id = $1"
 _RENEW = (
     "UPDATE task SET lease_expires = $1 WHERE id = ANY($2::bigint[]) AND lease_owner = $3 AND status = 'running'"
     " RETURNING id"
@@ -245,6 +250,15 @@ class PgHotPath:
         except IntegrityViolation:
             raise errors.TaskNotFound("a node run names a task that does not exist") from None
         return frozenset(refused or ())
+
+    async def events_since(self, cursors: Mapping[int, int]) -> list[TaskEvent]:
+        async with self._pool.connection() as conn:
+            found = await conn.fetch(_EVENTS_SINCE, list(cursors), list(cursors.values()))
+        return [_CODEC.event(row) for row in found]
+
+    async def last_event_seq(self, task_id: int) -> int:
+        async with self._pool.connection() as conn:
+            return int(await conn.fetchval(_LAST_EVENT, task_id) or 0)
 
     async def finish_task(self, task_id: int, outcome: TaskOutcome, runs: Sequence[NodeRun], lease: Lease | None,
                           events: Sequence[TaskEvent] = ()) -> None:

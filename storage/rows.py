@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from graph_runtime.events import EventKind, TaskEvent
 from graph_runtime.models import Lease, NodeRun, NodeStatus, RunError, Task, TaskRequest, TaskStatus
 from nodes import codec
 
@@ -26,6 +27,7 @@ RUN_COLUMNS = (
     "task_id", "node_id", "status", "started", "finished", "execution_time", "cost", "attempts", "error", "output",
     "cached", "saved_cost", "items", "waiting_for_pool",
 )
+EVENT_COLUMNS = ("task_id", "seq", "kind", "data", "at", "final")
 FINGERPRINT = TASK_COLUMNS.index("request_fingerprint")
 CLAIMS = TASK_COLUMNS.index("claims")
 ERROR, OUTPUT = RUN_COLUMNS.index("error"), RUN_COLUMNS.index("output")
@@ -95,6 +97,11 @@ class RowCodec:
             execution_cost=row[10], error=RunError.from_dict(js(row[11])), nodes=nodes, claims=row[12],
             interruptions=row[14], lease=lease, parent_id=row[16],
         )
+
+    def event(self, row: Sequence[Any]) -> TaskEvent:
+        """A :class:`TaskEvent` from a row of :data:`EVENT_COLUMNS`."""
+        return TaskEvent(row[0], row[1], EventKind(row[2]), self.decode_json(row[3]), self.decode_dt(row[4]),  # type: ignore[arg-type]
+                         bool(row[5]))
 
     def node_run(self, row: Sequence[Any]) -> NodeRun:
         """A :class:`NodeRun` from a row of :data:`RUN_COLUMNS`."""

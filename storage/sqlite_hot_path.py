@@ -66,6 +66,12 @@ class SqliteHotPath:
         except sqlite3.IntegrityError:
             raise errors.TaskNotFound("a node run names a task that does not exist") from None
 
+    async def events_since(self, cursors: Mapping[int, int]) -> list[TaskEvent]:
+        return await self._lite.read(lambda c: lite.events_since_work(c, list(cursors.items())))
+
+    async def last_event_seq(self, task_id: int) -> int:
+        return await self._lite.read(lambda c: lite.last_event_work(c, task_id))
+
     async def finish_task(self, task_id: int, outcome: TaskOutcome, runs: Sequence[NodeRun], lease: Lease | None,
                           events: Sequence[TaskEvent] = ()) -> None:
         row = (*outcome_values(outcome, _CODEC), task_id)

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from graph_runtime.events import TaskEvent
 from graph_runtime.models import Lease, NodeRun, Task
 from nodes import codec
 from storage import rows
@@ -81,6 +82,8 @@ _NODE_RUNS_OF_TASK = (
     " ORDER BY started ASC NULLS LAST, node_id"
 )
 _CANCEL_FLAG = "SELECT cancel_requested FROM task WHERE id = ?"
+_EVENTS_AFTER = f"SELECT {', '.join(rows.EVENT_COLUMNS)} FROM task_event WHERE task_id = ? AND seq > ? ORDER BY seq"
+_LAST_EVENT = "SELECT max(seq) FROM task_event WHERE task_id = ?"
 _FLOW_REVISION = (
     "SELECT flow.deleted, flow_revision.revision, flow_revision.created FROM flow LEFT OUTER JOIN flow_revision"
     " ON flow_revision.flow_id = flow.id AND flow_revision.revision = {which} WHERE flow.id = ?"
@@ -245,6 +248,16 @@ def task_work(conn: sqlite3.Connection, task_id: int, items: bool = False) -> Ta
     """The task with its node runs (its map items' runs too if ``items``), from one snapshot."""
     row = conn.execute(_TASK_BY_ID, (task_id,)).fetchone()
     return None if row is None else _CODEC.task(row, _runs(conn, task_id, items=items))
+
+
+def events_since_work(conn: sqlite3.Connection, cursors: Sequence[tuple[int, int]]) -> list[TaskEvent]:
+    """Each task's events after its ``seq``: one cached statement per task, each an index range."""
+    event = _CODEC.event
+    return [event(row) for cursor in sorted(cursors) for row in conn.execute(_EVENTS_AFTER, cursor)]
+
+
+def last_event_work(conn: sqlite3.Connection, task_id: int) -> int:
+    return int(conn.execute(_LAST_EVENT, (task_id,)).fetchone()[0] or 0)
 
 
 def cancel_flag_work(conn: sqlite3.Connection, task_id: int) -> bool | None:
