@@ -248,9 +248,22 @@ class EventHub:
 
     async def subscribe(self, task_id: int, after: int = 0, *,
                         idle_s: float | None = None) -> AsyncGenerator[TaskEvent | None, None]:
-        """The task's events after ``seq`` ``after``: first those stored, then each as it comes;
-        ends after the final one. With ``idle_s``, None whenever nothing came for that long (a
-        stream's keep-alive: one timer per subscriber, no task per event)."""
+        """The task's events after ``seq`` ``after``, one by one (see :meth:`subscribe_batches`)."""
+        async with contextlib.aclosing(self.subscribe_batches(task_id, after, idle_s=idle_s)) as batches:
+            async for batch in batches:
+                if batch is None:
+                    yield None
+                    continue
+                for event in batch:
+                    yield event
+
+    async def subscribe_batches(self, task_id: int, after: int = 0, *,
+                                idle_s: float | None = None) -> AsyncGenerator[list[TaskEvent] | None, None]:
+        """The task's events after ``seq`` ``after``: first those stored, then as they come, each
+        batch what arrived since the subscriber last looked (one write for a stream that fell
+        behind, not one per event: a thousand streams share one loop); ends after the final one.
+        With ``idle_s``, None whenever nothing came for that long (a stream's keep-alive: one
+        timer per subscriber, no task per event)."""
         stream = self._streams[task_id]
         queue: asyncio.Queue[TaskEvent | None] = asyncio.Queue()
         stream.subscribers.add(queue)
@@ -268,14 +281,11 @@ class EventHub:
             for event in history:
                 if event.seq > handed_out:
                     self._deliver(event)
-            for event in history:
-                if event.seq > handed_out:
-                    break
-                if event.seq <= after:
-                    continue
-                yield event
-                last = event.seq
-                if event.final:
+            told = [event for event in history if after < event.seq <= handed_out]
+            if told:
+                yield told
+                last = told[-1].seq
+                if told[-1].final:
                     return
             if self._closed:
                 return
@@ -283,18 +293,24 @@ class EventHub:
             while True:
                 try:
                     async with asyncio.timeout(idle_s):
-                        live = await queue.get()
+                        live: TaskEvent | None = await queue.get()
                 except TimeoutError:
                     yield None
                     continue
-                if live is None:
-                    return  # the hub is closing
-                if live.seq <= last:
-                    continue  # read from the log already
-                yield live
-                last = live.seq
-                if live.final:
-                    return
+                batch: list[TaskEvent] = []
+                while live is not None:
+                    if live.seq > last:  # else read from the log already
+                        batch.append(live)
+                        last = live.seq
+                        if live.final:
+                            break
+                    if queue.empty():
+                        break
+                    live = queue.get_nowait()
+                if batch:
+                    yield batch
+                if live is None or (batch and batch[-1].final):
+                    return  # the final event, or the hub is closing
         finally:
             stream.subscribers.discard(queue)
             stream.readers -= 1

@@ -75,6 +75,9 @@ class HotPath(Protocol):
     async def cancel_flag(self, task_id: int) -> bool | None:
         """Whether a cancel was asked; None when there is no such task."""
 
+    async def task_status(self, task_id: int) -> TaskStatus | None:
+        """The task's status alone (no node run read); None when there is no such task."""
+
     async def renew_leases(self, worker: str, task_ids: Sequence[int], lease_s: float) -> set[int]:
         """Extend ``worker``'s leases on these running tasks; the ids it still holds."""
 

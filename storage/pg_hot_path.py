@@ -15,7 +15,7 @@ from typing import Any
 
 from graph_runtime import errors
 from graph_runtime.events import TaskEvent
-from graph_runtime.models import Lease, NodeRun, Task, TaskOutcome
+from graph_runtime.models import Lease, NodeRun, Task, TaskOutcome, TaskStatus
 from nodes import codec
 from storage import convert, rows
 from storage.engine import PgPool
@@ -120,6 +120,7 @@ _PARK = (
     " SELECT (SELECT count(*) FROM p), EXISTS (SELECT 1 FROM task WHERE id = $16), (SELECT count(*) FROM n)"
 )
 _CANCEL_FLAG = "SELECT cancel_requested FROM task WHERE id = $1"
+_TASK_STATUS = "SELECT status FROM task WHERE id = $1"
 _EVENTS_SINCE = (
     f"SELECT {', '.join('e.' + name for name in rows.EVENT_COLUMNS)} FROM unnest($1::bigint[], $2::int[]) AS c(id, after)"
     " JOIN task_event e ON e.task_id = c.id AND e.seq > c.after ORDER BY e.task_id, e.seq"
@@ -279,6 +280,11 @@ class PgHotPath:
         async with self._pool.connection() as conn:
             flag = await conn.fetchval(_CANCEL_FLAG, task_id)
         return None if flag is None else bool(flag)
+
+    async def task_status(self, task_id: int) -> TaskStatus | None:
+        async with self._pool.connection() as conn:
+            found = await conn.fetchval(_TASK_STATUS, task_id)
+        return None if found is None else TaskStatus(found)
 
     async def renew_leases(self, worker: str, task_ids: Sequence[int], lease_s: float) -> set[int]:
         async with self._pool.connection() as conn:

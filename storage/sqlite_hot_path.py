@@ -10,7 +10,7 @@ from typing import Any
 
 from graph_runtime import errors
 from graph_runtime.events import TaskEvent
-from graph_runtime.models import Lease, NodeRun, Task, TaskOutcome
+from graph_runtime.models import Lease, NodeRun, Task, TaskOutcome, TaskStatus
 from storage import convert, rows
 from storage import sqlite_statements as lite
 from storage.hot_path import CacheRow, encoded, outcome_raised, outcome_values
@@ -89,6 +89,10 @@ class SqliteHotPath:
 
     async def cancel_flag(self, task_id: int) -> bool | None:
         return await self._lite.read(lambda c: lite.cancel_flag_work(c, task_id))
+
+    async def task_status(self, task_id: int) -> TaskStatus | None:
+        found = await self._lite.read(lambda c: lite.task_status_work(c, task_id))
+        return None if found is None else TaskStatus(found)
 
     async def renew_leases(self, worker: str, task_ids: Sequence[int], lease_s: float) -> set[int]:
         # The expiry is taken inside the transaction: a renewal that queued behind writers must not land expired.

@@ -82,6 +82,7 @@ _NODE_RUNS_OF_TASK = (
     " ORDER BY started ASC NULLS LAST, node_id"
 )
 _CANCEL_FLAG = "SELECT cancel_requested FROM task WHERE id = ?"
+_TASK_STATUS = "SELECT status FROM task WHERE id = ?"
 _EVENTS_AFTER = f"SELECT {', '.join(rows.EVENT_COLUMNS)} FROM task_event WHERE task_id = ? AND seq > ? ORDER BY seq"
 _LAST_EVENT = "SELECT max(seq) FROM task_event WHERE task_id = ?"
 _FLOW_REVISION = (
@@ -258,6 +259,11 @@ def events_since_work(conn: sqlite3.Connection, cursors: Sequence[tuple[int, int
 
 def last_event_work(conn: sqlite3.Connection, task_id: int) -> int:
     return int(conn.execute(_LAST_EVENT, (task_id,)).fetchone()[0] or 0)
+
+
+def task_status_work(conn: sqlite3.Connection, task_id: int) -> str | None:
+    row = conn.execute(_TASK_STATUS, (task_id,)).fetchone()
+    return None if row is None else str(row[0])
 
 
 def cancel_flag_work(conn: sqlite3.Connection, task_id: int) -> bool | None:

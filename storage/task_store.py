@@ -123,6 +123,17 @@ class WorkerStore(FlowReads, LeaseMethods, NodeCacheMethods):
             raise errors.TaskNotFound(f"no task has the id {task_id}")
         return found
 
+    async def task_status(self, task_id: int) -> TaskStatus:
+        """The task's status, without its node runs (an event stream's opening).
+
+        Raises:
+            errors.TaskNotFound: no task has this id.
+        """
+        found = await self._hot.task_status(task_id)
+        if found is None:
+            raise errors.TaskNotFound(f"no task has the id {task_id}")
+        return found
+
     async def cancel_children(self, parent_id: int) -> list[int]:
         """Cancel every unfinished descendant of ``parent_id`` (its subflows' and maps' child tasks,
         and theirs): queued ones end ``cancelled`` now, running ones are flagged. Returns their ids."""
