@@ -128,6 +128,31 @@ class _Stream:
     ended: bool = False  # its final event is stored (with the task's end)
 
 
+class _Writer:
+    """A subscriber that writes each event as it is delivered (``EventHub.subscribe_batches``'s
+    ``write``): it stands where a queue would, so delivery calls ``put_nowait``."""
+
+    def __init__(self, write: Callable[[TaskEvent], bool], last: int) -> None:
+        self._write = write
+        self._last = last
+        self.done = asyncio.Event()
+
+    def put_nowait(self, event: TaskEvent | None) -> None:
+        if self.done.is_set():
+            return
+        try:
+            taken = event is not None and (event.seq <= self._last or self._write(event))
+        except Exception:  # one reader's broken connection must not stop delivery to the others
+            log.exception("an event stream's write failed", extra={"action": "events_write_failed"})
+            taken = False
+        if event is None or not taken:
+            self.done.set()  # the hub is closing, or the writer could not take it
+            return
+        self._last = max(self._last, event.seq)
+        if event.final:
+            self.done.set()
+
+
 class EventHub:
     """Numbers, stores and fans out task events (see the module's docstring).
 
@@ -257,13 +282,19 @@ class EventHub:
                 for event in batch:
                     yield event
 
-    async def subscribe_batches(self, task_id: int, after: int = 0, *,
-                                idle_s: float | None = None) -> AsyncGenerator[list[TaskEvent] | None, None]:
+    async def subscribe_batches(self, task_id: int, after: int = 0, *, idle_s: float | None = None,
+                                write: Callable[[TaskEvent], bool] | None = None,
+                                ) -> AsyncGenerator[list[TaskEvent] | None, None]:
         """The task's events after ``seq`` ``after``: first those stored, then as they come, each
         batch what arrived since the subscriber last looked (one write for a stream that fell
         behind, not one per event: a thousand streams share one loop); ends after the final one.
         With ``idle_s``, None whenever nothing came for that long (a stream's keep-alive: one
-        timer per subscriber, no task per event)."""
+        timer per subscriber, no task per event).
+
+        With ``write``, live events are not yielded: each is handed to ``write`` as it is
+        delivered, in the delivering call (no queue, no coroutine woken per event per subscriber:
+        the cost of a thousand streams); ``write`` answers False when it cannot take it (its
+        reader fell too far behind, its connection closed), and the subscription ends there."""
         stream = self._streams[task_id]
         queue: asyncio.Queue[TaskEvent | None] = asyncio.Queue()
         stream.subscribers.add(queue)
@@ -290,6 +321,23 @@ class EventHub:
             if self._closed:
                 return
             self._ensure_poller()
+            if write is not None:
+                direct = _Writer(write, last)
+                # No await from here to the switch: what the queue got meanwhile goes first, in order.
+                while not queue.empty():
+                    direct.put_nowait(queue.get_nowait())
+                stream.subscribers.discard(queue)
+                stream.subscribers.add(direct)  # type: ignore[arg-type]
+                try:
+                    while not direct.done.is_set():
+                        try:
+                            async with asyncio.timeout(idle_s):
+                                await direct.done.wait()
+                        except TimeoutError:
+                            yield None
+                finally:
+                    stream.subscribers.discard(direct)  # type: ignore[arg-type]
+                return
             while True:
                 try:
                     async with asyncio.timeout(idle_s):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncGenerator
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 
 from graph_runtime import errors as flow_errors
 from graph_runtime.events import TaskEvent
@@ -25,6 +25,8 @@ routes = web.RouteTableDef()
 
 KEEPALIVE_S = 15.0
 RETRY_MS = 1000
+MAX_BEHIND_BYTES = 1 << 20
+"""A reader with this much unsent on its connection is let go; it resumes with ``Last-Event-ID``."""
 
 
 def _last_event_id(request: web.Request) -> int:
@@ -46,6 +48,15 @@ def _frame(services: Services, event: TaskEvent) -> bytes:
     return frame
 
 
+def _chunk(services: Services, event: TaskEvent) -> bytes:
+    """The frame as one HTTP/1.1 chunk, for writing straight to the connection (also encoded once)."""
+    chunk = event.encoded.get("sse-chunk")
+    if chunk is None:
+        frame = _frame(services, event)
+        chunk = event.encoded["sse-chunk"] = b"%x\r\n%s\r\n" % (len(frame), frame)
+    return chunk
+
+
 def _encode(services: Services, event_id: int, kind: str, data: object) -> bytes:
     body = codec.dumps(data)
     if FILE_MARK in body and isinstance(data, dict):  # a result's files get their signed links, as a poll's do
@@ -64,13 +75,30 @@ async def task_events(request: web.Request) -> web.StreamResponse:
     status = await services.repo.task_status(task_id)
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                            "X-Accel-Buffering": "no"})
+    direct = request.version >= HttpVersion11 and request.transport is not None
+    if direct:
+        response.enable_chunked_encoding()  # so that live events can be written as chunks of our own
     await response.prepare(request)
-    await response.write(b"retry: %d\n\n" % RETRY_MS)  # how long a client waits before it reconnects
+    # How long a client waits before it reconnects. Written first, it also sends the headers: from
+    # here on the connection carries only chunks of the body.
+    await response.write(b"retry: %d\n\n" % RETRY_MS)
     last, final = after, False
+    transport = request.transport
+
+    def write(event: TaskEvent) -> bool:
+        """A live event, written straight to the connection as the hub delivers it: one socket
+        write per subscriber, no coroutine woken (a thousand streams share this loop)."""
+        nonlocal last, final
+        if transport is None or transport.is_closing() or transport.get_write_buffer_size() > MAX_BEHIND_BYTES:
+            return False  # gone, or so far behind that it is let go: it resumes with Last-Event-ID
+        transport.write(_chunk(services, event))
+        last, final = event.seq, event.final
+        return True
+
     # An ended task says nothing more: its stored history (what follows Last-Event-ID) is all.
     batches: AsyncGenerator[list[TaskEvent] | None, None] = (
         _as_async(await services.events.history(task_id, after)) if status.ended
-        else services.events.subscribe_batches(task_id, after, idle_s=KEEPALIVE_S))
+        else services.events.subscribe_batches(task_id, after, idle_s=KEEPALIVE_S, write=write if direct else None))
     try:
         async with contextlib.aclosing(batches):  # the subscription ends with the stream, however it ends
             async for batch in batches:
@@ -82,12 +110,15 @@ async def task_events(request: web.Request) -> web.StreamResponse:
                 last, final = batch[-1].seq, batch[-1].final
     except ConnectionResetError:  # the client left (a closed tab, a reconnect): nothing is wrong here
         return response
-    if not final:
-        # The stream ended without the final event: this server is stopping (the client
-        # reconnects with Last-Event-ID), or the task ended before events existed (one closing
-        # event, so clients still learn the outcome).
+    if transport is None or transport.is_closing():
+        return response  # the client left while its events were being written
+    if not final and last == 0 and after == 0:
+        # The stream ended without any event: this server is stopping (the client reconnects
+        # with Last-Event-ID), or the task ended before events existed (one closing event, so
+        # clients still learn the outcome). Ended without the final event otherwise: stopping,
+        # or a reader so far behind that it was let go; either way it resumes where it was.
         task = await services.repo.get_task(task_id)
-        if task.status.ended and last == 0 and after == 0:
+        if task.status.ended:
             await response.write(_encode(services, 1, "task", task_view(task)))
     with contextlib.suppress(ConnectionResetError):
         await response.write_eof()
