@@ -138,20 +138,3 @@ async def api(aiohttp_client: Any, settings: Settings) -> AsyncIterator[Api]:
 
 def basic(key_id: str, secret: str) -> str:
     return base64.b64encode(f"{key_id}:{secret}".encode()).decode()
-
-
-# The files that take longest (a minute or so each, from `pytest --durations`), run first: with
-# `--dist loadfile` each file goes whole to one of the two workers in collection order, and a long
-# file collected last (the bench smoke tests and tests/reliability sort last) kept one worker busy
-# minutes after the other had finished.
-SLOW_FIRST = (
-    "tests/test_bench_smoke_scale.py", "tests/http_api/test_cli.py", "tests/http_api/test_attacks.py",
-    "tests/http_api/test_processes.py", "tests/http_api/test_openapi.py", "tests/http_api/test_cli_client.py",
-    "tests/test_bench_smoke.py", "tests/reliability/test_loop_block.py", "tests/reliability/test_idle_worker.py",
-    "tests/reliability/test_chaos.py", "tests/http_api/test_first_start.py", "tests/http_api/test_pools_processes.py",
-)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    rank = {path: index for index, path in enumerate(SLOW_FIRST)}
-    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))  # stable: the rest keep their order
