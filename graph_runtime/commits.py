@@ -89,17 +89,14 @@ class GroupCommitter:
 
     def take_events(self, task_id: int) -> list[TaskEvent]:
         """Take back the events of ``task_id`` not in a commit yet: the caller stores them in a
-        transaction of its own (a task's end), and their ``stored`` is not called."""
-        self._hurry_later()
+        transaction of its own (a task's end), and their ``stored`` is not called. Other tasks'
+        gathered events stay gathered."""
         taken: list[TaskEvent] = []
-        kept: list[tuple[Sequence[TaskEvent], Stored]] = []
-        for batch, stored in self._events:
-            if any(event.task_id == task_id for event in batch):
-                taken.extend(event for event in batch if event.task_id == task_id)
-                batch = [event for event in batch if event.task_id != task_id]
-            if batch:
-                kept.append((batch, stored))
-        self._events = kept
+        self._events = _without(self._events, task_id, taken)
+        self._later = _without(self._later, task_id, taken)  # a task's later events follow its others
+        if not self._later and self._later_timer is not None:
+            self._later_timer.cancel()
+            self._later_timer = None
         return taken
 
     async def drain(self) -> None:
@@ -166,3 +163,16 @@ class GroupCommitter:
                                                           task_ids=frozenset({task_id})))
                 else:
                     waiter.set_result(None)
+
+
+def _without(batches: list[tuple[Sequence[TaskEvent], Stored]], task_id: int,
+             taken: list[TaskEvent]) -> list[tuple[Sequence[TaskEvent], Stored]]:
+    """``batches`` without ``task_id``'s events, which are added to ``taken`` in order."""
+    kept: list[tuple[Sequence[TaskEvent], Stored]] = []
+    for batch, stored in batches:
+        if any(event.task_id == task_id for event in batch):
+            taken.extend(event for event in batch if event.task_id == task_id)
+            batch = [event for event in batch if event.task_id != task_id]
+        if batch:
+            kept.append((batch, stored))
+    return kept
