@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import compileall
 import logging
 import shutil
 from collections.abc import AsyncIterator, Iterator
@@ -23,6 +24,15 @@ from tests.support import Blocking, Echo, Sleep, eventually, registry_with_test_
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_FLOWS = ROOT / "sample_flows"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Compile the project's modules once, up front: the suite starts some three hundred server,
+    worker and CLI processes, and where ``PYTHONDONTWRITEBYTECODE`` is set (this machine's image sets
+    it) each of them compiled our 150 modules from source again, 0.4–0.6 s of CPU apiece."""
+    if not hasattr(config, "workerinput"):  # the xdist controller, or a run without xdist
+        for package in ("graph_runtime", "nodes", "storage", "http_api", "graph_runtime_client", "bench", "tests"):
+            compileall.compile_dir(ROOT / package, quiet=1)
 
 
 @pytest.fixture(autouse=True)

@@ -105,7 +105,9 @@ async def test_a_pooled_node_waits_for_its_pool_then_runs_there(repo: Repository
         assert waiting.nodes[node_id].status is NodeStatus.PENDING
         assert waiting.nodes[node_id].waiting_for_pool == "gpu"
         assert waiting.lease is None, "no worker holds a task waiting for a pool"
-        assert cpu.running_count == 0, "the waiting task does not hold a slot of the worker without the pool"
+        # The release commits before the worker's own task for it returns: the slot frees a moment later.
+        assert await eventually(lambda: cpu.running_count == 0, timeout=5.0), \
+            "the waiting task does not hold a slot of the worker without the pool"
 
         gpu = _worker(repo, "gpu-box", frozenset({"gpu"}), _registry())
         await gpu.start()
