@@ -22,14 +22,8 @@ from graph_runtime.ports import TaskStore
 log = logging.getLogger(__name__)
 
 EVENTS_LINGER_S = 0.002
-"""How long events someone is reading wait for a node run to go with (a task's first event waits
-for its first node's start; a node's tokens for each other) before they are committed by themselves."""
-
-EVENTS_LATER_S = 0.1
-"""How long events nobody is reading may wait. They are most of the bytes a task writes (a node
-event is three times its node run's row, a task event the whole task), so they are gathered
-instead of riding along with every node-run commit: a 10-node chain stores its 22 events in two
-or three commits, most often in its end's, instead of in eleven."""
+"""How long events wait for a node run to go with (a task's first event waits for its first
+node's start; a node's tokens for each other) before they are committed by themselves."""
 
 Stored = Callable[[Sequence[TaskEvent]], None]
 
@@ -43,10 +37,8 @@ class GroupCommitter:
         self._leases: dict[int, Lease] = {}
         self._waiters: list[asyncio.Future[None]] = []
         self._events: list[tuple[Sequence[TaskEvent], Stored]] = []
-        self._later: list[tuple[Sequence[TaskEvent], Stored]] = []  # nobody reads them yet
         self._flusher: asyncio.Task[None] | None = None
         self._linger: asyncio.TimerHandle | None = None
-        self._later_timer: asyncio.TimerHandle | None = None
 
     async def save(self, task_id: int, run: NodeRun, lease: Lease | None = None) -> None:
         """Commit ``run`` of ``task_id`` (with whatever else is pending); return once durable.
@@ -71,52 +63,29 @@ class GroupCommitter:
         self._start()
         return waiter
 
-    def append_events(self, events: Sequence[TaskEvent], stored: Stored, *, read: bool = True) -> None:
-        """Store ``events`` in a coming commit, then call ``stored(events)``: with the next node
-        runs if someone ``read``s them, else within EVENTS_LATER_S. Nobody waits on them: a commit
-        that fails for a busy or absent database keeps them, in order, for the next one (the
-        stream is late, never wrong); :meth:`drain` waits until they are in."""
-        loop = asyncio.get_running_loop()
-        if not read:
-            self._later.append((events, stored))
-            if self._later_timer is None:
-                self._later_timer = loop.call_later(EVENTS_LATER_S, self._store_later)
-            return
-        self._hurry_later()  # the earlier ones first: each task's events are handed out in order
+    def append_events(self, events: Sequence[TaskEvent], stored: Stored) -> None:
+        """Store ``events`` in the next commit (with the next node runs, or by themselves within
+        EVENTS_LINGER_S), then call ``stored(events)``. Nobody waits on them: a commit that fails
+        for a busy or absent database keeps them, in order, for the next one (the stream is late,
+        never wrong); :meth:`drain` waits until they are in."""
         self._events.append((events, stored))
         if (self._flusher is None or self._flusher.done()) and self._linger is None:
-            self._linger = loop.call_later(EVENTS_LINGER_S, self._start)
+            self._linger = asyncio.get_running_loop().call_later(EVENTS_LINGER_S, self._start)
 
     def take_events(self, task_id: int) -> list[TaskEvent]:
         """Take back the events of ``task_id`` not in a commit yet: the caller stores them in a
-        transaction of its own (a task's end), and their ``stored`` is not called. Other tasks'
-        gathered events stay gathered."""
+        transaction of its own (a task's end), and their ``stored`` is not called."""
         taken: list[TaskEvent] = []
-        self._events = _without(self._events, task_id, taken)
-        self._later = _without(self._later, task_id, taken)  # a task's later events follow its others
-        if not self._later and self._later_timer is not None:
-            self._later_timer.cancel()
-            self._later_timer = None
+        if self._events:
+            self._events = _without(self._events, task_id, taken)
         return taken
 
     async def drain(self) -> None:
         """Wait until every write handed over so far is committed (or has failed)."""
-        if self._events or self._later:
-            self._store_later()
+        if self._events:
+            self._start()
         while self._flusher is not None and not self._flusher.done():
             await asyncio.shield(self._flusher)
-
-    def _hurry_later(self) -> None:
-        if self._later:
-            self._events.extend(self._later)
-            self._later = []
-        if self._later_timer is not None:
-            self._later_timer.cancel()
-            self._later_timer = None
-
-    def _store_later(self) -> None:
-        self._hurry_later()
-        self._start()
 
     def _start(self) -> None:
         if self._linger is not None:

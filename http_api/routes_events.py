@@ -9,7 +9,7 @@ goes on live, and closes after the final ``task`` event. A comment line every
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 
 from aiohttp import HttpVersion11, web
 
@@ -42,19 +42,27 @@ def _last_event_id(request: web.Request) -> int:
 
 def _frame(services: Services, event: TaskEvent) -> bytes:
     """The event as it goes on the wire: encoded once, whatever the number of subscribers."""
-    frame = event.encoded.get("sse")
+    encoded = _encodings(event)
+    frame = encoded.get("sse")
     if frame is None:
-        frame = event.encoded["sse"] = _encode(services, event.seq, event.kind.value, event.data)
+        frame = encoded["sse"] = _encode(services, event.seq, event.kind.value, event.data)
     return frame
 
 
 def _chunk(services: Services, event: TaskEvent) -> bytes:
     """The frame as one HTTP/1.1 chunk, for writing straight to the connection (also encoded once)."""
-    chunk = event.encoded.get("sse-chunk")
+    encoded = _encodings(event)
+    chunk = encoded.get("sse-chunk")
     if chunk is None:
         frame = _frame(services, event)
-        chunk = event.encoded["sse-chunk"] = b"%x\r\n%s\r\n" % (len(frame), frame)
+        chunk = encoded["sse-chunk"] = b"%x\r\n%s\r\n" % (len(frame), frame)
     return chunk
+
+
+def _encodings(event: TaskEvent) -> dict[str, bytes]:
+    if event.encoded is None:
+        event.encoded = {}
+    return event.encoded
 
 
 def _encode(services: Services, event_id: int, kind: str, data: object) -> bytes:
@@ -85,14 +93,15 @@ async def task_events(request: web.Request) -> web.StreamResponse:
     last, final = after, False
     transport = request.transport
 
-    def write(event: TaskEvent) -> bool:
-        """A live event, written straight to the connection as the hub delivers it: one socket
-        write per subscriber, no coroutine woken (a thousand streams share this loop)."""
+    def write(events: Sequence[TaskEvent]) -> bool:
+        """Live events, written straight to the connection as the hub delivers them: one socket
+        write per subscriber per commit, no coroutine woken (a thousand streams share this loop)."""
         nonlocal last, final
         if transport is None or transport.is_closing() or transport.get_write_buffer_size() > MAX_BEHIND_BYTES:
             return False  # gone, or so far behind that it is let go: it resumes with Last-Event-ID
-        transport.write(_chunk(services, event))
-        last, final = event.seq, event.final
+        transport.write(_chunk(services, events[0]) if len(events) == 1
+                        else b"".join(_chunk(services, event) for event in events))
+        last, final = events[-1].seq, events[-1].final
         return True
 
     # An ended task says nothing more: its stored history (what follows Last-Event-ID) is all.

@@ -78,7 +78,7 @@ class EventBatches(Repository):
 
 async def test_events_nobody_reads_are_gathered_and_a_stream_opened_mid_task_gets_them_and_then_each_at_once(
         db_url: str) -> None:
-    from graph_runtime.commits import EVENTS_LATER_S
+    from graph_runtime.events import EVENTS_LATER_S
     from graph_runtime.flow import parse
 
     engine = storage_engine.create_engine(db_url)
