@@ -5,18 +5,18 @@ event after their start exactly once, in order, and stop at the final one."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 
 import pytest
 
 from graph_runtime.commits import GroupCommitter
-from graph_runtime.events import EventHub, EventKind
+from graph_runtime.events import FANOUT_HOLD, HOLD_S, EventHub, EventKind, TaskEvent
 from graph_runtime.models import Lease, Task, TaskRequest, TaskStatus
 from storage import engine as storage_engine
 from storage.repository import Repository
 from storage.task_events import TaskEventLog
-from tests.support import FlowBuilder
+from tests.support import FlowBuilder, eventually
 
 
 @pytest.fixture
@@ -112,3 +112,45 @@ async def test_events_nobody_reads_are_gathered_and_a_stream_opened_mid_task_get
     finally:
         await hub.close()
         await storage_engine.dispose(engine)
+
+
+async def test_a_delivery_to_many_streams_is_written_a_moment_later_with_what_follows(repo: Repository) -> None:
+    """From FANOUT_HOLD streams on, a delivery's writes are held for HOLD_S, so two events a few
+    ms apart reach each stream in one write; every stream still gets every event once, in order,
+    and ends with the final one."""
+    created, _ = await repo.create_task("f", 1, TaskRequest("s", "e", "e"))
+    claimed = await repo.claim_task(created.id, "w1", 60)
+    assert claimed is not None
+    hub = EventHub(GroupCommitter(repo), TaskEventLog(repo.engine))
+    streams = FANOUT_HOLD + 36
+    history: list[list[int]] = [[] for _ in range(streams)]  # yielded: what was stored before the stream
+    writes: list[list[list[int]]] = [[] for _ in range(streams)]  # written live, one list per write
+
+    def writer(index: int) -> Callable[[Sequence[TaskEvent]], bool]:
+        def write(events: Sequence[TaskEvent]) -> bool:
+            writes[index].append([event.seq for event in events])
+            return True
+        return write
+
+    async def follow(index: int) -> None:
+        async for batch in hub.subscribe_batches(claimed.id, write=writer(index)):
+            history[index] += [event.seq for event in batch or ()]
+
+    try:
+        await hub.task_started(claimed)  # seq 1
+        await hub.flush()
+        followers = [asyncio.ensure_future(follow(index)) for index in range(streams)]
+        await eventually(lambda: all(history))
+        await asyncio.sleep(0.05)  # each has asked for more: it writes live from here
+        hub.node_said(claimed.id, EventKind.LOG, {"node_id": "s", "message": "a"})  # seq 2
+        await asyncio.sleep(HOLD_S / 5)
+        hub.node_said(claimed.id, EventKind.LOG, {"node_id": "s", "message": "b"})  # seq 3: the same write
+        await eventually(lambda: all(sum(map(len, w)) == 2 for w in writes))
+        assert all(h == [1] and w == [[2, 3]] for h, w in zip(history, writes, strict=True)), (history[0], writes[0])
+        ended = Task(claimed.id, "f", 1, claimed.request, TaskStatus.SUCCEEDED,
+                     lease=Lease("w1", claimed.claims), claims=claimed.claims, finished=datetime.now(UTC))
+        await hub.task_stopped(ended)  # the final event, seq 4: every stream ends with it
+        await asyncio.wait_for(asyncio.gather(*followers), 10)
+        assert all(w == [[2, 3], [4]] for w in writes), writes[0]
+    finally:
+        await hub.close()
