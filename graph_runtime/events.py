@@ -107,6 +107,17 @@ class EventLog(Protocol):
         """The highest ``seq`` stored for ``task_id``; 0 when it has none."""
 
 
+class EndNotices(Protocol):
+    """Tells this process at once that a task ended anywhere (PostgreSQL's LISTEN/NOTIFY): the
+    poll for tasks run elsewhere then reads their end now, not at its next turn."""
+
+    async def start(self, on_end: Callable[[int | None], None]) -> None:
+        """Start listening; ``on_end(task_id)`` on this loop for each end, ``on_end(None)``: look now."""
+
+    async def stop(self) -> None:
+        """Stop listening."""
+
+
 NodeWatcher = Callable[[Task, NodeRun], None]
 StopWatcher = Callable[[Task], None]
 
@@ -194,14 +205,19 @@ class EventHub:
         log: reads them back.
         renderer: makes the JSON of task and node events; None stores typed summaries only
             (a test, a bench without the API).
+        endings: task ends anywhere, at once (PostgreSQL); started with the first poll, so a
+            process that never waits for another's tasks never listens. None: the poll alone.
     """
 
     def __init__(self, writer: EventWriter, log: EventLog, renderer: EventRenderer | None = None, *,
-                 poll_s: float = POLL_S) -> None:
+                 poll_s: float = POLL_S, endings: EndNotices | None = None) -> None:
         self._writer = writer
         self._log = log
         self._renderer = renderer
         self._poll_s = poll_s
+        self._endings = endings
+        self._listening: asyncio.Task[None] | None = None
+        self._woken = asyncio.Event()  # an end notice for a task polled here: poll now
         self._streams: dict[int, _Stream] = defaultdict(_Stream)
         self._poller: asyncio.Task[None] | None = None
         self._node_watchers: list[NodeWatcher] = []
@@ -462,6 +478,11 @@ class EventHub:
             await self.flush()
         if self._poller is not None:
             await asyncio.gather(self._poller, return_exceptions=True)
+        if self._listening is not None:
+            self._listening.cancel()
+            await asyncio.gather(self._listening, return_exceptions=True)
+        if self._endings is not None:
+            await self._endings.stop()
 
     # -- inside ----------------------------------------------------------------------------
 
@@ -546,6 +567,14 @@ class EventHub:
     def _ensure_poller(self) -> None:
         if self._poller is None or self._poller.done():
             self._poller = asyncio.create_task(self._poll(), name="events-poll")
+        if self._endings is not None and self._listening is None:
+            self._listening = asyncio.create_task(self._endings.start(self._ended), name="events-endings")
+
+    def _ended(self, task_id: int | None) -> None:
+        """An end notice: poll now if the task is one this process waits for and another runs."""
+        stream = self._streams.get(task_id) if task_id is not None else None
+        if task_id is None or (stream is not None and stream.subscribers and not stream.writing):
+            self._woken.set()
 
     async def _poll(self) -> None:
         """Feed subscribers of tasks another process writes: one read for all of them per turn."""
@@ -556,10 +585,13 @@ class EventHub:
                 if not any(stream.subscribers for stream in self._streams.values()):
                     return  # nobody waits: the next subscriber starts it again
             else:
+                self._woken.clear()  # a notice from here on is for what this read may miss
                 try:
                     for event in await self._log.since(watched):
                         self._deliver(event)
                     self._write_touched()
                 except (errors.StoreUnavailable, errors.StoreClosed) as exc:
                     log.debug("events poll failed: %s", exc)
-            await asyncio.sleep(self._poll_s)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._poll_s):
+                    await self._woken.wait()

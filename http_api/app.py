@@ -56,7 +56,7 @@ from storage.repository import Repository
 from storage.repository_leases import lease_renewer
 from storage.secrets import SecretCipher
 from storage.task_events import TaskEventLog
-from storage.wakeups import pg_wakeups
+from storage.wakeups import pg_endings, pg_wakeups
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ async def open_services(settings: Settings, registry: Registry | None = None,
     ]
     # One group committer per process: node runs and task events share its transactions, in order.
     committer = GroupCommitter(repo)
-    events = EventHub(committer, TaskEventLog(engine), EventViews())
+    events = EventHub(committer, TaskEventLog(engine), EventViews(), endings=pg_endings(engine))
     executor = Executor(store=repo, registry=registry, http=http, allow_private=settings.http_allow_private,
                         limits=settings.limits(), files=files, prices=prices, resolvers=resolvers,
                         cache=StoredOutputCache(repo) if settings.cache_max_bytes > 0 else None,

@@ -423,9 +423,9 @@ def _on_sqlite_begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN EXCLUSIVE" if mode == EXCLUSIVE else "BEGIN IMMEDIATE")
 
 
-async def listen(engine: AsyncEngine, channel: str, on_notify: Callable[[], None]) -> Listening:
+async def listen(engine: AsyncEngine, channel: str, on_notify: Callable[[str], None]) -> Listening:
     """A PostgreSQL ``LISTEN`` on a connection of its own (outside the engine's pool): ``on_notify``
-    is called for each ``NOTIFY channel``. Await ``Listening.lost`` to learn the connection died;
+    is called with the payload of each ``NOTIFY channel``. Await ``Listening.lost`` to learn the connection died;
     ``close()`` it when done. Only this module knows the driver (asyncpg).
 
     Raises:
@@ -441,7 +441,7 @@ async def listen(engine: AsyncEngine, channel: str, on_notify: Callable[[], None
             lost.set_result(None)
 
     conn.add_termination_listener(gone)
-    await conn.add_listener(channel, lambda *_: on_notify())
+    await conn.add_listener(channel, lambda _conn, _pid, _channel, payload: on_notify(payload))
     return Listening(lost, conn.close)
 
 

@@ -21,7 +21,7 @@ from storage import convert, rows
 from storage.engine import PgPool
 from storage.errors import IntegrityViolation
 from storage.hot_path import CacheRow, encoded, evictable, outcome_raised, outcome_values
-from storage.wakeups import CHANNEL
+from storage.wakeups import CHANNEL, ENDED_CHANNEL
 
 _CODEC = rows.POSTGRES
 _TASK_COLUMNS = ", ".join(rows.TASK_COLUMNS)
@@ -110,7 +110,10 @@ _FINISH = (
     " RETURNING id),"
     " w AS (" + _UPSERT_RUNS.format(where="WHERE EXISTS (SELECT 1 FROM f)") + "),"
     " ev AS (" + _INSERT_EVENTS.format(arrays=_EVENT_ARRAYS.format(*range(24, 31)), fence="EXISTS (SELECT 1 FROM f)")
-    + ") SELECT (SELECT count(*) FROM f), EXISTS (SELECT 1 FROM task WHERE id = $21)"
+    + "),"
+    # Processes waiting for it elsewhere (an API process's ?wait, a stream) read its end at once.
+    f" n AS (SELECT pg_notify('{ENDED_CHANNEL}', id::text) FROM f)"
+    " SELECT (SELECT count(*) FROM f), EXISTS (SELECT 1 FROM task WHERE id = $21), (SELECT count(*) FROM n)"
 )
 _PARK = (
     "WITH p AS (UPDATE task SET pool = $15, lease_owner = NULL, lease_expires = NULL"
@@ -266,8 +269,8 @@ class PgHotPath:
         arrays = _run_arrays(await encoded(_CODEC, [(task_id, run) for run in runs]))
         fence = (lease.worker, lease.epoch) if lease is not None else (None, None)
         async with self._pool.connection() as conn:
-            changed, exists = await conn.fetchrow(_FINISH, *arrays, *outcome_values(outcome, _CODEC), task_id, *fence,
-                                                  *_event_arrays(events))
+            changed, exists, _ = await conn.fetchrow(_FINISH, *arrays, *outcome_values(outcome, _CODEC), task_id,
+                                                     *fence, *_event_arrays(events))
         outcome_raised("ok" if changed else "lost" if exists else "missing", task_id)
 
     async def park_task(self, task_id: int, pool: str, runs: Sequence[NodeRun], lease: Lease) -> None:

@@ -9,12 +9,15 @@ from collections.abc import Callable
 
 import pytest
 
+from graph_runtime.commits import GroupCommitter
+from graph_runtime.events import EventHub
 from graph_runtime.executor import Executor
 from graph_runtime.flow import parse
 from graph_runtime.models import TaskRequest, TaskStatus
 from graph_runtime.scheduler import Scheduler
 from storage.repository import Repository
-from storage.wakeups import pg_wakeups
+from storage.task_events import TaskEventLog
+from storage.wakeups import pg_endings, pg_wakeups
 from tests.support import FlowBuilder, eventually, registry_with_test_types
 
 pytestmark = pytest.mark.postgres
@@ -78,3 +81,38 @@ async def test_an_idle_worker_sends_at_most_one_query_a_second(make_repository: 
     finally:
         await scheduler.stop()
     assert len(sent) <= 6, f"{len(sent)} queries in 6 s while idle: {sent}"
+
+
+async def test_a_wait_for_a_task_another_process_runs_answers_at_its_end_not_at_the_next_poll(
+        make_repository: Callable[[], Repository]) -> None:
+    """An API process's ``?wait`` (the hub's ``wait_ended``) on a task a worker elsewhere runs: the
+    end's NOTIFY wakes its poll. With a poll every 30 s, only the notice answers within the test."""
+    worker_repo, api_repo = make_repository(), make_repository()  # two engines: two processes' connections
+    await api_repo.save_flow(parse(FlowBuilder("one").node("s", "start", data={"x": 1}).build()))
+    api_hub = EventHub(GroupCommitter(api_repo), TaskEventLog(api_repo.engine), poll_s=30,
+                       endings=pg_endings(api_repo.engine))
+    worker_hub = EventHub(GroupCommitter(worker_repo), TaskEventLog(worker_repo.engine))
+    executor = Executor(worker_repo, registry_with_test_types(), events=worker_hub,
+                        committer=GroupCommitter(worker_repo))
+    scheduler = Scheduler(worker_repo, executor, poll_interval_s=30, wakeups=pg_wakeups(worker_repo.engine))
+    try:
+        task, _ = await api_repo.create_task("one", 1, TaskRequest("s", "s", "s"), node_ids=["s"])
+        waiting = asyncio.ensure_future(api_hub.wait_ended(task.id, 20))
+        await asyncio.sleep(0.5)  # its first poll found nothing; the next is 30 s away
+        await scheduler.start()  # the worker "elsewhere" claims and runs it
+        final = await asyncio.wait_for(waiting, 10)
+        assert final is not None and final.final and final.data["status_name"] == "succeeded"
+    finally:
+        await scheduler.stop()
+        await worker_hub.close()
+        await api_hub.close()
+
+
+async def test_sqlite_has_no_end_notices(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import storage
+
+    engine = storage.create_engine(f"sqlite+aiosqlite:///{tmp_path / 'x.db'}")
+    try:
+        assert pg_endings(engine) is None
+    finally:
+        await storage.dispose(engine)
