@@ -54,12 +54,13 @@ async def test_a_task_queued_elsewhere_starts_long_before_the_next_poll(
     assert took < 3.0, f"the idle worker took {took:.2f}s to run a task queued elsewhere"
 
 
-async def test_sqlite_has_no_wakeups(tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_sqlite_has_no_wakeups_and_no_end_notices(tmp_path) -> None:  # type: ignore[no-untyped-def]
     import storage
 
     engine = storage.create_engine(f"sqlite+aiosqlite:///{tmp_path / 'x.db'}")
     try:
         assert pg_wakeups(engine) is None
+        assert pg_endings(engine) is None
     finally:
         await storage.dispose(engine)
 
@@ -106,13 +107,3 @@ async def test_a_wait_for_a_task_another_process_runs_answers_at_its_end_not_at_
         await scheduler.stop()
         await worker_hub.close()
         await api_hub.close()
-
-
-async def test_sqlite_has_no_end_notices(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    import storage
-
-    engine = storage.create_engine(f"sqlite+aiosqlite:///{tmp_path / 'x.db'}")
-    try:
-        assert pg_endings(engine) is None
-    finally:
-        await storage.dispose(engine)
