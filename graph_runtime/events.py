@@ -579,13 +579,15 @@ class EventHub:
     async def _poll(self) -> None:
         """Feed subscribers of tasks another process writes: one read for all of them per turn."""
         while not self._closed:
+            # Cleared at each turn, before anything is awaited: a notice from here on is for what
+            # this turn's read may miss, and the wait below always suspends unless one came.
+            self._woken.clear()
             watched = {task_id: stream.delivered for task_id, stream in list(self._streams.items())
                        if stream.subscribers and not stream.writing}
             if not watched:
                 if not any(stream.subscribers for stream in self._streams.values()):
                     return  # nobody waits: the next subscriber starts it again
             else:
-                self._woken.clear()  # a notice from here on is for what this read may miss
                 try:
                     for event in await self._log.since(watched):
                         self._deliver(event)
