@@ -43,7 +43,8 @@ from tests.support import FlowBuilder, eventually, registry_with_test_types
 # document cannot say that a flow must be acyclic or that a PUT body's id must be the path's.
 CHECKS = ("not_a_server_error", "status_code_conformance", "content_type_conformance",
           "response_schema_conformance", "response_headers_conformance", "ignored_auth", "negative_data_rejection")
-MAX_EXAMPLES = 12  # per operation when fuzzing (25 took 98 s of a 13-minute suite on a slow day; at 8 no GET /files/{id} got a 2xx)
+# Per operation when fuzzing: 25 took 98 s of a 13-minute suite on a slow day; at 8 no GET /files/{id} got a 2xx.
+MAX_EXAMPLES = 12
 # ~36 operations since the triggers and the Ziggy/Kestra paths (and PUT /flows' schema grew with them):
 # ~3,900 requests; 103 s, then over 170 s, measured on a shared 2-core box while other suites ran.
 ST_TIMEOUT_S = 300.0
