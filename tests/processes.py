@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_FLOWS = ROOT / "sample_flows"
 SCRIPT = Path(sys.executable).parent / "graph-runtime"
 KEY_LINE = re.compile(r"^\s*GRAPH_RUNTIME_KEY=(\S+)\s*$", re.MULTILINE)
-START_TIMEOUT = 20.0
+START_TIMEOUT = 40.0  # a server's start-up on a loaded 2-core machine (20 s ran out once in CI)
 STOP_TIMEOUT = 15.0
 COMMAND_TIMEOUT = 30.0
 

@@ -103,7 +103,8 @@ async def test_200_large_tasks_are_a_small_quick_page_of_summaries(api: Api) -> 
     assert len(tasks) == LARGE and page["next_before"] is None
     # Was 197 MB; a summary is ~500 bytes whatever the task carries.
     assert size < LARGE * 700, size
-    assert elapsed < 1.0, elapsed
+    # A bound, not a benchmark: ~0.1 s on a quiet machine, 2.05 s once on a loaded 2-core CI run.
+    assert elapsed < 5.0, elapsed
     assert all(list(task) == SUMMARY_FIELDS for task in tasks), tasks[0]
     by_status = {task["status_name"]: task for task in tasks}
     assert by_status["cancelled"]["node_counts"] == {"pending": 2, "running": 0, "succeeded": 0, "failed": 0,
