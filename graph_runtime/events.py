@@ -29,7 +29,7 @@ import dataclasses
 import enum
 import logging
 from collections import defaultdict
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -171,18 +171,29 @@ class _Writer:
         self.done = asyncio.Event()
 
     def put_nowait(self, event: TaskEvent | None) -> None:
+        if self._take(event) and len(self._batch) == 1:
+            self._touched.append(self)
+
+    def write_now(self, events: Iterable[TaskEvent | None]) -> None:
+        """Writes what a queue got before this writer stood in for it, in one write, without
+        joining the hub's list of writers to write (where it would count toward FANOUT_HOLD)."""
+        for event in events:
+            self._take(event)
+        self.flush()
+
+    def _take(self, event: TaskEvent | None) -> bool:
+        """Adds the event to the batch; False if it was not added."""
         if self.done.is_set():
-            return
+            return False
         if event is None:  # the hub is closing
             self.flush()
             self.done.set()
-            return
+            return False
         if event.seq <= self._last:
-            return
+            return False
         self._last = event.seq
-        if not self._batch:
-            self._touched.append(self)
         self._batch.append(event)
+        return True
 
     def flush(self) -> None:
         batch, self._batch = self._batch, []
@@ -386,9 +397,7 @@ class EventHub:
             if write is not None:
                 direct = _Writer(write, last, self._touched)
                 # No await from here to the switch: what the queue got meanwhile goes first, in order.
-                while not queue.empty():
-                    direct.put_nowait(queue.get_nowait())
-                direct.flush()
+                direct.write_now(queue.get_nowait() for _ in range(queue.qsize()))
                 stream.subscribers.discard(queue)
                 stream.subscribers.add(direct)  # type: ignore[arg-type]
                 try:
