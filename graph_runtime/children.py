@@ -97,6 +97,7 @@ class TaskChildren:
             flow.id, revision, task_request,
             idempotency_key=f"child:{self.parent.id}:{self.node_id}{key}",
             fingerprint=f"child:{self.parent.id}", node_ids=plan.order, parent_id=self.parent.id,
+            wake=False,  # run_child below claims it here, at once
         )
         if created:
             log.info("child task queued", extra={"action": "child_queued", "task_id": child.id,

@@ -117,6 +117,10 @@ class EndNotices(Protocol):
     async def stop(self) -> None:
         """Stop listening."""
 
+    async def watch(self, task_ids: Sequence[int]) -> None:
+        """Ask for a notice when these tasks end (only asked-for ends are announced). Never raises:
+        the poll reads the ends anyway."""
+
 
 NodeWatcher = Callable[[Task, NodeRun], None]
 StopWatcher = Callable[[Task], None]
@@ -228,6 +232,7 @@ class EventHub:
         self._poll_s = poll_s
         self._endings = endings
         self._listening: asyncio.Task[None] | None = None
+        self._asked: set[int] = set()  # tasks run elsewhere whose end notice was asked for (endings.watch)
         self._woken = asyncio.Event()  # an end notice for a task polled here: poll now
         self._streams: dict[int, _Stream] = defaultdict(_Stream)
         self._poller: asyncio.Task[None] | None = None
@@ -337,6 +342,12 @@ class EventHub:
         resume elsewhere. Called once its events are stored. Returns the undo."""
         self._stop_watchers.append(watcher)
         return lambda: self._stop_watchers.remove(watcher)
+
+    def announced(self, task_id: int) -> None:
+        """``task_id`` was created naming this process its watcher (an execute with ``?wait``): its
+        end is announced if another process ends it, so :meth:`wait_ended` need not ask."""
+        if self._endings is not None:
+            self._asked.add(task_id)
 
     async def history(self, task_id: int, after: int = 0) -> list[TaskEvent]:
         """The task's stored events after ``seq`` ``after`` (all of an ended task's)."""
@@ -597,6 +608,12 @@ class EventHub:
                 if not any(stream.subscribers for stream in self._streams.values()):
                     return  # nobody waits: the next subscriber starts it again
             else:
+                if self._endings is not None:
+                    # Before the read: an end committed after the ask is announced, one before it is read here.
+                    self._asked.intersection_update(watched)
+                    if asking := [task_id for task_id in watched if task_id not in self._asked]:
+                        self._asked.update(asking)
+                        await self._endings.watch(asking)
                 try:
                     for event in await self._log.since(watched):
                         self._deliver(event)

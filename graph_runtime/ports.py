@@ -48,9 +48,9 @@ class TaskStore(Protocol):
     async def create_task(self, flow_id: str, revision: int, request: TaskRequest, *,
                           idempotency_key: str | None = None, fingerprint: str | None = None,
                           key_id: str | None = None, node_ids: Sequence[str] = (),
-                          parent_id: int | None = None) -> tuple[Task, bool]:
+                          parent_id: int | None = None, wake: bool = True) -> tuple[Task, bool]:
         """Queue a task (a child task of a subflow or map, here), or find the one created before
-        with the same idempotency key: ``(task, created)``."""
+        with the same idempotency key: ``(task, created)``. ``wake``: tell idle workers elsewhere."""
 
     async def claim_task(self, task_id: int, worker: str, lease_s: float) -> Task | None:
         """Claim ``task_id`` if it is queued (as :meth:`claim_tasks` does); None otherwise."""

@@ -119,6 +119,13 @@ class Scheduler:
     def running_count(self) -> int:
         return len(self._running)
 
+    @property
+    def takes_new_work_now(self) -> bool:
+        """Whether a task queued by this process now is claimed here at once (after :meth:`notify`):
+        it runs queued tasks and has a slot free. If so, workers elsewhere need not be woken."""
+        return (self._loop_task is not None and not self._loop_task.done() and self._claiming
+                and self.claims_queued and len(self._running) < self.max_concurrent)
+
     def cancel(self, task_id: int) -> bool:
         """Cancel ``task_id`` if it runs in this process; the executor records it ``cancelled``."""
         control = self._running.get(task_id)

@@ -13,7 +13,7 @@ from graph_runtime.commits import GroupCommitter
 from graph_runtime.events import EventHub
 from graph_runtime.executor import Executor
 from graph_runtime.resolve import ParamResolver
-from graph_runtime.scheduler import Scheduler
+from graph_runtime.scheduler import Scheduler, new_worker_id
 from http_api import (
     compat_kestra,
     compat_ziggy,
@@ -97,7 +97,8 @@ async def open_services(settings: Settings, registry: Registry | None = None,
     ]
     # One group committer per process: node runs and task events share its transactions, in order.
     committer = GroupCommitter(repo)
-    events = EventHub(committer, TaskEventLog(engine), EventViews(), endings=pg_endings(engine))
+    worker_id = new_worker_id()  # this process's workers, and the watcher of the tasks it waits for
+    events = EventHub(committer, TaskEventLog(engine), EventViews(), endings=pg_endings(engine, worker_id))
     executor = Executor(store=repo, registry=registry, http=http, allow_private=settings.http_allow_private,
                         limits=settings.limits(), files=files, prices=prices, resolvers=resolvers,
                         cache=StoredOutputCache(repo) if settings.cache_max_bytes > 0 else None,
@@ -105,7 +106,7 @@ async def open_services(settings: Settings, registry: Registry | None = None,
     scheduler = Scheduler(repo, executor, max_concurrent=settings.max_concurrent_jobs,
                           poll_interval_s=settings.poll_interval_s, lease_s=settings.lease_s,
                           open_renewer=lease_renewer(engine), wakeups=None if one_off else pg_wakeups(engine),
-                          pools=frozenset(settings.pools), claims_queued=not one_off)
+                          pools=frozenset(settings.pools), claims_queued=not one_off, worker_id=worker_id)
     callbacks = CallbackDispatcher(CallbackStore(engine), repo, cipher, links, http)
     # A task of this process that ended with a callback_url: swept at once, not at the next sweep. Not
     # every end: a sweep is a write transaction, and under load it would hold SQLite's one writer

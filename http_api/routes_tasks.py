@@ -45,7 +45,7 @@ async def _execute(request: web.Request, created_status: int) -> web.Response:
     key = request.get(auth.REQUEST_KEY)
     task, created = await submit(
         services, flow_id, body, revision=revision, idempotency_key=idempotency_key,
-        raw_body=printed, key_id=key.id if key else None,
+        raw_body=printed, key_id=key.id if key else None, waits=bool(wait),
     )
     if wait and not task.status.ended:
         task = await _wait_for_end(services, task, wait)

@@ -108,10 +108,13 @@ async def submit(
     raw_body: dict[str, Any] | None = None,
     key_id: str | None = None,
     trigger: TaskTrigger | None = None,
+    waits: bool = False,
 ) -> tuple[Task, bool]:
     """Validate the whole request, persist the task as queued and wake the scheduler.
 
     ``trigger``: the flow's trigger that starts it (SPEC §11), recorded in the task's ``data``.
+    ``waits``: the caller waits for its end here (``?wait``); on PostgreSQL this process is named
+    its watcher, so a worker elsewhere that ends it says so at once.
     Returns the task and whether it was created (False: an idempotent replay).
     """
     request_print = fingerprint(raw_body or {}, revision, body.mode or "prod") if idempotency_key else None
@@ -132,8 +135,12 @@ async def submit(
         fingerprint=request_print,
         key_id=key_id,
         node_ids=plan.order,
+        wake=not services.scheduler.takes_new_work_now,
+        watcher=services.scheduler.worker_id if waits else None,
     )
     if created:
+        if waits:
+            services.events.announced(task.id)
         if files:  # a used upload is kept while tasks reference it, not swept as unused after a day
             await services.files.mark_used({file.id for file in files})
         services.scheduler.notify()

@@ -39,8 +39,11 @@ class HotPath(Protocol):
         API side's SQLAlchemy writers included; a no-op where the database has row locks."""
 
     async def create_task(self, values: dict[str, Any], node_ids: Sequence[str]) -> int | None:
-        """Insert a queued task (``task_rows.queued_task_values``) and a pending run per node id, and
-        wake idle workers; its id, or None when its idempotency key was taken. ``RevisionNotFound``."""
+        """Insert a queued task (``task_rows.queued_task_values``) and a pending run per node id;
+        its id, or None when its idempotency key was taken. ``RevisionNotFound``."""
+
+    def wake_workers(self) -> None:
+        """Tell idle workers of every process, a moment after, that tasks were queued (returns at once)."""
 
     async def earlier_task(self, flow_id: str, key: str) -> tuple[Task, str | None] | None:
         """The task created with this idempotency key on this flow, and its request fingerprint."""

@@ -35,6 +35,9 @@ class SqliteHotPath:
         except sqlite3.IntegrityError:
             raise errors.RevisionNotFound(f"flow {values['flow_id']!r} has no revision {values['revision']}") from None
 
+    def wake_workers(self) -> None:
+        pass  # one machine: the process that queues a task wakes its own scheduler; the others poll
+
     async def earlier_task(self, flow_id: str, key: str) -> tuple[Task, str | None] | None:
         return await self._lite.read(lambda c: lite.earlier_task_work(c, flow_id, key))
 

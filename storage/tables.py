@@ -127,6 +127,9 @@ class TaskRow(SQLModel, table=True):
     # The pool a parked task waits for (SPEC §10): running, no lease, until a worker serving it
     # claims it. Null otherwise.
     pool: str | None = Field(default=None, max_length=40)
+    # PostgreSQL: the process waiting for its end (its worker id; "*": several), told by an end
+    # notice unless it ends the task itself (storage.wakeups.PgEndings). Null otherwise, and on SQLite.
+    watcher: str | None = Field(default=None, max_length=128)
 
 
 class NodeRunRow(SQLModel, table=True):

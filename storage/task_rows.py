@@ -35,6 +35,7 @@ def queued_task_values(
     fingerprint: str | None,
     key_id: str | None,
     parent_id: int | None = None,
+    watcher: str | None = None,
 ) -> dict[str, Any]:
     return {
         "flow_id": flow_id,
@@ -49,6 +50,7 @@ def queued_task_values(
         "key_id": key_id,
         "mode": request.mode,
         "parent_id": parent_id,
+        "watcher": watcher,
     }
 
 

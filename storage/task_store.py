@@ -65,6 +65,8 @@ class WorkerStore(FlowReads, LeaseMethods, NodeCacheMethods):
         key_id: str | None = None,
         node_ids: Sequence[str] = (),
         parent_id: int | None = None,
+        wake: bool = True,
+        watcher: str | None = None,
     ) -> tuple[Task, bool]:
         """Queue a task, or find the one created before with the same idempotency key.
 
@@ -77,6 +79,10 @@ class WorkerStore(FlowReads, LeaseMethods, NodeCacheMethods):
             key_id: the server key that submitted it.
             node_ids: the run set, stored as ``pending`` node runs so a poll shows every node at once.
             parent_id: the task whose subflow or map node starts this one.
+            wake: tell idle workers of every process (PostgreSQL's NOTIFY, just after the commit);
+                False when this process's own scheduler takes it at once.
+            watcher: the worker id of the process that waits for its end (``?wait``): on
+                PostgreSQL a worker elsewhere ending it tells that process at once.
 
         Returns:
             ``(task, True)`` for a new queued task, ``(earlier task, False)`` when the key was
@@ -87,13 +93,15 @@ class WorkerStore(FlowReads, LeaseMethods, NodeCacheMethods):
             errors.RevisionNotFound: the flow has no such revision.
         """
         values = task_rows.queued_task_values(flow_id, revision, request, idempotency_key, fingerprint, key_id,
-                                              parent_id)
+                                              parent_id, watcher)
         task_id = await self._hot.create_task(values, node_ids)
         if task_id is None:
             assert idempotency_key is not None
             earlier = await self.find_idempotent_task(flow_id, idempotency_key, fingerprint)
             assert earlier is not None, "the insert conflicted, so the row exists"
             return earlier, False
+        if wake:
+            self._hot.wake_workers()
         task = task_rows.new_task(task_id, values, request)
         task.nodes = {node_id: NodeRun(node_id) for node_id in node_ids}
         return task, True

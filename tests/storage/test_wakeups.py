@@ -7,6 +7,7 @@ import asyncio
 import time
 from collections.abc import Callable
 
+import asyncpg
 import pytest
 
 from graph_runtime.commits import GroupCommitter
@@ -17,7 +18,7 @@ from graph_runtime.models import TaskRequest, TaskStatus
 from graph_runtime.scheduler import Scheduler
 from storage.repository import Repository
 from storage.task_events import TaskEventLog
-from storage.wakeups import pg_endings, pg_wakeups
+from storage.wakeups import ENDED_CHANNEL, pg_endings, pg_wakeups
 from tests.support import FlowBuilder, eventually, registry_with_test_types
 
 pytestmark = pytest.mark.postgres
@@ -60,7 +61,7 @@ async def test_sqlite_has_no_wakeups_and_no_end_notices(tmp_path) -> None:  # ty
     engine = storage.create_engine(f"sqlite+aiosqlite:///{tmp_path / 'x.db'}")
     try:
         assert pg_wakeups(engine) is None
-        assert pg_endings(engine) is None
+        assert pg_endings(engine, "me") is None
     finally:
         await storage.dispose(engine)
 
@@ -91,7 +92,7 @@ async def test_a_wait_for_a_task_another_process_runs_answers_at_its_end_not_at_
     worker_repo, api_repo = make_repository(), make_repository()  # two engines: two processes' connections
     await api_repo.save_flow(parse(FlowBuilder("one").node("s", "start", data={"x": 1}).build()))
     api_hub = EventHub(GroupCommitter(api_repo), TaskEventLog(api_repo.engine), poll_s=30,
-                       endings=pg_endings(api_repo.engine))
+                       endings=pg_endings(api_repo.engine, "api-process"))
     worker_hub = EventHub(GroupCommitter(worker_repo), TaskEventLog(worker_repo.engine))
     executor = Executor(worker_repo, registry_with_test_types(), events=worker_hub,
                         committer=GroupCommitter(worker_repo))
@@ -107,3 +108,42 @@ async def test_a_wait_for_a_task_another_process_runs_answers_at_its_end_not_at_
         await scheduler.stop()
         await worker_hub.close()
         await api_hub.close()
+
+
+async def test_only_ends_someone_waits_for_elsewhere_are_announced(make_repository: Callable[[], Repository]) -> None:
+    """A NOTIFY in a writing transaction holds a database-wide lock through the commit: a task's end
+    notifies only when another process waits for it (``PgEndings.watch``, or named the watcher as
+    it created the task), never for every end nor for the process that ends it."""
+    repo = make_repository()
+    await repo.save_flow(parse(FlowBuilder("one").node("s", "start", data={"x": 1}).build()))
+    heard: list[str] = []
+    listener = await asyncpg.connect(repo.engine.url.set(drivername="postgresql").render_as_string(hide_password=False))
+    await listener.add_listener(ENDED_CHANNEL, lambda *args: heard.append(args[-1]))
+    endings = pg_endings(repo.engine, "api-process")
+    assert endings is not None
+    hub = EventHub(GroupCommitter(repo), TaskEventLog(repo.engine))
+    scheduler = Scheduler(repo, Executor(repo, registry_with_test_types(), events=hub, committer=GroupCommitter(repo)),
+                          poll_interval_s=0.05)
+    try:
+        request = TaskRequest("s", "s", "s")
+        alone, _ = await repo.create_task("one", 1, request, node_ids=["s"])
+        own, _ = await repo.create_task("one", 1, request, node_ids=["s"], watcher=scheduler.worker_id)
+        own_only, _ = await repo.create_task("one", 1, request, node_ids=["s"], watcher=scheduler.worker_id)
+        waited, _ = await repo.create_task("one", 1, request, node_ids=["s"])
+        created_waited, _ = await repo.create_task("one", 1, request, node_ids=["s"], watcher="api-process")
+        await endings.watch([waited.id, own.id])  # own: now two processes wait for it
+        await endings.watch([created_waited.id])  # asked again by the same process: nothing changes
+        tasks = (alone, own, own_only, waited, created_waited)
+        await scheduler.start()
+
+        async def all_ended() -> bool:
+            return all([(await repo.get_task(task.id)).status.ended for task in tasks])
+
+        await eventually(all_ended, timeout=10, interval=0.02)
+        await eventually(lambda: len(heard) >= 3, timeout=5, interval=0.02)
+        await asyncio.sleep(0.2)  # a notice for another end would have come by now
+        assert sorted(heard, key=int) == [str(own.id), str(waited.id), str(created_waited.id)]
+    finally:
+        await scheduler.stop()
+        await hub.close()
+        await listener.close()
