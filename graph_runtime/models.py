@@ -234,6 +234,15 @@ class Lease:
     epoch: int
 
 
+@dataclass(frozen=True)
+class Claim:
+    """A task created already claimed, by ``worker`` for ``lease_s``: an execute with ``?wait``
+    whose process runs it at once (one statement: no claim after it, no wake-up for others)."""
+
+    worker: str
+    lease_s: float
+
+
 @dataclass
 class Task:
     """One execution of a selected subgraph of a flow revision."""

@@ -24,7 +24,7 @@ from graph_runtime.children import WAIT_POLL_S
 from graph_runtime.executor import Control, Executor
 from graph_runtime.heartbeat import Heartbeat, OpenRenewer, through_loop
 from graph_runtime.loop_watch import LoopWatch
-from graph_runtime.models import Task
+from graph_runtime.models import Claim, Task
 from graph_runtime.ports import TaskStore, WorkWakeups
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,9 @@ class Scheduler:
     _loop_watch: LoopWatch | None = None
     loop_blocked_s: float = 1.0  # a loop silent this long is logged (action loop_blocked) naming the nodes running
     _claiming: bool = True
+    _reserved: int = 0  # slots kept for tasks this process is creating to run at once (reserve_slot)
+    _backlog: bool = True  # the last claim took every free slot: tasks may be queued, and they go first
+    _claim_in_flight: bool = False
 
     async def start(self) -> int:
         """Recover tasks of dead workers, then start claiming. Returns how many were requeued."""
@@ -124,7 +127,25 @@ class Scheduler:
         """Whether a task queued by this process now is claimed here at once (after :meth:`notify`):
         it runs queued tasks and has a slot free. If so, workers elsewhere need not be woken."""
         return (self._loop_task is not None and not self._loop_task.done() and self._claiming
-                and self.claims_queued and len(self._running) < self.max_concurrent)
+                and self.claims_queued and self._free_slots() > 0)
+
+    def reserve_slot(self) -> Claim | None:
+        """Keep a free slot for a task this process is about to create and run at once (an execute
+        with ``?wait``): created running under the claim returned (one statement; no claim after
+        it, no wake-up for other workers), then given to :meth:`run_reserved`. None while tasks may
+        be waiting in the queue: they go first."""
+        if not self.takes_new_work_now or self._backlog or self._claim_in_flight or self._wake.is_set():
+            return None
+        self._reserved += 1
+        return Claim(self.worker_id, self.lease_s)
+
+    def run_reserved(self, task: Task | None) -> None:
+        """Run ``task``, created in the slot :meth:`reserve_slot` kept; None: it was not (the slot is free)."""
+        self._reserved -= 1
+        if task is not None:
+            self._spawn(task)
+        else:
+            self._wake.set()
 
     def cancel(self, task_id: int) -> bool:
         """Cancel ``task_id`` if it runs in this process; the executor records it ``cancelled``."""
@@ -194,12 +215,20 @@ class Scheduler:
 
     async def _claim_while_free(self) -> None:
         # One statement claims as many tasks as there are free slots (SPEC §10: batch claims).
-        while self._claiming and self.claims_queued and (free := self.max_concurrent - len(self._running)) > 0:
-            tasks = await self.store.claim_tasks(self.worker_id, self.lease_s, free, self.pools)
+        while self._claiming and self.claims_queued and (free := self._free_slots()) > 0:
+            self._claim_in_flight = True
+            try:
+                tasks = await self.store.claim_tasks(self.worker_id, self.lease_s, free, self.pools)
+            finally:
+                self._claim_in_flight = False
             for task in tasks:
                 self._spawn(task)
+            self._backlog = len(tasks) == free
             if len(tasks) < free:
                 return
+
+    def _free_slots(self) -> int:
+        return self.max_concurrent - len(self._running) - self._reserved
 
     async def _recover(self) -> None:
         # This worker's own tasks are requeued too once their lease expired, unless it still runs

@@ -129,20 +129,33 @@ async def submit(
         request = dataclasses.replace(request, trigger=trigger)
     if (caller_trace := traceparent.caller()) is not None:  # kept with the task: its runner continues the trace
         request = dataclasses.replace(request, traceparent=caller_trace)
-    task, created = await services.repo.create_task(
-        flow_id, rev, request,
-        idempotency_key=idempotency_key,
-        fingerprint=request_print,
-        key_id=key_id,
-        node_ids=plan.order,
-        wake=not services.scheduler.takes_new_work_now,
-        watcher=services.scheduler.worker_id if waits else None,
-    )
+    scheduler = services.scheduler
+    # A caller waiting here, and a slot free: the task is created running in it, not queued.
+    claim = scheduler.reserve_slot() if waits else None
+    try:
+        task, created = await services.repo.create_task(
+            flow_id, rev, request,
+            idempotency_key=idempotency_key,
+            fingerprint=request_print,
+            key_id=key_id,
+            node_ids=plan.order,
+            wake=claim is None and not scheduler.takes_new_work_now,
+            watcher=scheduler.worker_id if waits else None,
+            claim=claim,
+        )
+    except BaseException:
+        if claim is not None:
+            scheduler.run_reserved(None)
+        raise
+    if claim is not None:
+        scheduler.run_reserved(task if created else None)  # not created: an earlier task, not ours to run
     if created:
         if waits:
             services.events.announced(task.id)
         if files:  # a used upload is kept while tasks reference it, not swept as unused after a day
             await services.files.mark_used({file.id for file in files})
-        services.scheduler.notify()
-        log.info("task queued", extra={"action": "task_queued", "task_id": task.id, "flow_id": flow_id, "revision": rev})
+        if claim is None:
+            scheduler.notify()
+        log.info("task queued", extra={"action": "task_queued", "task_id": task.id, "flow_id": flow_id, "revision": rev,
+                                       "running_here": claim is not None})
     return task, created

@@ -54,8 +54,9 @@ _RUNS_WITHOUT_ITEMS = _RUNS_OF_TASKS.format(items="AND node_id NOT LIKE '%]'")  
 
 _CREATE_TASK = (
     "WITH t AS (INSERT INTO task (flow_id, revision, status, data, created, cancel_requested, claims, interruptions,"
-    " idempotency_key, request_fingerprint, key_id, mode, parent_id, watcher)"
-    " VALUES ($1, $2, 'queued', $3::json, $4, false, 0, 0, $5, $6, $7, $8, $9, $11) {conflict} RETURNING id),"
+    " idempotency_key, request_fingerprint, key_id, mode, parent_id, watcher, started, lease_owner, lease_expires)"
+    " VALUES ($1, $2, $12, $3::json, $4, false, $13, 0, $5, $6, $7, $8, $9, $11, $14, $15, $16) {conflict}"
+    " RETURNING id),"
     " p AS (INSERT INTO node_run (task_id, node_id, status, attempts, cached)"
     " SELECT t.id, n, 'pending', 0, false FROM t, unnest($10::varchar[]) AS n)"
     # No NOTIFY here: it would hold a database-wide lock through this commit (see _WakeUps).
@@ -241,7 +242,8 @@ class PgHotPath:
                 row = await conn.fetchrow(
                     _CREATE_ONCE if key is not None else _CREATE, values["flow_id"], values["revision"],
                     rows.json_text(values["data"]), values["created"], key, values["request_fingerprint"],
-                    values["key_id"], values["mode"], values["parent_id"], list(node_ids), values["watcher"])
+                    values["key_id"], values["mode"], values["parent_id"], list(node_ids), values["watcher"],
+                    values["status"], values["claims"], values["started"], values["lease_owner"], values["lease_expires"])
         except IntegrityViolation:
             # The only constraint a new task can break is the foreign key to the flow revision.
             raise errors.RevisionNotFound(f"flow {values['flow_id']!r} has no revision {values['revision']}") from None

@@ -29,7 +29,9 @@ class SqliteHotPath:
     async def create_task(self, values: dict[str, Any], node_ids: Sequence[str]) -> int | None:
         key = values["idempotency_key"]
         params = (values["flow_id"], values["revision"], rows.json_text(values["data"]), lite.dt(values["created"]),
-                  key, values["request_fingerprint"], values["key_id"], values["mode"], values["parent_id"])
+                  key, values["request_fingerprint"], values["key_id"], values["mode"], values["parent_id"],
+                  values["status"], values["claims"], values["started"] and lite.dt(values["started"]),
+                  values["lease_owner"], values["lease_expires"] and lite.dt(values["lease_expires"]))
         try:
             return await self._lite.write(lambda c: lite.create_task_work(c, params, key is not None, node_ids))
         except sqlite3.IntegrityError:

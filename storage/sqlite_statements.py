@@ -25,8 +25,9 @@ _TASK_COLUMNS = ", ".join(rows.TASK_COLUMNS)
 _RUN_COLUMNS = ", ".join(rows.RUN_COLUMNS)
 
 _INSERT_TASK = (
-    "INSERT INTO task (flow_id, revision, status, data, created, cancel_requested, claims, idempotency_key,"
-    " request_fingerprint, key_id, mode, parent_id) VALUES (?, ?, 'queued', ?, ?, 0, 0, ?, ?, ?, ?, ?)"
+    "INSERT INTO task (flow_id, revision, data, created, idempotency_key, request_fingerprint, key_id, mode,"
+    " parent_id, status, claims, started, lease_owner, lease_expires, cancel_requested)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)"
 )
 _INSERT_TASK_ONCE = _INSERT_TASK + " ON CONFLICT (flow_id, idempotency_key) DO NOTHING"
 _INSERT_PENDING = "INSERT INTO node_run (task_id, node_id, status, attempts) VALUES (?, ?, 'pending', 0)"

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from graph_runtime import errors
-from graph_runtime.models import NodeRun, Task, TaskRequest, TaskStatus
+from graph_runtime.models import Claim, Lease, NodeRun, Task, TaskRequest, TaskStatus
 from storage import convert
 from storage.tables import node_run as run_t
 from storage.tables import task as task_t
 
-_QUEUED = TaskStatus.QUEUED.value
+_QUEUED, _RUNNING = TaskStatus.QUEUED.value, TaskStatus.RUNNING.value
 
 # Each task's node runs in start order (re-sorted in Python: node ids follow the database's collation).
 RUNS_OF_TASKS = (
@@ -36,15 +37,21 @@ def queued_task_values(
     key_id: str | None,
     parent_id: int | None = None,
     watcher: str | None = None,
+    claim: Claim | None = None,
 ) -> dict[str, Any]:
+    """A new task's row: queued, or running under ``claim``'s lease from its first moment."""
+    created = convert.utcnow()
     return {
         "flow_id": flow_id,
         "revision": revision,
-        "status": _QUEUED,
+        "status": _QUEUED if claim is None else _RUNNING,
         "data": request.as_data(),
-        "created": convert.utcnow(),
+        "created": created,
+        "started": None if claim is None else created,
+        "lease_owner": None if claim is None else claim.worker,
+        "lease_expires": None if claim is None else created + timedelta(seconds=claim.lease_s),
         "cancel_requested": False,
-        "claims": 0,
+        "claims": 0 if claim is None else 1,
         "idempotency_key": idempotency_key,
         "request_fingerprint": fingerprint,
         "key_id": key_id,
@@ -55,13 +62,18 @@ def queued_task_values(
 
 
 def new_task(task_id: int, values: dict[str, Any], request: TaskRequest) -> Task:
+    """The task :func:`queued_task_values` made, as inserted."""
+    claimed = values["lease_owner"] is not None
     return Task(
         id=task_id,
         flow_id=values["flow_id"],
         revision=values["revision"],
         request=request,
-        status=TaskStatus.QUEUED,
+        status=TaskStatus.RUNNING if claimed else TaskStatus.QUEUED,
         created=values["created"],
+        started=values["started"],
+        claims=values["claims"],
+        lease=Lease(values["lease_owner"], 1) if claimed else None,
         parent_id=values["parent_id"],
     )
 

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from graph_runtime import errors
 from graph_runtime.events import TaskEvent
-from graph_runtime.models import Lease, NodeRun, Task, TaskOutcome, TaskRequest, TaskStatus
+from graph_runtime.models import Claim, Lease, NodeRun, Task, TaskOutcome, TaskRequest, TaskStatus
 from storage import cancels, migrations, task_rows
 from storage.errors import SchemaNotCurrent
 from storage.node_cache import NodeCacheMethods
@@ -67,6 +67,7 @@ class WorkerStore(FlowReads, LeaseMethods, NodeCacheMethods):
         parent_id: int | None = None,
         wake: bool = True,
         watcher: str | None = None,
+        claim: Claim | None = None,
     ) -> tuple[Task, bool]:
         """Queue a task, or find the one created before with the same idempotency key.
 
@@ -83,6 +84,7 @@ class WorkerStore(FlowReads, LeaseMethods, NodeCacheMethods):
                 False when this process's own scheduler takes it at once.
             watcher: the worker id of the process that waits for its end (``?wait``): on
                 PostgreSQL a worker elsewhere ending it tells that process at once.
+            claim: create it running, claimed by this worker (its first claim), not queued.
 
         Returns:
             ``(task, True)`` for a new queued task, ``(earlier task, False)`` when the key was
@@ -93,14 +95,14 @@ class WorkerStore(FlowReads, LeaseMethods, NodeCacheMethods):
             errors.RevisionNotFound: the flow has no such revision.
         """
         values = task_rows.queued_task_values(flow_id, revision, request, idempotency_key, fingerprint, key_id,
-                                              parent_id, watcher)
+                                              parent_id, watcher, claim)
         task_id = await self._hot.create_task(values, node_ids)
         if task_id is None:
             assert idempotency_key is not None
             earlier = await self.find_idempotent_task(flow_id, idempotency_key, fingerprint)
             assert earlier is not None, "the insert conflicted, so the row exists"
             return earlier, False
-        if wake:
+        if wake and claim is None:
             self._hot.wake_workers()
         task = task_rows.new_task(task_id, values, request)
         task.nodes = {node_id: NodeRun(node_id) for node_id in node_ids}

@@ -72,6 +72,24 @@ async def test_wait_holds_the_answer_until_the_task_ends(api: Api) -> None:
     assert task["status"] == 3 and task["result"]["caption"]
 
 
+async def test_a_waited_execute_on_an_idle_server_spends_no_time_queued(api: Api) -> None:
+    """Its task is created running in a free slot of the process that answers (no claim after it)."""
+    scheduler = api.services.scheduler
+
+    def slot_free() -> bool:  # once the scheduler's first look at the queue found it empty
+        claim = scheduler.reserve_slot()
+        if claim is not None:
+            scheduler.run_reserved(None)
+        return claim is not None
+
+    await eventually(slot_free, timeout=5)
+    task = await api.execute("caption-image", SCADE_BODY, params={"wait": "10"})
+    assert task["status"] == 3 and task["started"] == task["created"]
+    queued = await api.execute("caption-image", SCADE_BODY)  # nobody waits: queued, then claimed
+    done = await api.wait_for_status(queued["id"], "succeeded")
+    assert parse_ts(done["started"]) > parse_ts(done["created"])
+
+
 async def test_independent_branches_run_concurrently(api: Api) -> None:
     flow = (FlowBuilder("parallel").node("s", "start").node("a", "test.sleep", seconds=1.0)
             .node("b", "test.sleep", seconds=1.0).node("e", "end")

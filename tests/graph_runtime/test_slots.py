@@ -1,0 +1,74 @@
+"""A task whose caller waits for it (``?wait``) is created running in a free slot of the process
+that receives it: no queue time, no claim after it. Never ahead of tasks already queued, and
+never beyond ``max_concurrent``. One scheduler on a real SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from graph_runtime.executor import Executor
+from graph_runtime.flow import parse
+from graph_runtime.models import Task, TaskRequest, TaskStatus
+from graph_runtime.scheduler import Scheduler
+from storage import engine as storage_engine
+from storage.repository import Repository
+from tests.support import FlowBuilder, eventually, registry_with_test_types
+
+SLEEPY = TaskRequest("s", "e", "e", node_settings={"z": {"seconds": 0.3}})
+
+
+@pytest.fixture
+async def repo(db_url: str) -> AsyncIterator[Repository]:
+    engine = storage_engine.create_engine(db_url)
+    repository = Repository(engine)
+    await repository.save_flow(parse(FlowBuilder("nap").node("s", "start", data={"x": 1}).node("z", "test.sleep")
+                                     .node("e", "end").edge("s", "z", input="x").edge("z", "e").build()))
+    yield repository
+    await storage_engine.dispose(engine)
+
+
+@pytest.fixture
+async def scheduler(repo: Repository) -> AsyncIterator[Scheduler]:
+    worker = Scheduler(repo, Executor(repo, registry_with_test_types()), max_concurrent=1, poll_interval_s=0.05,
+                       lease_s=5.0, worker_id="this-process")
+    await worker.start()
+    yield worker
+    await worker.stop()
+
+
+async def _ended(repo: Repository, task_id: int) -> Task | None:
+    task = await repo.get_task(task_id)
+    return task if task.status.ended else None
+
+
+async def test_a_waited_task_is_created_running_in_a_free_slot(repo: Repository, scheduler: Scheduler) -> None:
+    claim = await eventually(scheduler.reserve_slot, timeout=5)  # once its first claim found the queue empty
+    assert scheduler.reserve_slot() is None, "one slot: kept for the task being created"
+    task, created = await repo.create_task("nap", 1, SLEEPY, node_ids=["s", "z", "e"], claim=claim)
+    assert created and task.status is TaskStatus.RUNNING and task.claims == 1
+    stored = await repo.get_task(task.id)
+    assert stored.status is TaskStatus.RUNNING and stored.started == stored.created, "no time in the queue"
+    scheduler.run_reserved(task)
+    done = await eventually(lambda: _ended(repo, task.id), timeout=10)
+    assert done.status is TaskStatus.SUCCEEDED and done.claims == 1 and done.nodes["z"].attempts == 1
+
+
+async def test_no_slot_is_kept_while_the_slots_are_taken_or_tasks_wait_in_the_queue(
+        repo: Repository, scheduler: Scheduler) -> None:
+    first, _ = await repo.create_task("nap", 1, SLEEPY, node_ids=["s", "z", "e"])
+    queued, _ = await repo.create_task("nap", 1, SLEEPY, node_ids=["s", "z", "e"])
+    scheduler.notify()
+    await eventually(lambda: scheduler.running_count == 1, timeout=5)
+    refused = []
+    while (await repo.get_task(queued.id)).status is TaskStatus.QUEUED:
+        refused.append(scheduler.reserve_slot())  # the slot is taken, then the queued task goes first
+        await asyncio.sleep(0.01)
+    assert refused and not any(refused)
+    for task in (first, queued):
+        assert (await eventually(lambda task=task: _ended(repo, task.id), timeout=10)).status is TaskStatus.SUCCEEDED
+    assert await eventually(scheduler.reserve_slot, timeout=5) is not None, "the queue is empty again"
+    scheduler.run_reserved(None)  # the task was not created after all: the slot is free again
+    assert await eventually(scheduler.reserve_slot, timeout=5) is not None
