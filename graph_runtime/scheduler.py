@@ -64,7 +64,9 @@ class Scheduler:
     loop_blocked_s: float = 1.0  # a loop silent this long is logged (action loop_blocked) naming the nodes running
     _claiming: bool = True
     _reserved: int = 0  # slots kept for tasks this process is creating to run at once (reserve_slot)
-    _backlog: bool = True  # the last claim took every free slot: tasks may be queued, and they go first
+    # Tasks may be waiting in the queue: the last claim took every free slot, or work was queued
+    # since (notify, a requeue). They go first (reserve_slot), and a slot coming free looks for them.
+    _backlog: bool = True
     _claim_in_flight: bool = False
 
     async def start(self) -> int:
@@ -116,6 +118,7 @@ class Scheduler:
 
     def notify(self) -> None:
         """A task was queued: look for work now."""
+        self._backlog = True
         self._wake.set()
 
     @property
@@ -144,8 +147,6 @@ class Scheduler:
         self._reserved -= 1
         if task is not None:
             self._spawn(task)
-        else:
-            self._wake.set()
 
     def cancel(self, task_id: int) -> bool:
         """Cancel ``task_id`` if it runs in this process; the executor records it ``cancelled``."""
@@ -237,7 +238,7 @@ class Scheduler:
         if requeued:
             log.warning("requeued tasks of a worker that stopped renewing its lease",
                         extra={"action": "tasks_requeued", "count": requeued})
-            self._wake.set()
+            self.notify()
 
     async def _honour_cancel_requests(self) -> None:
         """Cancels asked for through another process (or the CLI) reach tasks running here."""
@@ -284,7 +285,8 @@ class Scheduler:
             self._running.pop(task.id, None)
             if self._heartbeat is not None:
                 self._heartbeat.drop(task.id)
-            self._wake.set()
+            if self._backlog:  # else the queue was empty at the last look, and nothing was queued since
+                self._wake.set()
 
     async def _release(self, task_ids: list[int]) -> None:
         if not task_ids:
