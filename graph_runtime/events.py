@@ -159,6 +159,7 @@ class _Stream:
     pending: list[TaskEvent] = field(default_factory=list)  # made while nobody read: not handed over yet
     readers: int = 0  # streams reading its events here (not ?wait: that waits for the end only)
     ended: bool = False  # its final event is stored (with the task's end)
+    asked: bool = False  # a notice of its end elsewhere was asked for (EndNotices.watch), or is due anyway
 
 
 class _Writer:
@@ -232,7 +233,6 @@ class EventHub:
         self._poll_s = poll_s
         self._endings = endings
         self._listening: asyncio.Task[None] | None = None
-        self._asked: set[int] = set()  # tasks run elsewhere whose end notice was asked for (endings.watch)
         self._woken = asyncio.Event()  # an end notice for a task polled here: poll now
         self._streams: dict[int, _Stream] = defaultdict(_Stream)
         self._poller: asyncio.Task[None] | None = None
@@ -343,12 +343,6 @@ class EventHub:
         self._stop_watchers.append(watcher)
         return lambda: self._stop_watchers.remove(watcher)
 
-    def announced(self, task_id: int) -> None:
-        """``task_id`` was created naming this process its watcher (an execute with ``?wait``): its
-        end is announced if another process ends it, so :meth:`wait_ended` need not ask."""
-        if self._endings is not None:
-            self._asked.add(task_id)
-
     async def history(self, task_id: int, after: int = 0) -> list[TaskEvent]:
         """The task's stored events after ``seq`` ``after`` (all of an ended task's)."""
         return await self._log.since({task_id: after})
@@ -447,15 +441,18 @@ class EventHub:
             stream.readers -= 1
             self._forget_if_idle(task_id)
 
-    async def wait_ended(self, task_id: int, timeout_s: float) -> TaskEvent | None:
+    async def wait_ended(self, task_id: int, timeout_s: float, *, announced: bool = False) -> TaskEvent | None:
         """Wait up to ``timeout_s`` for ``task_id`` to end (``?wait``): its final event (whose data
         is the ended task), or None. Nothing is read for it: a task run here ends through this
         hub, one run elsewhere through the shared poll; a task that ended here a moment ago is
-        remembered. The caller has seen the task not ended before calling."""
+        remembered. The caller has seen the task not ended before calling. ``announced``: the
+        task was created naming this process its watcher (its end elsewhere is announced
+        already: no need to ask)."""
         ended = self._recently_ended.get(task_id)
         if ended is not None:
             return ended
         stream = self._streams[task_id]
+        stream.asked = stream.asked or announced
         queue: asyncio.Queue[TaskEvent | None] = asyncio.Queue()
         stream.subscribers.add(queue)
         try:
@@ -608,12 +605,12 @@ class EventHub:
                 if not any(stream.subscribers for stream in self._streams.values()):
                     return  # nobody waits: the next subscriber starts it again
             else:
-                if self._endings is not None:
-                    # Before the read: an end committed after the ask is announced, one before it is read here.
-                    self._asked.intersection_update(watched)
-                    if asking := [task_id for task_id in watched if task_id not in self._asked]:
-                        self._asked.update(asking)
-                        await self._endings.watch(asking)
+                # Before the read: an end committed after the ask is announced, one before it is read here.
+                asking = [task_id for task_id in watched if not self._streams[task_id].asked]
+                if self._endings is not None and asking:
+                    for task_id in asking:
+                        self._streams[task_id].asked = True
+                    await self._endings.watch(asking)
                 try:
                     for event in await self._log.since(watched):
                         self._deliver(event)

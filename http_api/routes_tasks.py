@@ -48,7 +48,7 @@ async def _execute(request: web.Request, created_status: int) -> web.Response:
         raw_body=printed, key_id=key.id if key else None, waits=bool(wait),
     )
     if wait and not task.status.ended:
-        task = await _wait_for_end(services, task, wait)
+        task = await _wait_for_end(services, task, wait, announced=created)
     status = created_status if created else 200
     return _answer(services, task_view(task), status=status, headers={"Location": f"/api/v1/task/{task.id}"})
 
@@ -93,13 +93,14 @@ def _with_query_mode(request: web.Request, body: ExecuteBody) -> ExecuteBody:
     return body.model_copy(update={"mode": mode})
 
 
-async def _wait_for_end(services: Services, task: Task, seconds: float, *, items: bool = False) -> Task:
+async def _wait_for_end(services: Services, task: Task, seconds: float, *, items: bool = False,
+                        announced: bool = False) -> Task:
     """``task`` once it ends, or as it is after ``seconds``: woken by the task's final event,
     whichever process runs it (the events hub); the ended task as this process's executor left
-    it, or else read once."""
+    it, or else read once. ``announced``: this process created it as its watcher."""
     if task.status.ended or seconds <= 0:
         return task
-    final = await services.events.wait_ended(task.id, seconds)
+    final = await services.events.wait_ended(task.id, seconds, announced=announced)
     if final is not None and final.task is not None and not items:
         return in_start_order(final.task)
     return await services.repo.get_task(task.id, items=items)

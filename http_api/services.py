@@ -114,7 +114,8 @@ async def submit(
 
     ``trigger``: the flow's trigger that starts it (SPEC §11), recorded in the task's ``data``.
     ``waits``: the caller waits for its end here (``?wait``); on PostgreSQL this process is named
-    its watcher, so a worker elsewhere that ends it says so at once.
+    its watcher, so a worker elsewhere that ends it says so at once (the wait passes
+    ``announced=created`` to ``EventHub.wait_ended``).
     Returns the task and whether it was created (False: an idempotent replay).
     """
     request_print = fingerprint(raw_body or {}, revision, body.mode or "prod") if idempotency_key else None
@@ -150,8 +151,6 @@ async def submit(
     if claim is not None:
         scheduler.run_reserved(task if created else None)  # not created: an earlier task, not ours to run
     if created:
-        if waits:
-            services.events.announced(task.id)
         if files:  # a used upload is kept while tasks reference it, not swept as unused after a day
             await services.files.mark_used({file.id for file in files})
         if claim is None:
