@@ -68,6 +68,8 @@ class Scheduler:
     # since (notify, a requeue). They go first (reserve_slot), and a slot coming free looks for them.
     _backlog: bool = True
     _claim_in_flight: bool = False
+    _notices: int = 0  # notify() calls so far: a claim under way when one came may have missed its task
+    _releasing: set[asyncio.Future[None]] = field(default_factory=set)
 
     async def start(self) -> int:
         """Recover tasks of dead workers, then start claiming. Returns how many were requeued."""
@@ -118,6 +120,7 @@ class Scheduler:
 
     def notify(self) -> None:
         """A task was queued: look for work now."""
+        self._notices += 1
         self._backlog = True
         self._wake.set()
 
@@ -127,26 +130,36 @@ class Scheduler:
 
     @property
     def takes_new_work_now(self) -> bool:
-        """Whether a task queued by this process now is claimed here at once (after :meth:`notify`):
-        it runs queued tasks and has a slot free. If so, workers elsewhere need not be woken."""
+        """Whether a task queued by this process now is the next one claimed here, at once (after
+        :meth:`notify`): it runs queued tasks, has a slot free, and nothing else waits to be claimed
+        (no backlog, no look at the queue pending). Then workers elsewhere need not be woken; of a
+        burst of executes, only the first goes without."""
         return (self._loop_task is not None and not self._loop_task.done() and self._claiming
-                and self.claims_queued and self._free_slots() > 0)
+                and self.claims_queued and self._free_slots() > 0 and not self._backlog
+                and not self._claim_in_flight and not self._wake.is_set())
 
     def reserve_slot(self) -> Claim | None:
         """Keep a free slot for a task this process is about to create and run at once (an execute
         with ``?wait``): created running under the claim returned (one statement; no claim after
-        it, no wake-up for other workers), then given to :meth:`run_reserved`. None while tasks may
-        be waiting in the queue: they go first."""
-        if not self.takes_new_work_now or self._backlog or self._claim_in_flight or self._wake.is_set():
+        it, no wake-up for other workers), then given to :meth:`run_reserved`. None unless
+        :attr:`takes_new_work_now`: tasks waiting in the queue go first."""
+        if not self.takes_new_work_now:
             return None
         self._reserved += 1
         return Claim(self.worker_id, self.lease_s)
 
     def run_reserved(self, task: Task | None) -> None:
-        """Run ``task``, created in the slot :meth:`reserve_slot` kept; None: it was not (the slot is free)."""
+        """Run ``task``, created in the slot :meth:`reserve_slot` kept; None: it was not (the slot is
+        free). Stopped or draining meanwhile: the task goes back to the queue instead."""
         self._reserved -= 1
-        if task is not None:
+        if task is None:
+            return
+        if self._claiming:
             self._spawn(task)
+        else:
+            releasing = asyncio.ensure_future(self._release([task.id]))
+            self._releasing.add(releasing)
+            releasing.add_done_callback(self._releasing.discard)
 
     def cancel(self, task_id: int) -> bool:
         """Cancel ``task_id`` if it runs in this process; the executor records it ``cancelled``."""
@@ -217,14 +230,14 @@ class Scheduler:
     async def _claim_while_free(self) -> None:
         # One statement claims as many tasks as there are free slots (SPEC §10: batch claims).
         while self._claiming and self.claims_queued and (free := self._free_slots()) > 0:
-            self._claim_in_flight = True
+            self._claim_in_flight, notices = True, self._notices
             try:
                 tasks = await self.store.claim_tasks(self.worker_id, self.lease_s, free, self.pools)
             finally:
                 self._claim_in_flight = False
             for task in tasks:
                 self._spawn(task)
-            self._backlog = len(tasks) == free
+            self._backlog = len(tasks) == free or self._notices != notices
             if len(tasks) < free:
                 return
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +54,20 @@ def fingerprint(body: dict[str, Any], revision: int | None, mode: str = "prod") 
     if mode != "prod":  # left out for prod: keys stored before modes existed keep their fingerprint
         compared["mode"] = mode
     return hashlib.sha256(codec.canonical(compared)).hexdigest()
+
+
+async def _in_slot(scheduler: Scheduler, creating: Coroutine[Any, Any, tuple[Task, bool]]) -> tuple[Task, bool]:
+    """Create a task in the slot ``scheduler.reserve_slot`` kept, and hand the slot on: to the task
+    if it was created, else back. A caller cancelled meanwhile (a client gone) stops neither: a
+    task created running in the slot is run, never left running with nobody running it."""
+    job = asyncio.ensure_future(creating)
+
+    def hand_on(done: asyncio.Future[tuple[Task, bool]]) -> None:
+        made = not done.cancelled() and done.exception() is None and done.result()[1]
+        scheduler.run_reserved(done.result()[0] if made else None)  # not created: an earlier task, not ours
+
+    job.add_done_callback(hand_on)  # before the caller resumes: callbacks run in the order added
+    return await asyncio.shield(job)
 
 
 def build_request(flow: Flow, body: ExecuteBody) -> TaskRequest:
@@ -133,23 +149,17 @@ async def submit(
     scheduler = services.scheduler
     # A caller waiting here, and a slot free: the task is created running in it, not queued.
     claim = scheduler.reserve_slot() if waits else None
-    try:
-        task, created = await services.repo.create_task(
-            flow_id, rev, request,
-            idempotency_key=idempotency_key,
-            fingerprint=request_print,
-            key_id=key_id,
-            node_ids=plan.order,
-            wake=claim is None and not scheduler.takes_new_work_now,
-            watcher=scheduler.worker_id if waits else None,
-            claim=claim,
-        )
-    except BaseException:
-        if claim is not None:
-            scheduler.run_reserved(None)
-        raise
-    if claim is not None:
-        scheduler.run_reserved(task if created else None)  # not created: an earlier task, not ours to run
+    creating = services.repo.create_task(
+        flow_id, rev, request,
+        idempotency_key=idempotency_key,
+        fingerprint=request_print,
+        key_id=key_id,
+        node_ids=plan.order,
+        wake=claim is None and not scheduler.takes_new_work_now,
+        watcher=scheduler.worker_id if waits else None,
+        claim=claim,
+    )
+    task, created = await (creating if claim is None else _in_slot(scheduler, creating))
     if created:
         if files:  # a used upload is kept while tasks reference it, not swept as unused after a day
             await services.files.mark_used({file.id for file in files})

@@ -37,10 +37,12 @@ from storage.errors import SCHEMA_MISTAKES, StorageError
 T = TypeVar("T")
 
 # Milliseconds between tries of a busy database: first a few short ones, since another process's
-# transaction holds the lock for tens of microseconds (two `serve --processes 2` processes spent
-# their time waiting when the first pause was 1 ms: 1,289 -> 1,490 flows/s with these; 50 µs
-# steps cost more CPU than they saved), then SQLite's own busy handler's (sqliteDefaultBusyCallback)
-# for a lock held long. A kernel lock (flock, waited for on a thread) was slower still: 1,143.
+# transaction holds the lock for tens of microseconds, then SQLite's own busy handler's
+# (sqliteDefaultBusyCallback) for a lock held long. asyncio's timers wake an idle loop no sooner
+# than 1 ms (epoll's resolution); on a busy loop, the retry comes at the first turn after the
+# pause. `serve --processes 2` on SQLite: 1.11-1.18x one process with SQLite's 1 ms first pause,
+# 1.19-1.38x with these (noisy runs); 50 µs steps cost more CPU than they saved, and a kernel
+# flock waited for on a thread was slower (a thread hop per hand-over).
 _BACKOFF_MS = (0.1, 0.1, 0.2, 0.2, 0.5, 0.5, 1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100)
 _CHECKPOINT_EVERY = 500  # commits between background checkpoints (a few pages each: a few MB of WAL)
 THREAD_ABOVE_BYTES = 256 * 1024  # a write this big runs on a thread
