@@ -136,9 +136,11 @@ _EVENTS_SINCE = (
     " JOIN task_event e ON e.task_id = c.id AND e.seq > c.after ORDER BY e.task_id, e.seq"
 )
 _LAST_EVENT = "SELECT max(seq) FROM task_event WHERE task_id = $1"
+# Rows locked in id order, as the fenced save's FOR SHARE takes them: a renewal and a save of the
+# same worker's tasks (two connections) cannot deadlock whatever plan each gets.
 _RENEW = (
-    "UPDATE task SET lease_expires = $1 WHERE id = ANY($2::bigint[]) AND lease_owner = $3 AND status = 'running'"
-    " RETURNING id"
+    "UPDATE task SET lease_expires = $1 WHERE id IN (SELECT id FROM task WHERE id = ANY($2::bigint[])"
+    " AND lease_owner = $3 AND status = 'running' ORDER BY id FOR UPDATE) RETURNING id"
 )
 _FLOW_REVISION = (
     "SELECT flow.deleted, flow_revision.revision, flow_revision.created FROM flow LEFT OUTER JOIN flow_revision"

@@ -28,10 +28,12 @@ log = logging.getLogger(__name__)
 CHANNEL = "graph_runtime_work"
 ENDED_CHANNEL = "graph_runtime_ended"  # a task ended (its id): see PgEndings
 _NOTIFY = sa.text(f"SELECT pg_notify('{CHANNEL}', '')")
-# The watcher is this process, or "*" once two processes wait (each end then notifies).
+# The watcher is this process, or "*" once two processes wait (each end then notifies). Rows are
+# locked in id order, as every multi-row write of the hot path takes them (no deadlock).
 _WATCH = sa.text(
-    "UPDATE task SET watcher = CASE WHEN watcher IS NULL THEN :me ELSE '*' END WHERE id = ANY(:ids)"
-    " AND watcher IS DISTINCT FROM :me AND watcher IS DISTINCT FROM '*' AND status IN ('queued', 'running')"
+    "UPDATE task SET watcher = CASE WHEN watcher IS NULL THEN :me ELSE '*' END WHERE id IN (SELECT id FROM task"
+    " WHERE id = ANY(:ids) AND watcher IS DISTINCT FROM :me AND watcher IS DISTINCT FROM '*'"
+    " AND status IN ('queued', 'running') ORDER BY id FOR UPDATE)"
 ).bindparams(sa.bindparam("ids", type_=sa.ARRAY(sa.BigInteger())))
 RECONNECT_S = 1.0
 
