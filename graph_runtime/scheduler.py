@@ -69,6 +69,7 @@ class Scheduler:
     _backlog: bool = True
     _claim_in_flight: bool = False
     _notices: int = 0  # notify() calls so far: a claim under way when one came may have missed its task
+    _promised: int = 0  # tasks being queued here without waking other workers (promise_claim)
     _releasing: set[asyncio.Future[None]] = field(default_factory=set)
 
     async def start(self) -> int:
@@ -121,6 +122,7 @@ class Scheduler:
     def notify(self) -> None:
         """A task was queued: look for work now."""
         self._notices += 1
+        self._promised = 0  # from here the loop claims whatever is queued, promised or not
         self._backlog = True
         self._wake.set()
 
@@ -132,18 +134,27 @@ class Scheduler:
     def takes_new_work_now(self) -> bool:
         """Whether a task queued by this process now is the next one claimed here, at once (after
         :meth:`notify`): it runs queued tasks, has a slot free, and nothing else waits to be claimed
-        (no backlog, no look at the queue pending). Then workers elsewhere need not be woken; of a
-        burst of executes, only the first goes without."""
+        (no backlog, no look at the queue pending)."""
         return (self._loop_task is not None and not self._loop_task.done() and self._claiming
                 and self.claims_queued and self._free_slots() > 0 and not self._backlog
                 and not self._claim_in_flight and not self._wake.is_set())
+
+    def promise_claim(self) -> bool:
+        """Whether a task this process is about to queue (then :meth:`notify`) will be claimed here
+        at once, so workers elsewhere need not be woken for it. Each True holds a free slot until
+        the next notify: of a burst of executes, no more go without a wake-up than slots are free."""
+        if not self.takes_new_work_now or self._promised >= self._free_slots():
+            return False
+        self._promised += 1
+        return True
 
     def reserve_slot(self) -> Claim | None:
         """Keep a free slot for a task this process is about to create and run at once (an execute
         with ``?wait``): created running under the claim returned (one statement; no claim after
         it, no wake-up for other workers), then given to :meth:`run_reserved`. None unless
-        :attr:`takes_new_work_now`: tasks waiting in the queue go first."""
-        if not self.takes_new_work_now:
+        :attr:`takes_new_work_now` and no task is being queued here on a promise: tasks waiting in
+        the queue go first."""
+        if not self.takes_new_work_now or self._promised:
             return None
         self._reserved += 1
         return Claim(self.worker_id, self.lease_s)

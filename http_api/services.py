@@ -148,18 +148,25 @@ async def submit(
         request = dataclasses.replace(request, traceparent=caller_trace)
     scheduler = services.scheduler
     # A caller waiting here, and a slot free: the task is created running in it, not queued.
+    # Else it is queued, and other workers are woken unless this process claims it at once.
     claim = scheduler.reserve_slot() if waits else None
+    promised = claim is None and scheduler.promise_claim()
     creating = services.repo.create_task(
         flow_id, rev, request,
         idempotency_key=idempotency_key,
         fingerprint=request_print,
         key_id=key_id,
         node_ids=plan.order,
-        wake=claim is None and not scheduler.takes_new_work_now,
+        wake=claim is None and not promised,
         watcher=scheduler.worker_id if waits else None,
         claim=claim,
     )
-    task, created = await (creating if claim is None else _in_slot(scheduler, creating))
+    try:
+        task, created = await (creating if claim is None else _in_slot(scheduler, creating))
+    except BaseException:
+        if promised:
+            scheduler.notify()  # the promise ends with the attempt (the loop finds nothing new)
+        raise
     if created:
         if files:  # a used upload is kept while tasks reference it, not swept as unused after a day
             await services.files.mark_used({file.id for file in files})

@@ -74,12 +74,14 @@ async def test_no_slot_is_kept_while_the_slots_are_taken_or_tasks_wait_in_the_qu
     assert await eventually(scheduler.reserve_slot, timeout=5) is not None
 
 
-async def test_of_a_burst_queued_here_only_the_first_task_goes_without_waking_other_workers(
+async def test_of_a_burst_queued_here_no_more_go_without_waking_other_workers_than_slots_are_free(
         repo: Repository, scheduler: Scheduler) -> None:
     await eventually(lambda: scheduler.takes_new_work_now, timeout=5)  # idle, the queue empty: it takes the next
-    first, _ = await repo.create_task("nap", 1, SLEEPY, node_ids=["s", "z", "e"])
+    assert scheduler.promise_claim(), "one slot free: the first task of the burst is claimed here"
+    assert not scheduler.promise_claim(), "the second, queued before the first one's insert ended, wakes the others"
+    assert scheduler.reserve_slot() is None, "nor may a waited task jump ahead of the first"
+    first, _ = await repo.create_task("nap", 1, SLEEPY, node_ids=["s", "z", "e"], wake=False)
     scheduler.notify()
-    assert not scheduler.takes_new_work_now, "the second of a burst must wake the other workers"
-    assert scheduler.reserve_slot() is None, "nor may it jump ahead of the first"
+    assert not scheduler.promise_claim(), "queued and not claimed yet: the next wakes the others"
     assert (await eventually(lambda: _ended(repo, first.id), timeout=10)).status is TaskStatus.SUCCEEDED
-    assert await eventually(lambda: scheduler.takes_new_work_now, timeout=5)
+    assert await eventually(scheduler.promise_claim, timeout=5)
