@@ -85,3 +85,18 @@ async def test_of_a_burst_queued_here_no_more_go_without_waking_other_workers_th
     assert not scheduler.promise_claim(), "queued and not claimed yet: the next wakes the others"
     assert (await eventually(lambda: _ended(repo, first.id), timeout=10)).status is TaskStatus.SUCCEEDED
     assert await eventually(scheduler.promise_claim, timeout=5)
+
+
+async def test_a_task_created_in_a_slot_while_the_worker_stops_goes_back_to_the_queue(
+        repo: Repository, scheduler: Scheduler) -> None:
+    claim = await eventually(scheduler.reserve_slot, timeout=5)
+    await scheduler.stop()  # the process stops while the task is being inserted
+    task, _ = await repo.create_task("nap", 1, SLEEPY, node_ids=["s", "z", "e"], claim=claim)
+    scheduler.run_reserved(task)
+
+    async def queued() -> Task | None:
+        found = await repo.get_task(task.id)
+        return found if found.status is TaskStatus.QUEUED else None
+
+    back = await eventually(queued, timeout=5)
+    assert back.lease is None and scheduler.running_count == 0, "released, not run by a stopped worker"
