@@ -39,7 +39,7 @@ class HotPath(Protocol):
         API side's SQLAlchemy writers included; a no-op where the database has row locks."""
 
     async def create_task(self, values: dict[str, Any], node_ids: Sequence[str]) -> int | None:
-        """Insert a queued task (``task_rows.queued_task_values``) and a pending run per node id;
+        """Insert a task (``task_rows.new_task_values``: queued, or running under a claim) and a pending run per node id;
         its id, or None when its idempotency key was taken. ``RevisionNotFound``."""
 
     def wake_workers(self) -> None:

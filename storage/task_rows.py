@@ -28,7 +28,7 @@ NODE_RUNS_OF_TASKS = RUNS_OF_TASKS.where(NOT_ITEM_RUN)
 TASK_BY_ID = sa.select(task_t).where(task_t.c.id == sa.bindparam("task_id", type_=task_t.c.id.type))
 
 
-def queued_task_values(
+def new_task_values(
     flow_id: str,
     revision: int,
     request: TaskRequest,
@@ -62,7 +62,7 @@ def queued_task_values(
 
 
 def new_task(task_id: int, values: dict[str, Any], request: TaskRequest) -> Task:
-    """The task :func:`queued_task_values` made, as inserted."""
+    """The task :func:`new_task_values` made, as inserted."""
     claimed = values["lease_owner"] is not None
     return Task(
         id=task_id,

@@ -69,7 +69,8 @@ class WorkerStore(FlowReads, LeaseMethods, NodeCacheMethods):
         watcher: str | None = None,
         claim: Claim | None = None,
     ) -> tuple[Task, bool]:
-        """Queue a task, or find the one created before with the same idempotency key.
+        """Queue a task (or, with ``claim``, create it running), or find the one created before with
+        the same idempotency key.
 
         Args:
             flow_id: the flow to run.
@@ -87,14 +88,14 @@ class WorkerStore(FlowReads, LeaseMethods, NodeCacheMethods):
             claim: create it running, claimed by this worker (its first claim), not queued.
 
         Returns:
-            ``(task, True)`` for a new queued task, ``(earlier task, False)`` when the key was
+            ``(task, True)`` for a new task (queued, or running under ``claim``), ``(earlier task, False)`` when the key was
             already used with the same fingerprint.
 
         Raises:
             errors.IdempotencyConflict: the key was used on this flow with another fingerprint.
             errors.RevisionNotFound: the flow has no such revision.
         """
-        values = task_rows.queued_task_values(flow_id, revision, request, idempotency_key, fingerprint, key_id,
+        values = task_rows.new_task_values(flow_id, revision, request, idempotency_key, fingerprint, key_id,
                                               parent_id, watcher, claim)
         task_id = await self._hot.create_task(values, node_ids)
         if task_id is None:
