@@ -302,17 +302,26 @@ class EventHub:
                 stream.ended = True
         self._stored(events)
 
-    async def task_stopped(self, task: Task) -> None:
+    def task_stopped(self, task: Task) -> Awaitable[None] | None:
         """This process stops running ``task``: it ended (its final event), or was handed over,
-        released or lost. Returns once its events are stored, so whoever runs it next continues
-        after them."""
+        released or lost. Returns what to await until its events are stored (whoever runs it next
+        continues after them), or None when they are (most often: stored with its end), so the
+        caller needs no shielded task and no loop turn for it."""
         stream = self._streams.get(task.id)
         if stream is None or not stream.writing:
-            return
+            return None
         if task.status.ended and not stream.ended:
             self._emit(task.id, EventKind.TASK, self._task_data(task), final=True)
         if stream.unstored:
-            await self.flush()
+            return self._stopped_once_stored(task, stream)
+        self._stopped(task, stream)
+        return None
+
+    async def _stopped_once_stored(self, task: Task, stream: _Stream) -> None:
+        await self.flush()
+        self._stopped(task, stream)
+
+    def _stopped(self, task: Task, stream: _Stream) -> None:
         stream.writing = stream.ended = False
         stream.next_seq = None
         for watcher in self._stop_watchers:
@@ -326,7 +335,8 @@ class EventHub:
         if stream.next_seq is None:
             stream.next_seq = 1 + await self._log.last_seq(task.id)
         stream.writing, stream.epoch = True, None
-        await self.task_stopped(task)
+        if (storing := self.task_stopped(task)) is not None:
+            await storing
 
     # -- what readers use ------------------------------------------------------------------
 

@@ -124,10 +124,10 @@ class Executor:
             return await self._execute(task, control, run)
         finally:
             self._runs.pop(task.id, None)
-            if self.events is not None:
-                # Its events are stored before anyone else may run it (a resume, a hand-over
-                # continues their numbers), or a waiter hears of its end.
-                await outlast_cancel(self.events.task_stopped(task), limit_s=FINISH_AFTER_CANCEL_S)
+            # Its events are stored before anyone else may run it (a resume, a hand-over
+            # continues their numbers), or a waiter hears of its end.
+            if self.events is not None and (storing := self.events.task_stopped(task)) is not None:
+                await outlast_cancel(storing, limit_s=FINISH_AFTER_CANCEL_S)
 
     async def _execute(self, task: Task, control: Control, run: _TaskRun) -> Task:
         try:

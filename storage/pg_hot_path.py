@@ -92,30 +92,30 @@ _SAVE_FENCED = (
     " SELECT array(SELECT id FROM fence EXCEPT SELECT id FROM held)"
 )
 _SAVE = _UPSERT_RUNS.format(where="")
-# Task events as 7 column arrays from ``${first}`` on (storage.rows.event_params: the columns, then
-# the epoch), stored never over a number already written (SPEC §10, §11).
+# Batches of task events as 6 column arrays from ``${first}`` on (storage.rows.event_params: the
+# columns, then the epoch), never over what was written (SPEC §10, §11).
 _EVENT_ARRAYS = (
-    "unnest(${0}::bigint[], ${1}::int[], ${2}::varchar[], ${3}::text[], ${4}::timestamptz[], ${5}::bool[],"
-    " ${6}::int[]) AS e(task_id, seq, kind, data, at, final, epoch)"
+    "unnest(${0}::bigint[], ${1}::int[], ${2}::int[], ${3}::bool[], ${4}::text[], ${5}::int[])"
+    " AS e(task_id, seq, last_seq, final, events, epoch)"
 )
 _INSERT_EVENTS = (
-    "INSERT INTO task_event (task_id, seq, kind, data, at, final)"
-    " SELECT e.task_id, e.seq, e.kind, e.data::json, e.at, e.final FROM {arrays} WHERE {fence}"
-    " ON CONFLICT (task_id, seq) DO NOTHING"
+    "INSERT INTO task_event_batch (task_id, seq, last_seq, final, events)"
+    " SELECT e.task_id, e.seq, e.last_seq, e.final, e.events::json FROM {arrays} WHERE {fence}"
+    + rows.EVENTS_CONFLICT
 )
 # Each event only while its writer's claim is still the task's (epoch NULL: not fenced); the task row
 # is share-locked to the commit, so a claim cannot slip in between.
 _APPEND_EVENTS = _INSERT_EVENTS.format(
-    arrays=_EVENT_ARRAYS.format(*range(1, 8)),
+    arrays=_EVENT_ARRAYS.format(*range(1, 7)),
     fence="e.epoch IS NULL OR EXISTS (SELECT 1 FROM task t WHERE t.id = e.task_id AND t.claims = e.epoch FOR SHARE)")
-# The task's end, its runs and its final event ($24..$30) in one statement: the end's own fence covers the event.
+# The task's end, its runs and its final events ($24..$29) in one statement: the end's own fence covers them.
 _FINISH = (
     "WITH f AS (UPDATE task SET status = $15, finished = $16, execution_time = $17, execution_cost = $18,"
     " result = $19::json, error = $20::json, lease_owner = NULL, lease_expires = NULL"
     " WHERE id = $21 AND ($22::varchar IS NULL OR (status = 'running' AND lease_owner = $22 AND claims = $23))"
     " RETURNING id, watcher),"
     " w AS (" + _UPSERT_RUNS.format(where="WHERE EXISTS (SELECT 1 FROM f)") + "),"
-    " ev AS (" + _INSERT_EVENTS.format(arrays=_EVENT_ARRAYS.format(*range(24, 31)), fence="EXISTS (SELECT 1 FROM f)")
+    " ev AS (" + _INSERT_EVENTS.format(arrays=_EVENT_ARRAYS.format(*range(24, 30)), fence="EXISTS (SELECT 1 FROM f)")
     + "),"
     # A process waiting for it elsewhere (an API process's ?wait, a stream) reads its end at once.
     # Only then: a NOTIFY holds a database-wide lock through the commit (storage.wakeups.PgEndings).
@@ -131,11 +131,14 @@ _PARK = (
 )
 _CANCEL_FLAG = "SELECT cancel_requested FROM task WHERE id = $1"
 _TASK_STATUS = "SELECT status FROM task WHERE id = $1"
+# Each task's batches from the one holding the number after its cursor on (SQLite's, for many tasks).
 _EVENTS_SINCE = (
-    f"SELECT {', '.join('e.' + name for name in rows.EVENT_COLUMNS)} FROM unnest($1::bigint[], $2::int[]) AS c(id, after)"
-    " JOIN task_event e ON e.task_id = c.id AND e.seq > c.after ORDER BY e.task_id, e.seq"
+    f"SELECT {', '.join('e.' + name for name in rows.EVENT_COLUMNS)}, c.after"
+    " FROM unnest($1::bigint[], $2::int[]) AS c(id, after) JOIN task_event_batch e ON e.task_id = c.id"
+    " AND e.seq >= coalesce((SELECT max(b.seq) FROM task_event_batch b WHERE b.task_id = c.id AND b.seq <= c.after), 0)"
+    " ORDER BY e.task_id, e.seq"
 )
-_LAST_EVENT = "SELECT max(seq) FROM task_event WHERE task_id = $1"
+_LAST_EVENT = "SELECT max(last_seq) FROM task_event_batch WHERE task_id = $1"
 # Rows locked in id order, as the fenced save's FOR SHARE takes them: a renewal and a save of the
 # same worker's tasks (two connections) cannot deadlock whatever plan each gets.
 _RENEW = (
@@ -316,7 +319,10 @@ class PgHotPath:
     async def events_since(self, cursors: Mapping[int, int]) -> list[TaskEvent]:
         async with self._pool.connection() as conn:
             found = await conn.fetch(_EVENTS_SINCE, list(cursors), list(cursors.values()))
-        return [_CODEC.event(row) for row in found]
+        events: list[TaskEvent] = []
+        for row in found:
+            events += _CODEC.events(row, events[-1].seq if events and events[-1].task_id == row[0] else row[-1])
+        return events
 
     async def last_event_seq(self, task_id: int) -> int:
         async with self._pool.connection() as conn:

@@ -27,7 +27,9 @@ RUN_COLUMNS = (
     "task_id", "node_id", "status", "started", "finished", "execution_time", "cost", "attempts", "error", "output",
     "cached", "saved_cost", "items", "waiting_for_pool",
 )
-EVENT_COLUMNS = ("task_id", "seq", "kind", "data", "at", "final")
+# A stored batch of one task's events (``task_event_batch``): its first and last numbers, whether
+# the last is the task's final event, and the events as one JSON array of [seq, kind, at, data].
+EVENT_COLUMNS = ("task_id", "seq", "last_seq", "final", "events")
 FINGERPRINT = TASK_COLUMNS.index("request_fingerprint")
 CLAIMS = TASK_COLUMNS.index("claims")
 ERROR, OUTPUT = RUN_COLUMNS.index("error"), RUN_COLUMNS.index("output")
@@ -35,6 +37,7 @@ ERROR, OUTPUT = RUN_COLUMNS.index("error"), RUN_COLUMNS.index("output")
 # Lookups, not Enum calls: a poll converts a status per node.
 _TASK_STATUS = {status.value: status for status in TaskStatus}
 _NODE_STATUS = {status.value: status for status in NodeStatus}
+_EVENT_KIND = {kind.value: kind for kind in EventKind}
 
 
 def dt_text(value: datetime | None) -> str | None:
@@ -98,10 +101,12 @@ class RowCodec:
             interruptions=row[14], lease=lease, parent_id=row[16],
         )
 
-    def event(self, row: Sequence[Any]) -> TaskEvent:
-        """A :class:`TaskEvent` from a row of :data:`EVENT_COLUMNS`."""
-        return TaskEvent(row[0], row[1], EventKind(row[2]), self.decode_json(row[3]), self.decode_dt(row[4]),  # type: ignore[arg-type]
-                         bool(row[5]))
+    def events(self, row: Sequence[Any], after: int) -> list[TaskEvent]:
+        """The events of a row of :data:`EVENT_COLUMNS` numbered after ``after``."""
+        task_id, last, final = row[0], row[2], bool(row[3])
+        kinds, parse = _EVENT_KIND, datetime.fromisoformat
+        return [TaskEvent(task_id, seq, kinds[kind], data, parse(at), final and seq == last)
+                for seq, kind, at, data in self.decode_json(row[4]) if seq > after]
 
     def node_run(self, row: Sequence[Any]) -> NodeRun:
         """A :class:`NodeRun` from a row of :data:`RUN_COLUMNS`."""
@@ -148,11 +153,27 @@ def last_per_run(params: Sequence[tuple[Any, ...]]) -> Sequence[tuple[Any, ...]]
     return list({(row[0], row[1]): row for row in params}.values())
 
 
-EVENT_EPOCH = 6
+EVENTS_CONFLICT = (
+    " ON CONFLICT (task_id, seq) DO UPDATE SET last_seq = excluded.last_seq, final = excluded.final,"
+    " events = excluded.events WHERE excluded.last_seq > task_event_batch.last_seq"
+)
+"""Both engines' rule for a batch starting at a number already written: it replaces that row only
+when it goes further (a commit retried after an unclear failure on PostgreSQL carries the same
+events and newer ones); otherwise what was written stays (SPEC §10, §11)."""
+
+EVENT_EPOCH = 5
 """Where an :func:`event_params` row holds its fence: the claim count its writer held."""
+EVENTS_JSON = EVENT_COLUMNS.index("events")
 
 
-def event_params(events: Sequence[Any]) -> list[tuple[Any, ...]]:
-    """One row per ``graph_runtime.events.TaskEvent``: the ``task_event`` columns (task id, seq,
-    kind, data as JSON text, at, final), then the fence, its epoch (None: not fenced)."""
-    return [(e.task_id, e.seq, e.kind.value, codec.dumps_str(e.data), e.at, e.final, e.epoch) for e in events]
+def event_params(events: Sequence[TaskEvent]) -> list[tuple[Any, ...]]:
+    """``graph_runtime.events.TaskEvent``s as ``task_event_batch`` rows: one per task (and writer's
+    epoch) in the order given, its events one JSON array (one encoding and one row for a task's
+    twenty-odd events, not twenty), then the fence, the epoch (None: not fenced)."""
+    batches: dict[tuple[int, int | None], list[TaskEvent]] = {}
+    for event in events:
+        batches.setdefault((event.task_id, event.epoch), []).append(event)
+    dumps = codec.dumps_str
+    return [(task_id, batch[0].seq, batch[-1].seq, batch[-1].final,
+             dumps([(e.seq, e.kind, e.at, e.data) for e in batch]), epoch)
+            for (task_id, epoch), batch in batches.items()]

@@ -67,7 +67,7 @@ class SqliteHotPath:
         event_rows = rows.event_params(events)
         try:
             return await self._lite.write(lambda c: lite.upsert_runs_work(c, params, fences, event_rows),
-                                          size=rows.params_size(params) + sum(len(row[3]) for row in event_rows))
+                                          size=rows.params_size(params) + sum(len(row[rows.EVENTS_JSON]) for row in event_rows))
         except sqlite3.IntegrityError:
             raise errors.TaskNotFound("a node run names a task that does not exist") from None
 
@@ -82,7 +82,7 @@ class SqliteHotPath:
         row = (*outcome_values(outcome, _CODEC), task_id)
         params = await encoded(_CODEC, [(task_id, run) for run in runs])
         event_rows = rows.event_params(events)
-        size = len(row[4] or "") + rows.params_size(params) + sum(len(event[3]) for event in event_rows)
+        size = len(row[4] or "") + rows.params_size(params) + sum(len(event[rows.EVENTS_JSON]) for event in event_rows)
         outcome_raised(await self._lite.write(lambda c: lite.finish_work(c, row, params, lease, event_rows), size=size),
                        task_id)
 

@@ -38,11 +38,11 @@ _UPSERT_RUNS = (
     " attempts = excluded.attempts, error = excluded.error, output = excluded.output, cached = excluded.cached,"
     " saved_cost = excluded.saved_cost, items = excluded.items, waiting_for_pool = excluded.waiting_for_pool"
 )
-# A task event, never over a number already written (SPEC §10, §11); the fence is checked once
-# per batch by append_events_work.
+# A batch of a task's events (storage.rows.event_params); the fence is checked once per commit by
+# append_events_work.
 _APPEND_EVENT = (
-    "INSERT INTO task_event (task_id, seq, kind, data, at, final) VALUES (?, ?, ?, ?, ?, ?)"
-    " ON CONFLICT (task_id, seq) DO NOTHING"
+    "INSERT INTO task_event_batch (task_id, seq, last_seq, final, events) VALUES (?, ?, ?, ?, ?)"
+    + rows.EVENTS_CONFLICT
 )
 _CLAIM = (
     "UPDATE task SET status = 'running', started = ?, claims = claims + 1, lease_owner = ?, lease_expires = ?"
@@ -84,8 +84,12 @@ _NODE_RUNS_OF_TASK = (
 )
 _CANCEL_FLAG = "SELECT cancel_requested FROM task WHERE id = ?"
 _TASK_STATUS = "SELECT status FROM task WHERE id = ?"
-_EVENTS_AFTER = f"SELECT {', '.join(rows.EVENT_COLUMNS)} FROM task_event WHERE task_id = ? AND seq > ? ORDER BY seq"
-_LAST_EVENT = "SELECT max(seq) FROM task_event WHERE task_id = ?"
+# A task's batches from the one holding the number after ``after`` on: two ranges of the key.
+_EVENTS_AFTER = (
+    f"SELECT {', '.join(rows.EVENT_COLUMNS)} FROM task_event_batch WHERE task_id = ?1 AND seq >= coalesce("
+    "(SELECT max(seq) FROM task_event_batch WHERE task_id = ?1 AND seq <= ?2), 0) ORDER BY seq"
+)
+_LAST_EVENT = "SELECT max(last_seq) FROM task_event_batch WHERE task_id = ?"
 _FLOW_REVISION = (
     "SELECT flow.deleted, flow_revision.revision, flow_revision.created FROM flow LEFT OUTER JOIN flow_revision"
     " ON flow_revision.flow_id = flow.id AND flow_revision.revision = {which} WHERE flow.id = ?"
@@ -224,7 +228,7 @@ def append_events_work(conn: sqlite3.Connection, events: Sequence[tuple[Any, ...
     if unknown:
         found = conn.execute(f"SELECT id, claims FROM task WHERE id IN ({','.join('?' * len(unknown))})", unknown)
         claims = {**claims, **dict(found.fetchall())}
-    conn.executemany(_APPEND_EVENT, [(*row[:4], dt(row[4]), row[5]) for row in events
+    conn.executemany(_APPEND_EVENT, [row[:epoch] for row in events
                                      if row[epoch] is None or claims.get(row[0]) == row[epoch]])
 
 
@@ -254,8 +258,11 @@ def task_work(conn: sqlite3.Connection, task_id: int, items: bool = False) -> Ta
 
 def events_since_work(conn: sqlite3.Connection, cursors: Sequence[tuple[int, int]]) -> list[TaskEvent]:
     """Each task's events after its ``seq``: one cached statement per task, each an index range."""
-    event = _CODEC.event
-    return [event(row) for cursor in sorted(cursors) for row in conn.execute(_EVENTS_AFTER, cursor)]
+    found: list[TaskEvent] = []
+    for task_id, after in sorted(cursors):
+        for row in conn.execute(_EVENTS_AFTER, (task_id, after)):
+            found += _CODEC.events(row, found[-1].seq if found and found[-1].task_id == task_id else after)
+    return found
 
 
 def last_event_work(conn: sqlite3.Connection, task_id: int) -> int:

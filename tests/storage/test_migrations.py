@@ -6,9 +6,11 @@ or a PostgreSQL database it creates and drops).
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import sqlite3
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +22,13 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 import storage
+from graph_runtime.events import EventKind, TaskEvent
 from graph_runtime.models import TaskRequest, TaskStatus
 from storage import engine as engines
 from storage import migrations, tables
 from storage.errors import SchemaTooNew, SchemaUnknown
 from storage.repository import Repository
+from storage.task_events import TaskEventLog
 from tests import pg
 
 HERE = Path(__file__).parent
@@ -145,6 +149,40 @@ async def test_a_0006_database_upgrades_keeping_its_child_tasks_and_map_counts(e
     new, _ = await repo.create_task("greet", 1, request)
     assert new.id == 3
     assert [t.id for t in await repo.claim_tasks("w1", 60, 5, frozenset({"gpu"}))] == [3]
+
+
+async def test_a_0010_database_upgrades_keeping_every_task_event_and_downgrades_back(engine: Any, empty_url: str) -> None:
+    await load_first_release(empty_url)
+    await run_sync(engine, lambda c: command.stamp(migrations.config(c), "0001"))
+    await run_sync(engine, lambda c: command.upgrade(migrations.config(c), "0010"))
+    moment = datetime(2026, 11, 30, 10, 0, 0, 123456, tzinfo=UTC)
+    at: Any = "2026-11-30 10:00:00.123456" if engine.dialect.name == "sqlite" else moment  # as each driver writes it
+    written = [(1, 1, "task", '{"id": 1, "status_name": "running"}', False),
+               (1, 2, "node", '{"node_id": "start", "status": "succeeded"}', False),
+               (1, 3, "task", '{"id": 1, "status_name": "succeeded"}', True),
+               (2, 1, "log", '{"node_id": "end", "message": "hi"}', False)]
+    for task_id, seq, kind, data, final in written:
+        await run_sync(engine, lambda c, row=(task_id, seq, kind, data, final): c.execute(sa.text(
+            "INSERT INTO task_event (task_id, seq, kind, data, at, final) VALUES (:t, :s, :k, :d, :at, :f)"),
+            {"t": row[0], "s": row[1], "k": row[2], "d": row[3], "at": at, "f": row[4]}))
+
+    assert await storage.create_schema(engine) == migrations.SchemaVersions("0010", HEAD)
+
+    log = TaskEventLog(engine)
+    found = await log.since({1: 0, 2: 0})
+    assert [(e.task_id, e.seq, e.kind.value, e.data, e.final) for e in found] == [
+        (t, s, k, json.loads(d), f) for t, s, k, d, f in written]
+    assert {e.at for e in found} == {moment}
+    assert [e.seq for e in await log.since({1: 1})] == [2, 3] and await log.last_seq(1) == 3
+    # A new batch continues after them, and a resumed read finds it.
+    await Repository(engine).save_node_runs_many([], {}, [
+        TaskEvent(2, 2, EventKind.LOG, {"node_id": "end", "message": "again"}, datetime.now(UTC))])
+    assert [e.data["message"] for e in await log.since({2: 0})] == ["hi", "again"]
+
+    await run_sync(engine, lambda c: command.downgrade(migrations.config(c), "0010"))
+    back = await run_sync(engine, lambda c: c.exec_driver_sql(
+        "SELECT task_id, seq, kind, final FROM task_event ORDER BY task_id, seq").fetchall())
+    assert [tuple(row) for row in back] == [(t, s, k, f) for t, s, k, _, f in written] + [(2, 2, "log", False)]
 
 
 async def test_revision_1_is_exactly_what_the_first_release_created(engine: Any, empty_url: str) -> None:
