@@ -54,3 +54,25 @@ async def test_a_worker_that_lost_its_lease_stores_no_event(repo: Repository, sa
     # A number already written is kept whoever writes it again.
     await repo.save_node_runs_many([], {}, [_event(task.id, 2, resumed.lease.epoch, "again")])
     assert [e.data["message"] for e in await log.since({task.id: 1})] == ["w2 ran"]
+
+
+async def test_a_retried_commit_that_goes_further_replaces_the_shorter_batch_and_none_is_doubled(
+        repo: Repository, saved_flow: SavedFlow) -> None:
+    await saved_flow()
+    log = TaskEventLog(repo.engine)
+    task = (await repo.create_task("demo", 1, make_request()))[0]
+    # A commit of events 1-2 whose answer was lost (PostgreSQL's connection dropped in COMMIT):
+    # the writer retries them with the events made since, as one batch from 1.
+    await repo.save_node_runs_many([], {}, [_event(task.id, seq, None, f"e{seq}") for seq in (1, 2)])
+    await repo.save_node_runs_many([], {}, [_event(task.id, seq, None, f"e{seq}") for seq in (1, 2, 3, 4)])
+    assert [e.seq for e in await log.since({task.id: 0})] == [1, 2, 3, 4] and await log.last_seq(task.id) == 4
+    # A shorter batch from a number written already changes nothing.
+    await repo.save_node_runs_many([], {}, [_event(task.id, seq, None, "late") for seq in (1, 2, 3)])
+    await repo.save_node_runs_many([], {}, [_event(task.id, 5, None, "e5", final=True)])
+    found = await log.since({task.id: 0})
+    assert [(e.seq, e.data["message"], e.final) for e in found] == [
+        (1, "e1", False), (2, "e2", False), (3, "e3", False), (4, "e4", False), (5, "e5", True)]
+    # Resuming inside a batch, at its end, and past the last event.
+    assert [e.seq for e in await log.since({task.id: 2})] == [3, 4, 5]
+    assert [e.seq for e in await log.since({task.id: 4})] == [5]
+    assert await log.since({task.id: 5}) == []
