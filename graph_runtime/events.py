@@ -297,9 +297,13 @@ class EventHub:
         task's end: hand them out."""
         for event in events:
             stream = self._streams.get(event.task_id)
-            if stream is not None and event.final and stream.next_seq == event.seq:
-                stream.next_seq += 1
-                stream.ended = True
+            if stream is not None and event.final:
+                # Counted now, as _stored uncounts it: made by final_event, it never was, and a
+                # node's late report still waiting to be stored must keep the task's count above 0.
+                stream.unstored += 1
+                if stream.next_seq == event.seq:
+                    stream.next_seq += 1
+                    stream.ended = True
         self._stored(events)
 
     def task_stopped(self, task: Task) -> Awaitable[None] | None:

@@ -641,6 +641,10 @@ class _TaskRun:
         ended = dataclasses.replace(task, status=outcome.status, finished=outcome.finished, result=outcome.result,
                                     error=outcome.error, execution_time=outcome.execution_time,
                                     execution_cost=outcome.execution_cost)
+        if self.ex.events is not None:
+            # What nodes said since finish took them (it awaited the committer, maybe retries):
+            # numbered before the final event, so stored with it. In place: a retry keeps them.
+            unstored += self.ex.events.unstored(task.id)
         final = self.ex.events.final_event(ended) if self.ex.events is not None else None
         events = [*unstored, final] if final is not None else unstored
         await self.ex.store.finish_task(task.id, outcome, runs, lease=task.lease, events=events)

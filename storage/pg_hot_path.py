@@ -98,9 +98,13 @@ _EVENT_ARRAYS = (
     "unnest(${0}::bigint[], ${1}::int[], ${2}::int[], ${3}::bool[], ${4}::text[], ${5}::int[])"
     " AS e(task_id, seq, last_seq, final, events, epoch)"
 )
+# DISTINCT ON: one statement may not update a row twice, so of two batches from one number that
+# pass the fence (two epochs' writers in one commit) the longest goes in, as SQLite's row by row
+# inserts leave it.
 _INSERT_EVENTS = (
     "INSERT INTO task_event_batch (task_id, seq, last_seq, final, events)"
-    " SELECT e.task_id, e.seq, e.last_seq, e.final, e.events::json FROM {arrays} WHERE {fence}"
+    " SELECT DISTINCT ON (e.task_id, e.seq) e.task_id, e.seq, e.last_seq, e.final, e.events::json"
+    " FROM {arrays} WHERE {fence} ORDER BY e.task_id, e.seq, e.last_seq DESC"
     + rows.EVENTS_CONFLICT
 )
 # Each event only while its writer's claim is still the task's (epoch NULL: not fenced); the task row
@@ -136,7 +140,7 @@ _EVENTS_SINCE = (
     f"SELECT {', '.join('e.' + name for name in rows.EVENT_COLUMNS)}, c.after"
     " FROM unnest($1::bigint[], $2::int[]) AS c(id, after) JOIN task_event_batch e ON e.task_id = c.id"
     " AND e.seq >= coalesce((SELECT max(b.seq) FROM task_event_batch b WHERE b.task_id = c.id AND b.seq <= c.after), 0)"
-    " ORDER BY e.task_id, e.seq"
+    " AND e.last_seq > c.after ORDER BY e.task_id, e.seq"
 )
 _LAST_EVENT = "SELECT max(last_seq) FROM task_event_batch WHERE task_id = $1"
 # Rows locked in id order, as the fenced save's FOR SHARE takes them: a renewal and a save of the
@@ -173,7 +177,7 @@ EVICT_PAGE = 100
 
 
 def _event_arrays(events: Sequence[TaskEvent]) -> list[list[Any]]:
-    """``events`` as the 7 column arrays of ``_EVENT_ARRAYS``."""
+    """``events`` as the 6 column arrays of ``_EVENT_ARRAYS``."""
     columns = list(zip(*rows.event_params(events), strict=True))
     return [list(column) for column in columns] if columns else [[] for _ in range(rows.EVENT_EPOCH + 1)]
 

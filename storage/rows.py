@@ -167,13 +167,21 @@ EVENTS_JSON = EVENT_COLUMNS.index("events")
 
 
 def event_params(events: Sequence[TaskEvent]) -> list[tuple[Any, ...]]:
-    """``graph_runtime.events.TaskEvent``s as ``task_event_batch`` rows: one per task (and writer's
-    epoch) in the order given, its events one JSON array (one encoding and one row for a task's
-    twenty-odd events, not twenty), then the fence, the epoch (None: not fenced)."""
-    batches: dict[tuple[int, int | None], list[TaskEvent]] = {}
+    """``graph_runtime.events.TaskEvent``s as ``task_event_batch`` rows: one per unbroken run of a
+    task's numbers under one writer's epoch, its events one JSON array (one encoding and one row for
+    a task's twenty-odd events, not twenty), then the fence, the epoch (None: not fenced).
+
+    Only unbroken runs: an event numbered in between but stored in another commit (a node's late
+    report) gets a row of its own, and no row's range holds a number it lacks, so a read from any
+    number finds every event after it."""
+    batches: dict[tuple[int, int | None], list[list[TaskEvent]]] = {}
     for event in events:
-        batches.setdefault((event.task_id, event.epoch), []).append(event)
+        runs = batches.setdefault((event.task_id, event.epoch), [])
+        if runs and runs[-1][-1].seq + 1 == event.seq:
+            runs[-1].append(event)
+        else:
+            runs.append([event])
     dumps = codec.dumps_str
     return [(task_id, batch[0].seq, batch[-1].seq, batch[-1].final,
              dumps([(e.seq, e.kind, e.at, e.data) for e in batch]), epoch)
-            for (task_id, epoch), batch in batches.items()]
+            for (task_id, epoch), runs in batches.items() for batch in runs]

@@ -84,10 +84,11 @@ _NODE_RUNS_OF_TASK = (
 )
 _CANCEL_FLAG = "SELECT cancel_requested FROM task WHERE id = ?"
 _TASK_STATUS = "SELECT status FROM task WHERE id = ?"
-# A task's batches from the one holding the number after ``after`` on: two ranges of the key.
+# A task's batches holding a number after ``after``: from the one holding ``after`` itself (two
+# ranges of the key), leaving it out when it ends there (an idle poll reads nothing).
 _EVENTS_AFTER = (
     f"SELECT {', '.join(rows.EVENT_COLUMNS)} FROM task_event_batch WHERE task_id = ?1 AND seq >= coalesce("
-    "(SELECT max(seq) FROM task_event_batch WHERE task_id = ?1 AND seq <= ?2), 0) ORDER BY seq"
+    "(SELECT max(seq) FROM task_event_batch WHERE task_id = ?1 AND seq <= ?2), 0) AND last_seq > ?2 ORDER BY seq"
 )
 _LAST_EVENT = "SELECT max(last_seq) FROM task_event_batch WHERE task_id = ?"
 _FLOW_REVISION = (

@@ -5,6 +5,7 @@ event after their start exactly once, in order, and stop at the final one."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 
@@ -12,7 +13,7 @@ import pytest
 
 from graph_runtime.commits import GroupCommitter
 from graph_runtime.events import FANOUT_HOLD, HOLD_S, EventHub, EventKind, TaskEvent
-from graph_runtime.models import Lease, Task, TaskRequest, TaskStatus
+from graph_runtime.models import Lease, Task, TaskOutcome, TaskRequest, TaskStatus
 from storage import engine as storage_engine
 from storage.repository import Repository
 from storage.task_events import TaskEventLog
@@ -158,5 +159,33 @@ async def test_a_delivery_to_many_streams_is_written_a_moment_later_with_what_fo
         await stopped(hub, ended)  # the final event, seq 4: every stream ends with it
         await asyncio.wait_for(asyncio.gather(*followers), 10)
         assert all(w == [[2, 3], [4]] for w in writes), writes[0]
+    finally:
+        await hub.close()
+
+
+async def test_a_report_made_while_the_end_is_being_written_is_stored_and_numbered_before_the_end(
+        repo: Repository) -> None:
+    created, _ = await repo.create_task("f", 1, TaskRequest("s", "e", "e"))
+    claimed = await repo.claim_task(created.id, "w1", 60)
+    assert claimed is not None and claimed.lease is not None
+    committer = GroupCommitter(repo)
+    hub = EventHub(committer, TaskEventLog(repo.engine))
+    log = TaskEventLog(repo.engine)
+    try:
+        await hub.task_started(claimed)  # seq 1, waiting with its task
+        hub.node_said(claimed.id, EventKind.LOG, {"node_id": "s", "message": "two"})  # seq 2
+        taken = hub.unstored(claimed.id)  # the executor's finish takes them for the end's transaction...
+        await committer.drain()  # ...and awaits the committer: a node's thread reports meanwhile
+        hub.node_said(claimed.id, EventKind.LOG, {"node_id": "s", "message": "three"})  # seq 3
+        ended = dataclasses.replace(claimed, status=TaskStatus.SUCCEEDED, finished=datetime.now(UTC))
+        final = hub.final_event(ended)
+        assert final is not None and final.seq == 4
+        outcome = TaskOutcome(TaskStatus.SUCCEEDED, ended.finished, 0.1, 0.0)  # type: ignore[arg-type]
+        await repo.finish_task(claimed.id, outcome, [], lease=claimed.lease, events=[*taken, final])
+        hub.end_stored([*taken, final])
+        await stopped(hub, ended)  # seq 3 is stored before the task is let go
+        assert [e.seq for e in await log.since({claimed.id: 0})] == [1, 2, 3, 4]
+        assert [(e.seq, e.final) for e in await log.since({claimed.id: 3})] == [(4, True)]  # a resume at 3
+        assert await log.since({claimed.id: 4}) == []
     finally:
         await hub.close()

@@ -76,3 +76,24 @@ async def test_a_retried_commit_that_goes_further_replaces_the_shorter_batch_and
     assert [e.seq for e in await log.since({task.id: 2})] == [3, 4, 5]
     assert [e.seq for e in await log.since({task.id: 4})] == [5]
     assert await log.since({task.id: 5}) == []
+
+
+async def test_a_commit_with_a_hole_in_a_tasks_numbers_and_two_writers_from_one_number_loses_nothing(
+        repo: Repository, saved_flow: SavedFlow) -> None:
+    await saved_flow()
+    log = TaskEventLog(repo.engine)
+    task = (await repo.create_task("demo", 1, make_request()))[0]
+    # 1, 2 and 4 in one commit, 3 (a late report) in the next: every read finds all four.
+    await repo.save_node_runs_many([], {}, [_event(task.id, seq, None, f"e{seq}", final=seq == 4) for seq in (1, 2, 4)])
+    await repo.save_node_runs_many([], {}, [_event(task.id, 3, None, "e3")])
+    assert [e.seq for e in await log.since({task.id: 0})] == [1, 2, 3, 4]
+    assert [(e.seq, e.final) for e in await log.since({task.id: 3})] == [(4, True)]
+    assert await log.last_seq(task.id) == 4
+    # Two writers' batches from one number in one commit (both pass the fence): the longer is kept,
+    # and the commit goes through on both engines.
+    other = (await repo.create_task("demo", 1, make_request(n=2)))[0]
+    claimed = await repo.claim_task(other.id, "w1", lease_s=60)
+    assert claimed is not None and claimed.lease is not None
+    await repo.save_node_runs_many([], {}, [_event(other.id, 1, None, "a1"), _event(other.id, 1, claimed.lease.epoch, "b1"),
+                                            _event(other.id, 2, claimed.lease.epoch, "b2")])
+    assert [e.data["message"] for e in await log.since({other.id: 0})] == ["b1", "b2"]

@@ -22,10 +22,12 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 # The old rows as batches of one. SQLite keeps a datetime as "YYYY-MM-DD HH:MM:SS.ffffff" UTC text;
-# PostgreSQL's JSON of a timestamptz is ISO 8601 with its offset: both read back with fromisoformat.
+# PostgreSQL's is written as ISO 8601 in UTC: both read back with fromisoformat.
 _PACK = {
     "sqlite": "json_array(json_array(seq, kind, replace(at, ' ', 'T') || 'Z', json(data)))",
-    "postgresql": "json_build_array(json_build_array(seq, kind, at, data))",
+    # In UTC whatever the session's TimeZone (a timestamptz's own JSON would carry that offset).
+    "postgresql": ("json_build_array(json_build_array(seq, kind,"
+                   " to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), data))"),
 }
 # And back: one row per event of each batch.
 _UNPACK = {
