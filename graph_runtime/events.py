@@ -32,6 +32,7 @@ from collections import defaultdict
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any, Protocol
 
 from graph_runtime import errors
@@ -41,11 +42,23 @@ log = logging.getLogger(__name__)
 
 
 class EventKind(enum.StrEnum):
-    TASK = "task"  # data: the task (as GET /task/{id} shows it)
-    NODE = "node"  # data: the node run, with its node_id
+    TASK = "task"  # data: the task (a Task; the API shows it as GET /task/{id} does)
+    NODE = "node"  # data: the node run (a NodeRun; the API shows it as the task lists it, with its node_id)
     PROGRESS = "progress"  # data: {node_id, fraction, message}
     LOG = "log"  # data: {node_id, level, message}
     TOKEN = "token"  # data: {node_id, text}
+
+
+EventData = Task | NodeRun | Mapping[str, Any]
+"""What an event says. Task and node events carry a snapshot of the typed value, made when it
+changed, and the API renders it when someone reads it: most events are read by nobody, and
+rendering each as it happened was half of what the hub cost a chain nobody watched. Events
+stored as the API's JSON (by the versions before this one) read back as that JSON, a mapping,
+and go out as they are."""
+
+ENDED: Mapping[str, Any] = MappingProxyType({})
+"""The data of a final event kept only to say its task ended (``wait_ended``): a task can be large,
+and whoever needs it reads it."""
 
 
 # Not frozen: a frozen dataclass sets each field through object.__setattr__, and a 10-node chain
@@ -57,7 +70,7 @@ class TaskEvent:
     task_id: int
     seq: int
     kind: EventKind
-    data: Mapping[str, Any]
+    data: EventData
     at: datetime
     final: bool = False  # the task event of its end: the stream closes after it
     # The fence: stored only while the task's claim count is still this (the writer's lease epoch),
@@ -67,17 +80,14 @@ class TaskEvent:
     # every subscriber of this process, so it is encoded once, not once per subscriber. Made by
     # the first reader (most events have none).
     encoded: dict[str, bytes] | None = field(default=None, compare=False, repr=False)
-    # A final event made here: the ended task itself, so a ``?wait`` answers without reading it
-    # back. Never stored, and dropped from the events kept for ``wait_ended`` (its node outputs).
+    # A final event made here: the ended task as the executor left it, node outputs and all, so a
+    # ``?wait`` answers without reading it back (``data`` read from the log has no outputs). Never stored.
     task: Task | None = field(default=None, compare=False, repr=False)
 
 
-class EventRenderer(Protocol):
-    """Turns runtime values into the JSON of events (the API's task and node views)."""
-
-    def task(self, task: Task) -> dict[str, Any]: ...
-
-    def node(self, task: Task, run: NodeRun) -> dict[str, Any]: ...
+def task_snapshot(task: Task) -> Task:
+    """``task`` as it is now, its node runs copied: the executor goes on changing them in place."""
+    return dataclasses.replace(task, nodes={node_id: run.copy() for node_id, run in task.nodes.items()})
 
 
 class EventWriter(Protocol):
@@ -219,17 +229,14 @@ class EventHub:
     Args:
         writer: stores them (the process's group committer).
         log: reads them back.
-        renderer: makes the JSON of task and node events; None stores typed summaries only
-            (a test, a bench without the API).
         endings: task ends anywhere, at once (PostgreSQL); started with the first poll, so a
             process that never waits for another's tasks never listens. None: the poll alone.
     """
 
-    def __init__(self, writer: EventWriter, log: EventLog, renderer: EventRenderer | None = None, *,
-                 poll_s: float = POLL_S, endings: EndNotices | None = None) -> None:
+    def __init__(self, writer: EventWriter, log: EventLog, *, poll_s: float = POLL_S,
+                 endings: EndNotices | None = None) -> None:
         self._writer = writer
         self._log = log
-        self._renderer = renderer
         self._poll_s = poll_s
         self._endings = endings
         self._listening: asyncio.Task[None] | None = None
@@ -255,14 +262,13 @@ class EventHub:
         if stream.next_seq is None:
             # A first claim writes the task's first events; anything else continues after the stored ones.
             stream.next_seq = 1 + (await self._log.last_seq(task.id) if task.claims > 1 else 0)
-        self._emit(task.id, EventKind.TASK, self._task_data(task), final=task.status.ended)
+        self._emit(task.id, EventKind.TASK, task_snapshot(task), final=task.status.ended)
 
     def node_changed(self, task: Task, run: NodeRun) -> None:
         """A node's status changed (called in the node's asyncio task: watchers see it there)."""
         for watcher in self._node_watchers:
             watcher(task, run)
-        data = self._renderer.node(task, run) if self._renderer else {"node_id": run.node_id, "status": run.status.value}
-        self._emit(task.id, EventKind.NODE, data)
+        self._emit(task.id, EventKind.NODE, run.copy())
 
     def node_said(self, task_id: int, kind: EventKind, data: Mapping[str, Any]) -> None:
         """A running node's ``progress``, ``log`` or ``token``."""
@@ -289,8 +295,9 @@ class EventHub:
         stream = self._streams.get(ended.id)
         if stream is None or not stream.writing or stream.next_seq is None or stream.ended:
             return None
-        return TaskEvent(ended.id, stream.next_seq, EventKind.TASK, self._task_data(ended), datetime.now(UTC),
-                         True, stream.epoch, task=ended)
+        # ``ended`` itself, not a snapshot: the executor is done with it.
+        return TaskEvent(ended.id, stream.next_seq, EventKind.TASK, ended, datetime.now(UTC), True, stream.epoch,
+                         task=ended)
 
     def end_stored(self, events: Sequence[TaskEvent]) -> None:
         """``events`` (:meth:`unstored`'s, then :meth:`final_event`'s) are committed with the
@@ -315,7 +322,7 @@ class EventHub:
         if stream is None or not stream.writing:
             return None
         if task.status.ended and not stream.ended:
-            self._emit(task.id, EventKind.TASK, self._task_data(task), final=True)
+            self._emit(task.id, EventKind.TASK, task_snapshot(task), final=True)
         if stream.unstored:
             return self._stopped_once_stored(task, stream)
         self._stopped(task, stream)
@@ -517,12 +524,7 @@ class EventHub:
 
     # -- inside ----------------------------------------------------------------------------
 
-    def _task_data(self, task: Task) -> dict[str, Any]:
-        if self._renderer is not None:
-            return self._renderer.task(task)
-        return {"id": task.id, "status_name": task.status.value}
-
-    def _emit(self, task_id: int, kind: EventKind, data: Mapping[str, Any], *, final: bool = False) -> None:
+    def _emit(self, task_id: int, kind: EventKind, data: EventData, *, final: bool = False) -> None:
         stream = self._streams.get(task_id)
         if stream is None or not stream.writing or stream.next_seq is None:
             return  # not this process's task (a late node report after a hand-over or a lost lease)
@@ -551,12 +553,21 @@ class EventHub:
                 self._hand_over(stream)
 
     def _stored(self, events: Sequence[TaskEvent]) -> None:
-        for event in events:
-            stream = self._streams.get(event.task_id)
-            if stream is not None and stream.unstored:
+        streams = self._streams
+        for event in events:  # _deliver's work, inline: this runs for every event
+            stream = streams.get(event.task_id)
+            if event.final:
+                self._remember_end(event)
+            if stream is None:
+                continue
+            if stream.unstored:
                 stream.unstored -= 1
-            self._deliver(event)
-        self._write_touched()
+            if event.seq > stream.delivered:
+                stream.delivered = event.seq
+                for queue in stream.subscribers:
+                    queue.put_nowait(event)
+        if self._touched:
+            self._write_touched()
 
     def _write_held(self) -> None:
         self._hold = None
@@ -578,11 +589,15 @@ class EventHub:
             for writer in touched:
                 writer.flush()
 
+    def _remember_end(self, final: TaskEvent) -> None:
+        """Keeps that ``final``'s task ended, for a ``?wait`` that starts just after (not its data)."""
+        self._recently_ended[final.task_id] = TaskEvent(final.task_id, final.seq, final.kind, ENDED, final.at, True)
+        if len(self._recently_ended) > RECENTLY_ENDED:
+            del self._recently_ended[next(iter(self._recently_ended))]  # the oldest
+
     def _deliver(self, event: TaskEvent) -> None:
         if event.final:
-            self._recently_ended[event.task_id] = dataclasses.replace(event, task=None) if event.task else event
-            if len(self._recently_ended) > RECENTLY_ENDED:
-                del self._recently_ended[next(iter(self._recently_ended))]  # the oldest
+            self._remember_end(event)
         stream = self._streams.get(event.task_id)
         if stream is None or event.seq <= stream.delivered:
             return

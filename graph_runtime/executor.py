@@ -211,6 +211,8 @@ class _TaskRun:
         self._skips: list[NodeRun] = []  # skipped since the last _start, to record
         self.foreign: dict[str, str] = {}  # nodes of pools this worker does not serve: their pool
         self.held: list[str] = []  # foreign nodes that became ready: the task goes to their pool
+        # ``ctx.say`` by the secrets it redacts: one per task most often, not one per node run.
+        self._tellers: dict[frozenset[str], Callable[[str, dict[str, Any]], None]] = {}
 
     async def persist(self, write: Callable[[], Awaitable[T]]) -> T:
         """Run a store write (or a read the task cannot do without), retrying while the database
@@ -573,10 +575,17 @@ class _TaskRun:
 
     def _teller(self, node_id: str, secrets: frozenset[str]) -> Callable[[str, dict[str, Any]], None] | None:
         """``ctx.say`` of a node: its progress, log lines and tokens become the task's events (its
-        secrets redacted), from the loop or from a thread the node runs code on."""
+        secrets redacted), from the loop or from a thread the node runs code on. (What a node says
+        names the node: one ``say`` serves every node of the task with the same secrets.)"""
         events = self.ex.events
         if events is None or is_item_run(node_id):
             return None
+        say = self._tellers.get(secrets)
+        if say is None:
+            say = self._tellers[secrets] = self._new_teller(events, secrets)
+        return say
+
+    def _new_teller(self, events: EventHub, secrets: frozenset[str]) -> Callable[[str, dict[str, Any]], None]:
         loop, task_id = asyncio.get_running_loop(), self.task.id
 
         def say(kind: str, data: dict[str, Any]) -> None:

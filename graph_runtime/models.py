@@ -182,7 +182,7 @@ class TaskRequest:
         )
 
 
-@dataclass
+@dataclass(slots=True)
 class NodeRun:
     """One node inside a task."""
 
@@ -243,7 +243,7 @@ class Claim:
     lease_s: float
 
 
-@dataclass
+@dataclass(slots=True)
 class Task:
     """One execution of a selected subgraph of a flow revision."""
 

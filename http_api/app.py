@@ -43,7 +43,6 @@ from http_api.services import Services
 from http_api.settings import Settings
 from http_api.telemetry import Telemetry
 from http_api.trigger_loops import TRIGGER_LOOPS, TriggerLoops
-from http_api.views import EventViews
 from nodes.builtin import make_http_session
 from nodes.registry import Registry, default_registry
 from storage import engine as storage_engine
@@ -98,7 +97,7 @@ async def open_services(settings: Settings, registry: Registry | None = None,
     # One group committer per process: node runs and task events share its transactions, in order.
     committer = GroupCommitter(repo)
     worker_id = new_worker_id()  # this process's workers, and the watcher of the tasks it waits for
-    events = EventHub(committer, TaskEventLog(engine), EventViews(), endings=pg_endings(engine, worker_id))
+    events = EventHub(committer, TaskEventLog(engine), endings=pg_endings(engine, worker_id))
     executor = Executor(store=repo, registry=registry, http=http, allow_private=settings.http_allow_private,
                         limits=settings.limits(), files=files, prices=prices, resolvers=resolvers,
                         cache=StoredOutputCache(repo) if settings.cache_max_bytes > 0 else None,

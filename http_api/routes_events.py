@@ -14,11 +14,11 @@ from collections.abc import AsyncGenerator, Sequence
 from aiohttp import HttpVersion11, web
 
 from graph_runtime import errors as flow_errors
-from graph_runtime.events import TaskEvent
+from graph_runtime.events import EventData, TaskEvent
 from http_api import errors
 from http_api.body import SERVICES, path_int
 from http_api.services import Services
-from http_api.views import FILE_MARK, task_view, with_file_links
+from http_api.views import FILE_MARK, event_view, task_view, with_file_links
 from nodes import codec
 
 routes = web.RouteTableDef()
@@ -65,10 +65,11 @@ def _encodings(event: TaskEvent) -> dict[str, bytes]:
     return event.encoded
 
 
-def _encode(services: Services, event_id: int, kind: str, data: object) -> bytes:
-    body = codec.dumps(data)
-    if FILE_MARK in body and isinstance(data, dict):  # a result's files get their signed links, as a poll's do
-        body = codec.dumps(with_file_links(data, services.links.url_for))
+def _encode(services: Services, event_id: int, kind: str, data: EventData) -> bytes:
+    view = event_view(data)
+    body = codec.dumps(view)
+    if FILE_MARK in body and isinstance(view, dict):  # a result's files get their signed links, as a poll's do
+        body = codec.dumps(with_file_links(view, services.links.url_for))
     return b"id: %d\nevent: %s\ndata: %s\n\n" % (event_id, kind.encode(), body)
 
 

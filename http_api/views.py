@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from graph_runtime.events import EventData
 from graph_runtime.flow import Flow
 from graph_runtime.models import NodeRun, Task, is_item_run
 from nodes.files import FILE_KEY, file_values, is_file_value
@@ -91,15 +92,15 @@ def task_view(task: Task, *, outputs: bool = False, items: bool = False) -> dict
     }
 
 
-class EventViews:
-    """The JSON of task events (SPEC §11): a ``task`` event's data is the task as ``GET /task/{id}``
-    shows it, a ``node`` event's the node run as the task lists it, with its ``node_id``."""
-
-    def task(self, task: Task) -> dict[str, Any]:
-        return task_view(task)
-
-    def node(self, task: Task, run: NodeRun) -> dict[str, Any]:
-        return {"node_id": run.node_id, **node_view(run)}
+def event_view(data: EventData) -> Mapping[str, Any]:
+    """An event's data as the stream shows it (SPEC §11): a ``task`` event's is the task as
+    ``GET /task/{id}`` shows it, a ``node`` event's the node run as the task lists it, with its
+    ``node_id``; the rest (and events stored as JSON already) as they are."""
+    if isinstance(data, NodeRun):
+        return {"node_id": data.node_id, **node_view(data)}
+    if isinstance(data, Task):
+        return task_view(data)
+    return data
 
 
 def saved_cost(task: Task) -> float:

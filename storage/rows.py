@@ -18,6 +18,7 @@ from typing import Any
 from graph_runtime.events import EventKind, TaskEvent
 from graph_runtime.models import Lease, NodeRun, NodeStatus, RunError, Task, TaskRequest, TaskStatus
 from nodes import codec
+from storage import event_data
 
 TASK_COLUMNS = (
     "id", "flow_id", "revision", "status", "data", "created", "started", "finished", "result", "execution_time",
@@ -28,7 +29,8 @@ RUN_COLUMNS = (
     "cached", "saved_cost", "items", "waiting_for_pool",
 )
 # A stored batch of one task's events (``task_event_batch``): its first and last numbers, whether
-# the last is the task's final event, and the events as one JSON array of [seq, kind, at, data].
+# the last is the task's final event, and the events as one JSON array of [seq, kind, at, data]
+# (a task's or node run's data as an array by position: ``storage.event_data``).
 EVENT_COLUMNS = ("task_id", "seq", "last_seq", "final", "events")
 FINGERPRINT = TASK_COLUMNS.index("request_fingerprint")
 CLAIMS = TASK_COLUMNS.index("claims")
@@ -104,8 +106,8 @@ class RowCodec:
     def events(self, row: Sequence[Any], after: int) -> list[TaskEvent]:
         """The events of a row of :data:`EVENT_COLUMNS` numbered after ``after``."""
         task_id, last, final = row[0], row[2], bool(row[3])
-        kinds, parse = _EVENT_KIND, datetime.fromisoformat
-        return [TaskEvent(task_id, seq, kinds[kind], data, parse(at), final and seq == last)
+        kinds, parse, decode = _EVENT_KIND, datetime.fromisoformat, event_data.decode
+        return [TaskEvent(task_id, seq, kinds[kind], decode(kinds[kind], data), parse(at), final and seq == last)
                 for seq, kind, at, data in self.decode_json(row[4]) if seq > after]
 
     def node_run(self, row: Sequence[Any]) -> NodeRun:
@@ -181,7 +183,7 @@ def event_params(events: Sequence[TaskEvent]) -> list[tuple[Any, ...]]:
             runs[-1].append(event)
         else:
             runs.append([event])
-    dumps = codec.dumps_str
+    dumps, encode = codec.dumps_str, event_data.encode
     return [(task_id, batch[0].seq, batch[-1].seq, batch[-1].final,
-             dumps([(e.seq, e.kind, e.at, e.data) for e in batch]), epoch)
+             dumps([(e.seq, e.kind, e.at, encode(e.data)) for e in batch]), epoch)
             for (task_id, epoch), runs in batches.items() for batch in runs]

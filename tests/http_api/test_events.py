@@ -54,7 +54,7 @@ async def test_a_stream_opened_at_once_carries_the_whole_run_then_closes(api: Ap
     assert [e["id"] for e in events] == list(range(1, len(events) + 1)), "ids 1, 2, … with no gap"
     assert events[0]["event"] == "task" and events[0]["data"]["status_name"] == "running"
     assert events[-1]["event"] == "task" and events[-1]["data"]["status_name"] == "succeeded"
-    assert events[-1]["data"]["result"] == (await api.task(task["id"]))["result"]
+    assert events[-1]["data"] == await api.task(task["id"]), "the final event is the task as a poll shows it"
     nodes = [e["data"] for e in events if e["event"] == "node"]
     assert {n["node_id"] for n in nodes} == set((await api.task(task["id"]))["nodes"])
     for node_id in {n["node_id"] for n in nodes}:
@@ -71,6 +71,23 @@ async def test_a_late_subscriber_gets_the_same_history_and_last_event_id_resumes
         rest = await _stream(api, task["id"], last_event_id=cut)
         assert rest == history[cut:], f"resumed after {cut}: no gap, no duplicate"
     assert await _stream(api, task["id"], last_event_id=len(history)) == []
+
+
+async def test_task_and_node_events_read_back_show_what_a_poll_showed(api: Api) -> None:
+    """Events are stored as typed snapshots and rendered when read: a late subscriber sees each
+    node's last event as the task's poll shows that node, and the final event as the poll itself."""
+    task = await api.execute("fan-out-fan-in", params={"wait": "10"})
+    polled = await api.task(task["id"])
+    events = await _stream(api, task["id"])
+    assert events[0]["data"]["status_name"] == "running" and events[0]["data"]["finished"] is None
+    assert {n["status"] for n in events[0]["data"]["nodes"].values()} == {"pending"}
+    assert set(events[0]["data"]["nodes"]) == set(polled["nodes"])
+    assert events[-1]["data"] == polled
+    last: dict[str, Any] = {}
+    for event in events:
+        if event["event"] == "node":
+            last[event["data"]["node_id"]] = {k: v for k, v in event["data"].items() if k != "node_id"}
+    assert last == polled["nodes"]
 
 
 async def test_nodes_progress_logs_and_tokens_arrive_live_without_their_secrets(api: Api) -> None:

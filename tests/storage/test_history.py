@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -142,7 +143,7 @@ async def test_included_nodes_come_without_outputs_in_start_order(repo: Reposito
     nodes, pending = by_id[task_id].nodes, by_id[queued].nodes
     assert nodes is not None and list(nodes) == list(whole.nodes) == ["start", "end"]
     for node_id, run in nodes.items():
-        assert run.output is None and run == NodeRun(**{**vars(whole.nodes[node_id]), "output": None})
+        assert run.output is None and run == dataclasses.replace(whole.nodes[node_id], output=None)
     assert pending is not None and set(pending) == {"start", "end"}
     assert by_id[task_id].request is None and by_id[task_id].result is None
 

@@ -5,11 +5,13 @@ no event and never takes a number the resuming worker wrote."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from graph_runtime.events import EventKind, TaskEvent
 from graph_runtime.flow import Flow
+from graph_runtime.models import NodeRun, NodeStatus, RunError, Task, TaskStatus
 from storage.repository import Repository
 from storage.task_events import TaskEventLog
 from tests.storage.conftest import make_request
@@ -33,6 +35,38 @@ async def test_events_come_back_by_number_for_several_tasks_at_once(repo: Reposi
     assert [(e.task_id, e.seq, e.data["message"]) for e in found] == [(first, 2, "a2"), (first, 3, "a3"),
                                                                       (second, 1, "b1")]
     assert found[-1].final and not found[0].final and found[0].kind is EventKind.LOG
+
+
+async def test_node_and_task_snapshots_come_back_as_they_were_and_json_events_as_json(
+        repo: Repository, saved_flow: SavedFlow) -> None:
+    """Task and node events are stored as arrays by position (not as the API's JSON): every field
+    a view shows comes back, a node's output stays in its row, and an event stored as JSON (by an
+    earlier version) reads back as that JSON."""
+    await saved_flow()
+    log = TaskEventLog(repo.engine)
+    task = (await repo.create_task("demo", 1, make_request()))[0]
+    now = datetime.now(UTC)
+    failed = NodeRun("b", NodeStatus.FAILED, now, now.replace(microsecond=0), 0.25, 0.5, 2,
+                     RunError("node_failed", "boom", "b"), {"big": "output"}, False, None)
+    mapped = NodeRun("m", NodeStatus.RUNNING, now, attempts=1, items={"total": 3, "succeeded": 1, "running": 2})
+    cached = NodeRun("c", NodeStatus.SUCCEEDED, now, now, 0.0, 0.0, 1, cached=True, saved_cost=0.75)
+    waiting = NodeRun("g", waiting_for_pool="gpu")
+    ended = dataclasses.replace(task, status=TaskStatus.FAILED, started=now, finished=now, execution_time=1.5,
+                                execution_cost=0.5, error=RunError("node_failed", "boom", "b"), result={"r": [1, "x"]},
+                                nodes={run.node_id: run for run in (failed, mapped, cached, waiting)})
+    old = {"node_id": "old", "status": "running", "started": "2026-11-29T10:00:00.000001Z"}
+    await repo.save_node_runs_many([], {}, [
+        TaskEvent(task.id, 1, EventKind.NODE, failed, now), TaskEvent(task.id, 2, EventKind.NODE, mapped, now),
+        TaskEvent(task.id, 3, EventKind.NODE, old, now), TaskEvent(task.id, 4, EventKind.TASK, ended, now, True)])
+    back = await log.since({task.id: 0})
+    assert [e.seq for e in back] == [1, 2, 3, 4] and back[-1].final and all(e.at == now for e in back)
+    assert back[0].data == dataclasses.replace(failed, output=None)
+    assert back[1].data == mapped
+    assert back[2].data == old
+    stored = back[3].data
+    assert isinstance(stored, Task)
+    assert stored == dataclasses.replace(ended, nodes={k: dataclasses.replace(r, output=None) for k, r in ended.nodes.items()})
+    assert list(stored.nodes) == ["b", "m", "c", "g"], "in the task's order"
 
 
 async def test_a_worker_that_lost_its_lease_stores_no_event(repo: Repository, saved_flow: SavedFlow) -> None:

@@ -103,7 +103,7 @@ async def test_a_wait_for_a_task_another_process_runs_answers_at_its_end_not_at_
         await asyncio.sleep(0.5)  # its first poll found nothing; the next is 30 s away
         await scheduler.start()  # the worker "elsewhere" claims and runs it
         final = await asyncio.wait_for(waiting, 10)
-        assert final is not None and final.final and final.data["status_name"] == "succeeded"
+        assert final is not None and final.final and final.data.status is TaskStatus.SUCCEEDED  # type: ignore[union-attr]
     finally:
         await scheduler.stop()
         await worker_hub.close()
