@@ -118,8 +118,6 @@ class Executor:
         control = control or Control()
         run = _TaskRun(self, task, control.launcher or InlineLauncher(self))
         self._runs[task.id] = run
-        if self.events is not None:
-            await self.events.task_started(task)
         try:
             return await self._execute(task, control, run)
         finally:
@@ -131,7 +129,13 @@ class Executor:
 
     async def _execute(self, task: Task, control: Control, run: _TaskRun) -> Task:
         try:
-            await run.prepare()
+            try:
+                await run.prepare()
+            finally:
+                # Its first event once prepare gave it its nodes (a first claim comes without
+                # them): the task as a poll shows it. Even when prepare failed: its end follows.
+                if self.events is not None:
+                    await self.events.task_started(task)
             async with asyncio.timeout(task.request.timeout_s):
                 await run.drive()
             if run.handed_over():

@@ -90,6 +90,18 @@ async def test_task_and_node_events_read_back_show_what_a_poll_showed(api: Api) 
     assert last == polled["nodes"]
 
 
+async def test_a_live_stream_and_the_history_read_later_are_the_same(api: Api) -> None:
+    """A queued task, claimed by the scheduler (its first claim comes without node runs): the
+    stream read live and the history read after its end carry the same events, the first one
+    listing every node pending."""
+    task = await api.execute("fan-out-fan-in", params={"wait": "0"})
+    live = await _stream(api, task["id"])
+    assert live == await _stream(api, task["id"])
+    polled = await api.task(task["id"])
+    assert set(live[0]["data"]["nodes"]) == set(polled["nodes"])
+    assert {n["status"] for n in live[0]["data"]["nodes"].values()} == {"pending"}
+
+
 async def test_nodes_progress_logs_and_tokens_arrive_live_without_their_secrets(api: Api) -> None:
     await _secret(api, "sk-live-do-not-show")
     await _chatty_flow(api, hold=0.3)
