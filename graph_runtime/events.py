@@ -36,7 +36,7 @@ from types import MappingProxyType
 from typing import Any, Protocol
 
 from graph_runtime import errors
-from graph_runtime.models import NodeRun, Task
+from graph_runtime.models import NodeRun, Task, is_item_run
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +86,10 @@ class TaskEvent:
 
 
 def task_snapshot(task: Task) -> Task:
-    """``task`` as it is now, its node runs copied: the executor goes on changing them in place."""
-    return dataclasses.replace(task, nodes={node_id: run.copy() for node_id, run in task.nodes.items()})
+    """``task`` as it is now, its node runs copied (the executor goes on changing them in place),
+    without its map items' runs (its map's run counts them, as the task's view does)."""
+    return dataclasses.replace(task, nodes={node_id: run.copy() for node_id, run in task.nodes.items()
+                                            if not is_item_run(node_id)})
 
 
 class EventWriter(Protocol):

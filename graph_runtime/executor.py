@@ -131,11 +131,17 @@ class Executor:
         try:
             try:
                 await run.prepare()
-            finally:
-                # Its first event once prepare gave it its nodes (a first claim comes without
-                # them): the task as a poll shows it. Even when prepare failed: its end follows.
+            except BaseException:
+                # Its end follows, and its final event needs the stream started; what made
+                # prepare fail (a cancel, a crash loop, ...) is what goes on, not this.
                 if self.events is not None:
-                    await self.events.task_started(task)
+                    with contextlib.suppress(Exception):
+                        await self.events.task_started(task)
+                raise
+            # Its first event once prepare gave it its nodes (a first claim comes without them):
+            # the task as a poll shows it, every node of the run set listed.
+            if self.events is not None:
+                await self.events.task_started(task)
             async with asyncio.timeout(task.request.timeout_s):
                 await run.drive()
             if run.handed_over():

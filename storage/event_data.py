@@ -5,48 +5,39 @@ An array, not the API's JSON: writing a task's events is on the hot path of ever
 nobody reads most of them, so they are stored as cheaply as they can be (no view rendered, no
 key repeated: a 10-node chain's batch is a third of the bytes) and rendered by the API when read.
 An event stored as a JSON object (by the versions before this encoding) reads back as that object.
-A snapshot leaves out what no event shows: a node's output (its row has it), a task's claims.
+A snapshot leaves out what no event shows: a node's output (its row has it), a task's claims, a
+map's item runs (its own run counts them). A node that has not run yet is just its id (a task's
+first event lists every node so).
 
-Most task events are not stored at all, only pointed at (``null``): the final one is the ended task,
-which its row and node runs hold from the same transaction on and never change again; the first
-one of a task's first claim, every node still pending, is what its row says of it (id, request,
-created, started), running, with its nodes pending. A read fills them in from the rows
-(:func:`needs_rows`, :func:`fill`): of a 10-node chain's 5 KB of events, those two were half.
+Every event is stored whole, not pointed at rows: a task's rows change after its events (a
+released claim clears ``started``), and a stream's history must not read a task's node runs (a
+thousand streams opening on a 1,000-node task would read them a thousand times).
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping, Sequence
 from datetime import datetime
-from types import MappingProxyType
 from typing import Any
 
-from graph_runtime.events import EventData, EventKind, TaskEvent
+from graph_runtime.events import EventData, EventKind
 from graph_runtime.models import NodeRun, NodeStatus, RunError, Task, TaskRequest, TaskStatus, is_item_run
 
 _TASK_STATUS = {status.value: status for status in TaskStatus}
 _NODE_STATUS = {status.value: status for status in NodeStatus}
 
 
-FROM_ROWS: Mapping[str, Any] = MappingProxyType({})
-"""The data of a task event read back before :func:`fill` (or whose task is gone since)."""
-
-
-def encode(data: EventData, final: bool) -> Any:
-    """What is stored for ``data``: an array for a node run or a task, None for a task its rows
-    tell (see the module's docstring), a mapping as it is."""
+def encode(data: EventData) -> Any:
+    """What is stored for ``data``: an array for a node run or a task, a mapping as it is."""
     kind = type(data)
     if kind is NodeRun:
         return _run(data)  # type: ignore[arg-type]
     if kind is Task:
         task: Task = data  # type: ignore[assignment]
-        if final or (task.claims == 1 and all(map(_untouched, task.nodes.values()))):
-            return None
         return (task.id, task.flow_id, task.revision, task.request.as_data(), task.status, task.created,
                 task.started, task.finished, task.result, task.execution_time, task.execution_cost,
                 task.error.as_dict() if task.error is not None else None, task.parent_id,
-                [_run(run) for run in task.nodes.values()])
+                [run.node_id if _untouched(run) else _run(run) for run in task.nodes.values()
+                 if not is_item_run(run.node_id)])
     return data
 
 
@@ -63,16 +54,14 @@ def _run(run: NodeRun) -> tuple[Any, ...]:
 
 
 def decode(kind: EventKind, stored: Any) -> EventData:
-    """The event data ``encode`` wrote for an event of ``kind`` (:data:`FROM_ROWS` for None)."""
-    if stored is None:
-        return FROM_ROWS
+    """The event data ``encode`` wrote for an event of ``kind``."""
     if isinstance(stored, list):
         if kind is EventKind.NODE:
             return _run_of(stored)
         if kind is EventKind.TASK:
             (task_id, flow_id, revision, request, status, created, started, finished, result, execution_time,
              execution_cost, error, parent_id, runs) = stored
-            nodes = {run.node_id: run for run in map(_run_of, runs)}
+            nodes = {run.node_id: run for run in map(_run_of, runs)}  # a str: a node that has not run
             return Task(id=task_id, flow_id=flow_id, revision=revision, request=TaskRequest.from_data(request),
                         status=_TASK_STATUS[status], created=_dt(created), started=_dt(started),
                         finished=_dt(finished), result=result, execution_time=execution_time,
@@ -81,7 +70,9 @@ def decode(kind: EventKind, stored: Any) -> EventData:
     return stored  # type: ignore[no-any-return]
 
 
-def _run_of(stored: list[Any]) -> NodeRun:
+def _run_of(stored: list[Any] | str) -> NodeRun:
+    if isinstance(stored, str):
+        return NodeRun(stored)
     (node_id, status, started, finished, execution_time, cost, attempts, error, cached, saved_cost, items,
      waiting_for_pool) = stored
     return NodeRun(node_id, _NODE_STATUS[status], _dt(started), _dt(finished), execution_time, cost, attempts,
@@ -90,19 +81,3 @@ def _run_of(stored: list[Any]) -> NodeRun:
 
 def _dt(text: str | None) -> datetime | None:
     return None if text is None else datetime.fromisoformat(text)
-
-
-def needs_rows(events: Sequence[TaskEvent]) -> list[int]:
-    """The tasks whose rows :func:`fill` needs for ``events``."""
-    return sorted({event.task_id for event in events if event.data is FROM_ROWS})
-
-
-def fill(events: Sequence[TaskEvent], tasks: Mapping[int, Task]) -> None:
-    """Gives each task event stored as None its task, from ``tasks`` (as read, its node runs
-    without map items): the ended task for a final event, else the task as its first claim started it."""
-    for event in events:
-        if event.data is FROM_ROWS and (task := tasks.get(event.task_id)) is not None:
-            event.data = task if event.final else dataclasses.replace(
-                task, status=TaskStatus.RUNNING, finished=None, result=None, execution_time=None,
-                execution_cost=None, error=None, lease=None,
-                nodes={node_id: NodeRun(node_id) for node_id in task.nodes if not is_item_run(node_id)})

@@ -19,7 +19,7 @@ from graph_runtime import errors
 from graph_runtime.events import TaskEvent
 from graph_runtime.models import Lease, NodeRun, Task, TaskOutcome, TaskStatus
 from nodes import codec
-from storage import convert, event_data, rows
+from storage import convert, rows
 from storage.engine import PgPool
 from storage.errors import IntegrityViolation
 from storage.hot_path import CacheRow, encoded, evictable, outcome_raised, outcome_values
@@ -65,7 +65,6 @@ _CREATE_TASK = (
 _CREATE = _CREATE_TASK.format(conflict="")
 _CREATE_ONCE = _CREATE_TASK.format(conflict="ON CONFLICT (flow_id, idempotency_key) DO NOTHING")
 _TASK_BY_ID = f"SELECT {_TASK_COLUMNS} FROM task WHERE id = $1"
-_TASKS_BY_IDS = f"SELECT {_TASK_COLUMNS} FROM task WHERE id = ANY($1::bigint[])"
 _TASK_BY_KEY = f"SELECT {_TASK_COLUMNS} FROM task WHERE flow_id = $1 AND idempotency_key = $2"
 
 _CLAIMED = (
@@ -324,13 +323,9 @@ class PgHotPath:
     async def events_since(self, cursors: Mapping[int, int]) -> list[TaskEvent]:
         async with self._pool.connection() as conn:
             found = await conn.fetch(_EVENTS_SINCE, list(cursors), list(cursors.values()))
-            events: list[TaskEvent] = []
-            for row in found:
-                events += _CODEC.events(row, events[-1].seq if events and events[-1].task_id == row[0] else row[-1])
-            if wanted := event_data.needs_rows(events):
-                task_rows = await conn.fetch(_TASKS_BY_IDS, wanted)
-                runs = await self._runs(conn, wanted, items=False)
-                event_data.fill(events, {row[0]: _CODEC.task(row, runs.get(row[0], {})) for row in task_rows})
+        events: list[TaskEvent] = []
+        for row in found:
+            events += _CODEC.events(row, events[-1].seq if events and events[-1].task_id == row[0] else row[-1])
         return events
 
     async def last_event_seq(self, task_id: int) -> int:

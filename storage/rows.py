@@ -185,5 +185,5 @@ def event_params(events: Sequence[TaskEvent]) -> list[tuple[Any, ...]]:
             runs.append([event])
     dumps, encode = codec.dumps_str, event_data.encode
     return [(task_id, batch[0].seq, batch[-1].seq, batch[-1].final,
-             dumps([(e.seq, e.kind, e.at, encode(e.data, e.final)) for e in batch]), epoch)
+             dumps([(e.seq, e.kind, e.at, encode(e.data)) for e in batch]), epoch)
             for (task_id, epoch), runs in batches.items() for batch in runs]

@@ -18,7 +18,7 @@ from typing import Any
 from graph_runtime.events import TaskEvent
 from graph_runtime.models import Lease, NodeRun, Task
 from nodes import codec
-from storage import event_data, rows
+from storage import rows
 from storage.hot_path import evictable
 
 _TASK_COLUMNS = ", ".join(rows.TASK_COLUMNS)
@@ -263,11 +263,6 @@ def events_since_work(conn: sqlite3.Connection, cursors: Sequence[tuple[int, int
     for task_id, after in sorted(cursors):
         for row in conn.execute(_EVENTS_AFTER, (task_id, after)):
             found += _CODEC.events(row, found[-1].seq if found and found[-1].task_id == task_id else after)
-    tasks = {}
-    for task_id in event_data.needs_rows(found):  # in this read's snapshot
-        if (row := conn.execute(_TASK_BY_ID, (task_id,)).fetchone()) is not None:
-            tasks[task_id] = _CODEC.task(row, _runs(conn, task_id, items=False))
-    event_data.fill(found, tasks)
     return found
 
 

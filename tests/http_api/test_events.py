@@ -100,6 +100,11 @@ async def test_a_live_stream_and_the_history_read_later_are_the_same(api: Api) -
     polled = await api.task(task["id"])
     assert set(live[0]["data"]["nodes"]) == set(polled["nodes"])
     assert {n["status"] for n in live[0]["data"]["nodes"].values()} == {"pending"}
+    # A flow with a skipped branch: the nodes keep their order too (plan order at the start).
+    task = await api.execute("branch-greeting", params={"wait": "0"})
+    live = await _stream(api, task["id"])
+    assert [list(e["data"]["nodes"]) for e in live if e["event"] == "task"] == [
+        list(e["data"]["nodes"]) for e in await _stream(api, task["id"]) if e["event"] == "task"]
 
 
 async def test_nodes_progress_logs_and_tokens_arrive_live_without_their_secrets(api: Api) -> None:

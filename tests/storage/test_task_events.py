@@ -40,46 +40,41 @@ async def test_events_come_back_by_number_for_several_tasks_at_once(repo: Reposi
 async def test_node_and_task_snapshots_come_back_as_they_were_and_json_events_as_json(
         repo: Repository, saved_flow: SavedFlow) -> None:
     """Task and node events are stored as arrays by position (not as the API's JSON): every field
-    a view shows comes back, a node's output stays in its row, and an event stored as JSON (by an
-    earlier version) reads back as that JSON. A task event its rows tell is not stored but read
-    from them: the final one is the task as its row has it, the first claim's start is the row's
-    task running with every node pending."""
+    a view shows comes back, a node's output stays in its row, a map's item runs stay out of its
+    task's events (the map's run counts them), and an event stored as JSON (by an earlier
+    version) reads back as that JSON."""
     await saved_flow()
     log = TaskEventLog(repo.engine)
-    task = (await repo.create_task("demo", 1, make_request(), node_ids=["b", "m", "c", "g"]))[0]
-    claimed = await repo.claim_task(task.id, "w1", lease_s=60)
-    assert claimed is not None and claimed.claims == 1
+    task = (await repo.create_task("demo", 1, make_request(), node_ids=["b", "m", "c", "g", "p"]))[0]
     now = datetime.now(UTC)
     failed = NodeRun("b", NodeStatus.FAILED, now, now.replace(microsecond=0), 0.25, 0.5, 2,
                      RunError("node_failed", "boom", "b"), {"big": "output"}, False, None)
     mapped = NodeRun("m", NodeStatus.RUNNING, now, attempts=1, items={"total": 3, "succeeded": 1, "running": 2})
+    item = NodeRun("m[0]", NodeStatus.SUCCEEDED, now, now, 0.1, 0.0, 1)
     cached = NodeRun("c", NodeStatus.SUCCEEDED, now, now, 0.0, 0.0, 1, cached=True, saved_cost=0.75)
     waiting = NodeRun("g", waiting_for_pool="gpu")
-    # A resumed task's start (its second claim): stored whole, as it was.
-    resumed = dataclasses.replace(claimed, claims=2, error=RunError("crashed", "gone", None), result={"r": [1, "x"]},
-                                  nodes={run.node_id: run for run in (failed, mapped, cached, waiting)})
+    pending = NodeRun("p")
+    started = dataclasses.replace(task, status=TaskStatus.RUNNING, started=now,
+                                  nodes={run.node_id: run for run in (pending, NodeRun("q"))})
+    ended = dataclasses.replace(task, status=TaskStatus.FAILED, started=now, finished=now, execution_time=1.5,
+                                execution_cost=0.5, error=RunError("node_failed", "boom", "b"), result={"r": [1, "x"]},
+                                nodes={run.node_id: run for run in (failed, mapped, item, cached, waiting, pending)})
     old = {"node_id": "old", "status": "running", "started": "2026-11-29T10:00:00.000001Z"}
     await repo.save_node_runs_many([], {}, [
-        TaskEvent(task.id, 1, EventKind.TASK, claimed, now), TaskEvent(task.id, 2, EventKind.NODE, failed, now),
+        TaskEvent(task.id, 1, EventKind.TASK, started, now), TaskEvent(task.id, 2, EventKind.NODE, failed, now),
         TaskEvent(task.id, 3, EventKind.NODE, mapped, now), TaskEvent(task.id, 4, EventKind.NODE, old, now),
-        TaskEvent(task.id, 5, EventKind.TASK, resumed, now)])
+        TaskEvent(task.id, 5, EventKind.TASK, ended, now, True)])
     back = await log.since({task.id: 0})
-    assert [e.seq for e in back] == [1, 2, 3, 4, 5] and all(e.at == now for e in back)
-    # The start, from the rows: the run set pending (a first claim's task has no node runs in hand yet).
-    assert back[0].data == dataclasses.replace(claimed, lease=None, nodes={n: NodeRun(n) for n in "bcgm"})
+    assert [e.seq for e in back] == [1, 2, 3, 4, 5] and back[-1].final and all(e.at == now for e in back)
+    assert back[0].data == started
     assert back[1].data == dataclasses.replace(failed, output=None)
     assert back[2].data == mapped
     assert back[3].data == old
     stored = back[4].data
     assert isinstance(stored, Task)
-    assert stored == dataclasses.replace(resumed, claims=0, lease=None, nodes={
-        k: dataclasses.replace(r, output=None) for k, r in resumed.nodes.items()}), "no output, no claims"
-    assert list(stored.nodes) == ["b", "m", "c", "g"], "in the task's order"
-    # The final event: the ended task as its rows have it, written in the same transaction.
-    finished = dataclasses.replace(resumed, status=TaskStatus.FAILED, finished=now, lease=None)
-    await repo.save_node_runs_many([], {}, [TaskEvent(task.id, 6, EventKind.TASK, finished, now, True)])
-    final = (await log.since({task.id: 5}))[0]
-    assert final.final and final.data == await repo.get_task(task.id)
+    assert stored == dataclasses.replace(ended, nodes={k: dataclasses.replace(r, output=None)
+                                                       for k, r in ended.nodes.items() if k != "m[0]"})
+    assert list(stored.nodes) == ["b", "m", "c", "g", "p"], "in the task's order, without the map's items"
 
 
 async def test_a_worker_that_lost_its_lease_stores_no_event(repo: Repository, saved_flow: SavedFlow) -> None:
