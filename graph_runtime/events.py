@@ -52,7 +52,7 @@ class EventKind(enum.StrEnum):
 EventData = Task | NodeRun | Mapping[str, Any]
 """What an event says. Task and node events carry a snapshot of the typed value, made when it
 changed, and the API renders it when someone reads it: most events are read by nobody, and
-rendering each as it happened was half of what the hub cost a chain nobody watched. Events
+rendering each as it happened was a third of what the hub cost a chain nobody watched. Events
 stored as the API's JSON (by the versions before this one) read back as that JSON, a mapping,
 and go out as they are."""
 

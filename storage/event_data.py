@@ -3,7 +3,7 @@
 
 An array, not the API's JSON: writing a task's events is on the hot path of every task, and
 nobody reads most of them, so they are stored as cheaply as they can be (no view rendered, no
-key repeated: a 10-node chain's batch is a third of the bytes) and rendered by the API when read.
+key repeated: a 10-node chain's batch is less than half the bytes) and rendered by the API when read.
 An event stored as a JSON object (by the versions before this encoding) reads back as that object.
 A snapshot leaves out what no event shows: a node's output (its row has it), a task's claims, a
 map's item runs (its own run counts them). A node that has not run yet is just its id (a task's
