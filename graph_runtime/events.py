@@ -555,19 +555,11 @@ class EventHub:
                 self._hand_over(stream)
 
     def _stored(self, events: Sequence[TaskEvent]) -> None:
-        streams = self._streams
-        for event in events:  # _deliver's work, inline: this runs for every event
-            stream = streams.get(event.task_id)
-            if event.final:
-                self._remember_end(event)
-            if stream is None:
-                continue
-            if stream.unstored:
+        for event in events:
+            stream = self._streams.get(event.task_id)
+            if stream is not None and stream.unstored:
                 stream.unstored -= 1
-            if event.seq > stream.delivered:
-                stream.delivered = event.seq
-                for queue in stream.subscribers:
-                    queue.put_nowait(event)
+            self._deliver(event)
         if self._touched:
             self._write_touched()
 
