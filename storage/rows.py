@@ -29,8 +29,9 @@ RUN_COLUMNS = (
     "cached", "saved_cost", "items", "waiting_for_pool",
 )
 # A stored batch of one task's events (``task_event_batch``): its first and last numbers, whether
-# the last is the task's final event, and the events as one JSON array of [seq, kind, at, data]
-# (a task's or node run's data as an array by position: ``storage.event_data``).
+# the last is the task's final event, and the events as one JSON array of [seq, kind, data]
+# (a task's or node run's data as an array by position: ``storage.event_data``). Batches written
+# before events lost their unread time hold [seq, kind, at, data], and read back the same.
 EVENT_COLUMNS = ("task_id", "seq", "last_seq", "final", "events")
 FINGERPRINT = TASK_COLUMNS.index("request_fingerprint")
 CLAIMS = TASK_COLUMNS.index("claims")
@@ -106,9 +107,9 @@ class RowCodec:
     def events(self, row: Sequence[Any], after: int) -> list[TaskEvent]:
         """The events of a row of :data:`EVENT_COLUMNS` numbered after ``after``."""
         task_id, last, final = row[0], row[2], bool(row[3])
-        kinds, parse, decode = _EVENT_KIND, datetime.fromisoformat, event_data.decode
-        return [TaskEvent(task_id, seq, kinds[kind], decode(kinds[kind], data), parse(at), final and seq == last)
-                for seq, kind, at, data in self.decode_json(row[4]) if seq > after]
+        kinds, decode = _EVENT_KIND, event_data.decode
+        return [TaskEvent(task_id, entry[0], kinds[entry[1]], decode(kinds[entry[1]], entry[-1]), final and entry[0] == last)
+                for entry in self.decode_json(row[4]) if entry[0] > after]
 
     def node_run(self, row: Sequence[Any]) -> NodeRun:
         """A :class:`NodeRun` from a row of :data:`RUN_COLUMNS`."""
@@ -176,6 +177,17 @@ def event_params(events: Sequence[TaskEvent]) -> list[tuple[Any, ...]]:
     Only unbroken runs: an event numbered in between but stored in another commit (a node's late
     report) gets a row of its own, and no row's range holds a number it lacks, so a read from any
     number finds every event after it."""
+    dumps, encode = codec.dumps_str, event_data.encode
+    if not events:
+        return []
+    first, seq = events[0], events[0].seq
+    for event in events:
+        if event.seq != seq or event.task_id != first.task_id or event.epoch != first.epoch:
+            break
+        seq += 1
+    else:  # most often (a task's end, a loop turn of one task): one task's unbroken run, one row
+        return [(first.task_id, first.seq, seq - 1, events[-1].final,
+                 dumps([(e.seq, e.kind, encode(e.data)) for e in events]), first.epoch)]
     batches: dict[tuple[int, int | None], list[list[TaskEvent]]] = {}
     for event in events:
         runs = batches.setdefault((event.task_id, event.epoch), [])
@@ -183,7 +195,6 @@ def event_params(events: Sequence[TaskEvent]) -> list[tuple[Any, ...]]:
             runs[-1].append(event)
         else:
             runs.append([event])
-    dumps, encode = codec.dumps_str, event_data.encode
     return [(task_id, batch[0].seq, batch[-1].seq, batch[-1].final,
-             dumps([(e.seq, e.kind, e.at, encode(e.data)) for e in batch]), epoch)
+             dumps([(e.seq, e.kind, encode(e.data)) for e in batch]), epoch)
             for (task_id, epoch), runs in batches.items() for batch in runs]

@@ -231,8 +231,9 @@ class TaskEventBatchRow(SQLModel, table=True):
 
     ``seq`` is the number of its first event on the task's stream and ``last_seq`` of its last (one
     writer per task at a time, the worker holding its lease, numbers them 1, 2, … with no gap, so
-    ``Last-Event-ID`` resumes exactly); ``events`` is ``[[seq, kind, at, data], …]`` (a task's or node
-    run's data an array by position, ``storage.event_data``); ``final``: its
+    ``Last-Event-ID`` resumes exactly); ``events`` is ``[[seq, kind, data], …]`` (a task's or node
+    run's data an array by position, ``storage.event_data``; rows written before 2026-12 hold
+    ``[seq, kind, at, data]`` and read the same); ``final``: its
     last event is the task event of its end. A 10-node chain's 22 events are most often one row,
     written with the task's end (one row per event made a short chain a fifth slower).
     """

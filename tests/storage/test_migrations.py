@@ -172,17 +172,20 @@ async def test_a_0010_database_upgrades_keeping_every_task_event_and_downgrades_
     found = await log.since({1: 0, 2: 0})
     assert [(e.task_id, e.seq, e.kind.value, e.data, e.final) for e in found] == [
         (t, s, k, json.loads(d), f) for t, s, k, d, f in written]
-    assert {e.at for e in found} == {moment}
     assert [e.seq for e in await log.since({1: 1})] == [2, 3] and await log.last_seq(1) == 3
     # A new batch continues after them, and a resumed read finds it.
     await Repository(engine).save_node_runs_many([], {}, [
-        TaskEvent(2, 2, EventKind.LOG, {"node_id": "end", "message": "again"}, datetime.now(UTC))])
+        TaskEvent(2, 2, EventKind.LOG, {"node_id": "end", "message": "again"})])
     assert [e.data["message"] for e in await log.since({2: 0})] == ["hi", "again"]
 
     await run_sync(engine, lambda c: command.downgrade(migrations.config(c), "0010"))
     back = await run_sync(engine, lambda c: c.exec_driver_sql(
-        "SELECT task_id, seq, kind, final FROM task_event ORDER BY task_id, seq").fetchall())
-    assert [tuple(row) for row in back] == [(t, s, k, f) for t, s, k, _, f in written] + [(2, 2, "log", False)]
+        "SELECT task_id, seq, kind, final, data, at FROM task_event ORDER BY task_id, seq").fetchall())
+    assert [tuple(row[:4]) for row in back] == [(t, s, k, f) for t, s, k, _, f in written] + [(2, 2, "log", False)]
+    # Each event's data comes back; the new batch's event, which has no time, gets the downgrade's.
+    data = [row[4] if isinstance(row[4], dict) else json.loads(row[4]) for row in back]
+    assert data == [json.loads(d) for *_, d, _ in written] + [{"node_id": "end", "message": "again"}]
+    assert all(row[5] for row in back)
 
 
 async def test_revision_1_is_exactly_what_the_first_release_created(engine: Any, empty_url: str) -> None:

@@ -29,15 +29,20 @@ _PACK = {
     "postgresql": ("json_build_array(json_build_array(seq, kind,"
                    " to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), data))"),
 }
-# And back: one row per event of each batch.
+# And back: one row per event of each batch. An event is [seq, kind, at, data], or [seq, kind,
+# data] once events lost their time (nothing showed it): those get the downgrade's time.
 _UNPACK = {
     "sqlite": (
         "SELECT b.task_id, json_extract(e.value, '$[0]'), json_extract(e.value, '$[1]'),"
-        " json(json_extract(e.value, '$[3]')), replace(replace(json_extract(e.value, '$[2]'), 'T', ' '), 'Z', ''),"
+        " json(json_extract(e.value, '$[' || (json_array_length(e.value) - 1) || ']')),"
+        " CASE WHEN json_array_length(e.value) = 4"
+        " THEN replace(replace(json_extract(e.value, '$[2]'), 'T', ' '), 'Z', '')"
+        " ELSE strftime('%Y-%m-%d %H:%M:%f000', 'now') END,"
         " b.final AND json_extract(e.value, '$[0]') = b.last_seq FROM task_event_batch b, json_each(b.events) e"
     ),
     "postgresql": (
-        "SELECT b.task_id, (e.value->>0)::int, e.value->>1, e.value->3, (e.value->>2)::timestamptz,"
+        "SELECT b.task_id, (e.value->>0)::int, e.value->>1, e.value->(json_array_length(e.value) - 1),"
+        " CASE WHEN json_array_length(e.value) = 4 THEN (e.value->>2)::timestamptz ELSE now() END,"
         " b.final AND (e.value->>0)::int = b.last_seq FROM task_event_batch b, json_array_elements(b.events) e"
     ),
 }
