@@ -118,6 +118,7 @@ async def task_events(request: web.Request) -> web.StreamResponse:
                 # What came since this stream last wrote, in one write (a busy server sends fewer, larger ones).
                 await response.write(b"".join(_frame(services, event) for event in batch))
                 last, final = batch[-1].seq, batch[-1].final
+                del batch  # not kept while the stream waits: a history can be large (see subscribe_batches)
     except ConnectionResetError:  # the client left (a closed tab, a reconnect): nothing is wrong here
         return response
     if transport is None or transport.is_closing():
