@@ -174,6 +174,11 @@ class _Stream:
     readers: int = 0  # streams reading its events here (not ?wait: that waits for the end only)
     ended: bool = False  # its final event is stored (with the task's end)
     asked: bool = False  # a notice of its end elsewhere was asked for (EndNotices.watch), or is due anyway
+    # Its stored events from 1 on (``told[i].seq == i + 1``), as read or delivered here, kept while
+    # streams read them: the streams that open on a task share one read and one rendering of its
+    # history (a thousand opening on a 315-node task each read and rendered it, and every event
+    # already flowing waited behind them: p50 70 ms while they opened, 20 ms once open). None: not kept.
+    told: list[TaskEvent] | None = None
 
 
 class _Writer:
@@ -409,9 +414,7 @@ class EventHub:
             # so the poll's cursor moves on and is never behind what someone has read.
             # Read from the older of the two, so no event between them is skipped for the others.
             handed_out = stream.delivered
-            history = await self._log.since({task_id: min(after, handed_out)})
-            self._deliver(history)  # what it holds after handed_out
-            self._write_touched()
+            history = await self._history(stream, task_id, min(after, handed_out))
             told = [event for event in history if after < event.seq <= handed_out]
             # A stream may stay open for hours, and its history can be a task of a thousand nodes: it
             # keeps none of it once written (1,000 streams on a 315-node task held 325,000 node runs,
@@ -466,7 +469,23 @@ class EventHub:
         finally:
             stream.subscribers.discard(queue)
             stream.readers -= 1
+            if not stream.readers:
+                stream.told = None
             self._forget_if_idle(task_id)
+
+    async def _history(self, stream: _Stream, task_id: int, after: int) -> list[TaskEvent]:
+        """The task's stored events after ``after``, up to what was handed out at least, and any newer
+        ones delivered now: kept in ``stream.told`` for the streams that open next."""
+        told = stream.told
+        if told is not None and len(told) >= stream.delivered:
+            return told[after:]
+        history = await self._log.since({task_id: after})
+        if (after == 0 and stream.told is None and stream.readers and history
+                and history[-1].seq == len(history)):
+            stream.told = list(history)
+        self._deliver(history)  # what it holds after what was handed out
+        self._write_touched()
+        return history
 
     async def wait_ended(self, task_id: int, timeout_s: float, *, announced: bool = False) -> TaskEvent | None:
         """Wait up to ``timeout_s`` for ``task_id`` to end (``?wait``): its final event (whose data
@@ -604,6 +623,12 @@ class EventHub:
             if stream is None or event.seq <= stream.delivered:
                 continue
             stream.delivered = event.seq
+            told = stream.told
+            if told is not None and event.seq > len(told):
+                if event.seq == len(told) + 1:
+                    told.append(event)
+                else:  # a gap (it cannot be filled here): read again by the next stream
+                    stream.told = None
             for queue in stream.subscribers:
                 queue.put_nowait(event)
 

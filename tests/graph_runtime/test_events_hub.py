@@ -192,20 +192,22 @@ async def test_a_report_made_while_the_end_is_being_written_is_stored_and_number
         await hub.close()
 
 
-async def test_an_open_stream_keeps_none_of_the_history_it_wrote(repo: Repository) -> None:
-    """A stream can stay open for hours on a task of a thousand nodes: once its history is written,
-    the subscription holds none of it. (Before, 1,000 streams on a 315-node task held 325,000 node
-    runs, and the server's full garbage collections scanned them all.)"""
+async def test_open_streams_share_one_copy_of_a_history_and_keep_none_once_closed(repo: Repository) -> None:
+    """A stream can stay open for hours on a task of a thousand nodes: the streams open on a task
+    share one copy of its history (one read, one rendering), and none is kept once they close.
+    (Before, 1,000 streams on a 315-node task each held their own: 325,000 node runs, which the
+    server's full garbage collections scanned.)"""
     created, _ = await repo.create_task("f", 1, TaskRequest("s", "e", "e"))
     claimed = await repo.claim_task(created.id, "w1", 60)
     assert claimed is not None
     claimed.nodes = {f"n{i}": NodeRun(f"n{i}") for i in range(300)}  # the start event lists them all
     hub = EventHub(GroupCommitter(repo), TaskEventLog(repo.engine))
-    streams, written = 20, [0] * 20
+    streams = 20
+    written: list[list[TaskEvent]] = [[] for _ in range(streams)]
 
     async def follow(index: int) -> None:  # as the event route reads a subscription
         async for batch in hub.subscribe_batches(claimed.id, write=lambda events: True):
-            written[index] += len(batch or ())
+            written[index] += batch or ()
             del batch
 
     def node_runs() -> int:
@@ -218,10 +220,44 @@ async def test_an_open_stream_keeps_none_of_the_history_it_wrote(repo: Repositor
         before = node_runs()
         followers = [asyncio.ensure_future(follow(index)) for index in range(streams)]
         await eventually(lambda: all(written))
+        assert all(w[0] is written[0][0] for w in written), "each stream read and rendered the history again"
+        assert all(len(w) == 1 and w[0].seq == 1 and len(w[0].data.nodes) == 300 for w in written)  # type: ignore[union-attr]
+        written.clear()
         await asyncio.sleep(0.05)  # each is waiting for live events now
-        assert node_runs() - before < 300, "the streams keep the node runs of the history they wrote"
+        assert node_runs() - before <= 300, "each open stream keeps its own copy of the history"
         for follower in followers:
             follower.cancel()
         await asyncio.gather(*followers, return_exceptions=True)
+        assert node_runs() - before < 300, "the history is kept after its streams closed"
+    finally:
+        await hub.close()
+
+
+async def test_a_stream_opening_beside_others_gets_every_event_once_from_the_shared_history(
+        repo: Repository) -> None:
+    """The shared history grows with what is delivered live: a stream opening later (from the
+    start, or with Last-Event-ID) gets exactly what a read of the log would give, in order."""
+    created, _ = await repo.create_task("f", 1, TaskRequest("s", "e", "e"))
+    claimed = await repo.claim_task(created.id, "w1", 60)
+    assert claimed is not None
+    hub = EventHub(GroupCommitter(repo), TaskEventLog(repo.engine))
+    log = TaskEventLog(repo.engine)
+    try:
+        await hub.task_started(claimed)  # seq 1
+        first = asyncio.ensure_future(_collect(hub, claimed.id))
+        await asyncio.sleep(0.05)
+        for step in range(5):  # seq 2..6, delivered live to the first stream
+            hub.node_said(claimed.id, EventKind.LOG, {"node_id": "s", "message": f"m{step}"})
+            await hub.flush()
+        later = [asyncio.ensure_future(_collect(hub, claimed.id, after)) for after in (0, 3, 6)]
+        await asyncio.sleep(0.05)
+        hub.node_said(claimed.id, EventKind.LOG, {"node_id": "s", "message": "m5"})  # seq 7
+        ended = Task(claimed.id, "f", 1, claimed.request, TaskStatus.SUCCEEDED,
+                     lease=Lease("w1", claimed.claims), claims=claimed.claims, finished=datetime.now(UTC))
+        await stopped(hub, ended)  # seq 8
+        got = await asyncio.wait_for(asyncio.gather(first, *later), 10)
+        stored = [event.seq for event in await log.since({claimed.id: 0})]
+        assert stored == list(range(1, 9))
+        assert got == [stored, stored, stored[3:], stored[6:]]
     finally:
         await hub.close()
