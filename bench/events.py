@@ -17,6 +17,9 @@ the streams differ; the order alternates). Delivery latency per event = the clie
 − the event's own timestamp (same machine, same clock). Everything shares the machine's two
 cores: the server, the stream reader and the load processes compete, and the output says so.
 
+``python -m bench.events count [FLOWS]``: the overhead as instructions under valgrind (which this
+machine's timings are too noisy for; see :func:`count_overhead`).
+
 Standalone: ``python -m bench.events overhead [FLOWS_PER_ROUND] [ROUNDS]`` or
 ``python -m bench.events streams [STREAMS] [SECONDS] [TICK_S]`` print the figures as JSON.
 """
@@ -92,6 +95,58 @@ async def measure_overhead(flows: int = 200, rounds: int = 7, workdir: Path | No
             "samples_ms": {kind: {name: [round(v * 1e3, 4) for v in values] for name, values in found.items()}
                            for kind, found in (("wall", wall), ("cpu", cpu))}}
 
+
+
+# -- the same, counted: instructions under valgrind, where timings are too noisy ------------------
+
+COUNT_WARM = 20  # chains every counted process runs first (imports, the flow's plan, the caches)
+
+
+async def _chains(hub: bool, flows: int) -> None:
+    """The counted process's work: COUNT_WARM chains, then ``flows`` more, with the hub or without."""
+    from bench.inprocess import OurEngine
+    from bench.telemetry import _round
+    from http_api import heap
+
+    with tempfile.TemporaryDirectory(prefix="graph-runtime-events-") as scratch:
+        on = await OurEngine.open(Path(scratch) / "events.db")
+        engine = on if hub else OurEngine(dataclasses.replace(
+            on.services, executor=dataclasses.replace(on.services.executor, events=None)))
+        try:
+            await on.install(CHAIN)
+            await _round(engine, COUNT_WARM)
+            heap.settle()
+            if flows:
+                await _round(engine, flows)
+        finally:
+            await on.close()
+
+
+def count_overhead(flows: int = 200) -> dict[str, Any]:
+    """Instructions per chain with the hub and without (valgrind's cachegrind, hash seed fixed): each
+    process runs COUNT_WARM chains and then 0 or ``flows`` more, and the difference over ``flows`` is a
+    chain's count. Deterministic to about 1% where this 2-core VM's timings of the same code moved by
+    ±5 points between runs."""
+    def count(hub: bool, more: int) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null", sys.executable,
+             "-m", "bench.events", "chains", "on" if hub else "off", str(more)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**http._child_env(), "PYTHONHASHSEED": "0"})
+
+    def total(proc: subprocess.Popen[str]) -> int:
+        _, err = proc.communicate()
+        found = [line for line in err.splitlines() if "I refs" in line or "I   refs" in line]
+        if proc.returncode != 0 or not found:
+            raise RuntimeError(f"valgrind failed ({proc.returncode}): {err[-500:]}")
+        return int(found[-1].split(":")[1].replace(",", "").strip())
+
+    per_flow: dict[str, float] = {}
+    for hub in (True, False):  # two processes at a time: the machine's two cores
+        print(f"counting {'with' if hub else 'without'} the hub (about a minute)…", file=sys.stderr, flush=True)
+        short, long = count(hub, 0), count(hub, flows)
+        per_flow["on" if hub else "off"] = (total(long) - total(short)) / flows
+    return {"flows": flows, "instructions_per_flow": {k: round(v) for k, v in per_flow.items()},
+            "overhead_pct": round(100 * (per_flow["on"] / per_flow["off"] - 1), 2), "target_pct": OVERHEAD_TARGET_PCT}
 
 
 # -- 1,000 streams: chain throughput beside them, and each event's delivery latency -------------
@@ -412,6 +467,12 @@ def main(argv: list[str]) -> int:
             print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}), flush=True)
             return 1
         print(json.dumps(found), flush=True)
+        return 0
+    if argv and argv[0] == "chains":  # a counted process (see count_overhead)
+        asyncio.run(_chains(argv[1] == "on", int(argv[2])))
+        return 0
+    if argv and argv[0] == "count":
+        print(json.dumps(count_overhead(int(argv[1]) if len(argv) > 1 else 200), indent=2))
         return 0
     if argv and argv[0] == "overhead":
         flows = int(argv[1]) if len(argv) > 1 else 200

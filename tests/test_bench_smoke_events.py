@@ -37,3 +37,13 @@ def test_the_events_cases_run_at_smoke_size(tmp_path: Path) -> None:
     for row in (overhead, streams):
         assert row["figures"]["graph-runtime"]["runs"] == row["figures"]["floor"]["runs"] >= 1, row
         assert row["targets"] and all(target["value"] is not None for target in row["targets"]), row
+
+
+@pytest.mark.timeout(60)
+def test_the_counted_chain_process_runs_with_the_hub_and_without() -> None:
+    """What ``python -m bench.events count`` runs under valgrind (valgrind itself takes a minute a
+    process, too long for the suite): a few chains with the hub and without."""
+    for hub in ("on", "off"):
+        done = subprocess.run([sys.executable, "-m", "bench.events", "chains", hub, "2"], cwd=ROOT, env=process_env(),
+                              capture_output=True, text=True, timeout=50, check=False)
+        assert done.returncode == 0, done.stderr[-3000:]
