@@ -154,6 +154,10 @@ HOLD_S = 0.01
 """How long a held write waits: a node's end and its successor's start (two commits, a few ms
 apart) reach each stream in one write."""
 
+SHARED_HISTORY = 10_000
+"""How many of a task's stored events its process keeps for the streams opening on it (see
+``_Stream.told``); a longer history (an LLM's tokens) is read from the log by each."""
+
 EVENTS_LATER_S = 0.1
 """How long events nobody reads may wait with their task before they go to the group commit. A
 10-node chain's 22 events are most often stored with its end, in one commit, instead of in eleven;
@@ -175,9 +179,11 @@ class _Stream:
     ended: bool = False  # its final event is stored (with the task's end)
     asked: bool = False  # a notice of its end elsewhere was asked for (EndNotices.watch), or is due anyway
     # Its stored events from 1 on (``told[i].seq == i + 1``), as read or delivered here, kept while
-    # streams read them: the streams that open on a task share one read and one rendering of its
-    # history (a thousand opening on a 315-node task each read and rendered it, and every event
-    # already flowing waited behind them: p50 70 ms while they opened, 20 ms once open). None: not kept.
+    # streams read them (up to SHARED_HISTORY): the streams that open on a task share one read and
+    # one rendering of its history (a thousand opening on a 315-node task each read and rendered it
+    # all, and every event already flowing waited behind them: p50 70 ms while they opened, 20 ms
+    # once open). Dropped when this process stops writing the task: an event it handed out after
+    # losing the task was refused by the store, and the history is read again. None: not kept.
     told: list[TaskEvent] | None = None
 
 
@@ -343,6 +349,7 @@ class EventHub:
     def _stopped(self, task: Task, stream: _Stream) -> None:
         stream.writing = stream.ended = False
         stream.next_seq = None
+        stream.told = None  # it may hold what this process handed out after it lost the task
         for watcher in self._stop_watchers:
             watcher(task)
         self._forget_if_idle(task.id)
@@ -474,16 +481,27 @@ class EventHub:
             self._forget_if_idle(task_id)
 
     async def _history(self, stream: _Stream, task_id: int, after: int) -> list[TaskEvent]:
-        """The task's stored events after ``after``, up to what was handed out at least, and any newer
-        ones delivered now: kept in ``stream.told`` for the streams that open next."""
+        """The task's stored events after ``after`` (what it holds beyond what was handed out is
+        delivered now). Kept in ``stream.told`` for the streams that open next, up to SHARED_HISTORY
+        events: a stream opening beside others reads only what was stored since they did."""
         told = stream.told
-        if told is not None and len(told) >= stream.delivered:
-            return told[after:]
-        history = await self._log.since({task_id: after})
-        if (after == 0 and stream.told is None and stream.readers and history
-                and history[-1].seq == len(history)):
-            stream.told = list(history)
-        self._deliver(history)  # what it holds after what was handed out
+        if told is not None and after <= len(told) >= stream.delivered:
+            return told[after:]  # what was handed out is all here, and anything newer is on its way
+        if told is not None and after <= len(told):  # what was stored since (another process writes it)
+            known = len(told)
+            newer = await self._log.since({task_id: known})
+            history = told[after:known] + newer
+            # Kept longer unless another opening extended it meanwhile (only ever appended to).
+            if stream.told is told and len(told) == known and (not newer or newer[0].seq == known + 1):
+                told += newer
+                if len(told) > SHARED_HISTORY:
+                    stream.told = None
+        else:
+            history = await self._log.since({task_id: after})
+            if (after == 0 and stream.told is None and stream.readers and history
+                    and history[-1].seq == len(history) <= SHARED_HISTORY):
+                stream.told = list(history)
+        self._deliver(history)
         self._write_touched()
         return history
 
@@ -625,9 +643,9 @@ class EventHub:
             stream.delivered = event.seq
             told = stream.told
             if told is not None and event.seq > len(told):
-                if event.seq == len(told) + 1:
+                if event.seq == len(told) + 1 and event.seq <= SHARED_HISTORY:
                     told.append(event)
-                else:  # a gap (it cannot be filled here): read again by the next stream
+                else:  # a gap (it cannot be filled here), or long enough: read by the next stream
                     stream.told = None
             for queue in stream.subscribers:
                 queue.put_nowait(event)

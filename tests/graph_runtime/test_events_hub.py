@@ -5,6 +5,7 @@ event after their start exactly once, in order, and stop at the final one."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import gc
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -261,3 +262,47 @@ async def test_a_stream_opening_beside_others_gets_every_event_once_from_the_sha
         assert got == [stored, stored, stored[3:], stored[6:]]
     finally:
         await hub.close()
+
+
+async def test_a_stream_opening_later_gets_what_the_log_holds_not_an_event_the_store_refused(
+        repo: Repository) -> None:
+    """A worker that lost its task (another claimed it: its lease epoch is fenced off) still hands
+    its late report to its own subscribers, but the store refuses it. A stream opening afterwards
+    in that process gets the history the log holds, the new owner's event with that number, not the
+    refused one (the shared history is made only of what the log gave)."""
+    created, _ = await repo.create_task("f", 1, TaskRequest("s", "e", "e"))
+    first = await repo.claim_task(created.id, "w1", 0.01)
+    assert first is not None
+    log = TaskEventLog(repo.engine)
+    lost = EventHub(GroupCommitter(repo), log, poll_s=0.01)
+    owner = EventHub(GroupCommitter(repo), TaskEventLog(repo.engine), poll_s=0.01)
+    seen: list[int] = []
+
+    async def follow() -> None:
+        async for batch in lost.subscribe_batches(created.id, write=lambda evs: seen.extend(e.seq for e in evs) or True):
+            seen.extend(e.seq for e in batch or ())
+
+    early = asyncio.ensure_future(follow())
+    try:
+        await lost.task_started(first)  # seq 1
+        await lost.flush()
+        await eventually(lambda: seen == [1] or None)
+        await asyncio.sleep(0.05)
+        assert await repo.requeue_expired() == 1
+        second = await repo.claim_task(created.id, "w2", 60)
+        assert second is not None and second.claims == 2
+        lost.node_said(created.id, EventKind.LOG, {"node_id": "s", "message": "refused"})  # seq 2, fenced off
+        await lost.flush()
+        await owner.task_started(second)  # the real seq 2
+        await owner.flush()
+        stored = [(e.seq, e.kind) for e in await log.since({created.id: 0})]
+        assert stored == [(1, EventKind.TASK), (2, EventKind.TASK)]
+        await stopped(lost, first)
+        async with contextlib.aclosing(lost.subscribe_batches(created.id)) as later:
+            history = await asyncio.wait_for(anext(later), 5)
+        assert [(e.seq, e.kind) for e in history or ()] == stored
+    finally:
+        early.cancel()
+        await asyncio.gather(early, return_exceptions=True)
+        await lost.close()
+        await owner.close()
