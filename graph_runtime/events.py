@@ -178,12 +178,12 @@ class _Stream:
     readers: int = 0  # streams reading its events here (not ?wait: that waits for the end only)
     ended: bool = False  # its final event is stored (with the task's end)
     asked: bool = False  # a notice of its end elsewhere was asked for (EndNotices.watch), or is due anyway
-    # Its stored events from 1 on (``told[i].seq == i + 1``), as read or delivered here, kept while
+    # Its stored events from 1 on (``told[i].seq == i + 1``), as the log gave them, kept while
     # streams read them (up to SHARED_HISTORY): the streams that open on a task share one read and
-    # one rendering of its history (a thousand opening on a 315-node task each read and rendered it
-    # all, and every event already flowing waited behind them: p50 70 ms while they opened, 20 ms
-    # once open). Dropped when this process stops writing the task: an event it handed out after
-    # losing the task was refused by the store, and the history is read again. None: not kept.
+    # one rendering of its history, each reading only what was stored since (a thousand opening on a
+    # 315-node task each read and rendered it all, and every event already flowing waited behind
+    # them: p50 70 ms while they opened, 20 ms once open). Never an event this process handed out
+    # under its lease: a worker that lost its task hands out events the store refused. None: not kept.
     told: list[TaskEvent] | None = None
 
 
@@ -487,7 +487,7 @@ class EventHub:
         told = stream.told
         if told is not None and after <= len(told) >= stream.delivered:
             return told[after:]  # what was handed out is all here, and anything newer is on its way
-        if told is not None and after <= len(told):  # what was stored since (another process writes it)
+        if told is not None and after <= len(told):  # and what was stored since, read now
             known = len(told)
             newer = await self._log.since({task_id: known})
             history = told[after:known] + newer
@@ -642,7 +642,10 @@ class EventHub:
                 continue
             stream.delivered = event.seq
             told = stream.told
-            if told is not None and event.seq > len(told):
+            # Only what the log holds: an event this process wrote under a lease (an epoch) may have
+            # been refused by the store (the lease was lost), so it is read back by the next stream
+            # to open; what the poll read, and what no lease fenced, is the log's.
+            if told is not None and event.seq > len(told) and event.epoch is None:
                 if event.seq == len(told) + 1 and event.seq <= SHARED_HISTORY:
                     told.append(event)
                 else:  # a gap (it cannot be filled here), or long enough: read by the next stream
