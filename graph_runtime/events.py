@@ -349,7 +349,6 @@ class EventHub:
     def _stopped(self, task: Task, stream: _Stream) -> None:
         stream.writing = stream.ended = False
         stream.next_seq = None
-        stream.told = None  # it may hold what this process handed out after it lost the task
         for watcher in self._stop_watchers:
             watcher(task)
         self._forget_if_idle(task.id)
