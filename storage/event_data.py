@@ -33,8 +33,7 @@ def encode(data: EventData) -> Any:
     if kind is NodeRun:  # the most common: inline, a call less for each of a chain's twenty
         run: NodeRun = data  # type: ignore[assignment]
         # orjson writes the status (a str enum) and the aware datetimes itself, in C.
-        if (run.error is None and not run.cached and run.saved_cost is None and run.items is None
-                and run.waiting_for_pool is None):
+        if _tail_unset(run):
             # What most runs are: the last five fields left out (a third of a chain's bytes), read back as unset.
             return run.node_id, run.status, run.started, run.finished, run.execution_time, run.cost, run.attempts
         return (run.node_id, run.status, run.started, run.finished, run.execution_time, run.cost, run.attempts,
@@ -50,9 +49,14 @@ def encode(data: EventData) -> Any:
     return data
 
 
+def _tail_unset(run: NodeRun) -> bool:
+    """Whether the run's last five stored fields (error, cached, saved_cost, items, waiting_for_pool) are unset."""
+    return (run.error is None and not run.cached and run.saved_cost is None and run.items is None
+            and run.waiting_for_pool is None)
+
+
 def _untouched(run: NodeRun) -> bool:
-    return (run.status is NodeStatus.PENDING and not run.attempts and run.started is None and run.error is None
-            and not run.cached and run.items is None and run.waiting_for_pool is None)
+    return run.status is NodeStatus.PENDING and not run.attempts and run.started is None and _tail_unset(run)
 
 
 def decode(kind: EventKind, stored: Any) -> EventData:
@@ -84,7 +88,7 @@ def _run_of(stored: list[Any] | str) -> NodeRun:
                    RunError.from_dict(error), None, cached, saved_cost, items, waiting_for_pool)
 
 
-_SHORT = 7  # a run whose last five fields are unset (see _run)
+_SHORT = 7  # a run whose last five fields are unset (see encode)
 
 
 def _dt(text: str | None) -> datetime | None:

@@ -178,16 +178,6 @@ def event_params(events: Sequence[TaskEvent]) -> list[tuple[Any, ...]]:
     report) gets a row of its own, and no row's range holds a number it lacks, so a read from any
     number finds every event after it."""
     dumps, encode = codec.dumps_str, event_data.encode
-    if not events:
-        return []
-    first, seq = events[0], events[0].seq
-    for event in events:
-        if event.seq != seq or event.task_id != first.task_id or event.epoch != first.epoch:
-            break
-        seq += 1
-    else:  # most often (a task's end, a loop turn of one task): one task's unbroken run, one row
-        return [(first.task_id, first.seq, seq - 1, events[-1].final,
-                 dumps([(e.seq, e.kind, encode(e.data)) for e in events]), first.epoch)]
     batches: dict[tuple[int, int | None], list[list[TaskEvent]]] = {}
     for event in events:
         runs = batches.setdefault((event.task_id, event.epoch), [])
