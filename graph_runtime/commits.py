@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable, Sequence
 
 from graph_runtime import errors
-from graph_runtime.events import TaskEvent
+from graph_runtime.events import EventBatch
 from graph_runtime.models import Lease, NodeRun
 from graph_runtime.ports import TaskStore
 
@@ -25,7 +25,7 @@ EVENTS_LINGER_S = 0.002
 """How long events wait for a node run to go with (a task's first event waits for its first
 node's start; a node's tokens for each other) before they are committed by themselves."""
 
-Stored = Callable[[Sequence[TaskEvent]], None]
+Stored = Callable[[Sequence[EventBatch]], None]
 
 
 class GroupCommitter:
@@ -36,7 +36,7 @@ class GroupCommitter:
         self._rows: list[tuple[int, NodeRun]] = []
         self._leases: dict[int, Lease] = {}
         self._waiters: list[asyncio.Future[None]] = []
-        self._events: list[tuple[Sequence[TaskEvent], Stored]] = []
+        self._events: list[tuple[Sequence[EventBatch], Stored]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._linger: asyncio.TimerHandle | None = None
 
@@ -63,19 +63,19 @@ class GroupCommitter:
         self._start()
         return waiter
 
-    def append_events(self, events: Sequence[TaskEvent], stored: Stored) -> None:
-        """Store ``events`` in the next commit (with the next node runs, or by themselves within
-        EVENTS_LINGER_S), then call ``stored(events)``. Nobody waits on them: a commit that fails
+    def append_events(self, batches: Sequence[EventBatch], stored: Stored) -> None:
+        """Store ``batches`` in the next commit (with the next node runs, or by themselves within
+        EVENTS_LINGER_S), then call ``stored(batches)``. Nobody waits on them: a commit that fails
         for a busy or absent database keeps them, in order, for the next one (the stream is late,
         never wrong); :meth:`drain` waits until they are in."""
-        self._events.append((events, stored))
+        self._events.append((batches, stored))
         if (self._flusher is None or self._flusher.done()) and self._linger is None:
             self._linger = asyncio.get_running_loop().call_later(EVENTS_LINGER_S, self._start)
 
-    def take_events(self, task_id: int) -> list[TaskEvent]:
-        """Take back the events of ``task_id`` not in a commit yet: the caller stores them in a
-        transaction of its own (a task's end), and their ``stored`` is not called."""
-        taken: list[TaskEvent] = []
+    def take_events(self, task_id: int) -> list[EventBatch]:
+        """Take back the event batches of ``task_id`` not in a commit yet: the caller stores them in
+        a transaction of its own (a task's end), and their ``stored`` is not called."""
+        taken: list[EventBatch] = []
         if self._events:
             self._events = _without(self._events, task_id, taken)
         return taken
@@ -103,7 +103,8 @@ class GroupCommitter:
             self._rows, self._waiters, self._leases = [], [], {}
             self._events = []
             try:
-                refused = await self.store.save_node_runs_many(rows, leases, [e for batch, _ in events for e in batch])
+                batches = [batch for handed, _ in events for batch in handed]
+                refused = await self.store.save_node_runs_many(rows, leases, batches)
             except BaseException as exc:  # every waiter learns of it; the callers retry
                 for waiter in waiters:
                     if not waiter.done():
@@ -122,8 +123,8 @@ class GroupCommitter:
                     log.error("task events dropped: %s", exc, extra={"action": "events_dropped"})
                 continue
             delay = 0.05
-            for batch, stored in events:
-                stored(batch)
+            for handed, stored in events:
+                stored(handed)
             for (task_id, _), waiter in zip(rows, waiters, strict=True):
                 if waiter.done():
                     continue
@@ -134,14 +135,14 @@ class GroupCommitter:
                     waiter.set_result(None)
 
 
-def _without(batches: list[tuple[Sequence[TaskEvent], Stored]], task_id: int,
-             taken: list[TaskEvent]) -> list[tuple[Sequence[TaskEvent], Stored]]:
-    """``batches`` without ``task_id``'s events, which are added to ``taken`` in order."""
-    kept: list[tuple[Sequence[TaskEvent], Stored]] = []
-    for batch, stored in batches:
-        if any(event.task_id == task_id for event in batch):
-            taken.extend(event for event in batch if event.task_id == task_id)
-            batch = [event for event in batch if event.task_id != task_id]
-        if batch:
-            kept.append((batch, stored))
+def _without(handed: list[tuple[Sequence[EventBatch], Stored]], task_id: int,
+             taken: list[EventBatch]) -> list[tuple[Sequence[EventBatch], Stored]]:
+    """``handed`` without ``task_id``'s batches, which are added to ``taken`` in order."""
+    kept: list[tuple[Sequence[EventBatch], Stored]] = []
+    for batches, stored in handed:
+        if any(batch.task_id == task_id for batch in batches):
+            taken.extend(batch for batch in batches if batch.task_id == task_id)
+            batches = [batch for batch in batches if batch.task_id != task_id]
+        if batches:
+            kept.append((batches, stored))
     return kept

@@ -25,17 +25,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import enum
 import logging
 from collections import defaultdict
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any, Protocol
 
 from graph_runtime import errors
-from graph_runtime.models import NodeRun, Task, is_item_run
+from graph_runtime.models import NodeRun, Task
 
 log = logging.getLogger(__name__)
 
@@ -48,23 +46,23 @@ class EventKind(enum.StrEnum):
     TOKEN = "token"  # data: {node_id, text}
 
 
-EventData = Task | NodeRun | Mapping[str, Any]
-"""What an event says. Task and node events carry a snapshot of the typed value, made when it
-changed, and the API renders it when someone reads it: most events are read by nobody, and
-rendering each as it happened was a third of what the hub cost a chain nobody watched. Events
-stored as the API's JSON (by the versions before this one) read back as that JSON, a mapping,
-and go out as they are."""
+EventData = Any
+"""What an event says, as it is stored: a task's or node run's snapshot in the log's encoding
+(:meth:`EventLog.task_data`, :meth:`EventLog.node_data`: an array by position), what a node said
+as its mapping. Made once, when it happened, and never decoded here: most events are only ever
+stored, and whoever shows one decodes it (the API, with the log's ``decode``). A copy of the typed
+run then an encoding of that copy at the commit was a third of what the hub cost a chain nobody
+watched."""
 
-ENDED: Mapping[str, Any] = MappingProxyType({})
-"""The data of a final event kept only to say its task ended (``wait_ended``): a task can be large,
-and whoever needs it reads it."""
+Entry = tuple[int, "EventKind", EventData]
+"""One event in a batch: its ``seq``, kind and data, which is also how the log stores it."""
 
 
-# Not frozen: a frozen dataclass sets each field through object.__setattr__, and a 10-node chain
-# makes 22 of these (7.5 against 1.5 µs each, a tenth of what the hub cost when nobody listens).
+# Not frozen: a frozen dataclass sets each field through object.__setattr__.
 @dataclass(slots=True)
 class TaskEvent:
-    """One event of one task. ``seq`` is its id on the stream: 1, 2, … per task, no gaps.
+    """One event of one task, as subscribers get it. ``seq`` is its id on the stream: 1, 2, … per
+    task, no gaps.
 
     It has no time of its own: nothing shows one (SPEC §11's events are their data, and a node's
     data carries its run's ``started`` and ``finished``), and it cost a clock read and 30 stored
@@ -75,50 +73,76 @@ class TaskEvent:
     kind: EventKind
     data: EventData
     final: bool = False  # the task event of its end: the stream closes after it
-    # The fence: stored only while the task's claim count is still this (the writer's lease epoch),
-    # so a worker that lost its lease records no event. None: not fenced (a task no worker held).
-    epoch: int | None = None
     # Readers' cache of this event's encodings (the stream's frame): one live event object reaches
     # every subscriber of this process, so it is encoded once, not once per subscriber. Made by
     # the first reader (most events have none).
     encoded: dict[str, bytes] | None = field(default=None, compare=False, repr=False)
     # A final event made here: the ended task as the executor left it, node outputs and all, so a
-    # ``?wait`` answers without reading it back (``data`` read from the log has no outputs). Never stored.
+    # ``?wait`` answers without reading it back (``data`` has no outputs). Never stored.
     task: Task | None = field(default=None, compare=False, repr=False)
 
 
-def task_snapshot(task: Task) -> Task:
-    """``task`` as it is now, its node runs copied (the executor goes on changing them in place),
-    without its map items' runs (its map's run counts them, as the task's view does)."""
-    return dataclasses.replace(task, nodes={node_id: run.copy() for node_id, run in task.nodes.items()
-                                            if not is_item_run(node_id)})
+@dataclass(slots=True)
+class EventBatch:
+    """Consecutive events of one task made by one writer, as they are handed to the store: one row
+    of the log (a task's events nobody read go in one, with its end). Events exist as
+    :class:`TaskEvent` objects only once someone here subscribes to them: a chain nobody watches
+    makes twenty-two entries and no event object."""
+
+    task_id: int
+    # The fence: stored only while the task's claim count is still this (the writer's lease epoch),
+    # so a worker that lost its lease records no event. None: not fenced (a task no worker held).
+    epoch: int | None
+    entries: list[Entry]  # their numbers consecutive
+    final: bool = False  # the last entry is the task's final event
+    task: Task | None = None  # with ``final``, made here: the ended task (TaskEvent.task)
+
+    @property
+    def first(self) -> int:
+        return self.entries[0][0]
+
+    @property
+    def last(self) -> int:
+        return self.entries[-1][0]
+
+    def events(self) -> list[TaskEvent]:
+        task_id, last = self.task_id, self.last if self.final else 0
+        return [TaskEvent(task_id, seq, kind, data, seq == last, task=self.task if seq == last else None)
+                for seq, kind, data in self.entries]
 
 
 class EventWriter(Protocol):
-    """Stores events, in the order given (the process's group committer: with the node runs of the
-    same loop turn, in their transaction). An event whose ``epoch`` is no longer its task's claim
-    count, or whose number is taken, is dropped."""
+    """Stores event batches, in the order given (the process's group committer: with the node runs
+    of the same loop turn, in their transaction). A batch whose ``epoch`` is no longer its task's
+    claim count, or whose first number is taken, is dropped."""
 
-    def append_events(self, events: Sequence[TaskEvent], stored: Callable[[Sequence[TaskEvent]], None]) -> None:
-        """Store ``events`` in a commit soon (retrying while the database is away), then call
-        ``stored(events)``."""
+    def append_events(self, batches: Sequence[EventBatch], stored: Callable[[Sequence[EventBatch]], None]) -> None:
+        """Store ``batches`` in a commit soon (retrying while the database is away), then call
+        ``stored(batches)``."""
 
     def drain(self) -> Awaitable[None]:
         """Wait until everything handed over so far is stored."""
 
-    def take_events(self, task_id: int) -> list[TaskEvent]:
-        """Take back ``task_id``'s events not being stored yet (their ``stored`` is not called)."""
+    def take_events(self, task_id: int) -> list[EventBatch]:
+        """Take back ``task_id``'s batches not being stored yet (their ``stored`` is not called)."""
 
 
 class EventLog(Protocol):
-    """Where events are read from (``storage`` implements it). A busy or unreachable database raises
-    ``StoreUnavailable``."""
+    """Where events are read from, and how their data is stored (``storage`` implements it). A busy
+    or unreachable database raises ``StoreUnavailable``."""
 
     async def since(self, task_ids: Mapping[int, int]) -> list[TaskEvent]:
         """The events of each task after the ``seq`` given for it, in (task, seq) order."""
 
     async def last_seq(self, task_id: int) -> int:
         """The highest ``seq`` stored for ``task_id``; 0 when it has none."""
+
+    def node_data(self, run: NodeRun) -> EventData:
+        """A node event's data: ``run`` as it is now, as the log stores it (a snapshot: the
+        executor goes on changing the run)."""
+
+    def task_data(self, task: Task) -> EventData:
+        """A task event's data: ``task`` as it is now, as the log stores it."""
 
 
 class EndNotices(Protocol):
@@ -168,13 +192,13 @@ a long task's every tenth of a second."""
 class _Stream:
     """Where one task's events stand in this process."""
 
-    next_seq: int | None = None  # None: not known yet (read from the log before this process writes)
+    next_seq: int = 0  # 0: not known yet (read from the log before this process writes)
     delivered: int = 0  # the last seq handed to subscribers
     subscribers: set[asyncio.Queue[TaskEvent | None]] = field(default_factory=set)
-    writing: bool = False  # this process's executor runs the task: its events come straight from emit
+    writing: bool = False  # this process's executor runs the task: its events come straight from emit (next_seq is set)
     epoch: int | None = None  # the lease epoch of this process's claim, fencing its events
     unstored: int = 0  # events made, not stored yet (``pending`` and those handed to the writer)
-    pending: list[TaskEvent] = field(default_factory=list)  # made while nobody read: not handed over yet
+    pending: list[Entry] = field(default_factory=list)  # made while nobody read: not handed over yet
     readers: int = 0  # streams reading its events here (not ?wait: that waits for the end only)
     ended: bool = False  # its final event is stored (with the task's end)
     asked: bool = False  # a notice of its end elsewhere was asked for (EndNotices.watch), or is due anyway
@@ -252,6 +276,7 @@ class EventHub:
                  endings: EndNotices | None = None) -> None:
         self._writer = writer
         self._log = log
+        self._node_data, self._task_data = log.node_data, log.task_data
         self._poll_s = poll_s
         self._endings = endings
         self._listening: asyncio.Task[None] | None = None
@@ -272,24 +297,40 @@ class EventHub:
     async def task_started(self, task: Task) -> None:
         """A worker of this process runs ``task`` from now on (a first claim, a resume, a hand-over)."""
         stream = self._streams[task.id]
+        if stream.pending:  # made under an earlier claim: stored under its epoch
+            self._hand_over(task.id, stream)
+        if not stream.next_seq:
+            # A first claim writes the task's first events; anything else continues after the stored ones.
+            # (Before it is writing: a late report of the claim before must not be numbered meanwhile.)
+            next_seq = 1 + (await self._log.last_seq(task.id) if task.claims > 1 else 0)
+            stream = self._streams[task.id]  # the same unless it was forgotten meanwhile
+            stream.next_seq = stream.next_seq or next_seq
         stream.writing = True
         stream.epoch = task.lease.epoch if task.lease is not None else None
-        if stream.next_seq is None:
-            # A first claim writes the task's first events; anything else continues after the stored ones.
-            stream.next_seq = 1 + (await self._log.last_seq(task.id) if task.claims > 1 else 0)
-        self._emit(task.id, EventKind.TASK, task_snapshot(task), final=task.status.ended)
+        self._emit(task.id, EventKind.TASK, self._task_data(task), final=task.status.ended)
 
     def node_changed(self, task: Task, run: NodeRun) -> None:
         """A node's status changed (called in the node's asyncio task: watchers see it there)."""
         for watcher in self._node_watchers:
             watcher(task, run)
-        self._emit(task.id, EventKind.NODE, run.copy())
+        # _emit, inline: 20 of a 10-node chain's 22 events, and most often nobody reads them.
+        stream = self._streams.get(task.id)
+        if stream is None or not stream.writing:
+            return  # not this process's task (a late node report after a hand-over or a lost lease)
+        seq = stream.next_seq
+        stream.next_seq = seq + 1
+        stream.unstored += 1
+        stream.pending.append((seq, EventKind.NODE, self._node_data(run)))
+        if stream.readers:
+            self._hand_over(task.id, stream)
+        elif self._later is None:
+            self._later = asyncio.get_running_loop().call_later(EVENTS_LATER_S, self._hand_over_all)
 
     def node_said(self, task_id: int, kind: EventKind, data: Mapping[str, Any]) -> None:
         """A running node's ``progress``, ``log`` or ``token``."""
         self._emit(task_id, kind, data)
 
-    def unstored(self, task_id: int) -> list[TaskEvent]:
+    def unstored(self, task_id: int) -> list[EventBatch]:
         """The task's events not being stored yet (its pending ones, and those taken back from the
         writer): they go in the transaction of its end, with :meth:`final_event`'s."""
         stream = self._streams.get(task_id)
@@ -298,34 +339,33 @@ class EventHub:
         # Those handed over are older than those pending (handing over takes them all).
         taken = self._writer.take_events(task_id) if stream.unstored > len(stream.pending) else []
         if stream.pending:
-            taken += stream.pending
+            taken.append(EventBatch(task_id, stream.epoch, stream.pending))
             stream.pending = []
         return taken
 
-    def final_event(self, ended: Task) -> TaskEvent | None:
+    def final_event(self, ended: Task) -> EventBatch | None:
         """The final event of ``ended`` (this process runs it, and it is in its end state), to be
         stored in the same transaction as the end itself (``TaskStore.finish_task``); once that
         committed, :meth:`end_stored`. Its number is taken only then: asked again (the end
         changed before it could be written), the same number comes back."""
         stream = self._streams.get(ended.id)
-        if stream is None or not stream.writing or stream.next_seq is None or stream.ended:
+        if stream is None or not stream.writing or stream.ended:
             return None
-        # ``ended`` itself, not a snapshot: the executor is done with it.
-        return TaskEvent(ended.id, stream.next_seq, EventKind.TASK, ended, True, stream.epoch, task=ended)
+        return EventBatch(ended.id, stream.epoch, [(stream.next_seq, EventKind.TASK, self._task_data(ended))],
+                          final=True, task=ended)
 
-    def end_stored(self, events: Sequence[TaskEvent]) -> None:
-        """``events`` (:meth:`unstored`'s, then :meth:`final_event`'s) are committed with the
+    def end_stored(self, batches: Sequence[EventBatch]) -> None:
+        """``batches`` (:meth:`unstored`'s, then :meth:`final_event`'s) are committed with the
         task's end: hand them out."""
-        for event in events:
-            stream = self._streams.get(event.task_id)
-            if stream is not None and event.final:
-                # Counted now, as _stored uncounts it: made by final_event, it never was, and a
-                # node's late report still waiting to be stored must keep the task's count above 0.
-                stream.unstored += 1
-                if stream.next_seq == event.seq:
-                    stream.next_seq += 1
-                    stream.ended = True
-        self._stored(events)
+        final = batches[-1] if batches else None
+        if final is not None and final.final and (stream := self._streams.get(final.task_id)) is not None:
+            # Counted now, as _stored uncounts it: made by final_event, it never was, and a node's
+            # late report still waiting to be stored must keep the task's count above 0.
+            stream.unstored += 1
+            if stream.next_seq == final.last:
+                stream.next_seq += 1
+                stream.ended = True
+        self._stored(batches)
 
     def task_stopped(self, task: Task) -> Awaitable[None] | None:
         """This process stops running ``task``: it ended (its final event), or was handed over,
@@ -336,7 +376,7 @@ class EventHub:
         if stream is None or not stream.writing:
             return None
         if task.status.ended and not stream.ended:
-            self._emit(task.id, EventKind.TASK, task_snapshot(task), final=True)
+            self._emit(task.id, EventKind.TASK, self._task_data(task), final=True)
         if stream.unstored:
             return self._stopped_once_stored(task, stream)
         self._stopped(task, stream)
@@ -348,7 +388,7 @@ class EventHub:
 
     def _stopped(self, task: Task, stream: _Stream) -> None:
         stream.writing = stream.ended = False
-        stream.next_seq = None
+        stream.next_seq = 0
         for watcher in self._stop_watchers:
             watcher(task)
         self._forget_if_idle(task.id)
@@ -357,8 +397,10 @@ class EventHub:
         """A task that no worker held ended here (cancelled while queued or waiting for a pool):
         its final event, numbered after whatever is stored."""
         stream = self._streams[task.id]
-        if stream.next_seq is None:
-            stream.next_seq = 1 + await self._log.last_seq(task.id)
+        if not stream.next_seq:
+            next_seq = 1 + await self._log.last_seq(task.id)
+            stream = self._streams[task.id]  # the same unless it was forgotten meanwhile
+            stream.next_seq = stream.next_seq or next_seq
         stream.writing, stream.epoch = True, None
         if (storing := self.task_stopped(task)) is not None:
             await storing
@@ -568,38 +610,45 @@ class EventHub:
 
     def _emit(self, task_id: int, kind: EventKind, data: EventData, *, final: bool = False) -> None:
         stream = self._streams.get(task_id)
-        if stream is None or not stream.writing or stream.next_seq is None:
+        if stream is None or not stream.writing:
             return  # not this process's task (a late node report after a hand-over or a lost lease)
-        event = TaskEvent(task_id, stream.next_seq, kind, data, final, stream.epoch)
-        stream.next_seq += 1
+        seq = stream.next_seq
+        stream.next_seq = seq + 1
         stream.unstored += 1
-        if stream.readers:  # into the next group commit, with the node runs of the same loop turn
-            if stream.pending:
-                self._hand_over(stream)
-            self._writer.append_events((event,), self._stored)
-            return
-        stream.pending.append(event)
-        if self._later is None:
+        stream.pending.append((seq, kind, data))
+        if stream.readers or final:  # into the next group commit, with the node runs of the same loop turn
+            self._hand_over(task_id, stream, final=final)
+        elif self._later is None:
             self._later = asyncio.get_running_loop().call_later(EVENTS_LATER_S, self._hand_over_all)
 
-    def _hand_over(self, stream: _Stream) -> None:
-        self._writer.append_events(stream.pending, self._stored)
+    def _hand_over(self, task_id: int, stream: _Stream, *, final: bool = False) -> None:
+        self._writer.append_events((EventBatch(task_id, stream.epoch, stream.pending, final),), self._stored)
         stream.pending = []
 
     def _hand_over_all(self) -> None:
         if self._later is not None:
             self._later.cancel()
             self._later = None
-        for stream in self._streams.values():
+        for task_id, stream in self._streams.items():
             if stream.pending:
-                self._hand_over(stream)
+                self._hand_over(task_id, stream)
 
-    def _stored(self, events: Sequence[TaskEvent]) -> None:
-        for event in events:
-            stream = self._streams.get(event.task_id)
-            if stream is not None and stream.unstored:
-                stream.unstored -= 1
-        self._deliver(events)
+    def _stored(self, batches: Sequence[EventBatch]) -> None:
+        for batch in batches:
+            stream = self._streams.get(batch.task_id)
+            if stream is None:
+                if batch.final:
+                    self._remember_end(batch.task_id, batch.last)
+                continue
+            stream.unstored = max(0, stream.unstored - len(batch.entries))
+            if stream.subscribers or stream.told is not None:
+                # Only what the log holds goes into the shared history: a batch this process wrote under
+                # a lease (an epoch) may have been refused by the store (the lease was lost).
+                self._deliver(batch.events(), from_log=batch.epoch is None)
+            elif batch.last > stream.delivered:  # nobody here to hand them to: only where they stand
+                stream.delivered = batch.last
+                if batch.final:
+                    self._remember_end(batch.task_id, batch.last)
         if self._touched:
             self._write_touched()
 
@@ -623,28 +672,27 @@ class EventHub:
             for writer in touched:
                 writer.flush()
 
-    def _remember_end(self, final: TaskEvent) -> None:
-        """Keeps that ``final``'s task ended, for a ``?wait`` that starts just after (not its data)."""
-        self._recently_ended[final.task_id] = TaskEvent(final.task_id, final.seq, final.kind, ENDED, True)
+    def _remember_end(self, task_id: int, seq: int) -> None:
+        """Keeps that the task ended with event ``seq``, for a ``?wait`` that starts just after (not its data)."""
+        self._recently_ended[task_id] = TaskEvent(task_id, seq, EventKind.TASK, None, True)
         if len(self._recently_ended) > RECENTLY_ENDED:
             del self._recently_ended[next(iter(self._recently_ended))]  # the oldest
 
-    def _deliver(self, events: Iterable[TaskEvent]) -> None:
-        """Hands ``events`` (in order per task) to their tasks' subscribers here, those not handed out yet."""
+    def _deliver(self, events: Iterable[TaskEvent], *, from_log: bool = True) -> None:
+        """Hands ``events`` (in order per task) to their tasks' subscribers here, those not handed out
+        yet. ``from_log``: they are the log's (read from it, or stored unfenced), so they may join
+        the shared history."""
         task_id, stream = None, None  # the stream looked up last: a commit's events are mostly one task's
         for event in events:
             if event.final:
-                self._remember_end(event)
+                self._remember_end(event.task_id, event.seq)
             if event.task_id != task_id:
                 task_id, stream = event.task_id, self._streams.get(event.task_id)
             if stream is None or event.seq <= stream.delivered:
                 continue
             stream.delivered = event.seq
             told = stream.told
-            # Only what the log holds: an event this process wrote under a lease (an epoch) may have
-            # been refused by the store (the lease was lost), so it is read back by the next stream
-            # to open; what the poll read, and what no lease fenced, is the log's.
-            if told is not None and event.seq > len(told) and event.epoch is None:
+            if told is not None and event.seq > len(told) and from_log:
                 if event.seq == len(told) + 1 and event.seq <= SHARED_HISTORY:
                     told.append(event)
                 else:  # a gap (it cannot be filled here), or long enough: read by the next stream

@@ -25,7 +25,7 @@ from graph_runtime import errors, output_cache, pools, selection
 from graph_runtime.attempts import run_attempts
 from graph_runtime.children import ChildLauncher, InlineLauncher, TaskChildren
 from graph_runtime.commits import GroupCommitter
-from graph_runtime.events import EventHub, EventKind, TaskEvent
+from graph_runtime.events import EventBatch, EventHub, EventKind
 from graph_runtime.flow import Edge
 from graph_runtime.models import (
     NodeRun,
@@ -474,12 +474,12 @@ class _TaskRun:
 
     async def _attempt(self, run: NodeRun, instance: NodeType, raw: dict[str, Any],
                        before_attempt: Callable[[], Awaitable[None]], *,
-                       inherited: frozenset[str] = frozenset()) -> tuple[dict[str, Any], float]:
+                       inherited: frozenset[str] = frozenset(), item: bool = False) -> tuple[dict[str, Any], float]:
         """Run one node (or one map item) to its output and cost: resolve its parameters, serve it
         from the output cache or run its tries, and keep secrets out of what it returns.
 
-        A map item keeps its map's secrets (``inherited``) out of what it returns too; resolvers
-        see its own run id (``map1[3]``).
+        A map item (``item``) keeps its map's secrets (``inherited``) out of what it returns too;
+        resolvers see its own run id (``map1[3]``).
 
         Raises:
             nodes.errors.GraphRuntimeError: its failure, naming ``run.node_id``; secrets redacted.
@@ -497,7 +497,7 @@ class _TaskRun:
                                     run.node_id) if fans_out else None
             items = _MapItems(self, run, children, secrets) if fans_out and children is not None else None
 
-            say = self._teller(run.node_id, secrets)
+            say = self._teller(secrets) if not item else None  # a map's items say nothing: the map's run does
 
             def make_context(_: int, timeout: float | None) -> RunContext:
                 # ctx.attempt is the node's try number across resumes (what `attempts` shows); a try
@@ -563,32 +563,36 @@ class _TaskRun:
                 )
         return params
 
-    def node_started(self, run: NodeRun) -> None:
+    def node_started(self, run: NodeRun, *, item: bool = False) -> None:
+        """``run`` starts a try. ``item``: it is a map's item, which the map's own run summarises
+        (its ``items`` counts): no event of its own."""
         run.status = NodeStatus.RUNNING
         run.started = run.started or utcnow()
         run.attempts += 1
         self.dirty.add(run.node_id)
-        self._notify(run)
+        if not item and (events := self.ex.events) is not None:  # _notify, inline: twice per node
+            events.node_changed(self.task, run)
 
     def _end_node(self, run: NodeRun, status: NodeStatus, started: float, *, output: Any = None,
-                  cost: float | None = None, error: RunError | None = None) -> None:
+                  cost: float | None = None, error: RunError | None = None, item: bool = False) -> None:
         run.status, run.finished = status, utcnow()
         run.execution_time = round(time.perf_counter() - started, 6)
         run.output, run.cost, run.error = output, cost if cost is not None else 0.0, error
         self.dirty.add(run.node_id)
-        self._notify(run)
+        if not item and (events := self.ex.events) is not None:
+            events.node_changed(self.task, run)
 
     def _notify(self, run: NodeRun) -> None:
-        # A map's items are summarised by the map's own run, which is notified instead.
-        if self.ex.events is not None and not is_item_run(run.node_id):
+        """A node of the flow changed (not a map's item: see node_started)."""
+        if self.ex.events is not None:
             self.ex.events.node_changed(self.task, run)
 
-    def _teller(self, node_id: str, secrets: frozenset[str]) -> Callable[[str, dict[str, Any]], None] | None:
+    def _teller(self, secrets: frozenset[str]) -> Callable[[str, dict[str, Any]], None] | None:
         """``ctx.say`` of a node: its progress, log lines and tokens become the task's events (its
         secrets redacted), from the loop or from a thread the node runs code on. (What a node says
         names the node: one ``say`` serves every node of the task with the same secrets.)"""
         events = self.ex.events
-        if events is None or is_item_run(node_id):
+        if events is None:
             return None
         say = self._tellers.get(secrets)
         if say is None:
@@ -653,7 +657,7 @@ class _TaskRun:
             with contextlib.suppress(errors.StoreUnavailable, errors.LeaseLost):
                 await self.ex.store.save_node_runs(self.task.id, [*ended, *interrupted], lease=self.task.lease)
 
-    async def _record_end(self, outcome: TaskOutcome, runs: list[NodeRun], unstored: list[TaskEvent]) -> None:
+    async def _record_end(self, outcome: TaskOutcome, runs: list[NodeRun], unstored: list[EventBatch]) -> None:
         """Write the end with the task's events not stored yet and its final event, in one
         transaction; then ``task`` says it."""
         task = self.task
@@ -747,27 +751,28 @@ class _MapItems:
         self.run.task.nodes[item_id] = item
 
         async def before_attempt() -> None:
-            self.run.node_started(item)  # counted, not written: an item's row is written when it ends
+            self.run.node_started(item, item=True)  # counted, not written: an item's row is written when it ends
 
         started = time.perf_counter()
         self._count("running", 1)
         try:
-            output, cost = await self.run._attempt(item, instance, params, before_attempt, inherited=self.secrets)
+            output, cost = await self.run._attempt(item, instance, params, before_attempt, inherited=self.secrets,
+                                                    item=True)
         except node_errors.GraphRuntimeError as exc:
-            self.run._end_node(item, NodeStatus.FAILED, started, error=RunError.of(exc))
+            self.run._end_node(item, NodeStatus.FAILED, started, error=RunError.of(exc), item=True)
             await self._ended(item, "failed")
             raise
         except asyncio.CancelledError:
             self._count("running", -1)
             raise
-        self.run._end_node(item, NodeStatus.SUCCEEDED, started, output=output, cost=cost)
+        self.run._end_node(item, NodeStatus.SUCCEEDED, started, output=output, cost=cost, item=True)
         await self._ended(item, "succeeded")
         return output, cost
 
     async def run_flow(self, index: int, request: ChildRequest) -> ChildOutcome:
         item_id = item_run_id(self.map_run.node_id, index)
         item = self.run.task.nodes.setdefault(item_id, NodeRun(item_id))
-        self.run.node_started(item)
+        self.run.node_started(item, item=True)
         started = time.perf_counter()
         self._count("running", 1)
         try:
@@ -776,15 +781,17 @@ class _MapItems:
             self._count("running", -1)
             raise
         except node_errors.GraphRuntimeError as exc:
-            self.run._end_node(item, NodeStatus.FAILED, started, error=RunError.of(exc))
+            self.run._end_node(item, NodeStatus.FAILED, started, error=RunError.of(exc), item=True)
             await self._ended(item, "failed")
             raise
         if outcome.succeeded:
-            self.run._end_node(item, NodeStatus.SUCCEEDED, started, output=outcome.result, cost=outcome.cost)
+            self.run._end_node(item, NodeStatus.SUCCEEDED, started, output=outcome.result, cost=outcome.cost,
+                               item=True)
         else:
             error = RunError.from_dict(outcome.error) or RunError("node_failed", "the child task failed")
             self.run._end_node(item, NodeStatus.FAILED, started, cost=outcome.cost,
-                               error=RunError(error.code, f"child task {outcome.task_id}: {error.message}", item_id))
+                               error=RunError(error.code, f"child task {outcome.task_id}: {error.message}", item_id),
+                               item=True)
         await self._ended(item, "succeeded" if outcome.succeeded else "failed")
         return outcome
 

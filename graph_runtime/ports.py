@@ -6,7 +6,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from graph_runtime.events import TaskEvent
+from graph_runtime.events import EventBatch
 from graph_runtime.flow import Flow
 from graph_runtime.models import Lease, NodeRun, Task, TaskOutcome, TaskRequest
 
@@ -66,7 +66,7 @@ class TaskStore(Protocol):
 
     async def save_node_runs_many(self, rows: Sequence[tuple[int, NodeRun]],
                                   leases: Mapping[int, Lease] | None = None,
-                                  events: Sequence[TaskEvent] = ()) -> frozenset[int]:
+                                  events: Sequence[EventBatch] = ()) -> frozenset[int]:
         """Insert or update node runs of several tasks, ``(task_id, run)`` each, and store ``events``
         (each fenced by its own epoch), in one transaction.
 
@@ -74,7 +74,7 @@ class TaskStore(Protocol):
         """
 
     async def finish_task(self, task_id: int, outcome: TaskOutcome, runs: Sequence[NodeRun], *,
-                          lease: Lease | None = None, events: Sequence[TaskEvent] = ()) -> None:
+                          lease: Lease | None = None, events: Sequence[EventBatch] = ()) -> None:
         """Record the task's end together with its last node-run changes and ``events`` (its final
         event), and drop its lease.
 

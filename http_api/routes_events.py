@@ -14,7 +14,7 @@ from collections.abc import AsyncGenerator, Sequence
 from aiohttp import HttpVersion11, web
 
 from graph_runtime import errors as flow_errors
-from graph_runtime.events import EventData, TaskEvent
+from graph_runtime.events import EventData, EventKind, TaskEvent
 from http_api import errors
 from http_api.body import SERVICES, path_int
 from http_api.services import Services
@@ -45,7 +45,7 @@ def _frame(services: Services, event: TaskEvent) -> bytes:
     encoded = _encodings(event)
     frame = encoded.get("sse")
     if frame is None:
-        frame = encoded["sse"] = _encode(services, event.seq, event.kind.value, event.data)
+        frame = encoded["sse"] = _encode(services, event.seq, event.kind, event.data)
     return frame
 
 
@@ -65,12 +65,12 @@ def _encodings(event: TaskEvent) -> dict[str, bytes]:
     return event.encoded
 
 
-def _encode(services: Services, event_id: int, kind: str, data: EventData) -> bytes:
-    view = event_view(data)
+def _encode(services: Services, event_id: int, kind: EventKind, data: EventData) -> bytes:
+    view = event_view(kind, data)
     body = codec.dumps(view)
     if FILE_MARK in body and isinstance(view, dict):  # a result's files get their signed links, as a poll's do
         body = codec.dumps(with_file_links(view, services.links.url_for))
-    return b"id: %d\nevent: %s\ndata: %s\n\n" % (event_id, kind.encode(), body)
+    return b"id: %d\nevent: %s\ndata: %s\n\n" % (event_id, kind.value.encode(), body)
 
 
 @routes.get("/api/v1/task/{task_id}/events")

@@ -6,10 +6,11 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from graph_runtime.events import EventData
+from graph_runtime.events import EventData, EventKind
 from graph_runtime.flow import Flow
 from graph_runtime.models import NodeRun, Task, is_item_run
 from nodes.files import FILE_KEY, file_values, is_file_value
+from storage import event_data
 from storage.convert import ApiKeyRecord
 from storage.secrets import SecretInfo
 from storage.task_history import HistoryPage, TaskSummary
@@ -92,10 +93,11 @@ def task_view(task: Task, *, outputs: bool = False, items: bool = False) -> dict
     }
 
 
-def event_view(data: EventData) -> Mapping[str, Any]:
+def event_view(kind: EventKind, stored: EventData) -> Mapping[str, Any]:
     """An event's data as the stream shows it (SPEC §11): a ``task`` event's is the task as
     ``GET /task/{id}`` shows it, a ``node`` event's the node run as the task lists it, with its
     ``node_id``; the rest (and events stored as JSON already) as they are."""
+    data = event_data.decode(kind, stored)
     if isinstance(data, NodeRun):
         return {"node_id": data.node_id, **node_view(data)}
     if isinstance(data, Task):

@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from graph_runtime import errors
-from graph_runtime.events import TaskEvent
+from graph_runtime.events import EventBatch, TaskEvent
 from graph_runtime.models import Lease, NodeRun, Task, TaskOutcome, TaskStatus
 from nodes import codec
 from storage.rows import RowCodec, json_text
@@ -58,7 +58,7 @@ class HotPath(Protocol):
         """Claim ``task_id`` if it is queued."""
 
     async def save_runs(self, rows: Sequence[tuple[int, NodeRun]], leases: Mapping[int, Lease],
-                        events: Sequence[TaskEvent] = ()) -> frozenset[int]:
+                        events: Sequence[EventBatch] = ()) -> frozenset[int]:
         """Upsert node runs, and store ``events`` (each fenced by its epoch, a number never written
         twice) in the same transaction; the ids of tasks in ``leases`` refused by the fence. ``TaskNotFound``."""
 
@@ -69,7 +69,7 @@ class HotPath(Protocol):
         """The highest ``seq`` stored for the task; 0 when it has none."""
 
     async def finish_task(self, task_id: int, outcome: TaskOutcome, runs: Sequence[NodeRun], lease: Lease | None,
-                          events: Sequence[TaskEvent] = ()) -> None:
+                          events: Sequence[EventBatch] = ()) -> None:
         """Record the task's end, these runs and events, drop the lease. ``TaskNotFound``, ``LeaseLost``."""
 
     async def park_task(self, task_id: int, pool: str, runs: Sequence[NodeRun], lease: Lease) -> None:

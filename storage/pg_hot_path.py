@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from graph_runtime import errors
-from graph_runtime.events import TaskEvent
+from graph_runtime.events import EventBatch, TaskEvent
 from graph_runtime.models import Lease, NodeRun, Task, TaskOutcome, TaskStatus
 from nodes import codec
 from storage import convert, rows
@@ -176,7 +176,7 @@ _CACHE_DELETE = "DELETE FROM node_cache WHERE key = ANY($1::varchar[])"
 EVICT_PAGE = 100
 
 
-def _event_arrays(events: Sequence[TaskEvent]) -> list[list[Any]]:
+def _event_arrays(events: Sequence[EventBatch]) -> list[list[Any]]:
     """``events`` as the 6 column arrays of ``_EVENT_ARRAYS``."""
     columns = list(zip(*rows.event_params(events), strict=True))
     return [list(column) for column in columns] if columns else [[] for _ in range(rows.EVENT_EPOCH + 1)]
@@ -300,7 +300,7 @@ class PgHotPath:
         return _CODEC.runs_by_task(await conn.fetch(_RUNS_WITH_ITEMS if items else _RUNS_WITHOUT_ITEMS, task_ids))
 
     async def save_runs(self, runs: Sequence[tuple[int, NodeRun]], leases: Mapping[int, Lease],
-                        events: Sequence[TaskEvent] = ()) -> frozenset[int]:
+                        events: Sequence[EventBatch] = ()) -> frozenset[int]:
         arrays = _run_arrays(await encoded(_CODEC, runs)) if runs else None
         event_rows = _event_arrays(events) if events else None
         refused: Sequence[int] = ()
@@ -333,7 +333,7 @@ class PgHotPath:
             return int(await conn.fetchval(_LAST_EVENT, task_id) or 0)
 
     async def finish_task(self, task_id: int, outcome: TaskOutcome, runs: Sequence[NodeRun], lease: Lease | None,
-                          events: Sequence[TaskEvent] = ()) -> None:
+                          events: Sequence[EventBatch] = ()) -> None:
         arrays = _run_arrays(await encoded(_CODEC, [(task_id, run) for run in runs]))
         fence = (lease.worker, lease.epoch) if lease is not None else (None, None)
         async with self._pool.connection() as conn:

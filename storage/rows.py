@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from graph_runtime.events import EventKind, TaskEvent
+from graph_runtime.events import EventBatch, EventKind, TaskEvent
 from graph_runtime.models import Lease, NodeRun, NodeStatus, RunError, Task, TaskRequest, TaskStatus
 from nodes import codec
-from storage import event_data
 
 TASK_COLUMNS = (
     "id", "flow_id", "revision", "status", "data", "created", "started", "finished", "result", "execution_time",
@@ -107,8 +106,9 @@ class RowCodec:
     def events(self, row: Sequence[Any], after: int) -> list[TaskEvent]:
         """The events of a row of :data:`EVENT_COLUMNS` numbered after ``after``."""
         task_id, last, final = row[0], row[2], bool(row[3])
-        kinds, decode = _EVENT_KIND, event_data.decode
-        return [TaskEvent(task_id, entry[0], kinds[entry[1]], decode(kinds[entry[1]], entry[-1]), final and entry[0] == last)
+        kinds = _EVENT_KIND
+        # The data as stored (``storage.event_data``): whoever shows an event decodes it.
+        return [TaskEvent(task_id, entry[0], kinds[entry[1]], entry[-1], final and entry[0] == last)
                 for entry in self.decode_json(row[4]) if entry[0] > after]
 
     def node_run(self, row: Sequence[Any]) -> NodeRun:
@@ -169,22 +169,26 @@ EVENT_EPOCH = 5
 EVENTS_JSON = EVENT_COLUMNS.index("events")
 
 
-def event_params(events: Sequence[TaskEvent]) -> list[tuple[Any, ...]]:
-    """``graph_runtime.events.TaskEvent``s as ``task_event_batch`` rows: one per unbroken run of a
-    task's numbers under one writer's epoch, its events one JSON array (one encoding and one row for
-    a task's twenty-odd events, not twenty), then the fence, the epoch (None: not fenced).
+def event_params(batches: Sequence[EventBatch]) -> list[tuple[Any, ...]]:
+    """``graph_runtime.events.EventBatch``es as ``task_event_batch`` rows: one per unbroken run of a
+    task's numbers under one writer's epoch, its entries one JSON array (one encoding and one row
+    for a task's twenty-odd events, not twenty), then the fence, the epoch (None: not fenced). The
+    entries are written as they are: their data was encoded when they happened
+    (:mod:`storage.event_data`).
 
     Only unbroken runs: an event numbered in between but stored in another commit (a node's late
     report) gets a row of its own, and no row's range holds a number it lacks, so a read from any
     number finds every event after it."""
-    dumps, encode = codec.dumps_str, event_data.encode
-    batches: dict[tuple[int, int | None], list[list[TaskEvent]]] = {}
-    for event in events:
-        runs = batches.setdefault((event.task_id, event.epoch), [])
-        if runs and runs[-1][-1].seq + 1 == event.seq:
-            runs[-1].append(event)
+    dumps = codec.dumps_str
+    if len(batches) == 1:  # what most commits hold: a task's end, or a stream's event
+        batch = batches[0]
+        return [(batch.task_id, batch.first, batch.last, batch.final, dumps(batch.entries), batch.epoch)]
+    joined: dict[tuple[int, int | None], list[EventBatch]] = {}
+    for batch in batches:
+        runs = joined.setdefault((batch.task_id, batch.epoch), [])
+        if runs and runs[-1].last + 1 == batch.first:
+            runs[-1] = EventBatch(batch.task_id, batch.epoch, runs[-1].entries + batch.entries, batch.final)
         else:
-            runs.append([event])
-    return [(task_id, batch[0].seq, batch[-1].seq, batch[-1].final,
-             dumps([(e.seq, e.kind, encode(e.data)) for e in batch]), epoch)
-            for (task_id, epoch), runs in batches.items() for batch in runs]
+            runs.append(batch)
+    return [(batch.task_id, batch.first, batch.last, batch.final, dumps(batch.entries), batch.epoch)
+            for runs in joined.values() for batch in runs]

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from graph_runtime import errors
-from graph_runtime.events import TaskEvent
+from graph_runtime.events import EventBatch, TaskEvent
 from graph_runtime.models import Lease, NodeRun, Task, TaskOutcome, TaskStatus
 from storage import convert, rows
 from storage import sqlite_statements as lite
@@ -61,7 +61,7 @@ class SqliteHotPath:
         return await self._lite.write(lambda c: lite.claim_work(c, task_id, now, worker, expires))
 
     async def save_runs(self, runs: Sequence[tuple[int, NodeRun]], leases: Mapping[int, Lease],
-                        events: Sequence[TaskEvent] = ()) -> frozenset[int]:
+                        events: Sequence[EventBatch] = ()) -> frozenset[int]:
         params = await encoded(_CODEC, runs)
         fences = dict(leases)
         event_rows = rows.event_params(events)
@@ -78,7 +78,7 @@ class SqliteHotPath:
         return await self._lite.read(lambda c: lite.last_event_work(c, task_id))
 
     async def finish_task(self, task_id: int, outcome: TaskOutcome, runs: Sequence[NodeRun], lease: Lease | None,
-                          events: Sequence[TaskEvent] = ()) -> None:
+                          events: Sequence[EventBatch] = ()) -> None:
         row = (*outcome_values(outcome, _CODEC), task_id)
         params = await encoded(_CODEC, [(task_id, run) for run in runs])
         event_rows = rows.event_params(events)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from graph_runtime.events import TaskEvent
+from storage import event_data
 from storage.repository_base import RepositoryBase
 
 
@@ -22,3 +23,7 @@ class TaskEventLog(RepositoryBase):
 
     async def last_seq(self, task_id: int) -> int:
         return await self._hot.last_event_seq(task_id)
+
+    # How the data is stored, given to the hub that makes it (storage.event_data).
+    node_data = staticmethod(event_data.node_data)
+    task_data = staticmethod(event_data.task_data)

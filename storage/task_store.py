@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 import sqlalchemy as sa
 
 from graph_runtime import errors
-from graph_runtime.events import TaskEvent
+from graph_runtime.events import EventBatch
 from graph_runtime.models import Claim, Lease, NodeRun, Task, TaskOutcome, TaskRequest, TaskStatus
 from storage import cancels, migrations, task_rows
 from storage.errors import SchemaNotCurrent
@@ -213,7 +213,7 @@ class WorkerStore(FlowReads, LeaseMethods, NodeCacheMethods):
 
     async def save_node_runs_many(self, rows: Sequence[tuple[int, NodeRun]],
                                   leases: Mapping[int, Lease] | None = None,
-                                  events: Sequence[TaskEvent] = ()) -> frozenset[int]:
+                                  events: Sequence[EventBatch] = ()) -> frozenset[int]:
         """Insert or update node runs of several tasks, and store task events, in one transaction
         (group commit). Each event is fenced by its own epoch (see ``graph_runtime.events``).
 
@@ -232,7 +232,7 @@ class WorkerStore(FlowReads, LeaseMethods, NodeCacheMethods):
         return await self._hot.save_runs(rows, leases or {}, events)
 
     async def finish_task(self, task_id: int, outcome: TaskOutcome, runs: Sequence[NodeRun], *,
-                          lease: Lease | None = None, events: Sequence[TaskEvent] = ()) -> None:
+                          lease: Lease | None = None, events: Sequence[EventBatch] = ()) -> None:
         """Record the task's end, its last node-run changes and ``events`` (its final event) in one
         transaction, and drop its lease.
 

@@ -31,7 +31,7 @@ GONE = parse(FlowBuilder("gone").node("s", "start", data={"x": 1}).node("z", "te
 
 
 def _json(event: TaskEvent) -> dict[str, Any]:
-    return json.loads(codec.dumps(event_view(event.data)))
+    return json.loads(codec.dumps(event_view(event.kind, event.data)))
 
 
 async def test_a_start_event_reads_back_as_sent_after_its_task_was_requeued_and_claimed_again(

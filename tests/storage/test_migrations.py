@@ -22,7 +22,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 import storage
-from graph_runtime.events import EventKind, TaskEvent
+from graph_runtime.events import EventBatch, EventKind
 from graph_runtime.models import TaskRequest, TaskStatus
 from storage import engine as engines
 from storage import migrations, tables
@@ -175,7 +175,7 @@ async def test_a_0010_database_upgrades_keeping_every_task_event_and_downgrades_
     assert [e.seq for e in await log.since({1: 1})] == [2, 3] and await log.last_seq(1) == 3
     # A new batch continues after them, and a resumed read finds it.
     await Repository(engine).save_node_runs_many([], {}, [
-        TaskEvent(2, 2, EventKind.LOG, {"node_id": "end", "message": "again"})])
+        EventBatch(2, None, [(2, EventKind.LOG, {"node_id": "end", "message": "again"})])])
     assert [e.data["message"] for e in await log.since({2: 0})] == ["hi", "again"]
 
     await run_sync(engine, lambda c: command.downgrade(migrations.config(c), "0010"))

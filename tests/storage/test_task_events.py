@@ -11,10 +11,10 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
-from graph_runtime.events import EventKind, TaskEvent
+from graph_runtime.events import EventBatch, EventKind, TaskEvent
 from graph_runtime.flow import Flow
 from graph_runtime.models import NodeRun, NodeStatus, RunError, Task, TaskStatus
-from storage import tables
+from storage import event_data, tables
 from storage.repository import Repository
 from storage.task_events import TaskEventLog
 from tests.storage.conftest import make_request
@@ -22,8 +22,12 @@ from tests.storage.conftest import make_request
 SavedFlow = Callable[..., Awaitable[Flow]]
 
 
-def _event(task_id: int, seq: int, epoch: int | None, text: str = "x", *, final: bool = False) -> TaskEvent:
-    return TaskEvent(task_id, seq, EventKind.LOG, {"node_id": "n", "message": text}, final, epoch)
+def _event(task_id: int, seq: int, epoch: int | None, text: str = "x", *, final: bool = False) -> EventBatch:
+    return EventBatch(task_id, epoch, [(seq, EventKind.LOG, {"node_id": "n", "message": text})], final)
+
+
+def _typed(event: TaskEvent) -> object:
+    return event_data.decode(event.kind, event.data)
 
 
 async def test_events_come_back_by_number_for_several_tasks_at_once(repo: Repository, saved_flow: SavedFlow) -> None:
@@ -63,17 +67,17 @@ async def test_node_and_task_snapshots_come_back_as_they_were_and_json_events_as
                                 execution_cost=0.5, error=RunError("node_failed", "boom", "b"), result={"r": [1, "x"]},
                                 nodes={run.node_id: run for run in (failed, mapped, item, cached, waiting, pending)})
     old = {"node_id": "old", "status": "running", "started": "2026-11-29T10:00:00.000001Z"}
-    await repo.save_node_runs_many([], {}, [
-        TaskEvent(task.id, 1, EventKind.TASK, started), TaskEvent(task.id, 2, EventKind.NODE, failed),
-        TaskEvent(task.id, 3, EventKind.NODE, mapped), TaskEvent(task.id, 4, EventKind.NODE, old),
-        TaskEvent(task.id, 5, EventKind.TASK, ended, True)])
+    await repo.save_node_runs_many([], {}, [EventBatch(task.id, None, [
+        (1, EventKind.TASK, event_data.task_data(started)), (2, EventKind.NODE, event_data.node_data(failed)),
+        (3, EventKind.NODE, event_data.node_data(mapped)), (4, EventKind.NODE, old),
+        (5, EventKind.TASK, event_data.task_data(ended))], final=True)])
     back = await log.since({task.id: 0})
     assert [e.seq for e in back] == [1, 2, 3, 4, 5] and back[-1].final
-    assert back[0].data == started
-    assert back[1].data == dataclasses.replace(failed, output=None)
-    assert back[2].data == mapped
-    assert back[3].data == old
-    stored = back[4].data
+    assert _typed(back[0]) == started
+    assert _typed(back[1]) == dataclasses.replace(failed, output=None)
+    assert _typed(back[2]) == mapped
+    assert _typed(back[3]) == old
+    stored = _typed(back[4])
     assert isinstance(stored, Task)
     assert stored == dataclasses.replace(ended, nodes={k: dataclasses.replace(r, output=None)
                                                        for k, r in ended.nodes.items() if k != "m[0]"})
@@ -156,9 +160,9 @@ async def test_a_batch_in_the_previous_shape_reads_back_the_same(repo: Repositor
         await conn.execute(sa.insert(tables.task_event_batch).values(
             task_id=task.id, seq=1, last_seq=2, final=False,
             events=[[1, "node", at, node], [2, "log", at, {"node_id": "a", "message": "hi"}]]))
-    await repo.save_node_runs_many([], {}, [TaskEvent(task.id, 3, EventKind.NODE, NodeRun(
-        "a", NodeStatus.SUCCEEDED, datetime.fromisoformat(started), datetime.fromisoformat(started), 0.25, 0.0, 1))])
+    await repo.save_node_runs_many([], {}, [EventBatch(task.id, None, [(3, EventKind.NODE, event_data.node_data(NodeRun(
+        "a", NodeStatus.SUCCEEDED, datetime.fromisoformat(started), datetime.fromisoformat(started), 0.25, 0.0, 1)))])])
     old, log_line, new = await log.since({task.id: 0})
-    assert old.data == new.data == NodeRun("a", NodeStatus.SUCCEEDED, datetime.fromisoformat(started),
+    assert _typed(old) == _typed(new) == NodeRun("a", NodeStatus.SUCCEEDED, datetime.fromisoformat(started),
                                            datetime.fromisoformat(started), 0.25, 0.0, 1)
     assert (old.seq, old.kind, log_line.data, new.seq) == (1, EventKind.NODE, {"node_id": "a", "message": "hi"}, 3)

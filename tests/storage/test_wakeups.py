@@ -16,6 +16,7 @@ from graph_runtime.executor import Executor
 from graph_runtime.flow import parse
 from graph_runtime.models import TaskRequest, TaskStatus
 from graph_runtime.scheduler import Scheduler
+from storage import event_data
 from storage.repository import Repository
 from storage.task_events import TaskEventLog
 from storage.wakeups import ENDED_CHANNEL, pg_endings, pg_wakeups
@@ -103,7 +104,8 @@ async def test_a_wait_for_a_task_another_process_runs_answers_at_its_end_not_at_
         await asyncio.sleep(0.5)  # its first poll found nothing; the next is 30 s away
         await scheduler.start()  # the worker "elsewhere" claims and runs it
         final = await asyncio.wait_for(waiting, 10)
-        assert final is not None and final.final and final.data.status is TaskStatus.SUCCEEDED  # type: ignore[union-attr]
+        assert final is not None and final.final
+        assert event_data.decode(final.kind, final.data).status is TaskStatus.SUCCEEDED  # type: ignore[union-attr]
     finally:
         await scheduler.stop()
         await worker_hub.close()
