@@ -180,15 +180,16 @@ def event_params(batches: Sequence[EventBatch]) -> list[tuple[Any, ...]]:
     report) gets a row of its own, and no row's range holds a number it lacks, so a read from any
     number finds every event after it."""
     dumps = codec.dumps_str
-    if len(batches) == 1:  # what most commits hold: a task's end, or a stream's event
-        batch = batches[0]
-        return [(batch.task_id, batch.first, batch.last, batch.final, dumps(batch.entries), batch.epoch)]
-    joined: dict[tuple[int, int | None], list[EventBatch]] = {}
+    # Per task and epoch, its runs: [first, last, final, entries] (a batch's entries are never
+    # changed in place: a commit that fails is retried with the same batches).
+    joined: dict[tuple[int, int | None], list[list[Any]]] = {}
     for batch in batches:
+        entries = batch.entries
         runs = joined.setdefault((batch.task_id, batch.epoch), [])
-        if runs and runs[-1].last + 1 == batch.first:
-            runs[-1] = EventBatch(batch.task_id, batch.epoch, runs[-1].entries + batch.entries, batch.final)
+        if runs and runs[-1][1] + 1 == entries[0][0]:
+            run = runs[-1]
+            run[1:] = entries[-1][0], batch.final, run[3] + entries
         else:
-            runs.append(batch)
-    return [(batch.task_id, batch.first, batch.last, batch.final, dumps(batch.entries), batch.epoch)
-            for runs in joined.values() for batch in runs]
+            runs.append([entries[0][0], entries[-1][0], batch.final, entries])
+    return [(task_id, first, last, final, dumps(entries), epoch)
+            for (task_id, epoch), runs in joined.items() for first, last, final, entries in runs]
