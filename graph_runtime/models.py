@@ -218,7 +218,9 @@ def item_run_id(map_node_id: str, index: int) -> str:
 
 def is_item_run(node_id: str) -> bool:
     """Whether a node-run id names a map item (``map1[3]``) rather than a node of the flow."""
-    return node_id.endswith("]")
+    # Flow node ids are [A-Za-z0-9_.-] (flow.ID_PATTERN): only an item's holds a bracket. ``in``,
+    # not endswith: a task's events ask this of every node, and endswith parses its arguments (3x slower).
+    return "]" in node_id
 
 
 @dataclass(frozen=True)
