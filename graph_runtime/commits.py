@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from graph_runtime import errors
 from graph_runtime.events import EventBatch
@@ -25,7 +25,9 @@ EVENTS_LINGER_S = 0.002
 """How long events wait for a node run to go with (a task's first event waits for its first
 node's start; a node's tokens for each other) before they are committed by themselves."""
 
-Stored = Callable[[Sequence[EventBatch]], None]
+Stored = Callable[[Sequence[EventBatch], Collection[tuple[int, int]]], None]
+"""Called once a commit stored event batches: the batches, and the (task, epoch) the fence kept out
+of it (those batches were not stored: their writer lost its claim)."""
 
 
 class GroupCommitter:
@@ -65,7 +67,7 @@ class GroupCommitter:
 
     def append_events(self, batches: Sequence[EventBatch], stored: Stored) -> None:
         """Store ``batches`` in the next commit (with the next node runs, or by themselves within
-        EVENTS_LINGER_S), then call ``stored(batches)``. Nobody waits on them: a commit that fails
+        EVENTS_LINGER_S), then call ``stored(batches, fenced)``. Nobody waits on them: a commit that fails
         for a busy or absent database keeps them, in order, for the next one (the stream is late,
         never wrong); :meth:`drain` waits until they are in."""
         self._events.append((batches, stored))
@@ -104,7 +106,7 @@ class GroupCommitter:
             self._events = []
             try:
                 batches = [batch for handed, _ in events for batch in handed]
-                refused = await self.store.save_node_runs_many(rows, leases, batches)
+                fenced = await self.store.save_node_runs_many(rows, leases, batches)
             except BaseException as exc:  # every waiter learns of it; the callers retry
                 for waiter in waiters:
                     if not waiter.done():
@@ -124,11 +126,11 @@ class GroupCommitter:
                 continue
             delay = 0.05
             for handed, stored in events:
-                stored(handed)
+                stored(handed, fenced.events)
             for (task_id, _), waiter in zip(rows, waiters, strict=True):
                 if waiter.done():
                     continue
-                if task_id in refused:
+                if task_id in fenced.tasks:
                     waiter.set_exception(errors.LeaseLost(f"task {task_id} is no longer leased to this worker",
                                                           task_ids=frozenset({task_id})))
                 else:

@@ -28,7 +28,7 @@ import contextlib
 import enum
 import logging
 from collections import defaultdict
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -116,9 +116,10 @@ class EventWriter(Protocol):
     of the same loop turn, in their transaction). A batch whose ``epoch`` is no longer its task's
     claim count, or whose first number is taken, is dropped."""
 
-    def append_events(self, batches: Sequence[EventBatch], stored: Callable[[Sequence[EventBatch]], None]) -> None:
+    def append_events(self, batches: Sequence[EventBatch],
+                      stored: Callable[[Sequence[EventBatch], Collection[tuple[int, int]]], None]) -> None:
         """Store ``batches`` in a commit soon (retrying while the database is away), then call
-        ``stored(batches)``."""
+        ``stored(batches, fenced)``: ``fenced``, the (task, epoch) of those the store refused."""
 
     def drain(self) -> Awaitable[None]:
         """Wait until everything handed over so far is stored."""
@@ -367,7 +368,7 @@ class EventHub:
             if stream.next_seq == final.last:
                 stream.next_seq += 1
                 stream.ended = True
-        self._stored(batches)
+        self._stored(batches, ())
 
     def task_stopped(self, task: Task) -> Awaitable[None] | None:
         """This process stops running ``task``: it ended (its final event), or was handed over,
@@ -648,9 +649,16 @@ class EventHub:
             if stream.pending:
                 self._hand_over(task_id, stream)
 
-    def _stored(self, batches: Sequence[EventBatch]) -> None:
+    def _stored(self, batches: Sequence[EventBatch], fenced: Collection[tuple[int, int]]) -> None:
         for batch in batches:
             stream = self._streams.get(batch.task_id)
+            if fenced and (batch.task_id, batch.epoch) in fenced:
+                # Refused: made under a claim that is no longer the task's. Nobody here is handed
+                # them (the next owner's events take their numbers), and the poll reads on from
+                # what was delivered.
+                if stream is not None:
+                    stream.unstored = max(0, stream.unstored - len(batch.entries))
+                continue
             if stream is None:
                 if batch.final:
                     self._remember_end(batch.task_id, batch.last)

@@ -237,6 +237,18 @@ class Lease:
 
 
 @dataclass(frozen=True)
+class Fenced:
+    """What the fence kept out of a grouped commit (``TaskStore.save_node_runs_many``)."""
+
+    tasks: frozenset[int] = frozenset()  # tasks whose node runs were not written: their lease is lost
+    # (task, epoch) of the event batches not stored: made under a claim that is no longer the task's
+    events: frozenset[tuple[int, int]] = frozenset()
+
+
+NOTHING_FENCED = Fenced()
+
+
+@dataclass(frozen=True)
 class Claim:
     """A task created already claimed, by ``worker`` for ``lease_s``: an execute with ``?wait``
     whose process runs it at once (one statement: no claim after it, no wake-up for others)."""

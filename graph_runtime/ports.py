@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 from graph_runtime.events import EventBatch
 from graph_runtime.flow import Flow
-from graph_runtime.models import Lease, NodeRun, Task, TaskOutcome, TaskRequest
+from graph_runtime.models import Fenced, Lease, NodeRun, Task, TaskOutcome, TaskRequest
 
 
 class TaskStore(Protocol):
@@ -66,11 +66,12 @@ class TaskStore(Protocol):
 
     async def save_node_runs_many(self, rows: Sequence[tuple[int, NodeRun]],
                                   leases: Mapping[int, Lease] | None = None,
-                                  events: Sequence[EventBatch] = ()) -> frozenset[int]:
+                                  events: Sequence[EventBatch] = ()) -> Fenced:
         """Insert or update node runs of several tasks, ``(task_id, run)`` each, and store ``events``
-        (each fenced by its own epoch), in one transaction.
+        (each batch fenced by its own epoch), in one transaction.
 
-        Returns the ids of tasks in ``leases`` whose lease was lost: their rows were not written.
+        Returns what the fence kept out: the tasks in ``leases`` whose lease was lost (their rows
+        were not written), and the event batches whose epoch is no longer their task's claim.
         """
 
     async def finish_task(self, task_id: int, outcome: TaskOutcome, runs: Sequence[NodeRun], *,

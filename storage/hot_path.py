@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from graph_runtime import errors
 from graph_runtime.events import EventBatch, TaskEvent
-from graph_runtime.models import Lease, NodeRun, Task, TaskOutcome, TaskStatus
+from graph_runtime.models import Fenced, Lease, NodeRun, Task, TaskOutcome, TaskStatus
 from nodes import codec
 from storage.rows import RowCodec, json_text
 from storage.sqlite_inline import THREAD_ABOVE_BYTES
@@ -58,9 +58,9 @@ class HotPath(Protocol):
         """Claim ``task_id`` if it is queued."""
 
     async def save_runs(self, rows: Sequence[tuple[int, NodeRun]], leases: Mapping[int, Lease],
-                        events: Sequence[EventBatch] = ()) -> frozenset[int]:
+                        events: Sequence[EventBatch] = ()) -> Fenced:
         """Upsert node runs, and store ``events`` (each fenced by its epoch, a number never written
-        twice) in the same transaction; the ids of tasks in ``leases`` refused by the fence. ``TaskNotFound``."""
+        twice) in the same transaction; what the fence kept out. ``TaskNotFound``."""
 
     async def events_since(self, cursors: Mapping[int, int]) -> list[TaskEvent]:
         """Each task's stored events after the ``seq`` given for it, in (task, seq) order."""

@@ -17,7 +17,7 @@ from typing import Any
 
 from graph_runtime import errors
 from graph_runtime.events import EventBatch, TaskEvent
-from graph_runtime.models import Lease, NodeRun, Task, TaskOutcome, TaskStatus
+from graph_runtime.models import NOTHING_FENCED, Fenced, Lease, NodeRun, Task, TaskOutcome, TaskStatus
 from nodes import codec
 from storage import convert, rows
 from storage.engine import PgPool
@@ -108,10 +108,15 @@ _INSERT_EVENTS = (
     + rows.EVENTS_CONFLICT
 )
 # Each event only while its writer's claim is still the task's (epoch NULL: not fenced); the task row
-# is share-locked to the commit, so a claim cannot slip in between.
-_APPEND_EVENTS = _INSERT_EVENTS.format(
-    arrays=_EVENT_ARRAYS.format(*range(1, 7)),
-    fence="e.epoch IS NULL OR EXISTS (SELECT 1 FROM task t WHERE t.id = e.task_id AND t.claims = e.epoch FOR SHARE)")
+# is share-locked to the commit, so a claim cannot slip in between. Answers the (task, epoch) of the
+# batches fenced off, as two arrays (their writer's subscribers must not be handed them).
+_HELD = "EXISTS (SELECT 1 FROM task t WHERE t.id = e.task_id AND t.claims = e.epoch FOR SHARE)"
+_APPEND_EVENTS = (
+    "WITH e AS (SELECT * FROM " + _EVENT_ARRAYS.format(*range(1, 7)) + "),"
+    " ins AS (" + _INSERT_EVENTS.format(arrays="e", fence="e.epoch IS NULL OR " + _HELD) + ")"
+    " SELECT array_agg(e.task_id), array_agg(e.epoch) FROM (SELECT DISTINCT task_id, epoch FROM e"
+    " WHERE e.epoch IS NOT NULL AND NOT " + _HELD + ") AS e"
+)
 # The task's end, its runs and its final events ($24..$29) in one statement: the end's own fence covers them.
 _FINISH = (
     "WITH f AS (UPDATE task SET status = $15, finished = $16, execution_time = $17, execution_cost = $18,"
@@ -300,10 +305,11 @@ class PgHotPath:
         return _CODEC.runs_by_task(await conn.fetch(_RUNS_WITH_ITEMS if items else _RUNS_WITHOUT_ITEMS, task_ids))
 
     async def save_runs(self, runs: Sequence[tuple[int, NodeRun]], leases: Mapping[int, Lease],
-                        events: Sequence[EventBatch] = ()) -> frozenset[int]:
+                        events: Sequence[EventBatch] = ()) -> Fenced:
         arrays = _run_arrays(await encoded(_CODEC, runs)) if runs else None
         event_rows = _event_arrays(events) if events else None
         refused: Sequence[int] = ()
+        kept_out: Any = None  # the event batches fenced off: [task ids], [epochs]
         try:
             # Runs and events in one transaction when there are both; either alone is one statement.
             opened = self._pool.transaction() if event_rows and arrays is not None else self._pool.connection()
@@ -315,10 +321,11 @@ class PgHotPath:
                     refused = await conn.fetchval(_SAVE_FENCED, *arrays, fenced, [leases[i].worker for i in fenced],
                                                   [leases[i].epoch for i in fenced])
                 if event_rows:
-                    await conn.execute(_APPEND_EVENTS, *event_rows)
+                    kept_out = await conn.fetchrow(_APPEND_EVENTS, *event_rows)
         except IntegrityViolation:
             raise errors.TaskNotFound("a node run names a task that does not exist") from None
-        return frozenset(refused or ())
+        batches = frozenset(zip(kept_out[0], kept_out[1], strict=True)) if kept_out and kept_out[0] else frozenset()
+        return Fenced(frozenset(refused or ()), batches) if refused or batches else NOTHING_FENCED
 
     async def events_since(self, cursors: Mapping[int, int]) -> list[TaskEvent]:
         async with self._pool.connection() as conn:

@@ -10,7 +10,7 @@ from typing import Any
 
 from graph_runtime import errors
 from graph_runtime.events import EventBatch, TaskEvent
-from graph_runtime.models import Lease, NodeRun, Task, TaskOutcome, TaskStatus
+from graph_runtime.models import Fenced, Lease, NodeRun, Task, TaskOutcome, TaskStatus
 from storage import convert, rows
 from storage import sqlite_statements as lite
 from storage.hot_path import CacheRow, encoded, outcome_raised, outcome_values
@@ -61,7 +61,7 @@ class SqliteHotPath:
         return await self._lite.write(lambda c: lite.claim_work(c, task_id, now, worker, expires))
 
     async def save_runs(self, runs: Sequence[tuple[int, NodeRun]], leases: Mapping[int, Lease],
-                        events: Sequence[EventBatch] = ()) -> frozenset[int]:
+                        events: Sequence[EventBatch] = ()) -> Fenced:
         params = await encoded(_CODEC, runs)
         fences = dict(leases)
         event_rows = rows.event_params(events)

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from graph_runtime.events import TaskEvent
-from graph_runtime.models import Lease, NodeRun, Task
+from graph_runtime.models import NOTHING_FENCED, Fenced, Lease, NodeRun, Task
 from nodes import codec
 from storage import rows
 from storage.hot_path import evictable
@@ -204,9 +204,9 @@ def held_work(conn: sqlite3.Connection, leases: dict[int, Lease]) -> set[int]:
 
 
 def upsert_runs_work(conn: sqlite3.Connection, params: list[tuple[Any, ...]], leases: dict[int, Lease],
-                     events: Sequence[tuple[Any, ...]] = ()) -> frozenset[int]:
+                     events: Sequence[tuple[Any, ...]] = ()) -> Fenced:
     """Insert or update node runs (``run_params`` rows), and store task events (``rows.event_params``,
-    each fenced by its epoch) in the same transaction; return the ids of tasks refused by the fence.
+    each fenced by its epoch) in the same transaction; return what the fence kept out.
 
     Rows of a task named in ``leases`` are written only while that lease is the task's current
     one; rows of other tasks are written as they are. Raises IntegrityError for an unknown task.
@@ -215,22 +215,25 @@ def upsert_runs_work(conn: sqlite3.Connection, params: list[tuple[Any, ...]], le
     refused = frozenset(leases) - held
     if params:
         conn.executemany(_UPSERT_RUNS, [row for row in params if row[0] not in refused] if refused else params)
-    if events:
-        append_events_work(conn, events, {task_id: leases[task_id].epoch for task_id in held})
-    return refused
+    fenced = append_events_work(conn, events, {task_id: leases[task_id].epoch for task_id in held}) if events else None
+    return Fenced(refused, fenced) if refused or fenced else NOTHING_FENCED
 
 
-def append_events_work(conn: sqlite3.Connection, events: Sequence[tuple[Any, ...]], claims: dict[int, int]) -> None:
+def append_events_work(conn: sqlite3.Connection, events: Sequence[tuple[Any, ...]],
+                       claims: dict[int, int]) -> frozenset[tuple[int, int]]:
     """Store task events (``rows.event_params``) whose epoch is still their task's claim count (SPEC
     §10: a worker that lost its lease records nothing); ``claims``: the counts this transaction
-    knows already. One look per batch, not one per event."""
+    knows already. One look per batch, not one per event. Returns the (task, epoch) fenced off."""
     epoch = rows.EVENT_EPOCH
     unknown = list({row[0] for row in events if row[epoch] is not None and row[0] not in claims})
     if unknown:
         found = conn.execute(f"SELECT id, claims FROM task WHERE id IN ({','.join('?' * len(unknown))})", unknown)
         claims = {**claims, **dict(found.fetchall())}
-    conn.executemany(_APPEND_EVENT, [row[:epoch] for row in events
-                                     if row[epoch] is None or claims.get(row[0]) == row[epoch]])
+    kept = [row[:epoch] for row in events if row[epoch] is None or claims.get(row[0]) == row[epoch]]
+    conn.executemany(_APPEND_EVENT, kept)
+    if len(kept) == len(events):
+        return frozenset()
+    return frozenset((row[0], row[epoch]) for row in events if row[epoch] is not None and claims.get(row[0]) != row[epoch])
 
 
 def finish_work(conn: sqlite3.Connection, values: tuple[Any, ...], runs: list[tuple[Any, ...]],

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from graph_runtime import errors
 from graph_runtime.events import EventBatch
-from graph_runtime.models import Claim, Lease, NodeRun, Task, TaskOutcome, TaskRequest, TaskStatus
+from graph_runtime.models import NOTHING_FENCED, Claim, Fenced, Lease, NodeRun, Task, TaskOutcome, TaskRequest, TaskStatus
 from storage import cancels, migrations, task_rows
 from storage.errors import SchemaNotCurrent
 from storage.node_cache import NodeCacheMethods
@@ -207,28 +207,29 @@ class WorkerStore(FlowReads, LeaseMethods, NodeCacheMethods):
         """
         if not runs:
             return
-        refused = await self.save_node_runs_many([(task_id, run) for run in runs], {task_id: lease} if lease else None)
-        if refused:
-            raise errors.LeaseLost(task_ids=refused)
+        fenced = await self.save_node_runs_many([(task_id, run) for run in runs], {task_id: lease} if lease else None)
+        if fenced.tasks:
+            raise errors.LeaseLost(task_ids=fenced.tasks)
 
     async def save_node_runs_many(self, rows: Sequence[tuple[int, NodeRun]],
                                   leases: Mapping[int, Lease] | None = None,
-                                  events: Sequence[EventBatch] = ()) -> frozenset[int]:
+                                  events: Sequence[EventBatch] = ()) -> Fenced:
         """Insert or update node runs of several tasks, and store task events, in one transaction
-        (group commit). Each event is fenced by its own epoch (see ``graph_runtime.events``).
+        (group commit). Each event batch is fenced by its own epoch (see ``graph_runtime.events``).
 
         The fence: rows of a task named in ``leases`` are written only if that lease is still the
         task's current one (running, same worker, same claim); a worker presumed dead whose
         task another worker resumed records nothing.
 
         Returns:
-            The ids of the tasks whose rows were refused by the fence.
+            What the fence kept out: the tasks whose rows were refused, the (task, epoch) of the
+            event batches not stored.
 
         Raises:
             errors.TaskNotFound: one of the tasks does not exist.
         """
         if not rows and not events:
-            return frozenset()
+            return NOTHING_FENCED
         return await self._hot.save_runs(rows, leases or {}, events)
 
     async def finish_task(self, task_id: int, outcome: TaskOutcome, runs: Sequence[NodeRun], *,

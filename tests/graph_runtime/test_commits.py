@@ -11,7 +11,7 @@ from graph_runtime.commits import GroupCommitter
 from graph_runtime.errors import TaskNotFound
 from graph_runtime.events import EventBatch
 from graph_runtime.flow import parse
-from graph_runtime.models import Lease, NodeRun, NodeStatus, TaskRequest
+from graph_runtime.models import Fenced, Lease, NodeRun, NodeStatus, TaskRequest
 from storage import engine as storage_engine
 from storage.repository import Repository
 from tests.support import FlowBuilder
@@ -24,7 +24,7 @@ class CountingRepository(Repository):
 
     async def save_node_runs_many(self, rows: Sequence[tuple[int, NodeRun]],
                                   leases: Mapping[int, Lease] | None = None,
-                                  events: Sequence[EventBatch] = ()) -> frozenset[int]:
+                                  events: Sequence[EventBatch] = ()) -> Fenced:
         self.batches.append(len(rows))
         return await super().save_node_runs_many(rows, leases, events)
 

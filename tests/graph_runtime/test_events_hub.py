@@ -266,27 +266,31 @@ async def test_a_stream_opening_beside_others_gets_every_event_once_from_the_sha
 
 async def test_a_stream_opening_later_gets_what_the_log_holds_not_an_event_the_store_refused(
         repo: Repository) -> None:
-    """A worker that lost its task (another claimed it: its lease epoch is fenced off) still hands
-    its late report to its own subscribers, but the store refuses it. A stream opening afterwards
-    in that process gets the history the log holds, the new owner's event with that number, not the
-    refused one (the shared history is made only of what the log gave)."""
+    """A worker that lost its task (another claimed it: its lease epoch is fenced off) makes a late
+    report, and the store refuses it. Its own open stream is not handed it, and gets the new
+    owner's event with that number once the worker lets the task go; a stream opening afterwards
+    in that process gets the history the log holds (the shared history is made only of what the
+    log gave)."""
     created, _ = await repo.create_task("f", 1, TaskRequest("s", "e", "e"))
     first = await repo.claim_task(created.id, "w1", 0.01)
     assert first is not None
     log = TaskEventLog(repo.engine)
     lost = EventHub(GroupCommitter(repo), log, poll_s=0.01)
     owner = EventHub(GroupCommitter(repo), TaskEventLog(repo.engine), poll_s=0.01)
-    seen: list[int] = []
+    seen: list[tuple[int, EventKind]] = []
 
     async def follow() -> None:
-        async for batch in lost.subscribe_batches(created.id, write=lambda evs: seen.extend(e.seq for e in evs) or True):
-            seen.extend(e.seq for e in batch or ())
+        def write(events: Sequence[TaskEvent]) -> bool:
+            seen.extend((e.seq, e.kind) for e in events)
+            return True
+        async for batch in lost.subscribe_batches(created.id, write=write):
+            seen.extend((e.seq, e.kind) for e in batch or ())
 
     early = asyncio.ensure_future(follow())
     try:
         await lost.task_started(first)  # seq 1
         await lost.flush()
-        await eventually(lambda: seen == [1] or None)
+        await eventually(lambda: seen == [(1, EventKind.TASK)] or None)
         await asyncio.sleep(0.05)
         assert await repo.requeue_expired() == 1
         second = await repo.claim_task(created.id, "w2", 60)
@@ -297,11 +301,23 @@ async def test_a_stream_opening_later_gets_what_the_log_holds_not_an_event_the_s
         await owner.flush()
         stored = [(e.seq, e.kind) for e in await log.since({created.id: 0})]
         assert stored == [(1, EventKind.TASK), (2, EventKind.TASK)]
-        for _ in range(2):  # before the lost worker stops (it does not know yet), and after
+
+        async def read_two() -> list[tuple[int, EventKind]]:
+            got: list[tuple[int, EventKind]] = []
             async with contextlib.aclosing(lost.subscribe_batches(created.id)) as later:
-                history = await asyncio.wait_for(anext(later), 5)
-            assert [(e.seq, e.kind) for e in history or ()] == stored
-            await stopped(lost, first)
+                while len(got) < 2:
+                    got += [(e.seq, e.kind) for e in await asyncio.wait_for(anext(later), 5) or ()]
+            return got
+
+        before = asyncio.ensure_future(read_two())  # before the lost worker stops (it does not know yet)
+        await asyncio.sleep(0.05)
+        await stopped(lost, first)
+        assert await before == stored
+        assert await read_two() == stored  # and after
+        await eventually(lambda: len(seen) >= 2 or None)
+        assert seen == stored  # the owner's 2, read by the poll: the refused 2 never reached it
+        await asyncio.sleep(0.05)
+        assert seen == stored
     finally:
         early.cancel()
         await asyncio.gather(early, return_exceptions=True)

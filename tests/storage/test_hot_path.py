@@ -12,7 +12,7 @@ import pytest
 import storage
 from graph_runtime import errors
 from graph_runtime.flow import Flow
-from graph_runtime.models import NodeRun, NodeStatus
+from graph_runtime.models import Fenced, NodeRun, NodeStatus
 from storage.pg_hot_path import PgHotPath
 from storage.repository import Repository
 from storage.repository_leases import lease_renewer
@@ -48,7 +48,7 @@ async def test_a_duplicate_run_in_one_batch_leaves_the_last(repo: Repository, sa
     claimed = await repo.claim_task(task.id, "w1", 60)
     assert claimed is not None and claimed.lease is not None
     runs = [(task.id, NodeRun("start", NodeStatus.RUNNING)), (task.id, NodeRun("start", NodeStatus.SUCCEEDED))]
-    assert await repo.save_node_runs_many(runs, {task.id: claimed.lease}) == frozenset()
+    assert await repo.save_node_runs_many(runs, {task.id: claimed.lease}) == Fenced()
     assert (await repo.get_task(task.id)).nodes["start"].status is NodeStatus.SUCCEEDED
 
 

@@ -74,7 +74,7 @@ async def test_a_worker_whose_lease_was_taken_records_nothing(store: WorkerStore
     with pytest.raises(LeaseLost):
         await store.save_node_runs(task_id, [done], lease=stale.lease)
     refused = await store.save_node_runs_many([(task_id, done)], {task_id: stale.lease})
-    assert refused == {task_id}
+    assert refused.tasks == {task_id}
     with pytest.raises(LeaseLost):
         await store.finish_task(task_id, TaskOutcome(TaskStatus.SUCCEEDED, T0, 0.0, 0.0, result={}), [done],
                                lease=stale.lease)
@@ -98,7 +98,7 @@ async def test_a_grouped_write_refuses_only_the_tasks_whose_lease_was_lost(store
     await store.requeue_expired(exclude_worker="w1", running=[kept_id])
     rows = [(kept_id, NodeRun("start", NodeStatus.RUNNING, T0, attempts=1)),
             (lost_id, NodeRun("start", NodeStatus.RUNNING, T0, attempts=1))]
-    assert await store.save_node_runs_many(rows, {kept_id: kept.lease, lost_id: lost.lease}) == {lost_id}
+    assert (await store.save_node_runs_many(rows, {kept_id: kept.lease, lost_id: lost.lease})).tasks == {lost_id}
     assert (await store.get_task(kept_id)).nodes["start"].status is NodeStatus.RUNNING
     assert "start" not in (await store.get_task(lost_id)).nodes, "nothing was written for it"
 

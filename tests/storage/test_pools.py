@@ -155,8 +155,8 @@ async def test_a_park_is_fenced_by_the_lease(store: WorkerStore, saved_flow: Sav
     await store.park_task(task_id, "gpu", [NodeRun("end", waiting_for_pool="gpu")], lease=claimed.lease)
     with pytest.raises(LeaseLost):  # parked: the lease is gone
         await store.park_task(task_id, "gpu", [], lease=claimed.lease)
-    assert await store.save_node_runs_many([(task_id, NodeRun("end", NodeStatus.RUNNING))],
-                                          {task_id: claimed.lease}) == frozenset({task_id})
+    assert (await store.save_node_runs_many([(task_id, NodeRun("end", NodeStatus.RUNNING))],
+                                           {task_id: claimed.lease})).tasks == frozenset({task_id})
     assert (await store.get_task(task_id)).nodes["end"].waiting_for_pool == "gpu"
 
 

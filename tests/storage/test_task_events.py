@@ -97,8 +97,9 @@ async def test_a_worker_that_lost_its_lease_stores_no_event(repo: Repository, sa
     resumed = await repo.claim_task(task.id, "w2", lease_s=60)
     assert resumed is not None and resumed.lease is not None and resumed.lease.epoch > stale.lease.epoch
     # w1 wakes and reports, with the number w2 is about to use: refused. w2's event takes the number.
-    await repo.save_node_runs_many([], {}, [_event(task.id, 2, stale.lease.epoch, "w1 late")])
-    await repo.save_node_runs_many([], {}, [_event(task.id, 2, resumed.lease.epoch, "w2 ran")])
+    late = await repo.save_node_runs_many([], {}, [_event(task.id, 2, stale.lease.epoch, "w1 late")])
+    assert late.events == {(task.id, stale.lease.epoch)}, "w1 is told, so that its own streams are not handed it"
+    assert (await repo.save_node_runs_many([], {}, [_event(task.id, 2, resumed.lease.epoch, "w2 ran")])).events == set()
     assert [e.data["message"] for e in await log.since({task.id: 0})] == ["w1 ran", "w2 ran"]
     # A number already written is kept whoever writes it again.
     await repo.save_node_runs_many([], {}, [_event(task.id, 2, resumed.lease.epoch, "again")])
