@@ -215,7 +215,7 @@ def upsert_runs_work(conn: sqlite3.Connection, params: list[tuple[Any, ...]], le
     refused = frozenset(leases) - held
     if params:
         conn.executemany(_UPSERT_RUNS, [row for row in params if row[0] not in refused] if refused else params)
-    fenced = append_events_work(conn, events, {task_id: leases[task_id].epoch for task_id in held}) if events else None
+    fenced = append_events_work(conn, events, {task_id: leases[task_id].epoch for task_id in held}) if events else frozenset()
     return Fenced(refused, fenced) if refused or fenced else NOTHING_FENCED
 
 
