@@ -301,6 +301,13 @@ class EventHub:
         stream = self._streams[task.id]
         if stream.pending:  # made under an earlier claim: stored under its epoch
             self._hand_over(task.id, stream)
+        if stream.subscribers and not stream.writing:
+            # Its streams here were fed by the poll, which stops looking at a task this process
+            # writes: what another process stored since the poll last read is handed out first (a
+            # task handed back to this process after a pool's node, resumed after a worker died).
+            self._deliver(await self._log.since({task.id: stream.delivered}))
+            self._write_touched()
+            stream = self._streams[task.id]
         if not stream.next_seq:
             # A first claim writes the task's first events; anything else continues after the stored ones.
             # (Before it is writing: a late report of the claim before must not be numbered meanwhile.)

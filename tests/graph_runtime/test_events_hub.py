@@ -323,3 +323,44 @@ async def test_a_stream_opening_later_gets_what_the_log_holds_not_an_event_the_s
         await asyncio.gather(early, return_exceptions=True)
         await lost.close()
         await owner.close()
+
+
+async def test_a_stream_fed_by_the_poll_misses_nothing_when_its_process_takes_the_task_over(
+        repo: Repository) -> None:
+    """A stream opened in process A on a task process B runs is fed by A's poll; when A takes the
+    task over (B died, or handed it back after a pool's node), A writes its events from then on and
+    the poll no longer reads them. What B stored after the poll's last read reaches the stream
+    first: every event once, in order, no gap."""
+    created, _ = await repo.create_task("f", 1, TaskRequest("s", "e", "e"))
+    first = await repo.claim_task(created.id, "w1", 0.01)
+    assert first is not None
+    b = EventHub(GroupCommitter(repo), TaskEventLog(repo.engine))
+    a = EventHub(GroupCommitter(repo), TaskEventLog(repo.engine), poll_s=30)  # a poll that lags
+    seen: list[int] = []
+
+    async def follow() -> None:
+        async for event in a.subscribe(created.id):
+            seen.append(event.seq)  # type: ignore[union-attr]
+
+    await b.task_started(first)  # seq 1
+    await b.flush()
+    reading = asyncio.ensure_future(follow())
+    try:
+        await eventually(lambda: seen == [1] or None)  # its history; the poll's next read is 30 s away
+        await asyncio.sleep(0.05)
+        b.node_said(created.id, EventKind.LOG, {"node_id": "s", "message": "two"})  # seq 2
+        b.node_said(created.id, EventKind.LOG, {"node_id": "s", "message": "three"})  # seq 3
+        await stopped(b, first)  # B dies (its events are stored): its lease runs out
+        await asyncio.sleep(0.05)
+        assert await repo.requeue_expired() == 1
+        second = await repo.claim_task(created.id, "w2", 60)
+        assert second is not None
+        await a.task_started(second)  # A resumes it: seq 4
+        await a.flush()
+        await eventually(lambda: len(seen) >= 4 or None)
+        assert seen == [1, 2, 3, 4]
+    finally:
+        reading.cancel()
+        await asyncio.gather(reading, return_exceptions=True)
+        await a.close()
+        await b.close()
