@@ -3,8 +3,10 @@ while they run (``ctx.progress``, ``ctx.log``, an LLM's tokens), as numbered, st
 
 One hub per process. The executor reports to it; it numbers each task's events (``seq`` 1, 2, …:
 one writer per task at a time, the worker holding its lease), stores them in batches through an
-:class:`EventLog`, and only then hands them to this process's subscribers, so an event anyone
-saw is stored and a reconnect with ``Last-Event-ID`` resumes with no gap and no duplicate.
+:class:`EventWriter` (the group committer), and only then hands them to this process's
+subscribers, so an event anyone saw is stored and a reconnect with ``Last-Event-ID`` resumes with
+no gap and no duplicate. An event is made as the entry the log stores, ``(seq, kind, data)``;
+it becomes a :class:`TaskEvent` only when someone here reads it.
 Subscribers of tasks run by another process (an API process with ``--workers 0``) are fed by
 one poll of the log per process for all of them, never a query per subscriber.
 
