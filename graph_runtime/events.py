@@ -205,12 +205,12 @@ class _Stream:
     readers: int = 0  # streams reading its events here (not ?wait: that waits for the end only)
     ended: bool = False  # its final event is stored (with the task's end)
     asked: bool = False  # a notice of its end elsewhere was asked for (EndNotices.watch), or is due anyway
-    # Its stored events from 1 on (``told[i].seq == i + 1``), as the log gave them, kept while
+    # Its stored events from 1 on (``told[i].seq == i + 1``), as read or as stored here, kept while
     # streams read them (up to SHARED_HISTORY): the streams that open on a task share one read and
     # one rendering of its history, each reading only what was stored since (a thousand opening on a
     # 315-node task each read and rendered it all, and every event already flowing waited behind
-    # them: p50 70 ms while they opened, 20 ms once open). Never an event this process handed out
-    # under its lease: a worker that lost its task hands out events the store refused. None: not kept.
+    # them: p50 70 ms while they opened, 20 ms once open). Never an event the store refused (a
+    # worker that lost its task): the store says which, and those are handed to nobody. None: not kept.
     told: list[TaskEvent] | None = None
 
 
@@ -648,26 +648,21 @@ class EventHub:
     def _stored(self, batches: Sequence[EventBatch], fenced: Collection[tuple[int, int]]) -> None:
         for batch in batches:
             stream = self._streams.get(batch.task_id)
+            if stream is not None:
+                stream.unstored = max(0, stream.unstored - len(batch.entries))
             if fenced and (batch.task_id, batch.epoch) in fenced:
                 # Refused: made under a claim that is no longer the task's. Nobody here is handed
-                # them (the next owner's events take their numbers), and the poll reads on from
-                # what was delivered.
-                if stream is not None:
-                    stream.unstored = max(0, stream.unstored - len(batch.entries))
+                # them (the next owner's events take their numbers; the poll reads on from what
+                # was delivered), so what streams here get, and the shared history, is the log's.
                 continue
-            if stream is None:
-                if batch.final:
-                    self._remember_end(batch.task_id, batch.last)
-                continue
-            stream.unstored = max(0, stream.unstored - len(batch.entries))
-            if stream.subscribers or stream.told is not None:
-                # Only what the log holds goes into the shared history: a batch this process wrote under
-                # a lease (an epoch) may have been refused by the store (the lease was lost).
-                self._deliver(batch.events(), from_log=batch.epoch is None)
-            elif batch.last > stream.delivered:  # nobody here to hand them to: only where they stand
+            if stream is not None and (stream.subscribers or stream.told is not None):
+                self._deliver(batch.events())
+            elif stream is not None and batch.last > stream.delivered:  # nobody here reads: where they stand
                 stream.delivered = batch.last
                 if batch.final:
                     self._remember_end(batch.task_id, batch.last)
+            elif stream is None and batch.final:
+                self._remember_end(batch.task_id, batch.last)
         if self._touched:
             self._write_touched()
 
@@ -697,10 +692,9 @@ class EventHub:
         if len(self._recently_ended) > RECENTLY_ENDED:
             del self._recently_ended[next(iter(self._recently_ended))]  # the oldest
 
-    def _deliver(self, events: Iterable[TaskEvent], *, from_log: bool = True) -> None:
-        """Hands ``events`` (in order per task) to their tasks' subscribers here, those not handed out
-        yet. ``from_log``: they are the log's (read from it, or stored unfenced), so they may join
-        the shared history."""
+    def _deliver(self, events: Iterable[TaskEvent]) -> None:
+        """Hands ``events`` (in order per task, stored) to their tasks' subscribers here, those not
+        handed out yet."""
         task_id, stream = None, None  # the stream looked up last: a commit's events are mostly one task's
         for event in events:
             if event.final:
@@ -711,7 +705,7 @@ class EventHub:
                 continue
             stream.delivered = event.seq
             told = stream.told
-            if told is not None and event.seq > len(told) and from_log:
+            if told is not None and event.seq > len(told):
                 if event.seq == len(told) + 1 and event.seq <= SHARED_HISTORY:
                     told.append(event)
                 else:  # a gap (it cannot be filled here), or long enough: read by the next stream
