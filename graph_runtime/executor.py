@@ -570,8 +570,8 @@ class _TaskRun:
         run.started = run.started or utcnow()
         run.attempts += 1
         self.dirty.add(run.node_id)
-        if not item and (events := self.ex.events) is not None:  # _notify, inline: twice per node
-            events.node_changed(self.task, run)
+        if not item:
+            self._notify(run)
 
     def _end_node(self, run: NodeRun, status: NodeStatus, started: float, *, output: Any = None,
                   cost: float | None = None, error: RunError | None = None, item: bool = False) -> None:
@@ -579,8 +579,8 @@ class _TaskRun:
         run.execution_time = round(time.perf_counter() - started, 6)
         run.output, run.cost, run.error = output, cost if cost is not None else 0.0, error
         self.dirty.add(run.node_id)
-        if not item and (events := self.ex.events) is not None:
-            events.node_changed(self.task, run)
+        if not item:
+            self._notify(run)
 
     def _notify(self, run: NodeRun) -> None:
         """A node of the flow changed (not a map's item: see node_started)."""
