@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import enum
 import logging
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -293,7 +293,10 @@ class EventHub:
         self._node_watchers: list[NodeWatcher] = []
         self._stop_watchers: list[StopWatcher] = []
         # Final events delivered here lately: a ?wait that starts just after a task ended finds it.
-        self._recently_ended: dict[int, TaskEvent] = {}
+        # Oldest first, an OrderedDict: a plain dict's oldest key, taken with next(iter(...)) once it is
+        # full, is found past every key deleted before it (1.5 µs a task's end in a long-running
+        # process, against 0.18 for popitem).
+        self._recently_ended: OrderedDict[int, TaskEvent] = OrderedDict()
         self._later: asyncio.TimerHandle | None = None  # hands every stream's pending events over
         self._waiting = 0  # streams with pending events: the timer is armed only while there are some
         self._touched: list[_Writer] = []  # stream writers with events delivered, not written yet
@@ -694,7 +697,7 @@ class EventHub:
         """Keeps that the task ended with event ``seq``, for a ``?wait`` that starts just after (not its data)."""
         self._recently_ended[task_id] = TaskEvent(task_id, seq, _TASK, None, True)
         if len(self._recently_ended) > RECENTLY_ENDED:
-            del self._recently_ended[next(iter(self._recently_ended))]  # the oldest
+            self._recently_ended.popitem(last=False)  # the oldest
 
     def _deliver(self, events: Iterable[TaskEvent]) -> None:
         """Hands ``events`` (in order per task, stored) to their tasks' subscribers here, those not

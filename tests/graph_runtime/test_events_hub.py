@@ -364,3 +364,27 @@ async def test_a_stream_fed_by_the_poll_misses_nothing_when_its_process_takes_th
         await asyncio.gather(reading, return_exceptions=True)
         await a.close()
         await b.close()
+
+
+async def test_waits_after_many_ends_are_answered_and_the_hub_remembers_only_the_latest(
+        repo: Repository, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hub remembers the last RECENTLY_ENDED ends, so a ``?wait`` starting just after one is
+    answered without a read, dropping the oldest as more end (its memory stays bounded however long
+    the process runs); an end it forgot is still found, in the stored events."""
+    monkeypatch.setattr("graph_runtime.events.RECENTLY_ENDED", 3)
+    hub = EventHub(GroupCommitter(repo), TaskEventLog(repo.engine), poll_s=0.01)
+    ended_ids = []
+    try:
+        for _ in range(5):
+            created, _ = await repo.create_task("f", 1, TaskRequest("s", "e", "e"))
+            claimed = await repo.claim_task(created.id, "w1", 60)
+            assert claimed is not None
+            await hub.task_started(claimed)
+            await stopped(hub, dataclasses.replace(claimed, status=TaskStatus.SUCCEEDED, finished=datetime.now(UTC)))
+            ended_ids.append(claimed.id)
+        assert list(hub._recently_ended) == ended_ids[-3:]  # the bound, oldest dropped first
+        for task_id in ended_ids:
+            final = await asyncio.wait_for(hub.wait_ended(task_id, 5.0), 2.0)
+            assert final is not None and final.final and final.seq == 2, task_id
+    finally:
+        await hub.close()
