@@ -13,6 +13,7 @@ import storage
 from graph_runtime import errors
 from graph_runtime.flow import Flow
 from graph_runtime.models import Fenced, NodeRun, NodeStatus
+from storage.engine import PgPool
 from storage.pg_hot_path import PgHotPath
 from storage.repository import Repository
 from storage.repository_leases import lease_renewer
@@ -92,3 +93,31 @@ async def test_an_unreachable_postgres_is_unavailable(repo: Repository) -> None:
                 await attempt
     finally:
         await storage.dispose(engine)
+
+
+@pytest.mark.postgres
+async def test_postgres_statements_share_one_kept_connection_never_left_in_a_transaction(postgres_url: str) -> None:
+    """The hot path's statements, one after another, run on one connection kept between uses (a
+    worker's chain asks for one 15 times); two at once get two. A block that raises (a lost
+    connection) does not hand its connection to the next: its transaction is rolled back."""
+    pool = PgPool(postgres_url.replace("postgresql+asyncpg://", "postgresql://", 1))
+    try:
+        async with pool.connection() as conn:
+            first = await conn.fetchval("SELECT pg_backend_pid()")
+            await conn.execute("CREATE TABLE IF NOT EXISTS kept_probe (n int)")
+        async with pool.connection() as conn:
+            assert await conn.fetchval("SELECT pg_backend_pid()") == first
+            async with pool.connection() as other:  # the kept one is busy: the pool's
+                assert await other.fetchval("SELECT pg_backend_pid()") != first
+        with pytest.raises(errors.StoreUnavailable):
+            async with pool.transaction() as conn:
+                await conn.execute("INSERT INTO kept_probe VALUES (1)")
+                raise asyncpg.ConnectionDoesNotExistError("the server went away")  # as a lost connection raises
+        async with pool.connection() as conn:
+            assert not conn.is_in_transaction()
+            assert await conn.fetchval("SELECT count(*) FROM kept_probe") == 0  # rolled back
+            async with pool.connection() as other:  # the one given back is the pool's again, usable
+                assert not other.is_in_transaction() and await other.fetchval("SELECT 1") == 1
+            await conn.execute("DROP TABLE kept_probe")
+    finally:
+        await pool.close()
