@@ -311,14 +311,16 @@ class PgPool:
         self._kept_in_use = True
         clean = False
         try:
+            if self._kept is not None and not _reusable(self._kept):  # closed by the server while idle
+                await self._give_back()
             async with self._translating(pool):
                 if self._kept is None:
                     self._kept = await pool.acquire()
                 yield self._kept
-                clean = not self._kept.is_closed() and not self._kept.is_in_transaction()
+            clean = _reusable(self._kept)
         finally:
             self._kept_in_use = False
-            if not clean:
+            if not clean or self._closed:  # closing: the pool's close waits for every connection out
                 await self._give_back()
 
     @asynccontextmanager
@@ -393,6 +395,16 @@ class PgPool:
         if isinstance(exc, asyncpg.PostgresError):
             return StorageError(f"database error: {exc}"), False
         return exc, False
+
+
+def _reusable(conn: Any) -> bool:
+    """Whether a kept pool connection can serve the next block: open, and no transaction left open."""
+    import asyncpg
+
+    try:
+        return not conn.is_closed() and not conn.is_in_transaction()
+    except asyncpg.InterfaceError:  # detached: the pool took it back when it closed
+        return False
 
 
 def inline(engine: AsyncEngine) -> SqliteInline | None:

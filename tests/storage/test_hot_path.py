@@ -4,6 +4,7 @@ is StoreUnavailable, after which the path reconnects by itself."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 import asyncpg
@@ -100,7 +101,8 @@ async def test_postgres_statements_share_one_kept_connection_never_left_in_a_tra
     """The hot path's statements, one after another, run on one connection kept between uses (a
     worker's chain asks for one 15 times); two at once get two. A block that raises (a lost
     connection) does not hand its connection to the next: its transaction is rolled back."""
-    pool = PgPool(postgres_url.replace("postgresql+asyncpg://", "postgresql://", 1))
+    dsn = postgres_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+    pool = PgPool(dsn)
     try:
         async with pool.connection() as conn:
             first = await conn.fetchval("SELECT pg_backend_pid()")
@@ -119,5 +121,16 @@ async def test_postgres_statements_share_one_kept_connection_never_left_in_a_tra
             async with pool.connection() as other:  # the one given back is the pool's again, usable
                 assert not other.is_in_transaction() and await other.fetchval("SELECT 1") == 1
             await conn.execute("DROP TABLE kept_probe")
+            kept = await conn.fetchval("SELECT pg_backend_pid()")
+        # The server closes the kept connection while it is idle (a restart, an idle timeout): the
+        # next block gets a working one, no error.
+        admin = await asyncpg.connect(dsn)
+        try:
+            assert await admin.fetchval("SELECT pg_terminate_backend($1)", kept)
+        finally:
+            await admin.close()
+        await asyncio.sleep(0.2)  # the client reads the connection's end
+        async with pool.connection() as conn:
+            assert await conn.fetchval("SELECT pg_backend_pid()") != kept
     finally:
         await pool.close()
