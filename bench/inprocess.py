@@ -1,8 +1,9 @@
 """Our engine in-process on a real SQLite file, driven as ``graph-runtime run`` drives it.
 
-Per flow: ``submit`` (validate, commit the task as queued) → ``repo.claim_task`` → ``executor.execute``
-to the end (every node's start and result committed, the outcome committed). No live table and
-no lease heartbeat: nothing else uses the database.
+Per flow: ``submit`` under this process's claim (validate, commit the task running here, as
+``graph-runtime run`` and a subflow's child are created) → ``executor.execute`` to the end (every
+node's start and result committed, the outcome committed). No live table and no lease heartbeat:
+nothing else uses the database.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from bench import cases
 from bench.references import check_result
 from graph_runtime import flow as flows
 from graph_runtime.executor import Control
-from graph_runtime.models import Task, TaskStatus
+from graph_runtime.models import Claim, Task, TaskStatus
 from http_api import heap
 from http_api.app import close_services, open_services
 from http_api.schemas import ExecuteBody
@@ -50,17 +51,18 @@ class OurEngine:
         """Store the shape's flow (not timed)."""
         await self.services.repo.save_flow(flows.parse(shape.flow_definition()))
 
-    async def submit(self, shape: cases.Shape) -> Task:
-        task, _ = await submit(self.services, shape.flow_id, ExecuteBody(), raw_body={})
+    async def submit(self, shape: cases.Shape, *, here: bool = False) -> Task:
+        """A task of ``shape``, queued (``here``: created running under this process's claim)."""
+        task, _ = await submit(self.services, shape.flow_id, ExecuteBody(), raw_body={},
+                               claim=Claim(WORKER, LEASE_S) if here else None)
         return task
 
     async def run_flow(self, shape: cases.Shape) -> Task:
-        """Queue, claim and execute one task of ``shape``; it must succeed with the expected result."""
-        task = await self.submit(shape)
-        claimed = await self.services.repo.claim_task(task.id, WORKER, LEASE_S)
-        if claimed is None:
-            raise AssertionError(f"task {task.id} could not be claimed")
-        done = await self.services.executor.execute(claimed, Control())
+        """Create one task of ``shape`` running here and execute it; it must succeed with the expected result."""
+        task = await self.submit(shape, here=True)
+        if task.lease is None:
+            raise AssertionError(f"task {task.id} was not created claimed")
+        done = await self.services.executor.execute(task, Control())
         if done.status is not TaskStatus.SUCCEEDED:
             raise AssertionError(f"task {task.id} ended {done.status.value}: {done.error}")
         if shape.node == "merge":  # a template chain's result is text made from the source data

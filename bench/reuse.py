@@ -30,7 +30,7 @@ from bench.results import FLOOR, OURS, Row, Target
 from graph_runtime import flow as flows
 from graph_runtime import validation
 from graph_runtime.executor import Control
-from graph_runtime.models import TaskStatus
+from graph_runtime.models import Claim, TaskStatus
 from http_api import auth, planning
 from http_api.app import create_app
 from http_api.body import SERVICES
@@ -250,10 +250,8 @@ async def measure_map(sizes: Sizes, workdir: Path, case: Case) -> Row:
         await engine.services.repo.save_flow(flows.parse(map_definition(items)))
 
         async def run_map() -> None:
-            task, _ = await submit(engine.services, "bench-map", ExecuteBody(), raw_body={})
-            claimed = await engine.services.repo.claim_task(task.id, WORKER, LEASE_S)
-            assert claimed is not None
-            done = await engine.services.executor.execute(claimed, Control())
+            task, _ = await submit(engine.services, "bench-map", ExecuteBody(), raw_body={}, claim=Claim(WORKER, LEASE_S))
+            done = await engine.services.executor.execute(task, Control())
             results = (done.result or {}).get("m", {}).get("results")
             if done.status is not TaskStatus.SUCCEEDED or results != [{"item": i} for i in range(items)]:
                 raise AssertionError(f"the map task ended {done.status.value}: {done.error or results}")

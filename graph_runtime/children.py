@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from graph_runtime import errors, selection
-from graph_runtime.models import Task, TaskRequest, TaskStatus
+from graph_runtime.models import Claim, Task, TaskRequest, TaskStatus
 from graph_runtime.ports import TaskStore
 from nodes import errors as node_errors
 from nodes.fanout import ChildOutcome, ChildRequest
@@ -35,8 +35,12 @@ WAIT_POLL_S = (0.05, 1.0)
 class ChildLauncher(Protocol):
     """Runs a child task to its end (the scheduler, or :class:`InlineLauncher`)."""
 
-    async def run_child(self, task_id: int) -> Task:
-        """Claim ``task_id`` if it is queued and run it here; else wait until it ends. Returns it ended."""
+    def claim_here(self) -> Claim | None:
+        """A claim to create a child under, to be run by :meth:`run_child` at once (None: queue it)."""
+
+    async def run_child(self, task_id: int, created: Task | None = None) -> Task:
+        """Run ``created`` (the task, created under :meth:`claim_here`'s claim), or claim ``task_id``
+        if it is queued and run it here; else wait until it ends. Returns it ended."""
 
     def cancel(self, task_id: int) -> bool:
         """Cancel ``task_id`` if it runs here (as a user's cancel)."""
@@ -50,7 +54,12 @@ class InlineLauncher:
     worker: str = "inline"
     lease_s: float = 3600.0
 
-    async def run_child(self, task_id: int) -> Task:
+    def claim_here(self) -> Claim | None:
+        return Claim(self.worker, self.lease_s)
+
+    async def run_child(self, task_id: int, created: Task | None = None) -> Task:
+        if created is not None:
+            return await self.executor.execute(created)
         delay = WAIT_POLL_S[0]
         while True:
             claimed = await self.executor.store.claim_task(task_id, self.worker, self.lease_s)
@@ -97,12 +106,15 @@ class TaskChildren:
             flow.id, revision, task_request,
             idempotency_key=f"child:{self.parent.id}:{self.node_id}{key}",
             fingerprint=f"child:{self.parent.id}", node_ids=plan.order, parent_id=self.parent.id,
-            wake=False,  # run_child below claims it here, at once
+            wake=False,  # run_child below runs it here, at once
+            claim=self.launcher.claim_here(),  # created running: no claim after it (a map's thousand items: a thousand)
         )
         if created:
-            log.info("child task queued", extra={"action": "child_queued", "task_id": child.id,
-                                                 "parent_id": self.parent.id, "node_id": self.node_id})
-        ended = child if child.status.ended else await self.launcher.run_child(child.id)
+            log.info("child task created", extra={"action": "child_queued", "task_id": child.id,
+                                                  "parent_id": self.parent.id, "node_id": self.node_id,
+                                                  "running_here": child.lease is not None})
+        ended = child if child.status.ended else await self.launcher.run_child(
+            child.id, created=child if created and child.lease is not None else None)
         return ChildOutcome(
             task_id=ended.id,
             succeeded=ended.status is TaskStatus.SUCCEEDED,

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 from graph_runtime.events import EventBatch
 from graph_runtime.flow import Flow
-from graph_runtime.models import Fenced, Lease, NodeRun, Task, TaskOutcome, TaskRequest
+from graph_runtime.models import Claim, Fenced, Lease, NodeRun, Task, TaskOutcome, TaskRequest
 
 
 class TaskStore(Protocol):
@@ -48,9 +48,11 @@ class TaskStore(Protocol):
     async def create_task(self, flow_id: str, revision: int, request: TaskRequest, *,
                           idempotency_key: str | None = None, fingerprint: str | None = None,
                           key_id: str | None = None, node_ids: Sequence[str] = (),
-                          parent_id: int | None = None, wake: bool = True) -> tuple[Task, bool]:
+                          parent_id: int | None = None, wake: bool = True,
+                          claim: Claim | None = None) -> tuple[Task, bool]:
         """Queue a task (a child task of a subflow or map, here), or find the one created before
-        with the same idempotency key: ``(task, created)``. ``wake``: tell idle workers elsewhere."""
+        with the same idempotency key: ``(task, created)``. ``wake``: tell idle workers elsewhere.
+        ``claim``: create it running, claimed under it, not queued."""
 
     async def claim_task(self, task_id: int, worker: str, lease_s: float) -> Task | None:
         """Claim ``task_id`` if it is queued (as :meth:`claim_tasks` does); None otherwise."""

@@ -183,10 +183,24 @@ class Scheduler:
         control.asyncio_task.cancel()
         return True
 
-    async def run_child(self, task_id: int) -> Task:
+    def claim_here(self) -> Claim | None:
+        """A claim to create a task under that the caller then gives to :meth:`run_child` (a
+        subflow's child, ``graph-runtime run``'s task): created running here in one statement, not
+        queued and then claimed, so no worker elsewhere is woken for it or takes it first. None
+        while this scheduler does not claim (not started, draining): the task is queued instead."""
+        return Claim(self.worker_id, self.lease_s) if self._claiming else None
+
+    async def run_child(self, task_id: int, created: Task | None = None) -> Task:
         """Run a child task (a subflow's, a map item's) to its end: claimed and run here beside
         the slots, so parents waiting in every slot cannot starve their children; one taken by
-        another worker (or requeued after a crash) is waited for. Returns it ended."""
+        another worker (or requeued after a crash) is waited for. ``created``: the task, created
+        running under :meth:`claim_here`'s claim (run as it is, no claim; given back to the queue
+        if this scheduler stopped claiming since). Returns it ended."""
+        if created is not None and created.id not in self._running:
+            if self._claiming:
+                self._spawn(created)
+            else:
+                await self._release([created.id])
         delay = WAIT_POLL_S[0]
         while True:
             if task_id not in self._running and self._claiming:

@@ -95,30 +95,35 @@ def render(task: TaskRows, started: float) -> Table:
 
 async def run_with_progress(services: Services, flow_id: str, raw: dict[str, Any], *, revision: int | None) -> Task:
     """Queue the task and run exactly it here, as a worker runs a task (the scheduler's claim, lease
-    heartbeat, loop watch and child tasks), while a live table shows its nodes."""
-    task, _ = await submit(services, flow_id, parse_body(ExecuteBody, raw), revision=revision, raw_body=raw)
+    heartbeat, loop watch and child tasks), while a live table shows its nodes. The task is created
+    running under this process's claim (as a subflow's child is): one statement, and no worker of a
+    server on the same database is woken for it or takes it first."""
     scheduler = services.scheduler
-    console = Console(stderr=True)
-    started = time.monotonic()
-    shown = task
-    with Live(render(shown, started), console=console, refresh_per_second=8, transient=False) as live:
+    await scheduler.start()
+    try:
+        task, created = await submit(services, flow_id, parse_body(ExecuteBody, raw), revision=revision,
+                                     raw_body=raw, claim=scheduler.claim_here())
+        console = Console(stderr=True)
+        started = time.monotonic()
+        shown = task
+        with Live(render(shown, started), console=console, refresh_per_second=8, transient=False) as live:
 
-        def on_change(changed: Task, _: NodeRun) -> None:
-            nonlocal shown
-            if changed.id == task.id:  # a subflow's child task runs here too: the table is the task's
-                shown = changed
-                live.update(render(shown, started))
+            def on_change(changed: Task, _: NodeRun) -> None:
+                nonlocal shown
+                if changed.id == task.id:  # a subflow's child task runs here too: the table is the task's
+                    shown = changed
+                    live.update(render(shown, started))
 
-        unwatch = services.events.watch_nodes(on_change)
-        ticker = asyncio.create_task(_tick(live, lambda: shown, started))
-        await scheduler.start()
-        try:
-            ended = await scheduler.run_child(task.id)
-        finally:
-            ticker.cancel()
-            unwatch()
-            await scheduler.stop()
-        live.update(render(ended, started))
+            unwatch = services.events.watch_nodes(on_change)
+            ticker = asyncio.create_task(_tick(live, lambda: shown, started))
+            try:
+                ended = await scheduler.run_child(task.id, created=task if created and task.lease is not None else None)
+            finally:
+                ticker.cancel()
+                unwatch()
+            live.update(render(ended, started))
+    finally:
+        await scheduler.stop()
     return await services.repo.get_task(task.id)
 
 

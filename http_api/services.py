@@ -14,7 +14,7 @@ from graph_runtime import selection
 from graph_runtime.events import EventHub
 from graph_runtime.executor import Executor
 from graph_runtime.flow import Flow
-from graph_runtime.models import Task, TaskRequest, TaskTrigger
+from graph_runtime.models import Claim, Task, TaskRequest, TaskTrigger
 from graph_runtime.scheduler import Scheduler
 from http_api import rerun, secret_resolver, traceparent
 from http_api.callbacks import CallbackDispatcher
@@ -125,6 +125,7 @@ async def submit(
     key_id: str | None = None,
     trigger: TaskTrigger | None = None,
     waits: bool = False,
+    claim: Claim | None = None,
 ) -> tuple[Task, bool]:
     """Validate the whole request, persist the task as queued and wake the scheduler.
 
@@ -132,6 +133,8 @@ async def submit(
     ``waits``: the caller waits for its end here (``?wait``); on PostgreSQL this process is named
     its watcher, so a worker elsewhere that ends it says so at once (the wait passes
     ``announced=created`` to ``EventHub.wait_ended``).
+    ``claim``: create it running under this claim instead, for the caller to run at once
+    (``graph-runtime run``: ``Scheduler.claim_here``, then ``run_child``); nobody is woken for it.
     Returns the task and whether it was created (False: an idempotent replay).
     """
     request_print = fingerprint(raw_body or {}, revision, body.mode or "prod") if idempotency_key else None
@@ -149,7 +152,8 @@ async def submit(
     scheduler = services.scheduler
     # A caller waiting here, and a slot free: the task is created running in it, not queued.
     # Else it is queued, and other workers are woken unless this process claims it at once.
-    claim = scheduler.reserve_slot() if waits else None
+    reserved = scheduler.reserve_slot() if waits and claim is None else None
+    claim = claim or reserved
     promised = claim is None and scheduler.promise_claim()
     creating = services.repo.create_task(
         flow_id, rev, request,
@@ -162,7 +166,7 @@ async def submit(
         claim=claim,
     )
     try:
-        task, created = await (creating if claim is None else _in_slot(scheduler, creating))
+        task, created = await (creating if reserved is None else _in_slot(scheduler, creating))
     except BaseException:
         if promised:
             scheduler.notify()  # the promise ends with the attempt (the loop finds nothing new)

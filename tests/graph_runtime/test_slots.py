@@ -1,6 +1,8 @@
 """A task whose caller waits for it (``?wait``) is created running in a free slot of the process
 that receives it: no queue time, no claim after it. Never ahead of tasks already queued, and
-never beyond ``max_concurrent``. One scheduler on a real SQLite file."""
+never beyond ``max_concurrent``. A task the process runs itself whatever its slots hold (a
+subflow's child, ``graph-runtime run``'s task) is created running beside them. One scheduler on a
+real SQLite file."""
 
 from __future__ import annotations
 
@@ -100,3 +102,56 @@ async def test_a_task_created_in_a_slot_while_the_worker_stops_goes_back_to_the_
 
     back = await eventually(queued, timeout=5)
     assert back.lease is None and scheduler.running_count == 0, "released, not run by a stopped worker"
+
+
+def caller_flow() -> dict[str, object]:
+    """caller: a subflow node running ``nap`` as its child task."""
+    return {"id": "caller", "defaults": {"start_node_id": "call"},
+            "nodes": [{"id": "call", "type": "subflow", "settings": {"flow_id": "nap"}}, {"id": "e", "type": "end"}],
+            "edges": [{"from": "call", "to": "e", "input": "child"}]}
+
+
+async def test_a_task_run_here_is_created_running_beside_the_taken_slots(repo: Repository, scheduler: Scheduler) -> None:
+    long_nap = TaskRequest("s", "e", "e", node_settings={"z": {"seconds": 3}})
+    busy, _ = await repo.create_task("nap", 1, long_nap, node_ids=["s", "z", "e"])
+    scheduler.notify()
+    await eventually(lambda: scheduler.running_count == 1, timeout=5)  # the only slot is taken
+    claim = scheduler.claim_here()
+    assert claim is not None and claim.worker == "this-process"
+    task, created = await repo.create_task("nap", 1, SLEEPY, node_ids=["s", "z", "e"], claim=claim)
+    assert created and (await repo.get_task(task.id)).status is TaskStatus.RUNNING
+    done = await asyncio.wait_for(scheduler.run_child(task.id, created=task), 10)
+    assert done.status is TaskStatus.SUCCEEDED and done.claims == 1
+    stored = await repo.get_task(task.id)
+    assert stored.started == stored.created, "never in the queue, where another worker could take it"
+    assert (await repo.get_task(busy.id)).status is TaskStatus.RUNNING, "it ran beside the slot's task"
+
+
+async def test_a_subflows_child_is_created_running_in_its_parents_process(
+        repo: Repository, scheduler: Scheduler) -> None:
+    await repo.save_flow(parse(caller_flow()))
+    parent, _ = await repo.create_task("caller", 1, TaskRequest("call", "e", "e"), node_ids=["call", "e"])
+    scheduler.notify()
+    done = await eventually(lambda: _ended(repo, parent.id), timeout=10)
+    assert done.status is TaskStatus.SUCCEEDED, done.error
+    [child] = await repo.list_tasks(parent_id=parent.id)
+    assert child.status is TaskStatus.SUCCEEDED and child.claims == 1
+    assert child.started == child.created, "created running here: no queue, no claim after it"
+
+
+async def test_a_task_created_to_run_here_while_the_worker_stops_goes_back_to_the_queue(
+        repo: Repository, scheduler: Scheduler) -> None:
+    claim = scheduler.claim_here()
+    assert claim is not None
+    task, _ = await repo.create_task("nap", 1, SLEEPY, node_ids=["s", "z", "e"], claim=claim)
+    await scheduler.stop()  # the process stops between the insert and running it
+    assert scheduler.claim_here() is None, "a stopped worker creates nothing running"
+    run = asyncio.ensure_future(scheduler.run_child(task.id, created=task))
+
+    async def queued() -> Task | None:
+        found = await repo.get_task(task.id)
+        return found if found.status is TaskStatus.QUEUED else None
+
+    back = await eventually(queued, timeout=5)
+    assert back.lease is None and scheduler.running_count == 0, "released, not run by a stopped worker"
+    run.cancel()

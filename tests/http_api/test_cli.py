@@ -238,6 +238,9 @@ def test_run_prints_the_succeeded_task_as_the_last_line(tmp_path: Path, db: list
     assert task["status"] == 3 and task["status_name"] == "succeeded"
     assert task["result"]["caption"] == CAPTION_LONG
     assert task["data"]["node_settings"] == {"SYnn-start": {"data": {"style": "long"}}}
+    # Created running under the CLI's own claim: never queued, where a server's worker on the same
+    # database could have taken it first.
+    assert task["started"] == task["created"]
 
 
 def test_run_of_an_impossible_selection_fails_with_a_clear_message(
