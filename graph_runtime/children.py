@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from graph_runtime import errors, selection
@@ -38,9 +38,13 @@ class ChildLauncher(Protocol):
     def claim_here(self) -> Claim | None:
         """A claim to create a child under, to be run by :meth:`run_child` at once (None: queue it)."""
 
-    async def run_child(self, task_id: int, created: Task | None = None) -> Task:
-        """Run ``created`` (the task, created under :meth:`claim_here`'s claim), or claim ``task_id``
-        if it is queued and run it here; else wait until it ends. Returns it ended."""
+    def adopt(self, task: Task) -> None:
+        """``task`` was created under :meth:`claim_here`'s claim: it is this launcher's to run
+        (called as soon as the insert is done, whatever its caller does next)."""
+
+    async def run_child(self, task_id: int) -> Task:
+        """Run ``task_id`` here: adopted, or claimed if it is queued; else wait until it ends.
+        Returns it ended."""
 
     def cancel(self, task_id: int) -> bool:
         """Cancel ``task_id`` if it runs here (as a user's cancel)."""
@@ -53,13 +57,17 @@ class InlineLauncher:
     executor: Executor
     worker: str = "inline"
     lease_s: float = 3600.0
+    _adopted: dict[int, Task] = field(default_factory=dict)  # created under claim_here's claim, not run yet
 
     def claim_here(self) -> Claim | None:
         return Claim(self.worker, self.lease_s)
 
-    async def run_child(self, task_id: int, created: Task | None = None) -> Task:
-        if created is not None:
-            return await self.executor.execute(created)
+    def adopt(self, task: Task) -> None:
+        self._adopted[task.id] = task  # run_child runs it inline, in the caller
+
+    async def run_child(self, task_id: int) -> Task:
+        if (adopted := self._adopted.pop(task_id, None)) is not None:
+            return await self.executor.execute(adopted)
         delay = WAIT_POLL_S[0]
         while True:
             claimed = await self.executor.store.claim_task(task_id, self.worker, self.lease_s)
@@ -102,19 +110,23 @@ class TaskChildren:
         except node_errors.GraphRuntimeError as exc:
             field = f"flow.{exc.field}" if getattr(exc, "field", None) else "flow_id"
             raise node_errors.InvalidParams(f"child flow {request.flow_id!r}: {exc.message}", field=field) from exc
-        child, created = await self.store.create_task(
+        claim = self.launcher.claim_here()  # created running: no claim after it (a map's thousand items: a thousand)
+        creating = asyncio.ensure_future(self.store.create_task(
             flow.id, revision, task_request,
             idempotency_key=f"child:{self.parent.id}:{self.node_id}{key}",
             fingerprint=f"child:{self.parent.id}", node_ids=plan.order, parent_id=self.parent.id,
             wake=False,  # run_child below runs it here, at once
-            claim=self.launcher.claim_here(),  # created running: no claim after it (a map's thousand items: a thousand)
-        )
+            claim=claim,
+        ))
+        # Handed to the launcher as soon as it is inserted, even if this node is cancelled
+        # meanwhile: never left running with nobody running it (the parent's cancel then reaches it).
+        creating.add_done_callback(self._adopt)
+        child, created = await asyncio.shield(creating)
         if created:
             log.info("child task created", extra={"action": "child_queued", "task_id": child.id,
                                                   "parent_id": self.parent.id, "node_id": self.node_id,
                                                   "running_here": child.lease is not None})
-        ended = child if child.status.ended else await self.launcher.run_child(
-            child.id, created=child if created and child.lease is not None else None)
+        ended = child if child.status.ended else await self.launcher.run_child(child.id)
         return ChildOutcome(
             task_id=ended.id,
             succeeded=ended.status is TaskStatus.SUCCEEDED,
@@ -122,6 +134,14 @@ class TaskChildren:
             error=ended.error.as_dict() if ended.error is not None else None,
             cost=ended.execution_cost or 0.0,
         )
+
+
+    def _adopt(self, done: asyncio.Future[tuple[Task, bool]]) -> None:
+        if done.cancelled() or done.exception() is not None:  # retrieved: raised to the awaiting node, if any
+            return
+        child, created = done.result()
+        if created and child.lease is not None:  # made running under the launcher's claim (not queued, not earlier)
+            self.launcher.adopt(child)
 
 
 def _task_request(flow: Any, request: ChildRequest, parent: Task) -> TaskRequest:

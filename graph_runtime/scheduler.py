@@ -168,9 +168,13 @@ class Scheduler:
         if self._claiming:
             self._spawn(task)
         else:
-            releasing = asyncio.ensure_future(self._release([task.id]))
-            self._releasing.add(releasing)
-            releasing.add_done_callback(self._releasing.discard)
+            self._release_soon(task.id)
+
+    def _release_soon(self, task_id: int) -> None:
+        """Give a task created in this process's claim back to the queue (it stopped claiming)."""
+        releasing = asyncio.ensure_future(self._release([task_id]))
+        self._releasing.add(releasing)
+        releasing.add_done_callback(self._releasing.discard)
 
     def cancel(self, task_id: int) -> bool:
         """Cancel ``task_id`` if it runs in this process; the executor records it ``cancelled``."""
@@ -184,23 +188,29 @@ class Scheduler:
         return True
 
     def claim_here(self) -> Claim | None:
-        """A claim to create a task under that the caller then gives to :meth:`run_child` (a
-        subflow's child, ``graph-runtime run``'s task): created running here in one statement, not
-        queued and then claimed, so no worker elsewhere is woken for it or takes it first. None
-        while this scheduler does not claim (not started, draining): the task is queued instead."""
+        """A claim to create a task under that the caller then gives to :meth:`adopt`, then waits
+        for with :meth:`run_child` (a subflow's child, ``graph-runtime run``'s task): created running here in
+        one statement, not queued and then claimed, so no worker elsewhere is woken for it or takes
+        it first. None while this scheduler does not claim (not started, draining): queue it instead."""
         return Claim(self.worker_id, self.lease_s) if self._claiming else None
 
-    async def run_child(self, task_id: int, created: Task | None = None) -> Task:
+    def adopt(self, task: Task) -> None:
+        """Run ``task``, created running under :meth:`claim_here`'s claim, beside the slots. Not a
+        coroutine, so a done-callback of the insert can call it: a caller cancelled between the
+        insert and running the task must not leave it running with nobody running it. Stopped
+        claiming since: it goes back to the queue."""
+        if task.id in self._running:
+            return
+        if self._claiming:
+            self._spawn(task)
+        else:
+            self._release_soon(task.id)
+
+    async def run_child(self, task_id: int) -> Task:
         """Run a child task (a subflow's, a map item's) to its end: claimed and run here beside
-        the slots, so parents waiting in every slot cannot starve their children; one taken by
-        another worker (or requeued after a crash) is waited for. ``created``: the task, created
-        running under :meth:`claim_here`'s claim (run as it is, no claim; given back to the queue
-        if this scheduler stopped claiming since). Returns it ended."""
-        if created is not None and created.id not in self._running:
-            if self._claiming:
-                self._spawn(created)
-            else:
-                await self._release([created.id])
+        the slots (or given to :meth:`adopt`), so parents waiting in every slot cannot starve their
+        children; one taken by another worker (or requeued after a crash) is waited for. Returns
+        it ended."""
         delay = WAIT_POLL_S[0]
         while True:
             if task_id not in self._running and self._claiming:

@@ -117,7 +117,9 @@ async def run_with_progress(services: Services, flow_id: str, raw: dict[str, Any
             unwatch = services.events.watch_nodes(on_change)
             ticker = asyncio.create_task(_tick(live, lambda: shown, started))
             try:
-                ended = await scheduler.run_child(task.id, created=task if created and task.lease is not None else None)
+                if created and task.lease is not None:  # created running under the claim: it runs it
+                    scheduler.adopt(task)
+                ended = await scheduler.run_child(task.id)
             finally:
                 ticker.cancel()
                 unwatch()

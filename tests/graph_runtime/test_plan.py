@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -74,15 +73,14 @@ async def test_the_nodes_own_prices_win_and_unknown_models_count_zero() -> None:
     assert no_max.estimated_cost.max == 0.0  # no max_tokens: output counts 0
 
 
-async def test_plan_of_a_thousand_node_flow_is_fast() -> None:
+async def test_plan_of_a_thousand_node_flow_has_its_levels_and_cost() -> None:
+    # How fast it is: `python -m bench --only plan` (same-run references), not a timed assertion
+    # that a busy machine fails.
     builder = FlowBuilder().node("s", "start").node("e", "end")
     for i in range(998):
         builder.node(f"n{i}", "test.echo").edge("s", f"n{i}").edge(f"n{i}", "e", input=f"v{i}")
     flow = parse(builder.build())
     chosen = selection.plan(flow, REGISTRY, TaskRequest("s", "e", "e"))
-    began = time.perf_counter()
     run = await plan.dry_run(chosen, REGISTRY)
-    took = time.perf_counter() - began
     assert [len(level) for level in run.levels] == [1, 998, 1]
     assert run.estimated_cost.min == 499.0
-    assert took < 0.02, took

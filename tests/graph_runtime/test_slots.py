@@ -11,10 +11,13 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from graph_runtime.children import TaskChildren
 from graph_runtime.executor import Executor
 from graph_runtime.flow import parse
 from graph_runtime.models import Task, TaskRequest, TaskStatus
 from graph_runtime.scheduler import Scheduler
+from nodes.fanout import ChildRequest
+from nodes.limits import Limits
 from storage import engine as storage_engine
 from storage.repository import Repository
 from tests.support import FlowBuilder, eventually, registry_with_test_types
@@ -120,7 +123,8 @@ async def test_a_task_run_here_is_created_running_beside_the_taken_slots(repo: R
     assert claim is not None and claim.worker == "this-process"
     task, created = await repo.create_task("nap", 1, SLEEPY, node_ids=["s", "z", "e"], claim=claim)
     assert created and (await repo.get_task(task.id)).status is TaskStatus.RUNNING
-    done = await asyncio.wait_for(scheduler.run_child(task.id, created=task), 10)
+    scheduler.adopt(task)
+    done = await asyncio.wait_for(scheduler.run_child(task.id), 10)
     assert done.status is TaskStatus.SUCCEEDED and done.claims == 1
     stored = await repo.get_task(task.id)
     assert stored.started == stored.created, "never in the queue, where another worker could take it"
@@ -146,7 +150,7 @@ async def test_a_task_created_to_run_here_while_the_worker_stops_goes_back_to_th
     task, _ = await repo.create_task("nap", 1, SLEEPY, node_ids=["s", "z", "e"], claim=claim)
     await scheduler.stop()  # the process stops between the insert and running it
     assert scheduler.claim_here() is None, "a stopped worker creates nothing running"
-    run = asyncio.ensure_future(scheduler.run_child(task.id, created=task))
+    scheduler.adopt(task)
 
     async def queued() -> Task | None:
         found = await repo.get_task(task.id)
@@ -154,4 +158,39 @@ async def test_a_task_created_to_run_here_while_the_worker_stops_goes_back_to_th
 
     back = await eventually(queued, timeout=5)
     assert back.lease is None and scheduler.running_count == 0, "released, not run by a stopped worker"
-    run.cancel()
+
+
+class _HeldAfterInsert:
+    """The real repository, whose ``create_task`` commits and then waits for ``release`` before it
+    returns: a caller cancelled in that moment lost the answer, not the row."""
+
+    def __init__(self, repo: Repository) -> None:
+        self._repo = repo
+        self.inserted = asyncio.Event()
+        self.release = asyncio.Event()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._repo, name)
+
+    async def create_task(self, *args: object, **kwargs: object) -> tuple[Task, bool]:
+        made = await self._repo.create_task(*args, **kwargs)  # type: ignore[arg-type]
+        self.inserted.set()
+        await self.release.wait()
+        return made
+
+
+async def test_a_child_inserted_while_its_node_is_cancelled_still_runs_here(
+        repo: Repository, scheduler: Scheduler) -> None:
+    await repo.save_flow(parse(caller_flow()))
+    parent, _ = await repo.create_task("caller", 1, TaskRequest("call", "e", "e"), node_ids=["call", "e"])
+    held = _HeldAfterInsert(repo)
+    children = TaskChildren(held, registry_with_test_types(), Limits(), scheduler, parent, "call")  # type: ignore[arg-type]
+    node = asyncio.ensure_future(children.run("", ChildRequest("nap")))
+    await asyncio.wait_for(held.inserted.wait(), 5)
+    node.cancel()  # the node is cancelled (a timeout, its task's cancel) just after the insert committed
+    with pytest.raises(asyncio.CancelledError):
+        await node
+    held.release.set()
+    [child] = await repo.list_tasks(parent_id=parent.id)
+    ended = await eventually(lambda: _ended(repo, child.id), timeout=3)  # under the 5 s lease: not requeued first
+    assert ended.status is TaskStatus.SUCCEEDED and ended.claims == 1, "run here, once, not left to the lease's expiry"
