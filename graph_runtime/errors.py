@@ -113,6 +113,13 @@ class StoreClosed(StoreUnavailable):
     """The process closed its database connections (it is stopping): retrying cannot help."""
 
 
+class StaleRevision(GraphRuntimeError):
+    """A task created ``if_latest`` was not: its revision is no longer its flow's latest (another
+    process stored a newer one, or deleted the flow). Nothing was written; read the flow again."""
+
+    code = "stale_revision"
+
+
 class LeaseLost(GraphRuntimeError):
     """This worker no longer holds the task's lease: another worker resumed it, so nothing is recorded."""
 

@@ -10,7 +10,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from graph_runtime import selection
+from graph_runtime import errors, selection
 from graph_runtime.events import EventHub
 from graph_runtime.executor import Executor
 from graph_runtime.flow import Flow
@@ -91,11 +91,12 @@ class Checked:
 
 
 async def check(services: Services, flow_id: str, body: ExecuteBody, *, revision: int | None = None,
-                unstored: Flow | None = None) -> Checked:
+                unstored: Flow | None = None, seen: bool = False) -> Checked:
     """Every check of an execute request, writing nothing (execute and the dry run share it).
 
     ``unstored``: check against this definition (a flow file ``flows show --plan`` reads, not stored
-    yet: revision 0) instead of the stored flow ``flow_id``.
+    yet: revision 0) instead of the stored flow ``flow_id``. ``seen``: the flow's latest revision as
+    this process last saw it (``get_flow(seen=True)``: no read), for a task created ``if_latest``.
 
     Raises the same errors execute answers with: unknown flow or revision, selection, settings,
     missing inputs, unknown files, secrets in the request or unknown to the server.
@@ -104,7 +105,7 @@ async def check(services: Services, flow_id: str, body: ExecuteBody, *, revision
     if unstored is not None:
         flow, rev = unstored, 0
     else:
-        flow, rev, _ = await services.repo.get_flow(flow_id, revision)
+        flow, rev, _ = await services.repo.get_flow(flow_id, revision, seen=seen)
     request = build_request(flow, body)
     if body.from_task_id is not None:
         request = await rerun.with_inputs_from_task(services, flow, rev, request, body.from_task_id)
@@ -143,7 +144,20 @@ async def submit(
         earlier = await services.repo.find_idempotent_task(flow_id, idempotency_key, request_print)
         if earlier is not None:
             return earlier, False
-    checked = await check(services, flow_id, body, revision=revision)
+    args = (services, flow_id, body, revision, idempotency_key, request_print, key_id, trigger, waits, claim)
+    try:
+        # The latest revision as this process last saw it, no read; the insert checks it still is.
+        return await _create(*args, seen=True)
+    except errors.StaleRevision:  # another process stored a newer one, or deleted the flow: read it
+        return await _create(*args, seen=False)
+
+
+async def _create(services: Services, flow_id: str, body: ExecuteBody, revision: int | None,
+                  idempotency_key: str | None, request_print: str | None, key_id: str | None,
+                  trigger: TaskTrigger | None, waits: bool, claim: Claim | None, *, seen: bool) -> tuple[Task, bool]:
+    """``submit``'s checks and insert. ``seen``: check against the latest revision this process saw
+    (no read) and insert only if it still is the latest (``StaleRevision`` otherwise)."""
+    checked = await check(services, flow_id, body, revision=revision, seen=seen)
     request, plan, files, rev = checked.request, checked.plan, checked.files, checked.revision
     if trigger is not None:
         request = dataclasses.replace(request, trigger=trigger)
@@ -164,6 +178,7 @@ async def submit(
         wake=claim is None and not promised,
         watcher=scheduler.worker_id if waits else None,
         claim=claim,
+        if_latest=seen and revision is None,
     )
     try:
         task, created = await (creating if reserved is None else _in_slot(scheduler, creating))

@@ -38,9 +38,10 @@ class HotPath(Protocol):
         """What every writer of this process on the database queues on (SQLite's one writer), the
         API side's SQLAlchemy writers included; a no-op where the database has row locks."""
 
-    async def create_task(self, values: dict[str, Any], node_ids: Sequence[str]) -> int | None:
+    async def create_task(self, values: dict[str, Any], node_ids: Sequence[str], if_latest: bool = False) -> int | None:
         """Insert a task (``task_rows.new_task_values``: queued, or running under a claim) and a pending run per node id;
-        its id, or None when its idempotency key was taken. ``RevisionNotFound``."""
+        its id, or None when its idempotency key was taken or, with ``if_latest``, its revision is
+        not its flow's latest (or the flow is deleted): nothing written. ``RevisionNotFound``."""
 
     def wake_workers(self) -> None:
         """Tell idle workers of every process, a moment after, that tasks were queued (returns at once)."""

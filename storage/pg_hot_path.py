@@ -55,15 +55,22 @@ _RUNS_WITHOUT_ITEMS = _RUNS_OF_TASKS.format(items="AND node_id NOT LIKE '%]'")  
 _CREATE_TASK = (
     "WITH t AS (INSERT INTO task (flow_id, revision, status, data, created, cancel_requested, claims, interruptions,"
     " idempotency_key, request_fingerprint, key_id, mode, parent_id, watcher, started, lease_owner, lease_expires)"
-    " VALUES ($1, $2, $12, $3::json, $4, false, $13, 0, $5, $6, $7, $8, $9, $11, $14, $15, $16) {conflict}"
-    " RETURNING id),"
+    # A SELECT, not VALUES, for the guard: its parameters are typed (a SELECT's are text otherwise).
+    " SELECT $1::varchar, $2::int, $12::varchar, $3::json, $4::timestamptz, false, $13::int, 0, $5::varchar,"
+    " $6::varchar, $7::varchar, $8::varchar, $9::bigint, $11::varchar, $14::timestamptz, $15::varchar,"
+    " $16::timestamptz WHERE {guard} {conflict} RETURNING id),"
     " p AS (INSERT INTO node_run (task_id, node_id, status, attempts, cached)"
     " SELECT t.id, n, 'pending', 0, false FROM t, unnest($10::varchar[]) AS n)"
     # No NOTIFY here: it would hold a database-wide lock through this commit (see _WakeUps).
     " SELECT id FROM t"
 )
-_CREATE = _CREATE_TASK.format(conflict="")
-_CREATE_ONCE = _CREATE_TASK.format(conflict="ON CONFLICT (flow_id, idempotency_key) DO NOTHING")
+# if_latest: only while the revision is still the flow's latest and the flow is not deleted.
+_LATEST_GUARD = "EXISTS (SELECT 1 FROM flow WHERE id = $1 AND latest_revision = $2 AND NOT deleted)"
+_CREATES = {  # (keyed, if_latest) -> the statement
+    (keyed, if_latest): _CREATE_TASK.format(guard=_LATEST_GUARD if if_latest else "true",
+                                            conflict="ON CONFLICT (flow_id, idempotency_key) DO NOTHING" if keyed else "")
+    for keyed in (False, True) for if_latest in (False, True)
+}
 _TASK_BY_ID = f"SELECT {_TASK_COLUMNS} FROM task WHERE id = $1"
 _TASK_BY_KEY = f"SELECT {_TASK_COLUMNS} FROM task WHERE flow_id = $1 AND idempotency_key = $2"
 
@@ -249,12 +256,12 @@ class PgHotPath:
     def wake_workers(self) -> None:
         self._wake_ups.send()
 
-    async def create_task(self, values: dict[str, Any], node_ids: Sequence[str]) -> int | None:
+    async def create_task(self, values: dict[str, Any], node_ids: Sequence[str], if_latest: bool = False) -> int | None:
         key = values["idempotency_key"]
         try:
             async with self._pool.connection() as conn:
                 row = await conn.fetchrow(
-                    _CREATE_ONCE if key is not None else _CREATE, values["flow_id"], values["revision"],
+                    _CREATES[key is not None, if_latest], values["flow_id"], values["revision"],
                     rows.json_text(values["data"]), values["created"], key, values["request_fingerprint"],
                     values["key_id"], values["mode"], values["parent_id"], list(node_ids), values["watcher"],
                     values["status"], values["claims"], values["started"], values["lease_owner"], values["lease_expires"])

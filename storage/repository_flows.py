@@ -53,9 +53,16 @@ class FlowReads(RepositoryBase):
     def __init__(self, engine: AsyncEngine) -> None:
         super().__init__(engine)
         self._flow_cache = FlowCache()
+        # Each flow's latest revision as this process last read or stored it (``get_flow(seen=True)``).
+        self._latest: dict[str, tuple[int, datetime]] = {}
 
-    async def get_flow(self, flow_id: str, revision: int | None = None) -> tuple[Flow, int, datetime]:
+    async def get_flow(self, flow_id: str, revision: int | None = None, *,
+                       seen: bool = False) -> tuple[Flow, int, datetime]:
         """The latest (or the given) revision of a flow that is not deleted.
+
+        ``seen``: the latest revision as this process last read or stored it, without a read when
+        it has one. Another process may have stored a newer one or deleted the flow since: a task
+        made from it is created ``if_latest`` (``TaskStore.create_task``), which says so.
 
         Returns:
             ``(flow, revision, created)``, ``created`` being when that revision was stored.
@@ -64,13 +71,18 @@ class FlowReads(RepositoryBase):
             errors.FlowNotFound: no such flow, or it was deleted.
             errors.RevisionNotFound: the flow has no such revision.
         """
+        if revision is None and seen and (known := self._latest.get(flow_id)) is not None:
+            return await self.load_flow(flow_id, known[0]), known[0], known[1]
         found = await self._hot.flow_revision(flow_id, revision)
         if found is None or found[0]:
+            self._latest.pop(flow_id, None)
             raise errors.FlowNotFound(f"no flow has the id {flow_id!r}")
         _, found_revision, created = found
         if found_revision is None:
             raise errors.RevisionNotFound(f"flow {flow_id!r} has no revision {revision}")
         assert created is not None, "a stored revision has its creation time"
+        if revision is None:
+            self._latest[flow_id] = (found_revision, created)
         return await self.load_flow(flow_id, found_revision), found_revision, created
 
     async def load_flow(self, flow_id: str, revision: int) -> Flow:
@@ -117,6 +129,7 @@ class FlowMethods(FlowReads):
         # The flow just stored is that revision, parsed and validated: its first plan or run in
         # this process need not parse it again (1,000 nodes: tens of milliseconds).
         self._flow_cache.put(flow.id, revision, flow)
+        self._latest[flow.id] = (revision, now)
         return revision, True
 
     async def _lock_flow_row(self, conn: AsyncConnection, flow_id: str, now: datetime) -> tuple[int, bool, str | None]:
@@ -163,6 +176,7 @@ class FlowMethods(FlowReads):
                 .where(flow_t.c.id == flow_id, flow_t.c.deleted.is_(False))
                 .values(deleted=True, updated=convert.utcnow())
             )
+            self._latest.pop(flow_id, None)
             if result.rowcount == 0:
                 raise errors.FlowNotFound(f"no flow has the id {flow_id!r}")
 

@@ -26,14 +26,14 @@ class SqliteHotPath:
         self._lite = inline
         self.write_lock = inline.write_lock
 
-    async def create_task(self, values: dict[str, Any], node_ids: Sequence[str]) -> int | None:
+    async def create_task(self, values: dict[str, Any], node_ids: Sequence[str], if_latest: bool = False) -> int | None:
         key = values["idempotency_key"]
         params = (values["flow_id"], values["revision"], rows.json_text(values["data"]), lite.dt(values["created"]),
                   key, values["request_fingerprint"], values["key_id"], values["mode"], values["parent_id"],
                   values["status"], values["claims"], values["started"] and lite.dt(values["started"]),
                   values["lease_owner"], values["lease_expires"] and lite.dt(values["lease_expires"]))
         try:
-            return await self._lite.write(lambda c: lite.create_task_work(c, params, key is not None, node_ids))
+            return await self._lite.write(lambda c: lite.create_task_work(c, params, key is not None, node_ids, if_latest))
         except sqlite3.IntegrityError:
             raise errors.RevisionNotFound(f"flow {values['flow_id']!r} has no revision {values['revision']}") from None
 

@@ -27,9 +27,16 @@ _RUN_COLUMNS = ", ".join(rows.RUN_COLUMNS)
 _INSERT_TASK = (
     "INSERT INTO task (flow_id, revision, data, created, idempotency_key, request_fingerprint, key_id, mode,"
     " parent_id, status, claims, started, lease_owner, lease_expires, cancel_requested)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)"
+    " SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, 0 WHERE {guard}"  # a WHERE: SQLite's upsert needs one
 )
-_INSERT_TASK_ONCE = _INSERT_TASK + " ON CONFLICT (flow_id, idempotency_key) DO NOTHING"
+# if_latest: only while the revision is still the flow's latest and the flow is not deleted.
+_LATEST_GUARD = "EXISTS (SELECT 1 FROM flow WHERE id = ?1 AND latest_revision = ?2 AND NOT deleted)"
+_ONCE = " ON CONFLICT (flow_id, idempotency_key) DO NOTHING"
+_INSERT_TASKS = {  # (keyed, if_latest) -> the statement
+    (keyed, if_latest): _INSERT_TASK.format(guard=_LATEST_GUARD if if_latest else "true") + (_ONCE if keyed else "")
+    + " RETURNING id"
+    for keyed in (False, True) for if_latest in (False, True)
+}
 _INSERT_PENDING = "INSERT INTO node_run (task_id, node_id, status, attempts) VALUES (?, ?, 'pending', 0)"
 _UPSERT_RUNS = (
     f"INSERT INTO node_run ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -118,13 +125,14 @@ def _runs(conn: sqlite3.Connection, task_id: int, *, items: bool = True) -> dict
 
 
 def create_task_work(
-    conn: sqlite3.Connection, values: tuple[Any, ...], keyed: bool, node_ids: Sequence[str]
+    conn: sqlite3.Connection, values: tuple[Any, ...], keyed: bool, node_ids: Sequence[str], if_latest: bool = False
 ) -> int | None:
-    """Insert a queued task and its pending node runs; None if the idempotency key was taken.
+    """Insert a queued task and its pending node runs; None if the idempotency key was taken, or
+    with ``if_latest`` if its revision is not its flow's latest (or the flow was deleted).
 
     Raises ``sqlite3.IntegrityError`` when the flow revision does not exist.
     """
-    task_id = conn.execute((_INSERT_TASK_ONCE if keyed else _INSERT_TASK) + " RETURNING id", values).fetchone()
+    task_id = conn.execute(_INSERT_TASKS[keyed, if_latest], values).fetchone()
     if task_id is None:
         return None
     conn.executemany(_INSERT_PENDING, [(task_id[0], node_id) for node_id in node_ids])

@@ -68,6 +68,7 @@ class WorkerStore(FlowReads, LeaseMethods, NodeCacheMethods):
         wake: bool = True,
         watcher: str | None = None,
         claim: Claim | None = None,
+        if_latest: bool = False,
     ) -> tuple[Task, bool]:
         """Queue a task (or, with ``claim``, create it running), or find the one created before with
         the same idempotency key.
@@ -86,6 +87,8 @@ class WorkerStore(FlowReads, LeaseMethods, NodeCacheMethods):
             watcher: the worker id of the process that waits for its end (``?wait``): on
                 PostgreSQL a worker elsewhere ending it tells that process at once.
             claim: create it running, claimed by this worker (its first claim), not queued.
+            if_latest: only if ``revision`` is still the flow's latest and the flow is not deleted
+                (a revision this process saw earlier: ``get_flow(seen=True)``), checked in the insert.
 
         Returns:
             ``(task, True)`` for a new task (queued, or running under ``claim``), ``(earlier task, False)`` when the key was
@@ -94,15 +97,20 @@ class WorkerStore(FlowReads, LeaseMethods, NodeCacheMethods):
         Raises:
             errors.IdempotencyConflict: the key was used on this flow with another fingerprint.
             errors.RevisionNotFound: the flow has no such revision.
+            errors.StaleRevision: with ``if_latest``, it is not the latest; nothing was written.
         """
         values = task_rows.new_task_values(flow_id, revision, request, idempotency_key, fingerprint, key_id,
                                               parent_id, watcher, claim)
-        task_id = await self._hot.create_task(values, node_ids)
+        task_id = await self._hot.create_task(values, node_ids, if_latest)
         if task_id is None:
-            assert idempotency_key is not None
-            earlier = await self.find_idempotent_task(flow_id, idempotency_key, fingerprint)
-            assert earlier is not None, "the insert conflicted, so the row exists"
-            return earlier, False
+            earlier = None
+            if idempotency_key is not None:
+                earlier = await self.find_idempotent_task(flow_id, idempotency_key, fingerprint)
+            if earlier is not None:
+                return earlier, False
+            if if_latest:
+                raise errors.StaleRevision(f"flow {flow_id!r} has a revision after {revision}, or was deleted")
+            raise AssertionError("nothing inserted, yet no key conflicted")
         if wake and claim is None:
             self._hot.wake_workers()
         task = task_rows.new_task(task_id, values, request)

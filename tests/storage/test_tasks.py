@@ -13,7 +13,7 @@ from graph_runtime import errors
 from graph_runtime.flow import Flow
 from graph_runtime.models import NodeRun, NodeStatus, RunError, TaskOutcome, TaskStatus
 from storage.repository import CANCELLED_BEFORE_START, Repository
-from tests.storage.conftest import make_request
+from tests.storage.conftest import make_flow, make_request
 
 SavedFlow = Callable[..., Awaitable[Flow]]
 T0 = datetime(2026, 11, 23, 21, 14, 34, 800001, tzinfo=UTC)
@@ -117,6 +117,25 @@ async def test_a_task_needs_an_existing_revision(repo: Repository, saved_flow: S
     with pytest.raises(errors.RevisionNotFound):
         await repo.create_task("nope", 1, make_request())
     assert await repo.count_tasks() == 0
+
+
+async def test_a_task_created_if_latest_needs_the_latest_revision_of_a_flow_not_deleted(
+        repo: Repository, saved_flow: SavedFlow) -> None:
+    await saved_flow()
+    task, created = await repo.create_task("demo", 1, make_request(), if_latest=True)
+    assert created and task.revision == 1
+    await repo.save_flow(make_flow(description="changed"))  # revision 2
+    for key in (None, "k"):
+        with pytest.raises(errors.StaleRevision):
+            await repo.create_task("demo", 1, make_request(), if_latest=True, idempotency_key=key, fingerprint="f")
+    assert (await repo.create_task("demo", 1, make_request()))[1], "without if_latest: any stored revision"
+    assert (await repo.create_task("demo", 2, make_request(), if_latest=True, idempotency_key="k", fingerprint="f"))[1]
+    again, created = await repo.create_task("demo", 2, make_request(), if_latest=True, idempotency_key="k", fingerprint="f")
+    assert not created, "a key already used answers with its task, stale or not"
+    await repo.delete_flow("demo")
+    with pytest.raises(errors.StaleRevision):
+        await repo.create_task("demo", 2, make_request(), if_latest=True)
+    assert await repo.count_tasks() == 3
 
 
 async def test_task_ids_are_increasing_numbers(repo: Repository, saved_flow: SavedFlow) -> None:
