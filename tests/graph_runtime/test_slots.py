@@ -44,6 +44,15 @@ async def scheduler(repo: Repository) -> AsyncIterator[Scheduler]:
     await worker.stop()
 
 
+async def _back_in_the_queue(repo: Repository, scheduler: Scheduler, task_id: int) -> None:
+    async def queued() -> Task | None:
+        found = await repo.get_task(task_id)
+        return found if found.status is TaskStatus.QUEUED else None
+
+    back = await eventually(queued, timeout=5)
+    assert back.lease is None and scheduler.running_count == 0, "released, not run by a stopped worker"
+
+
 async def _ended(repo: Repository, task_id: int) -> Task | None:
     task = await repo.get_task(task_id)
     return task if task.status.ended else None
@@ -98,13 +107,7 @@ async def test_a_task_created_in_a_slot_while_the_worker_stops_goes_back_to_the_
     await scheduler.stop()  # the process stops while the task is being inserted
     task, _ = await repo.create_task("nap", 1, SLEEPY, node_ids=["s", "z", "e"], claim=claim)
     scheduler.run_reserved(task)
-
-    async def queued() -> Task | None:
-        found = await repo.get_task(task.id)
-        return found if found.status is TaskStatus.QUEUED else None
-
-    back = await eventually(queued, timeout=5)
-    assert back.lease is None and scheduler.running_count == 0, "released, not run by a stopped worker"
+    await _back_in_the_queue(repo, scheduler, task.id)
 
 
 def caller_flow() -> dict[str, object]:
@@ -151,13 +154,7 @@ async def test_a_task_created_to_run_here_while_the_worker_stops_goes_back_to_th
     await scheduler.stop()  # the process stops between the insert and running it
     assert scheduler.claim_here() is None, "a stopped worker creates nothing running"
     scheduler.adopt(task)
-
-    async def queued() -> Task | None:
-        found = await repo.get_task(task.id)
-        return found if found.status is TaskStatus.QUEUED else None
-
-    back = await eventually(queued, timeout=5)
-    assert back.lease is None and scheduler.running_count == 0, "released, not run by a stopped worker"
+    await _back_in_the_queue(repo, scheduler, task.id)
 
 
 class _HeldAfterInsert:

@@ -32,6 +32,7 @@ from tests import pg
 from tests.conftest import SAMPLE_FLOWS, Api
 from tests.processes import SAMPLE_FLOWS as PROCESS_FLOWS
 from tests.processes import ServerProcess, free_port, run_cli, sqlite_url, wait_until
+from tests.reliability.cluster import pg_database
 from tests.support import FlowBuilder, eventually, registry_with_test_types
 
 FAST = (0.05, 0.1, 0.2)  # retry waits for tests that retry in process (the real schedule: 5 s, 30 s, …)
@@ -326,14 +327,8 @@ async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
     if request.param == "sqlite":
         yield sqlite_url(tmp_path / "callbacks.db")
         return
-    user, reason = await pg.find_user()
-    if user is None:
-        pytest.skip(f"PostgreSQL is not reachable at {pg.PG_HOST} ({reason})")
-    url = await pg.create_database(user)
-    try:
+    async with pg_database() as url:
         yield url
-    finally:
-        await pg.drop_database(url)
 
 
 @pytest.mark.timeout(120)

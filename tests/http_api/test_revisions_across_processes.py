@@ -13,8 +13,8 @@ from http_api import auth
 from http_api.app import create_app
 from http_api.body import SERVICES
 from http_api.settings import Settings
-from tests import pg
 from tests.conftest import Api
+from tests.reliability.cluster import pg_database
 
 
 def greeting(word: str) -> dict[str, Any]:
@@ -29,14 +29,8 @@ async def database_url(request: pytest.FixtureRequest, db_url: str) -> AsyncIter
     if request.param == "sqlite":
         yield db_url
         return
-    user, reason = await pg.find_user()
-    if user is None:
-        pytest.skip(f"PostgreSQL is not reachable at {pg.PG_HOST} ({reason})")
-    url = await pg.create_database(user)
-    try:
+    async with pg_database() as url:
         yield url
-    finally:
-        await pg.drop_database(url)
 
 
 @pytest.fixture
