@@ -14,10 +14,10 @@ graph-runtime error that fits (``TaskNotFound``, ``LeaseLost``, ``RevisionNotFou
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from graph_runtime import errors
 from graph_runtime.events import EventBatch, TaskEvent
@@ -25,6 +25,8 @@ from graph_runtime.models import Fenced, Lease, NodeRun, Task, TaskOutcome, Task
 from nodes import codec
 from storage.rows import RowCodec, json_text
 from storage.sqlite_inline import THREAD_ABOVE_BYTES
+
+T = TypeVar("T")
 
 CacheRow = tuple[str, str, str, float, int, datetime]
 """A cache entry to store: key, node type, output as JSON text, cost, size in bytes, now."""
@@ -119,9 +121,15 @@ def outcome_raised(outcome: str, task_id: int) -> None:
 async def encoded(row_codec: RowCodec, rows: Sequence[tuple[int, NodeRun]]) -> list[tuple[Any, ...]]:
     """``run_params`` of these rows; encoded on a thread when their outputs are large, so a
     multi-megabyte output never holds the event loop while it becomes JSON text."""
+    return await encoded_as(row_codec, rows, list)
+
+
+async def encoded_as(row_codec: RowCodec, rows: Sequence[tuple[int, NodeRun]],
+                     then: Callable[[list[tuple[Any, ...]]], T]) -> T:
+    """``then(run_params of these rows)``, both on a thread when the outputs are large (see :func:`encoded`)."""
     if codec.size_exceeds([run.output for _, run in rows], THREAD_ABOVE_BYTES):
-        return await asyncio.to_thread(lambda: [row_codec.run_params(task_id, run) for task_id, run in rows])
-    return [row_codec.run_params(task_id, run) for task_id, run in rows]
+        return await asyncio.to_thread(lambda: then([row_codec.run_params(task_id, run) for task_id, run in rows]))
+    return then([row_codec.run_params(task_id, run) for task_id, run in rows])
 
 
 def outcome_values(outcome: TaskOutcome, row_codec: RowCodec) -> tuple[Any, ...]:
