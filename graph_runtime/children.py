@@ -119,7 +119,9 @@ class TaskChildren:
             claim=claim,
         ))
         # Handed to the launcher as soon as it is inserted, even if this node is cancelled
-        # meanwhile: never left running with nobody running it (the parent's cancel then reaches it).
+        # meanwhile: never left running with nobody running it. (On PostgreSQL a parent whose
+        # cancel reads its children before this insert commits misses it, and it runs to its end,
+        # as a queued child inserted in that moment did before.)
         creating.add_done_callback(self._adopt)
         child, created = await asyncio.shield(creating)
         if created:

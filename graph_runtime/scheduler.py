@@ -191,8 +191,10 @@ class Scheduler:
         """A claim to create a task under that the caller then gives to :meth:`adopt`, then waits
         for with :meth:`run_child` (a subflow's child, ``graph-runtime run``'s task): created running here in
         one statement, not queued and then claimed, so no worker elsewhere is woken for it or takes
-        it first. None while this scheduler does not claim (not started, draining): queue it instead."""
-        return Claim(self.worker_id, self.lease_s) if self._claiming else None
+        it first. None while this scheduler does not claim (not started, draining): queue it instead
+        (a task run by a scheduler not started would have no heartbeat renewing its lease)."""
+        started = self._loop_task is not None and not self._loop_task.done()
+        return Claim(self.worker_id, self.lease_s) if started and self._claiming else None
 
     def adopt(self, task: Task) -> None:
         """Run ``task``, created running under :meth:`claim_here`'s claim, beside the slots. Not a

@@ -101,8 +101,8 @@ async def run_with_progress(services: Services, flow_id: str, raw: dict[str, Any
     scheduler = services.scheduler
     await scheduler.start()
     try:
-        task, created = await submit(services, flow_id, parse_body(ExecuteBody, raw), revision=revision,
-                                     raw_body=raw, claim=scheduler.claim_here())
+        task, _ = await submit(services, flow_id, parse_body(ExecuteBody, raw), revision=revision,
+                               raw_body=raw, claim=scheduler.claim_here(), adopt=scheduler.adopt)
         console = Console(stderr=True)
         started = time.monotonic()
         shown = task
@@ -117,9 +117,7 @@ async def run_with_progress(services: Services, flow_id: str, raw: dict[str, Any
             unwatch = services.events.watch_nodes(on_change)
             ticker = asyncio.create_task(_tick(live, lambda: shown, started))
             try:
-                if created and task.lease is not None:  # created running under the claim: it runs it
-                    scheduler.adopt(task)
-                ended = await scheduler.run_child(task.id)
+                ended = await scheduler.run_child(task.id)  # adopted by the insert's callback, or claimed
             finally:
                 ticker.cancel()
                 unwatch()

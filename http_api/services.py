@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import hashlib
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,17 +56,19 @@ def fingerprint(body: dict[str, Any], revision: int | None, mode: str = "prod") 
     return hashlib.sha256(codec.canonical(compared)).hexdigest()
 
 
-async def _in_slot(scheduler: Scheduler, creating: Coroutine[Any, Any, tuple[Task, bool]]) -> tuple[Task, bool]:
-    """Create a task in the slot ``scheduler.reserve_slot`` kept, and hand the slot on: to the task
-    if it was created, else back. A caller cancelled meanwhile (a client gone) stops neither: a
-    task created running in the slot is run, never left running with nobody running it."""
+async def _handed_on(creating: Coroutine[Any, Any, tuple[Task, bool]],
+                     hand_on: Callable[[Task | None], None]) -> tuple[Task, bool]:
+    """Create a task running under a claim of this process and hand it on as soon as the insert is
+    done: ``hand_on(task)`` if it was created, ``hand_on(None)`` if not (an earlier task, not ours;
+    an error). A caller cancelled meanwhile (a client gone, a Ctrl-C) stops neither: a task created
+    running here is run, never left running with nobody running it."""
     job = asyncio.ensure_future(creating)
 
-    def hand_on(done: asyncio.Future[tuple[Task, bool]]) -> None:
-        made = not done.cancelled() and done.exception() is None and done.result()[1]
-        scheduler.run_reserved(done.result()[0] if made else None)  # not created: an earlier task, not ours
+    def done(finished: asyncio.Future[tuple[Task, bool]]) -> None:
+        made = not finished.cancelled() and finished.exception() is None and finished.result()[1]
+        hand_on(finished.result()[0] if made else None)
 
-    job.add_done_callback(hand_on)  # before the caller resumes: callbacks run in the order added
+    job.add_done_callback(done)  # before the caller resumes: callbacks run in the order added
     return await asyncio.shield(job)
 
 
@@ -127,6 +129,7 @@ async def submit(
     trigger: TaskTrigger | None = None,
     waits: bool = False,
     claim: Claim | None = None,
+    adopt: Callable[[Task], None] | None = None,
 ) -> tuple[Task, bool]:
     """Validate the whole request, persist the task as queued and wake the scheduler.
 
@@ -134,8 +137,10 @@ async def submit(
     ``waits``: the caller waits for its end here (``?wait``); on PostgreSQL this process is named
     its watcher, so a worker elsewhere that ends it says so at once (the wait passes
     ``announced=created`` to ``EventHub.wait_ended``).
-    ``claim``: create it running under this claim instead, for the caller to run at once
-    (``graph-runtime run``: ``Scheduler.claim_here``, then ``run_child``); nobody is woken for it.
+    ``claim``: create it running under this claim instead, for the caller to run at once; nobody is
+    woken for it. ``adopt``: given the task as soon as it is inserted under ``claim``, whatever the
+    caller does next (``graph-runtime run``: ``Scheduler.claim_here`` and ``Scheduler.adopt``, then
+    ``run_child``); without it the caller runs the task itself.
     Returns the task and whether it was created (False: an idempotent replay).
     """
     request_print = fingerprint(raw_body or {}, revision, body.mode or "prod") if idempotency_key else None
@@ -144,7 +149,7 @@ async def submit(
         earlier = await services.repo.find_idempotent_task(flow_id, idempotency_key, request_print)
         if earlier is not None:
             return earlier, False
-    args = (services, flow_id, body, revision, idempotency_key, request_print, key_id, trigger, waits, claim)
+    args = (services, flow_id, body, revision, idempotency_key, request_print, key_id, trigger, waits, claim, adopt)
     try:
         # The latest revision as this process last saw it, no read; the insert checks it still is.
         return await _create(*args, seen=True)
@@ -154,10 +159,21 @@ async def submit(
 
 async def _create(services: Services, flow_id: str, body: ExecuteBody, revision: int | None,
                   idempotency_key: str | None, request_print: str | None, key_id: str | None,
-                  trigger: TaskTrigger | None, waits: bool, claim: Claim | None, *, seen: bool) -> tuple[Task, bool]:
+                  trigger: TaskTrigger | None, waits: bool, claim: Claim | None, adopt: Callable[[Task], None] | None,
+                  *, seen: bool) -> tuple[Task, bool]:
     """``submit``'s checks and insert. ``seen``: check against the latest revision this process saw
     (no read) and insert only if it still is the latest (``StaleRevision`` otherwise)."""
-    checked = await check(services, flow_id, body, revision=revision, seen=seen)
+    try:
+        checked = await check(services, flow_id, body, revision=revision, seen=seen)
+    except errors.StoreUnavailable:
+        raise
+    except Exception:
+        if not seen:
+            raise
+        # Refused against the revision this process remembered: another process may have stored
+        # one this request is right for (new nodes, settings, inputs). Read the flow, check again.
+        seen = False
+        checked = await check(services, flow_id, body, revision=revision)
     request, plan, files, rev = checked.request, checked.plan, checked.files, checked.revision
     if trigger is not None:
         request = dataclasses.replace(request, trigger=trigger)
@@ -181,7 +197,12 @@ async def _create(services: Services, flow_id: str, body: ExecuteBody, revision:
         if_latest=seen and revision is None,
     )
     try:
-        task, created = await (creating if reserved is None else _in_slot(scheduler, creating))
+        if reserved is not None:
+            task, created = await _handed_on(creating, scheduler.run_reserved)
+        elif adopt is not None and claim is not None:
+            task, created = await _handed_on(creating, lambda made: adopt(made) if made is not None else None)
+        else:
+            task, created = await creating
     except BaseException:
         if promised:
             scheduler.notify()  # the promise ends with the attempt (the loop finds nothing new)

@@ -3,7 +3,7 @@
 Each operation is as few round trips as its SQL allows: most are one statement in autocommit, a
 write and its node runs folded together with data-modifying ``WITH`` clauses (one statement is
 one transaction), so a node's end or a task's end costs one round trip and one commit. Node runs
-travel as column arrays (``unnest``), JSON as text encoded by the project's codec.
+travel as one JSON array of rows (``jsonb_array_elements``), encoded by the project's codec.
 """
 
 from __future__ import annotations

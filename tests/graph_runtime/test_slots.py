@@ -153,6 +153,8 @@ async def test_a_task_created_to_run_here_while_the_worker_stops_goes_back_to_th
     task, _ = await repo.create_task("nap", 1, SLEEPY, node_ids=["s", "z", "e"], claim=claim)
     await scheduler.stop()  # the process stops between the insert and running it
     assert scheduler.claim_here() is None, "a stopped worker creates nothing running"
+    never_started = Scheduler(repo, Executor(repo, registry_with_test_types()), worker_id="idle")
+    assert never_started.claim_here() is None, "nor one not started: no heartbeat would renew the lease"
     scheduler.adopt(task)
     await _back_in_the_queue(repo, scheduler, task.id)
 

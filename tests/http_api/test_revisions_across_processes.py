@@ -60,3 +60,18 @@ async def test_an_execute_runs_the_revision_another_server_stored_since(two_serv
     gone = await runner.execute("greet", status=404)
     assert gone["error"]["code"] == "flow_not_found"
     assert await runner.services.repo.count_tasks() == 4, "the refused execute wrote nothing"
+
+
+async def test_a_request_only_the_newer_revision_accepts_runs_it(two_servers: tuple[Api, Api]) -> None:
+    pusher, runner = two_servers
+    await pusher.put_flow(greeting("first"))
+    assert (await runner.execute("greet", params={"wait": "10"}))["revision"] == 1  # the runner has seen revision 1
+    grown = greeting("second")
+    grown["nodes"] += [{"id": "s2", "type": "start", "settings": {"data": {"text": "other"}}}, {"id": "e2", "type": "end"}]
+    grown["edges"].append({"from": "s2", "output": "text", "to": "e2", "input": "text"})
+    await pusher.put_flow(grown)  # a new start and end the runner's remembered revision does not have
+    body = {"start_node_id": "s2", "end_node_id": "e2", "result_node_id": "e2"}
+    task = await runner.execute("greet", body, params={"wait": "10"})
+    assert (task["revision"], task["result"]) == (2, {"text": "other"})
+    refused = await runner.execute("greet", {**body, "start_node_id": "nowhere"}, status=422)
+    assert "nowhere" in refused["error"]["message"], "a request no revision accepts is still refused"
