@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -110,20 +111,18 @@ class TaskChildren:
         except node_errors.GraphRuntimeError as exc:
             field = f"flow.{exc.field}" if getattr(exc, "field", None) else "flow_id"
             raise node_errors.InvalidParams(f"child flow {request.flow_id!r}: {exc.message}", field=field) from exc
-        claim = self.launcher.claim_here()  # created running: no claim after it (a map's thousand items: a thousand)
-        creating = asyncio.ensure_future(self.store.create_task(
+        creating = self.store.create_task(
             flow.id, revision, task_request,
             idempotency_key=f"child:{self.parent.id}:{self.node_id}{key}",
             fingerprint=f"child:{self.parent.id}", node_ids=plan.order, parent_id=self.parent.id,
             wake=False,  # run_child below runs it here, at once
-            claim=claim,
-        ))
+            claim=self.launcher.claim_here(),  # created running: no claim after it (a map's thousand items: a thousand)
+        )
         # Handed to the launcher as soon as it is inserted, even if this node is cancelled
         # meanwhile: never left running with nobody running it. (On PostgreSQL a parent whose
         # cancel reads its children before this insert commits misses it, and it runs to its end,
         # as a queued child inserted in that moment did before.)
-        creating.add_done_callback(self._adopt)
-        child, created = await asyncio.shield(creating)
+        child, created = await handed_on(creating, self._adopt)
         if created:
             log.info("child task created", extra={"action": "child_queued", "task_id": child.id,
                                                   "parent_id": self.parent.id, "node_id": self.node_id,
@@ -138,12 +137,26 @@ class TaskChildren:
         )
 
 
-    def _adopt(self, done: asyncio.Future[tuple[Task, bool]]) -> None:
-        if done.cancelled() or done.exception() is not None:  # retrieved: raised to the awaiting node, if any
-            return
-        child, created = done.result()
-        if created and child.lease is not None:  # made running under the launcher's claim (not queued, not earlier)
+    def _adopt(self, child: Task | None) -> None:
+        if child is not None and child.lease is not None:  # made running under the launcher's claim, not queued
             self.launcher.adopt(child)
+
+
+async def handed_on(creating: Coroutine[Any, Any, tuple[Task, bool]],
+                    hand_on: Callable[[Task | None], None]) -> tuple[Task, bool]:
+    """Await a task's creation (``TaskStore.create_task``) and hand it on as soon as the insert is
+    done: ``hand_on(task)`` if it was created, ``hand_on(None)`` if not (an earlier task, not ours;
+    an error). A caller cancelled meanwhile (a client gone, a Ctrl-C, a node's timeout) stops
+    neither: a task created running under this process's claim is run, never left running with
+    nobody running it."""
+    job = asyncio.ensure_future(creating)
+
+    def done(finished: asyncio.Future[tuple[Task, bool]]) -> None:
+        made = not finished.cancelled() and finished.exception() is None and finished.result()[1]
+        hand_on(finished.result()[0] if made else None)
+
+    job.add_done_callback(done)  # before the caller resumes: callbacks run in the order added
+    return await asyncio.shield(job)
 
 
 def _task_request(flow: Any, request: ChildRequest, parent: Task) -> TaskRequest:

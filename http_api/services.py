@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import hashlib
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from graph_runtime import errors, selection
+from graph_runtime.children import handed_on
 from graph_runtime.events import EventHub
 from graph_runtime.executor import Executor
 from graph_runtime.flow import Flow
@@ -54,22 +54,6 @@ def fingerprint(body: dict[str, Any], revision: int | None, mode: str = "prod") 
     if mode != "prod":  # left out for prod: keys stored before modes existed keep their fingerprint
         compared["mode"] = mode
     return hashlib.sha256(codec.canonical(compared)).hexdigest()
-
-
-async def _handed_on(creating: Coroutine[Any, Any, tuple[Task, bool]],
-                     hand_on: Callable[[Task | None], None]) -> tuple[Task, bool]:
-    """Create a task running under a claim of this process and hand it on as soon as the insert is
-    done: ``hand_on(task)`` if it was created, ``hand_on(None)`` if not (an earlier task, not ours;
-    an error). A caller cancelled meanwhile (a client gone, a Ctrl-C) stops neither: a task created
-    running here is run, never left running with nobody running it."""
-    job = asyncio.ensure_future(creating)
-
-    def done(finished: asyncio.Future[tuple[Task, bool]]) -> None:
-        made = not finished.cancelled() and finished.exception() is None and finished.result()[1]
-        hand_on(finished.result()[0] if made else None)
-
-    job.add_done_callback(done)  # before the caller resumes: callbacks run in the order added
-    return await asyncio.shield(job)
 
 
 def build_request(flow: Flow, body: ExecuteBody) -> TaskRequest:
@@ -198,9 +182,9 @@ async def _create(services: Services, flow_id: str, body: ExecuteBody, revision:
     )
     try:
         if reserved is not None:
-            task, created = await _handed_on(creating, scheduler.run_reserved)
+            task, created = await handed_on(creating, scheduler.run_reserved)
         elif adopt is not None and claim is not None:
-            task, created = await _handed_on(creating, lambda made: adopt(made) if made is not None else None)
+            task, created = await handed_on(creating, lambda made: adopt(made) if made is not None else None)
         else:
             task, created = await creating
     except BaseException:
