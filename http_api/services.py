@@ -138,7 +138,7 @@ async def submit(
         # The latest revision as this process last saw it, no read; the insert checks it still is.
         return await _create(*args, seen=True)
     except errors.StaleRevision:  # another process stored a newer one, or deleted the flow: read it
-        return await _create(*args, seen=False)
+        return await _create(*args, seen=False)  # and check again: the same refusal, or what is right now
 
 
 async def _create(services: Services, flow_id: str, body: ExecuteBody, revision: int | None,
@@ -146,18 +146,17 @@ async def _create(services: Services, flow_id: str, body: ExecuteBody, revision:
                   trigger: TaskTrigger | None, waits: bool, claim: Claim | None, adopt: Callable[[Task], None] | None,
                   *, seen: bool) -> tuple[Task, bool]:
     """``submit``'s checks and insert. ``seen``: check against the latest revision this process saw
-    (no read) and insert only if it still is the latest (``StaleRevision`` otherwise)."""
+    (no read) and insert only if it still is the latest; ``StaleRevision`` when it is not, or when
+    the request is refused against it (another process may have stored a revision this request is
+    right for: new nodes, settings, inputs)."""
     try:
         checked = await check(services, flow_id, body, revision=revision, seen=seen)
     except errors.StoreUnavailable:
         raise
-    except Exception:
-        if not seen:
-            raise
-        # Refused against the revision this process remembered: another process may have stored
-        # one this request is right for (new nodes, settings, inputs). Read the flow, check again.
-        seen = False
-        checked = await check(services, flow_id, body, revision=revision)
+    except Exception as refused:
+        if seen and revision is None:
+            raise errors.StaleRevision(f"refused against the revision of {flow_id!r} remembered here") from refused
+        raise
     request, plan, files, rev = checked.request, checked.plan, checked.files, checked.revision
     if trigger is not None:
         request = dataclasses.replace(request, trigger=trigger)
