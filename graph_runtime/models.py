@@ -221,9 +221,18 @@ def item_run_id(map_node_id: str, index: int) -> str:
 
 def is_item_run(node_id: str) -> bool:
     """Whether a node-run id names a map item (``map1[3]``) rather than a node of the flow."""
-    # Flow node ids are [A-Za-z0-9_.-] (flow.ID_PATTERN): only an item's holds a bracket. ``in``,
-    # not endswith: a task's events ask this of every node, and endswith parses its arguments (3x slower).
-    return "]" in node_id
+    # ``in``, not endswith, which parses its arguments (3x slower).
+    return _ITEM_MARK in node_id
+
+
+_ITEM_MARK = "]"  # flow node ids are [A-Za-z0-9_.-] (flow.ID_PATTERN): only an item's holds a bracket
+
+
+def flow_runs(task: Task) -> list[NodeRun]:
+    """``task``'s runs of its flow's nodes (not its maps' items), in its order."""
+    # is_item_run's test written out, not called: a task's events list every node twice a task,
+    # and a call per node was a tenth of what its events cost a chain.
+    return [run for run in task.nodes.values() if _ITEM_MARK not in run.node_id]
 
 
 @dataclass(frozen=True)

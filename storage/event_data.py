@@ -15,7 +15,10 @@ first event lists every node so).
 
 Every event is stored whole, not pointed at rows: a task's rows change after its events (a
 released claim clears ``started``), and a stream's history must not read a task's node runs (a
-thousand streams opening on a 1,000-node task would read them a thousand times).
+thousand streams opening on a 1,000-node task would read them a thousand times). The one pointer:
+a final task event's run that is exactly what its node's last event in the same stored row said
+is that event's number (:func:`with_references`), read back with the row (:func:`resolved`); a
+chain nobody watched stored each run's last state twice, a quarter of its bytes.
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from graph_runtime.events import EventKind
-from graph_runtime.models import NodeRun, NodeStatus, RunError, Task, TaskRequest, TaskStatus, is_item_run
+from graph_runtime.events import Entry, EventKind
+from graph_runtime.models import NodeRun, NodeStatus, RunError, Task, TaskRequest, TaskStatus, flow_runs
 
 _TASK_STATUS = {status.value: status for status in TaskStatus}
 _NODE_STATUS = {status.value: status for status in NodeStatus}
@@ -36,7 +39,7 @@ def node_data(run: NodeRun) -> tuple[Any, ...]:
     changed, as the snapshot itself: a tuple of the values the run holds now."""
     # orjson writes the status (a str enum) and the aware datetimes itself, in C.
     if (run.error is None and not run.cached and run.saved_cost is None and run.items is None
-            and run.waiting_for_pool is None):
+            and run.waiting_for_pool is None):  # _untouched(run), written out: a call less a node event
         # What most runs are: the last five fields left out (a third of a chain's bytes), read back as unset.
         return run.node_id, run.status, run.started, run.finished, run.execution_time, run.cost, run.attempts
     return (run.node_id, run.status, run.started, run.finished, run.execution_time, run.cost, run.attempts,
@@ -47,16 +50,61 @@ def node_data(run: NodeRun) -> tuple[Any, ...]:
 _SHORT = 7  # the length of a run's data when its last five fields are unset (see node_data)
 
 
-def task_data(task: Task) -> tuple[Any, ...]:
+def task_data(task: Task, told: Mapping[str, tuple[Any, ...]] | None = None) -> tuple[Any, ...]:
     """A task event's data: ``task`` as an array, each of its nodes' runs as :func:`node_data`'s,
-    or only its id while it has not run (a task's first event lists every node so)."""
-    pending = NodeStatus.PENDING
-    # Not run: pending, never tried, never started, nothing else set (its data is short).
+    or only its id while it has not run (a task's first event lists every node so).
+
+    ``told``: the data of each node's last node event; a run still as that says (the same status,
+    start, end and tries, and not a map, whose items count on silently: whatever else changes a run
+    changes one of those) is given as that same object, neither made nor stored a second time
+    (:func:`with_references`: a chain's stored batch went from 3.3 to 2.4 KB)."""
+    told = told or {}
     return (task.id, task.flow_id, task.revision, task.request.as_data(), task.status, task.created,
             task.started, task.finished, task.result, task.execution_time, task.execution_cost,
             task.error.as_dict() if task.error is not None else None, task.parent_id,
-            [run.node_id if len(data := node_data(run)) == _SHORT and data[1] is pending and not data[6]
-             and data[2] is None else data for run in task.nodes.values() if not is_item_run(run.node_id)])
+            [data if (data := told.get(run.node_id)) is not None and data[1] is run.status and data[2] is run.started
+             and data[3] is run.finished and data[6] == run.attempts and run.items is None
+             else run.node_id if run.status is _PENDING and run.started is None and not run.attempts and _untouched(run)
+             else node_data(run) for run in flow_runs(task)])
+
+
+_PENDING = NodeStatus.PENDING
+
+
+def _untouched(run: NodeRun) -> bool:
+    """Whether none of a run's last five fields is set (its data is then its first seven)."""
+    return (run.error is None and not run.cached and run.saved_cost is None and run.items is None
+            and run.waiting_for_pool is None)
+
+
+_NODE_KIND, _TASK_KIND = EventKind.NODE, EventKind.TASK
+_RUNS = 13  # where task_data's array holds its runs
+
+
+def with_references(entries: list[Entry]) -> list[Entry]:
+    """One stored row's entries, ending with a task's final event: each of its runs that is the
+    very data of a node event of the row (task_data's ``told``) given as that event's number
+    instead, which :func:`resolved` reads back. Only within a row, so whoever reads the final event
+    has what it points at: a chain nobody watched stores its final event's ten runs as ten numbers.
+    New entries: a batch's are never changed (a failed commit is retried with them)."""
+    seq, kind, data = entries[-1]
+    if kind is not _TASK_KIND or not isinstance(data, tuple):
+        return entries
+    made = {id(said): number for number, said_kind, said in entries if said_kind is _NODE_KIND}
+    if not made:
+        return entries
+    runs = [made.get(id(run), run) for run in data[_RUNS]]
+    return [*entries[:-1], (seq, kind, (*data[:_RUNS], runs))]
+
+
+def resolved(entries: list[Any]) -> list[Any]:
+    """A stored row's entries as :func:`with_references` wrote them, each reference in its final
+    task event replaced by the data it points at (in place: they were just read)."""
+    data = entries[-1][-1]
+    if isinstance(data, list) and len(data) > _RUNS and any(type(run) is int for run in data[_RUNS]):
+        said = {entry[0]: entry[-1] for entry in entries}
+        data[_RUNS] = [said[run] if type(run) is int else run for run in data[_RUNS]]
+    return entries
 
 
 def decode(kind: EventKind, stored: Any) -> Task | NodeRun | Mapping[str, Any]:

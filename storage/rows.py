@@ -18,6 +18,7 @@ from typing import Any
 from graph_runtime.events import EventBatch, EventKind, TaskEvent
 from graph_runtime.models import Lease, NodeRun, NodeStatus, RunError, Task, TaskRequest, TaskStatus
 from nodes import codec
+from storage import event_data
 
 TASK_COLUMNS = (
     "id", "flow_id", "revision", "status", "data", "created", "started", "finished", "result", "execution_time",
@@ -108,8 +109,11 @@ class RowCodec:
         task_id, last, final = row[0], row[2], bool(row[3])
         kinds = _EVENT_KIND
         # The data as stored (``storage.event_data``): whoever shows an event decodes it.
+        entries = self.decode_json(row[4])
+        if final:  # its final event may point at the row's node events (event_data.with_references)
+            entries = event_data.resolved(entries)
         return [TaskEvent(task_id, entry[0], kinds[entry[1]], entry[-1], final and entry[0] == last)
-                for entry in self.decode_json(row[4]) if entry[0] > after]
+                for entry in entries if entry[0] > after]
 
     def node_run(self, row: Sequence[Any]) -> NodeRun:
         """A :class:`NodeRun` from a row of :data:`RUN_COLUMNS`."""
@@ -191,5 +195,5 @@ def event_params(batches: Sequence[EventBatch]) -> list[tuple[Any, ...]]:
             run[1:] = entries[-1][0], batch.final, run[3] + entries
         else:
             runs.append([entries[0][0], entries[-1][0], batch.final, entries])
-    return [(task_id, first, last, final, dumps(entries), epoch)
+    return [(task_id, first, last, final, dumps(event_data.with_references(entries) if final else entries), epoch)
             for (task_id, epoch), runs in joined.items() for first, last, final, entries in runs]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
@@ -82,6 +83,42 @@ async def test_node_and_task_snapshots_come_back_as_they_were_and_json_events_as
     assert stored == dataclasses.replace(ended, nodes={k: dataclasses.replace(r, output=None)
                                                        for k, r in ended.nodes.items() if k != "m[0]"})
     assert list(stored.nodes) == ["b", "m", "c", "g", "p"], "in the task's order, without the map's items"
+
+
+async def test_a_final_event_stores_the_runs_its_node_events_told_once_and_reads_them_back_whole(
+        repo: Repository, saved_flow: SavedFlow) -> None:
+    """A run the final task event lists as its node's last event said is stored as that event's
+    number, within the same row only; read from any number on, the final event is the whole task."""
+    await saved_flow()
+    log = TaskEventLog(repo.engine)
+    task = (await repo.create_task("demo", 1, make_request(), node_ids=["a", "b", "c"]))[0]
+    now = datetime.now(UTC)
+    a = NodeRun("a", NodeStatus.SUCCEEDED, now, now, 0.1, 0.0, 1)
+    b = NodeRun("b", NodeStatus.RUNNING, now, attempts=1)
+    told = {"a": event_data.node_data(a), "b": event_data.node_data(b)}
+    b.status, b.finished = NodeStatus.SKIPPED, now  # changed after its last event: stored whole
+    ended = dataclasses.replace(task, status=TaskStatus.SUCCEEDED, started=now, finished=now,
+                                nodes={"a": a, "b": b, "c": NodeRun("c")})
+    final = event_data.task_data(ended, told)
+    assert final[13][0] is told["a"] and final[13][1] is not told["b"] and final[13][2] == "c"
+    await repo.save_node_runs_many([], {}, [EventBatch(task.id, None, [
+        (1, EventKind.NODE, told["a"]), (2, EventKind.NODE, told["b"]), (3, EventKind.TASK, final)], final=True)])
+    async with repo.engine.connect() as conn:
+        stored = (await conn.execute(sa.select(tables.task_event_batch.c.events))).scalar_one()
+    entries = stored if isinstance(stored, list) else json.loads(stored)
+    assert entries[-1][2][13][0] == 1 and isinstance(entries[-1][2][13][1], list), "a's run is event 1's number"
+    for after in (0, 1, 2):
+        back = await log.since({task.id: after})
+        assert [e.seq for e in back] == list(range(after + 1, 4))
+        assert _typed(back[-1]) == dataclasses.replace(ended, nodes={k: dataclasses.replace(r, output=None)
+                                                                      for k, r in ended.nodes.items()})
+    # In a row of its own (someone read the node events as they came), it points at nothing.
+    other = (await repo.create_task("demo", 1, make_request(n=2), node_ids=["a"]))[0]
+    alone = event_data.task_data(dataclasses.replace(ended, id=other.id, nodes={"a": a}), told)
+    await repo.save_node_runs_many([], {}, [EventBatch(other.id, None, [(1, EventKind.NODE, told["a"])])])
+    await repo.save_node_runs_many([], {}, [EventBatch(other.id, None, [(2, EventKind.TASK, alone)], final=True)])
+    back = await log.since({other.id: 1})
+    assert [e.seq for e in back] == [2] and _typed(back[0]).nodes == {"a": a}
 
 
 async def test_a_worker_that_lost_its_lease_stores_no_event(repo: Repository, saved_flow: SavedFlow) -> None:
