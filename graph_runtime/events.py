@@ -36,6 +36,7 @@ from typing import Any, Protocol
 
 from graph_runtime import errors
 from graph_runtime.models import NodeRun, Task
+from graph_runtime.ticker import Ticker
 
 log = logging.getLogger(__name__)
 
@@ -192,9 +193,10 @@ SHARED_HISTORY = 10_000
 ``_Stream.told``); a longer history (an LLM's tokens) is read from the log by each."""
 
 EVENTS_LATER_S = 0.1
-"""How long events nobody reads may wait with their task before they go to the group commit. A
-10-node chain's 22 events are most often stored with its end, in one commit, instead of in eleven;
-a long task's every tenth of a second."""
+"""How long events nobody reads may wait with their task before they go to the group commit: at
+least one tick of this and at most two (a :class:`~graph_runtime.ticker.Ticker`'s, not a timer in
+the loop). A 10-node chain's 22 events are most often stored with its end, in one commit, instead
+of in eleven; a long task's every tenth to fifth of a second."""
 
 
 @dataclass(slots=True)  # slots: made per task, its fields read on every event
@@ -209,6 +211,7 @@ class _Stream:
     unstored: int = 0  # events made, not stored yet (``pending`` and those handed to the writer)
     pending: list[Entry] = field(default_factory=list)  # made while nobody read: not handed over yet
     readers: int = 0  # streams reading its events here (not ?wait: that waits for the end only)
+    since: int = 0  # the hub's tick count when its oldest pending event was made
     ended: bool = False  # its final event is stored (with the task's end)
     asked: bool = False  # a notice of its end elsewhere was asked for (EndNotices.watch), or is due anyway
     # Its stored events from 1 on (``told[i].seq == i + 1``), as read or as stored here, kept while
@@ -282,14 +285,16 @@ class EventHub:
         log: reads them back.
         endings: task ends anywhere, at once (PostgreSQL); started with the first poll, so a
             process that never waits for another's tasks never listens. None: the poll alone.
+        later_s: how long events nobody here reads wait, one to two of these (EVENTS_LATER_S).
     """
 
     def __init__(self, writer: EventWriter, log: EventLog, *, poll_s: float = POLL_S,
-                 endings: EndNotices | None = None) -> None:
+                 endings: EndNotices | None = None, later_s: float = EVENTS_LATER_S) -> None:
         self._writer = writer
         self._log = log
         self._node_data, self._task_data = log.node_data, log.task_data
         self._poll_s = poll_s
+        self._later_s = later_s
         self._endings = endings
         self._listening: asyncio.Task[None] | None = None
         self._woken = asyncio.Event()  # an end notice for a task polled here: poll now
@@ -301,9 +306,11 @@ class EventHub:
         # Oldest first, an OrderedDict: a plain dict's oldest key, taken with next(iter(...)) once it is
         # full, is found past every key deleted before it (1.5 µs a task's end in a long-running
         # process, against 0.18 for popitem).
-        self._recently_ended: OrderedDict[int, TaskEvent] = OrderedDict()
-        self._later: asyncio.TimerHandle | None = None  # hands every stream's pending events over
-        self._waiting = 0  # streams with pending events: the timer is armed only while there are some
+        self._recently_ended: OrderedDict[int, int] = OrderedDict()  # task id: its final event's seq
+        # Hands over the events pending a whole tick (EVENTS_LATER_S), while some are; made on first use.
+        self._ticker: Ticker | None = None
+        self._ticks = 0
+        self._waiting = 0  # streams with pending events: the ticker ticks only while there are some
         self._touched: list[_Writer] = []  # stream writers with events delivered, not written yet
         self._hold: asyncio.TimerHandle | None = None  # writes held a moment (FANOUT_HOLD)
         self._closed = False
@@ -565,17 +572,15 @@ class EventHub:
         remembered. The caller has seen the task not ended before calling. ``announced``: the
         task was created naming this process its watcher (its end elsewhere is announced
         already: no need to ask)."""
-        ended = self._recently_ended.get(task_id)
-        if ended is not None:
-            return ended
+        if (seq := self._recently_ended.get(task_id)) is not None:
+            return TaskEvent(task_id, seq, _TASK, None, True)
         stream = self._streams[task_id]
         stream.asked = stream.asked or announced
         queue: asyncio.Queue[TaskEvent | None] = asyncio.Queue()
         stream.subscribers.add(queue)
         try:
-            ended = self._recently_ended.get(task_id)  # ended while the stream was being set up
-            if ended is not None:
-                return ended
+            if (seq := self._recently_ended.get(task_id)) is not None:  # ended while the stream was being set up
+                return TaskEvent(task_id, seq, _TASK, None, True)
             if not self._closed:
                 self._ensure_poller()
             async with asyncio.timeout(timeout_s):
@@ -599,6 +604,8 @@ class EventHub:
         a stream closes and its client reconnects elsewhere with ``Last-Event-ID``); events are
         still stored."""
         self._closed = True
+        if self._ticker is not None:
+            self._ticker.stop()
         if self._poller is not None:
             self._poller.cancel()
         for stream in self._streams.values():
@@ -632,31 +639,39 @@ class EventHub:
         stream.unstored += 1
         if not stream.pending:
             self._waiting += 1
+            stream.since = self._ticks
+            if self._ticker is None or self._ticker.asleep:
+                self._tick_on()
         stream.pending.append((seq, kind, data))
         if stream.readers or final:  # into the next group commit, with the node runs of the same loop turn
             self._hand_over(task_id, stream, final=final)
-        elif self._later is None:
-            self._later = asyncio.get_running_loop().call_later(EVENTS_LATER_S, self._hand_over_all)
+
+    def _tick_on(self) -> None:
+        if self._closed:
+            return
+        if self._ticker is None:
+            self._ticker = Ticker(asyncio.get_running_loop(), self._hand_over_due, lambda: self._waiting > 0,
+                                  self._later_s)
+        self._ticker.wake()
+
+    def _hand_over_due(self) -> None:
+        """A tick: what has been pending since before the last one goes to the group commit."""
+        self._ticks += 1
+        for task_id, stream in self._streams.items():
+            if stream.pending and stream.since < self._ticks - 1:
+                self._hand_over(task_id, stream)
 
     def _hand_over(self, task_id: int, stream: _Stream, *, final: bool = False) -> None:
         self._writer.append_events((EventBatch(task_id, stream.epoch, self._take_pending(stream), final),),
                                    self._stored)
 
     def _take_pending(self, stream: _Stream) -> list[Entry]:
-        """The stream's pending events, taken. When no stream has any left, the timer that would
-        hand them over is cancelled: the loop's timers are looked at on every turn of the loop, and
-        one left armed for nothing cost a chain nobody watched 0.4% more instructions."""
+        """The stream's pending events, taken."""
         taken, stream.pending = stream.pending, []
         self._waiting -= 1
-        if not self._waiting and self._later is not None:
-            self._later.cancel()
-            self._later = None
         return taken
 
     def _hand_over_all(self) -> None:
-        if self._later is not None:
-            self._later.cancel()
-            self._later = None
         for task_id, stream in self._streams.items():
             if stream.pending:
                 self._hand_over(task_id, stream)
@@ -704,7 +719,7 @@ class EventHub:
 
     def _remember_end(self, task_id: int, seq: int) -> None:
         """Keeps that the task ended with event ``seq``, for a ``?wait`` that starts just after (not its data)."""
-        self._recently_ended[task_id] = TaskEvent(task_id, seq, _TASK, None, True)
+        self._recently_ended[task_id] = seq
         if len(self._recently_ended) > RECENTLY_ENDED:
             self._recently_ended.popitem(last=False)  # the oldest
 

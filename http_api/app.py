@@ -97,7 +97,8 @@ async def open_services(settings: Settings, registry: Registry | None = None,
     # One group committer per process: node runs and task events share its transactions, in order.
     committer = GroupCommitter(repo)
     worker_id = new_worker_id()  # this process's workers, and the watcher of the tasks it waits for
-    events = EventHub(committer, TaskEventLog(engine), endings=pg_endings(engine, worker_id))
+    events = EventHub(committer, TaskEventLog(engine), endings=pg_endings(engine, worker_id),
+                      later_s=settings.events_later_s)
     executor = Executor(store=repo, registry=registry, http=http, allow_private=settings.http_allow_private,
                         limits=settings.limits(), files=files, prices=prices, resolvers=resolvers,
                         cache=StoredOutputCache(repo) if settings.cache_max_bytes > 0 else None,

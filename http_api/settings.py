@@ -9,6 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from graph_runtime.events import EVENTS_LATER_S
 from graph_runtime.flow import PoolName
 from nodes.builtin.ssrf import AllowedHosts
 from nodes.limits import Limits
@@ -51,6 +52,9 @@ class Settings(BaseSettings):
     http_allow_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
     llm_prices: Path | None = None  # JSON/YAML {model: {input, output}}, credits per 1M tokens
     poll_interval_s: float = Field(default=1.0, gt=0)
+    # How long a task's events nobody here reads may wait to be stored with what follows (one to two
+    # of these): how late a stream read through another process sees them, what a killed worker loses.
+    events_later_s: float = Field(default=EVENTS_LATER_S, gt=0, le=60)
     lease_s: float = Field(default=10.0, ge=1)
     shutdown_grace_s: float = Field(default=10.0, ge=0)
     max_output_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
