@@ -343,7 +343,7 @@ class EventHub:
         """A node's status changed (called in the node's asyncio task: watchers see it there)."""
         for watcher in self._node_watchers:
             watcher(task, run)
-        self._emit(task.id, _NODE, self._node_data(run), node_id=run.node_id)
+        self._emit(task.id, _NODE, self._node_data(run), False, run.node_id)  # positional: a cheaper call
 
     def node_said(self, task_id: int, kind: EventKind, data: Mapping[str, Any]) -> None:
         """A running node's ``progress``, ``log`` or ``token``."""
@@ -627,8 +627,9 @@ class EventHub:
 
     # -- inside ----------------------------------------------------------------------------
 
-    def _emit(self, task_id: int, kind: EventKind, data: EventData, *, final: bool = False,
+    def _emit(self, task_id: int, kind: EventKind, data: EventData, final: bool = False,
               node_id: str | None = None) -> None:
+        """Numbers and keeps an event of this process's task (``node_id``: a node's event)."""
         stream = self._streams.get(task_id)
         if stream is None or not stream.writing:
             return  # not this process's task (a late node report after a hand-over or a lost lease)
