@@ -641,11 +641,11 @@ class EventHub:
         if not stream.pending:
             self._waiting += 1
             stream.since = self._ticks
-            if self._ticker is None or self._ticker.asleep:
-                self._tick_on()
         stream.pending.append((seq, kind, data))
         if stream.readers or final:  # into the next group commit, with the node runs of the same loop turn
             self._hand_over(task_id, stream, final=final)
+        elif self._ticker is None or self._ticker.asleep:  # (after _waiting went up: see Ticker)
+            self._tick_on()
 
     def _tick_on(self) -> None:
         if self._closed:

@@ -230,8 +230,7 @@ _ITEM_MARK = "]"  # flow node ids are [A-Za-z0-9_.-] (flow.ID_PATTERN): only an 
 
 def flow_runs(task: Task) -> list[NodeRun]:
     """``task``'s runs of its flow's nodes (not its maps' items), in its order."""
-    # is_item_run's test written out, not called: a task's events list every node twice a task,
-    # and a call per node was a tenth of what its events cost a chain.
+    # is_item_run's test written out, not called for each: a task's two task events list every node.
     return [run for run in task.nodes.values() if _ITEM_MARK not in run.node_id]
 
 

@@ -92,9 +92,8 @@ def with_references(entries: list[Entry]) -> list[Entry]:
     seq, kind, data = entries[-1]
     if kind is not _TASK_KIND or not isinstance(data, tuple) or len(entries) == 1:
         return entries
-    # In C, no Python call per entry or run (a comprehension calling id() cost a chain 1.5 us): the
-    # number of each entry by its data's identity (a run is never another entry's data but its
-    # node event's), then each run as that number, or itself.
+    # In C, no Python call per entry or run: the number of each entry by its data's identity (a
+    # run is never another entry's data but its node event's), then each run as that number, or itself.
     made = dict(zip(map(id, map(_DATA, entries)), map(_NUMBER, entries), strict=True))
     runs = list(map(made.get, map(id, data[_RUNS]), data[_RUNS]))
     return [*entries[:-1], (seq, kind, (*data[:_RUNS], runs))]
