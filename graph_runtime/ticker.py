@@ -48,7 +48,7 @@ class Ticker:
                 self._thread.start()
 
     def stop(self) -> None:
-        """Stop for good: no tick after this returns, but one already handed to the loop."""
+        """Stop for good: no tick runs after this returns (one already handed to the loop is dropped)."""
         self._stopped.set()
         with self._lock:
             thread = self._thread
